@@ -1,0 +1,351 @@
+"""Config files: Python modules of plain assignments, in the L2D/MPSCD seed format.
+
+A config file is read with :func:`load_config`; every top-level name that does not start with
+an underscore is a key. The keys of L2D's ``configs/coco/resnet101_to_resnet34_l2d.py`` keep
+their meaning (``dataset, img_size, batch_size, model_t, lr_t, max_epoch_t, stop_epoch_t,
+model_s, lr_s, max_epoch_s, stop_epoch_s, criterion_t2s_para, teacher_pretrained``); the rest
+are this tool's own. Defaults live here and only here (:data:`FIELDS`).
+
+The whole config is validated once, before any work: an unknown key, a wrong type or an
+impossible value raises :class:`~mlkd_cache.errors.ConfigError` naming the key (and the closest
+valid key for a typo).
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import runpy
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+
+from .errors import ConfigError
+from .registry import closest
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+L2D_CRITERION = dict(
+    name="L2D",
+    para=dict(
+        lambda_ft=0.0,
+        ft_dis=None,
+        lambda_le=1.0,
+        le_dis=dict(name="LED", para=dict(lambda_cd=100.0, lambda_id=1000.0)),
+        lambda_logits=10.0,
+        logits_dis=dict(name="MLD", para=dict()),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: its type (``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"dict"``,
+    ``"float3"``; a trailing ``?`` allows ``None``), default, one-line meaning and an optional
+    value check returning an error text or ``None``."""
+
+    kind: str
+    default: Any
+    doc: str
+    check: Optional[Callable[[Any], Optional[str]]] = None
+
+
+def _positive(v) -> Optional[str]:
+    return None if v > 0 else "must be > 0"
+
+
+def _at_least(n: int) -> Callable[[Any], Optional[str]]:
+    return lambda v: None if v >= n else f"must be >= {n}"
+
+
+def _unit_interval(v) -> Optional[str]:
+    return None if 0.0 <= v <= 1.0 else "must be in [0, 1]"
+
+
+def _open_unit_interval(v) -> Optional[str]:
+    return None if 0.0 < v < 1.0 else "must be in (0, 1)"
+
+
+def _one_of(*options: str) -> Callable[[Any], Optional[str]]:
+    return lambda v: None if v in options else f"must be one of {', '.join(options)}"
+
+
+def _positive_triple(v) -> Optional[str]:
+    return None if all(x > 0 for x in v) else "every entry must be > 0"
+
+
+TRANSFORM_FIELDS: Dict[str, Field] = {
+    "cutout": Field("float", 0.5, "Cutout box side as a fraction of the image side (0 = off)", _unit_interval),
+    "randaugment": Field("str?", "rand-m9-n2-mstd0.5", "timm RandAugment config string (None = off)"),
+    "hflip": Field("float", 0.0, "probability of a horizontal flip", _unit_interval),
+    "mean": Field("float3", (0.0, 0.0, 0.0), "per-channel mean subtracted after ToTensor (L2D: none)"),
+    "std": Field("float3", (1.0, 1.0, 1.0), "per-channel std divided after ToTensor (L2D: none)", _positive_triple),
+    "interpolation": Field("str", "bilinear", "resize filter", _one_of("bilinear", "bicubic", "nearest")),
+}
+
+CACHE_FIELDS: Dict[str, Field] = {
+    "views": Field("int", 8, "augmented views stored per training sample", _at_least(1)),
+    "dtype": Field("str", "float16", "dtype of cached logits, features and embeddings", _one_of("float16", "float32")),
+    "embedding": Field("str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of("positive", "dense")),
+    "shard_size": Field("int", 4096, "samples per HDF5 shard", _at_least(1)),
+}
+
+HARD_LOSS_NAMES = ("bce", "asl")
+
+FIELDS: Dict[str, Field] = {
+    # L2D seed keys
+    "dataset": Field("str", "digits", "dataset name: voc, coco, nus, csv or digits"),
+    "teacher_pretrained": Field("bool", False, "the teacher is already trained (teacher-train then only checks OUT/teacher.pt)"),
+    "img_size": Field("int", 224, "input side in pixels (images are resized to img_size x img_size)", _at_least(16)),
+    "batch_size": Field("int", 64, "batch size per process", _at_least(1)),
+    "model_t": Field("str", "resnet101", "teacher backbone: a seed name (resnet101, wrn50, swin_t, ...) or any timm model"),
+    "lr_t": Field("float", 1e-4, "teacher peak learning rate (OneCycle)", _positive),
+    "max_epoch_t": Field("int", 80, "teacher epochs the OneCycle schedule is planned for", _at_least(1)),
+    "stop_epoch_t": Field("int?", None, "teacher stops after this many epochs (None = max_epoch_t)", _at_least(1)),
+    "model_s": Field("str", "resnet34", "student backbone: a seed name or any timm model"),
+    "lr_s": Field("float", 1e-4, "student peak learning rate (OneCycle)", _positive),
+    "max_epoch_s": Field("int", 80, "student epochs the OneCycle schedule is planned for", _at_least(1)),
+    "stop_epoch_s": Field("int?", None, "student stops after this many epochs (None = max_epoch_s)", _at_least(1)),
+    "criterion_t2s_para": Field("dict", L2D_CRITERION, "distiller in the L2D seed format (lambda_ft/ft_dis, lambda_le/le_dis, lambda_logits/logits_dis)"),
+    # this tool's keys
+    "data_root": Field("str?", None, "dataset folder (not needed for digits)"),
+    "dataset_para": Field("dict", {}, "extra dataset arguments (e.g. csv file names, digits sizes)"),
+    "workers": Field("int", 2, "DataLoader worker processes per rank", _at_least(0)),
+    "seed": Field("int", 0, "base seed of initialisation, shuffling and every augmented view", _at_least(0)),
+    "pretrained_t": Field("str?", None, "local weights file for the teacher backbone (timm/torchvision state dict)"),
+    "pretrained_s": Field("str?", None, "local weights file for the student backbone"),
+    "embed_dim": Field("int", 768, "ML-Decoder label-wise embedding size E", _at_least(1)),
+    "loss_t": Field("str", "bce", "teacher hard-label loss: bce (sum-reduced, as L2D) or asl", _one_of(*HARD_LOSS_NAMES)),
+    "loss_s": Field("str", "bce", "student hard-label loss: bce or asl", _one_of(*HARD_LOSS_NAMES)),
+    "asl_para": Field("dict", dict(gamma_neg=4.0, gamma_pos=0.0, clip=0.05), "ASL parameters (used when a loss is asl)"),
+    "optimizer": Field("str", "adam", "adam or adamw (L2D: Adam, weight decay on weights only)", _one_of("adam", "adamw")),
+    "weight_decay": Field("float", 1e-4, "weight decay of non-bias, non-norm parameters", _at_least(0)),
+    "pct_start": Field("float", 0.2, "OneCycle warm-up fraction", _open_unit_interval),
+    "amp": Field("bool", True, "mixed precision on CUDA (ignored on CPU)"),
+    "eval_every": Field("int", 1, "evaluate on the test split every this many epochs (and after the last)", _at_least(1)),
+    "transform": Field("dict", {k: f.default for k, f in TRANSFORM_FIELDS.items()}, "train augmentation spec"),
+    "cache": Field("dict", {k: f.default for k, f in CACHE_FIELDS.items()}, "target cache settings"),
+}
+
+_SUB_SCHEMAS: Dict[str, Dict[str, Field]] = {"transform": TRANSFORM_FIELDS, "cache": CACHE_FIELDS}
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _coerce(key: str, value: Any, kind: str) -> Any:
+    """Return ``value`` checked (and, for int -> float, widened) against ``kind``."""
+    optional = kind.endswith("?")
+    base = kind.rstrip("?")
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key {key!r} must not be None (expected {base})")
+    ok: bool
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base == "str":
+        ok = isinstance(value, str)
+    elif base == "dict":
+        ok = isinstance(value, Mapping)
+        value = dict(value) if ok else value
+    elif base == "float3":
+        ok = (
+            isinstance(value, (list, tuple))
+            and len(value) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+        )
+        value = tuple(float(x) for x in value) if ok else value
+    else:  # pragma: no cover - schema error
+        raise AssertionError(kind)
+    if not ok:
+        expected = "3 numbers" if base == "float3" else base
+        raise ConfigError(
+            f"config key {key!r} must be {expected}{' or None' if optional else ''}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _validate(values: Mapping[str, Any], schema: Mapping[str, Field], where: str) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key in values:
+        if key not in schema:
+            hint = closest(key, schema)
+            did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"unknown config key '{where}{key}'{did_you_mean}")
+    for key, field in schema.items():
+        value = copy.deepcopy(values[key]) if key in values else copy.deepcopy(field.default)
+        value = _coerce(where + key, value, field.kind)
+        if key in _SUB_SCHEMAS and where == "":
+            value = _validate(value, _SUB_SCHEMAS[key], f"{key}.")
+        if value is not None and field.check is not None:
+            problem = field.check(value)
+            if problem:
+                raise ConfigError(f"config key '{where}{key}' {problem}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _check_relations(v: Dict[str, Any]) -> None:
+    for role in ("t", "s"):
+        stop, total = v[f"stop_epoch_{role}"], v[f"max_epoch_{role}"]
+        if stop is not None and stop > total:
+            raise ConfigError(
+                f"config key 'stop_epoch_{role}' ({stop}) must not exceed 'max_epoch_{role}' ({total})"
+            )
+    unknown = sorted(set(v["asl_para"]) - {"gamma_neg", "gamma_pos", "clip"})
+    if unknown:
+        raise ConfigError(f"config key 'asl_para' has unknown entries {unknown}; valid: gamma_neg, gamma_pos, clip")
+    crit = v["criterion_t2s_para"]
+    if "para" not in crit or not isinstance(crit.get("para"), Mapping):
+        raise ConfigError("config key 'criterion_t2s_para' must be dict(name=..., para=dict(...))")
+
+
+# --------------------------------------------------------------------------------------------
+# Config object
+# --------------------------------------------------------------------------------------------
+
+
+class Config:
+    """A validated, read-only set of config values; attribute access (``cfg.img_size``).
+
+    Build with :func:`load_config` or :meth:`from_dict`; :meth:`to_dict` gives a plain dict
+    (JSON-able) that :meth:`from_dict` accepts again, for checkpoint snapshots.
+    """
+
+    __slots__ = ("_values", "source")
+
+    def __init__(self, values: Mapping[str, Any], source: Optional[str] = None) -> None:
+        validated = _validate(values, FIELDS, "")
+        _check_relations(validated)
+        object.__setattr__(self, "_values", validated)
+        object.__setattr__(self, "source", source)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Config is read-only; use replace(**changes)")
+
+    def replace(self, **changes: Any) -> "Config":
+        """A new config with ``changes`` applied (validated again)."""
+        merged = self.to_dict()
+        for key, value in changes.items():
+            if key in _SUB_SCHEMAS and isinstance(value, Mapping) and key in merged:
+                value = {**merged[key], **value}
+            merged[key] = value
+        return Config(merged, self.source)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return copy.deepcopy(self._values)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: Optional[str] = None) -> "Config":
+        return cls(values, source)
+
+    def epochs(self, role: str) -> Tuple[int, int]:
+        """``(planned, run)`` epochs for role ``"t"`` or ``"s"``: the schedule length and where
+        training stops."""
+        total = self._values[f"max_epoch_{role}"]
+        stop = self._values[f"stop_epoch_{role}"]
+        return total, total if stop is None else stop
+
+    def __repr__(self) -> str:
+        return f"Config({self.source or '<dict>'})"
+
+
+def shipped_configs_dir() -> Optional[Path]:
+    """Folder of the configs shipped with the package (``configs/`` of the source tree)."""
+    try:
+        from importlib.resources import files
+
+        return Path(str(files("mlkd_cache.configs")))
+    except (ImportError, ModuleNotFoundError, TypeError):
+        return None
+
+
+def resolve_config_path(value: str | Path) -> Path:
+    """``value`` as given if that file exists, else the shipped config of that name
+    (``digits/resnet18_to_resnet10t_l2d.py`` or ``configs/digits/...``)."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    shipped = shipped_configs_dir()
+    if shipped is not None:
+        parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+        candidate = shipped.joinpath(*parts) if parts else shipped
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file not found: {value}")
+
+
+def read_config_file(path: str | Path) -> Dict[str, Any]:
+    """Execute a config module and return its plain assignments (no validation)."""
+    path = resolve_config_path(path)
+    if path.suffix != ".py":
+        raise ConfigError(f"config file must be a Python module (.py), got {path}")
+    try:
+        namespace = runpy.run_path(str(path))
+    except SyntaxError as exc:
+        raise ConfigError(f"config file {path} has a syntax error at line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:  # a config that raises is the user's error, reported in one line
+        raise ConfigError(f"config file {path} failed to run: {type(exc).__name__}: {exc}") from None
+    return {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+    }
+
+
+def parse_override(text: str) -> Tuple[str, Any]:
+    """Parse one ``--set key=value`` item; the value is a Python literal or a bare string.
+
+    Dotted keys address a sub-dict: ``cache.views=4``.
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip(), value
+
+
+def load_config(
+    path: Optional[str | Path] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    clear: Iterable[str] = (),
+) -> Config:
+    """Read ``path`` (or start from defaults), apply ``overrides`` (CLI options; ``None`` values
+    are dropped so an unset option never overrides the file; dotted keys address a sub-dict),
+    reset the keys in ``clear`` to their defaults, and validate the result."""
+    values: Dict[str, Any] = read_config_file(path) if path is not None else {}
+    for key in clear:
+        values.pop(key, None)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if "." in key:
+            top, sub = key.split(".", 1)
+            if top not in _SUB_SCHEMAS:
+                hint = closest(top, _SUB_SCHEMAS)
+                did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ConfigError(f"config key {top!r} has no sub-keys{did_you_mean}")
+            values[top] = {**dict(values.get(top, {})), sub: value}
+        else:
+            values[key] = value
+    return Config(values, str(path) if path is not None else None)
