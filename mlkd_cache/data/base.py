@@ -1,0 +1,216 @@
+"""The common multi-label dataset type, the dataset registry and shared loading helpers.
+
+A dataset is constructed from annotations only (images are never decoded at construction, but
+their files are checked to exist, with one ``listdir`` per image folder, so a missing image is
+reported at start-up rather than in epoch 3). Every sample has a stable string ``key`` and a
+``uint8`` label row; :meth:`MultiLabelDataset.load_image` returns an RGB ``PIL.Image``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch.utils.data
+from PIL import Image
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry, closest
+
+DATASETS = Registry("dataset")
+
+SPLITS = ("train", "test")
+
+
+class MultiLabelDataset(torch.utils.data.Dataset):
+    """``N`` samples, ``C`` classes; ``labels[i, c] == 1`` when class ``c`` is in sample ``i``.
+
+    File-backed datasets pass ``image_paths`` (absolute paths, parallel to ``keys``); datasets
+    that hold their pixels in memory (``digits``) override :meth:`load_image` instead.
+    """
+
+    name: str = "base"
+
+    def __init__(
+        self,
+        *,
+        split: str,
+        class_names: Sequence[str],
+        keys: Sequence[str],
+        labels: np.ndarray,
+        image_paths: Optional[Sequence[str]] = None,
+        root: Optional[str] = None,
+    ) -> None:
+        check_split(split)
+        labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        if labels.ndim != 2 or labels.shape != (len(keys), len(class_names)):
+            raise ValueError(
+                f"labels shape {labels.shape} != ({len(keys)}, {len(class_names)})"
+            )
+        if image_paths is not None and len(image_paths) != len(keys):
+            raise ValueError("image_paths and keys differ in length")
+        self.split = split
+        self.class_names: List[str] = list(class_names)
+        self.keys: List[str] = list(keys)
+        self.labels: np.ndarray = labels
+        self.image_paths: Optional[List[str]] = (
+            list(image_paths) if image_paths is not None else None
+        )
+        self.root = root
+
+    # -- sizes ---------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    # -- samples -------------------------------------------------------------------------
+    def load_image(self, index: int) -> Image.Image:
+        """The decoded image of sample ``index`` in mode ``"RGB"``; :class:`DataError` when the
+        file is missing, truncated or not an image."""
+        if self.image_paths is None:
+            raise NotImplementedError(f"{type(self).__name__} must override load_image")
+        return load_rgb(self.image_paths[index])
+
+    def __getitem__(self, index: int) -> Tuple[Image.Image, np.ndarray]:
+        return self.load_image(index), self.labels[index].copy()
+
+    # -- summaries -----------------------------------------------------------------------
+    @property
+    def label_counts(self) -> np.ndarray:
+        """Positives per class, ``int64 [C]``."""
+        return self.labels.sum(axis=0, dtype=np.int64)
+
+    @property
+    def labels_per_image(self) -> float:
+        return float(self.labels.sum(dtype=np.int64)) / max(len(self), 1)
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}/{self.split}: {len(self)} images, {self.num_classes} classes, "
+            f"{self.labels_per_image:.1f} labels/image"
+        )
+
+    def fingerprint(self) -> str:
+        """A hex digest of class names, keys and labels: equal when two constructions hold the
+        same samples in the same order with the same labels."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self.name}\0{self.split}\0".encode())
+        h.update("\0".join(self.class_names).encode())
+        h.update(b"\1")
+        h.update("\0".join(self.keys).encode())
+        h.update(b"\1")
+        h.update(np.asarray(self.labels.shape, dtype=np.int64).tobytes())
+        h.update(self.labels.tobytes())
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the dataset modules
+# --------------------------------------------------------------------------------------------
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    return split
+
+
+def require_root(root, dataset: str, expected: str) -> str:
+    """The data root as an absolute path; :class:`DataError` mentioning ``--data-root`` when it
+    is ``None`` or not a folder. ``expected`` describes the layout for the message."""
+    if root is None or str(root) == "":
+        raise DataError(
+            f"dataset {dataset!r} needs a data root: pass --data-root (config data_root) "
+            f"pointing at {expected}"
+        )
+    path = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(path):
+        raise DataError(
+            f"data root not found: {path} is not a folder; pass --data-root pointing at {expected}"
+        )
+    return path
+
+
+def require_file(path: str, what: str, expected: str) -> str:
+    if not os.path.isfile(path):
+        raise DataError(f"{what} not found: {path} is missing; expected {expected}")
+    return path
+
+
+def require_dir(path: str, what: str, expected: str) -> str:
+    if not os.path.isdir(path):
+        raise DataError(f"{what} not found: {path} is missing; expected {expected}")
+    return path
+
+
+def check_images_exist(paths: Sequence[str], dataset: str) -> None:
+    """Raise :class:`DataError` naming the first missing image (in sample order) and the number
+    missing. One ``listdir`` per distinct folder, so 80k images cost milliseconds."""
+    by_dir = defaultdict(list)
+    for i, p in enumerate(paths):
+        d, base = os.path.split(p)
+        by_dir[d].append((i, base))
+    missing: List[int] = []
+    for d, items in by_dir.items():
+        try:
+            present = set(os.listdir(d))
+        except OSError:
+            present = set()
+        missing.extend(i for i, base in items if base not in present)
+    if missing:
+        missing.sort()
+        first = paths[missing[0]]
+        folder = os.path.dirname(first)
+        where = "" if os.path.isdir(folder) else f" (folder {folder} does not exist)"
+        raise DataError(
+            f"{dataset}: {len(missing)} of {len(paths)} image files are missing, first: "
+            f"{first}{where}; restore them or fix the data root"
+        )
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open and fully decode ``path`` as RGB; :class:`DataError` naming the file on failure."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")  # convert() loads, so truncation surfaces here
+    except FileNotFoundError:
+        raise DataError(f"image file missing: {path}; restore it or fix the data root") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(
+            f"cannot decode image {path} ({e}); the file is truncated or not an image: "
+            "re-download or replace it"
+        ) from None
+
+
+def labels_from_index_lists(
+    index_lists: Sequence[Iterable[int]], num_classes: int
+) -> np.ndarray:
+    """``uint8 [N, C]`` from per-sample lists of class indices (duplicates allowed), built with
+    one flat scatter instead of a per-row loop. Indices must already be validated."""
+    lists = [list(x) for x in index_lists]
+    lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    labels = np.zeros((len(lists), num_classes), dtype=np.uint8)
+    total = int(lengths.sum())
+    if total:
+        rows = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
+        cols = np.fromiter(
+            (c for x in lists for c in x), dtype=np.int64, count=total
+        )
+        labels[rows, cols] = 1
+    return labels
+
+
+def unknown_class_error(name: str, where: str, class_names: Sequence[str]) -> DataError:
+    hint = closest(name, class_names)
+    dym = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return DataError(
+        f"unknown class {name!r}{dym} in {where}; valid classes: {', '.join(class_names)}"
+    )

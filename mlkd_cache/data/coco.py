@@ -1,0 +1,210 @@
+"""MS-COCO 2014 (80 classes) in the L2D layout, or with the official instances files.
+
+::
+
+    <root>/train2014/COCO_train2014_*.jpg     <root>/train_anno.json   (L2D format)
+    <root>/val2014/COCO_val2014_*.jpg         <root>/val_anno.json
+    <root>/annotations/instances_{train,val}2014.json                  (official format)
+
+``train`` is train2014, ``test`` is val2014. L2D's files are a JSON list of
+``{"file_name": ..., "labels": [class indices]}``; the official files give ``images``,
+``annotations`` (``image_id``, ``category_id``) and ``categories`` (``id``, ``name``).
+
+Class order: the 80 official category names sorted alphabetically (``sorted`` of the names
+with their spaces: airplane, apple, backpack, ..., person = 49, ..., zebra = 79). That is the
+order L2D's annotation files use; category ids of the official file are mapped through the same
+sorted names, never through their numeric order (the silent class-order bug of L2D issue #4).
+
+Image sets differ: official val2014 has 40,504 images, L2D's ``val_anno.json`` 40,137 -- L2D
+dropped the images without any annotation. From the instances file those images are kept with an
+all-zero label row.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .base import (
+    DATASETS,
+    MultiLabelDataset,
+    check_images_exist,
+    check_split,
+    require_root,
+    unknown_class_error,
+)
+
+# The 80 official COCO category names, in official id order (ids 1..90 with gaps).
+COCO_OFFICIAL_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+# The official category ids of the names above.
+COCO_OFFICIAL_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
+    28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
+    54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80,
+    81, 82, 84, 85, 86, 87, 88, 89, 90,
+)
+# The class order of this tool and of L2D's annotation files.
+COCO_CLASSES = tuple(sorted(COCO_OFFICIAL_NAMES))
+assert len(COCO_CLASSES) == 80 and COCO_CLASSES[49] == "person"
+
+_SPLIT_INFO = {
+    # split -> (image folder, L2D file, official instances file)
+    "train": ("train2014", "train_anno.json", os.path.join("annotations", "instances_train2014.json")),
+    "test": ("val2014", "val_anno.json", os.path.join("annotations", "instances_val2014.json")),
+}
+ANNOTATION_FORMATS = ("auto", "l2d", "instances")
+
+
+def _load_json(path: str):
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON in {path}: {e}; re-download the annotation file") from None
+    except OSError as e:
+        raise DataError(f"cannot read annotation file {path}: {e}") from None
+
+
+def parse_l2d_annotations(path: str, data=None) -> Tuple[List[str], np.ndarray]:
+    """``(file_names, labels uint8 [N, 80])`` from an L2D ``*_anno.json`` file (label = index
+    into :data:`COCO_CLASSES`). ``data`` skips the file read when the JSON is already loaded."""
+    if data is None:
+        data = _load_json(path)
+    bad = f"malformed L2D annotation file {path}"
+    if not isinstance(data, list):
+        raise DataError(f"{bad}: expected a JSON list of {{\"file_name\", \"labels\"}} objects")
+    try:
+        names = [e["file_name"] for e in data]
+        lists = [e["labels"] for e in data]
+    except (TypeError, KeyError) as e:
+        raise DataError(f"{bad}: every entry needs \"file_name\" and \"labels\" ({e!r})") from None
+    try:
+        lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        flat = [c for x in lists for c in x]
+        if not all(type(c) is int for c in flat):
+            raise TypeError
+        cols = np.asarray(flat, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataError(f"{bad}: labels must be lists of integer class indices") from None
+    if cols.size and (cols.min() < 0 or cols.max() >= len(COCO_CLASSES)):
+        v = int(cols[(cols < 0) | (cols >= len(COCO_CLASSES))][0])
+        raise DataError(f"{bad}: class index {v} is outside 0..{len(COCO_CLASSES) - 1}")
+    if len(set(names)) != len(names):
+        raise DataError(f"{bad}: some file_name appears twice")
+    labels = np.zeros((len(names), len(COCO_CLASSES)), dtype=np.uint8)
+    rows = np.repeat(np.arange(len(names), dtype=np.int64), lengths)
+    labels[rows, cols] = 1
+    return names, labels
+
+
+def parse_instances_annotations(path: str, data=None) -> Tuple[List[str], np.ndarray]:
+    """``(file_names, labels uint8 [N, 80])`` from an official ``instances_*.json``. Rows
+    follow the file's ``images`` order; images without annotations get an all-zero row.
+    Category ids are mapped to indices by sorting the categories by *name*."""
+    if data is None:
+        data = _load_json(path)
+    bad = f"malformed COCO instances file {path}"
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise DataError(f"{bad}: expected an object with \"images\", \"annotations\", \"categories\"")
+    try:
+        cats = {int(c["id"]): str(c["name"]).strip() for c in data["categories"]}
+        names = [im["file_name"] for im in data["images"]]
+        image_ids = np.asarray([int(im["id"]) for im in data["images"]], dtype=np.int64)
+        ann_img = np.asarray([a["image_id"] for a in data["annotations"]], dtype=np.int64)
+        ann_cat = np.asarray([a["category_id"] for a in data["annotations"]], dtype=np.int64)
+    except (TypeError, KeyError, ValueError) as e:
+        raise DataError(f"{bad}: missing or non-integer field ({e!r})") from None
+    for name in cats.values():
+        if name not in COCO_CLASSES:
+            raise unknown_class_error(name, f"the categories of {path}", COCO_CLASSES)
+    if sorted(cats.values()) != list(COCO_CLASSES):
+        missing = sorted(set(COCO_CLASSES) - set(cats.values()))
+        raise DataError(
+            f"{bad}: categories must be the 80 COCO classes, each once "
+            f"(missing: {', '.join(missing) or 'none'}; some name repeated otherwise)"
+        )
+    class_index = {c: k for k, c in enumerate(COCO_CLASSES)}
+    max_id = max(cats)
+    cat_to_col = np.full(max(max_id, int(ann_cat.max(initial=0))) + 1, -1, dtype=np.int64)
+    for cid, name in cats.items():
+        cat_to_col[cid] = class_index[name]
+    if ann_cat.size and (ann_cat.min() < 0 or (cat_to_col[ann_cat] < 0).any()):
+        v = int(ann_cat[(ann_cat < 0) | (cat_to_col[np.clip(ann_cat, 0, None)] < 0)][0])
+        raise DataError(f"{bad}: an annotation has category_id {v}, which is not in categories")
+    order = np.argsort(image_ids, kind="stable")
+    sorted_ids = image_ids[order]
+    if sorted_ids.size > 1 and (np.diff(sorted_ids) == 0).any():
+        raise DataError(f"{bad}: some image id appears twice")
+    pos = np.searchsorted(sorted_ids, ann_img)
+    pos_c = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
+    if ann_img.size and (len(sorted_ids) == 0 or (sorted_ids[pos_c] != ann_img).any()):
+        raise DataError(f"{bad}: an annotation refers to an image_id not listed in images")
+    labels = np.zeros((len(names), len(COCO_CLASSES)), dtype=np.uint8)
+    if ann_img.size:
+        labels[order[pos_c], cat_to_col[ann_cat]] = 1
+    return names, labels
+
+
+@DATASETS.register("coco")
+class COCODataset(MultiLabelDataset):
+    """COCO 2014. ``annotation``: ``"auto"`` (L2D file if present, else the instances file),
+    ``"l2d"`` or ``"instances"``. Keys: ``train2014/<file_name>`` / ``val2014/<file_name>``.
+    ``check_images=False`` skips the image-existence check (annotation-only use)."""
+
+    name = "coco"
+
+    def __init__(self, split: str = "train", root: Optional[str] = None, *,
+                 annotation: str = "auto", check_images: bool = True) -> None:
+        check_split(split)
+        if annotation not in ANNOTATION_FORMATS:
+            raise ConfigError(
+                f"coco: unknown annotation format {annotation!r}; valid: {', '.join(ANNOTATION_FORMATS)}"
+            )
+        img_folder, l2d_name, inst_name = _SPLIT_INFO[split]
+        expected = (
+            f"<root>/{img_folder}/*.jpg and <root>/{l2d_name} (L2D) or <root>/{inst_name} (official)"
+        )
+        root = require_root(root, "coco", f"a folder holding {img_folder}/ and {l2d_name}")
+        l2d_path = os.path.join(root, l2d_name)
+        inst_path = os.path.join(root, inst_name)
+        if annotation == "auto":
+            annotation = "l2d" if os.path.isfile(l2d_path) else (
+                "instances" if os.path.isfile(inst_path) else "")
+            if not annotation:
+                raise DataError(
+                    f"COCO annotations not found: neither {l2d_path} nor {inst_path} exists; "
+                    f"expected {expected}"
+                )
+        ann_path = l2d_path if annotation == "l2d" else inst_path
+        if not os.path.isfile(ann_path):
+            raise DataError(f"COCO annotations not found: {ann_path} is missing; expected {expected}")
+        parse = parse_l2d_annotations if annotation == "l2d" else parse_instances_annotations
+        file_names, labels = parse(ann_path)
+        if not file_names:
+            raise DataError(f"empty split: {ann_path} lists no images")
+        self.annotation_file = ann_path
+        self.annotation_format = annotation
+
+        img_dir = os.path.join(root, img_folder)
+        keys = [f"{img_folder}/{n}" for n in file_names]
+        paths = [os.path.join(img_dir, n) for n in file_names]
+        if check_images:
+            if not os.path.isdir(img_dir):
+                raise DataError(f"COCO layout not found: {img_dir} is missing; expected {expected}")
+            check_images_exist(paths, "coco")
+        super().__init__(split=split, class_names=COCO_CLASSES, keys=keys, labels=labels,
+                         image_paths=paths, root=root)

@@ -1,0 +1,140 @@
+"""The dataset wrapper every trainer uses: items with replayable augmented views.
+
+An item is ``(image, labels, index, view, fingerprint)``:
+
+* ``image``: float32 ``[3, img_size, img_size]``; for training the output of
+  :class:`~mlkd_cache.data.transforms.ReplayableTransform` seeded with
+  ``view_seed(base_seed, keys[index], view)``, for evaluation of
+  :class:`~mlkd_cache.data.transforms.EvalTransform`;
+* ``labels``: float32 ``[C]`` (0/1);
+* ``index``, ``view``: Python ints (collated into int64 tensors);
+* ``fingerprint``: the 64-bit :func:`~mlkd_cache.data.transforms.fingerprint` of ``image``
+  as a *signed* int64 (``to_signed``; ``to_unsigned`` gives back the value stored in the
+  cache), or 0 when ``with_fingerprint`` is False.
+
+Which view an epoch uses (:meth:`ViewDataset.view_of`):
+
+* teacher training (``train=True, views=None``): view = epoch, a fresh view every epoch that
+  can still be regenerated later;
+* student replay of a cache with V views (``train=True, views=V``): view =
+  ``(epoch + offset_i) % V`` with ``offset_i = view_seed(base_seed, key_i, -1) % V``, so over
+  any V consecutive epochs each sample visits each cached view exactly once, and samples are
+  not all on the same view in the same epoch;
+* evaluation (``train=False``): view 0 (the deterministic eval transform).
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .transforms import EvalTransform, ReplayableTransform, TransformSpec, fingerprint, to_signed, view_seed
+
+__all__ = ["ViewDataset"]
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """(image, labels, index, view, fingerprint) items for one split, with replayable views."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        spec: TransformSpec,
+        base_seed: int,
+        train: bool,
+        views: Optional[int] = None,
+        with_fingerprint: bool = False,
+    ) -> None:
+        if not isinstance(spec, TransformSpec):
+            raise TypeError(f"spec must be a TransformSpec, got {type(spec).__name__}")
+        if isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer)):
+            raise TypeError(f"base_seed must be an int, got {type(base_seed).__name__}")
+        if views is not None:
+            if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 1:
+                raise ValueError(f"views must be a positive int or None, got {views!r}")
+            views = int(views)
+        n_keys, n_labels = len(dataset.keys), len(dataset.labels)
+        if n_keys != n_labels:
+            raise ValueError(f"dataset has {n_keys} keys but {n_labels} label rows")
+        self.dataset = dataset
+        self.spec = spec
+        self.base_seed = int(base_seed)
+        self.train = bool(train)
+        self.views = views
+        self.with_fingerprint = bool(with_fingerprint)
+        self.epoch = 0
+        self.transform = ReplayableTransform(spec) if self.train else EvalTransform(spec)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    @property
+    def keys(self):
+        return self.dataset.keys
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.dataset.labels
+
+    @property
+    def class_names(self):
+        return self.dataset.class_names
+
+    def __len__(self) -> int:
+        return len(self.dataset.keys)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose views :meth:`__getitem__` returns (call before each epoch;
+        DataLoader workers created afterwards, or persistent ones re-created, see it)."""
+        epoch = operator.index(epoch)
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def _index(self, index: Any) -> int:
+        i = operator.index(index)
+        n = len(self)
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for {n} samples")
+        return i
+
+    def seed_of(self, index: int, view: int) -> int:
+        """The unsigned 64-bit view seed of ``(index, view)``."""
+        return view_seed(self.base_seed, self.dataset.keys[self._index(index)], int(view))
+
+    def view_of(self, index: int, epoch: int) -> int:
+        """The view sample ``index`` uses in ``epoch`` (rules in the module docstring)."""
+        if not self.train:
+            return 0
+        epoch = operator.index(epoch)
+        if self.views is None:
+            return epoch
+        offset = view_seed(self.base_seed, self.dataset.keys[self._index(index)], -1) % self.views
+        return (epoch + offset) % self.views
+
+    # -- items ------------------------------------------------------------------------------
+
+    def get(self, index: int, view: int) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
+        """The item of an explicit ``(sample, view)`` (used by the cache dump)."""
+        i = self._index(index)
+        view = operator.index(view)
+        if self.views is not None and self.train and not 0 <= view < self.views:
+            raise IndexError(f"view {view} out of range for {self.views} views")
+        img = self.dataset.load_image(i)
+        if self.train:
+            image = self.transform(img, self.seed_of(i, view))
+        else:
+            image = self.transform(img)
+        labels = torch.from_numpy(np.asarray(self.dataset.labels[i], dtype=np.float32).copy())
+        fp = to_signed(fingerprint(image)) if self.with_fingerprint else 0
+        return image, labels, i, int(view), fp
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
+        return self.get(index, self.view_of(index, self.epoch))
+
+    def __repr__(self) -> str:
+        name = getattr(self.dataset, "name", type(self.dataset).__name__)
+        split = getattr(self.dataset, "split", "?")
+        mode = "eval" if not self.train else ("epoch views" if self.views is None else f"{self.views} views")
+        return f"ViewDataset({name}/{split}, n={len(self)}, {mode}, seed={self.base_seed})"

@@ -1,0 +1,120 @@
+"""ViewDataset: which view each epoch uses, and what an item holds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mlkd_cache.data.transforms import EvalTransform, ReplayableTransform, TransformSpec, fingerprint, to_signed, to_unsigned, view_seed
+from mlkd_cache.data.views import ViewDataset
+
+SIZE = 24
+
+
+class TinyDataset:
+    """In-memory stand-in for mlkd_cache.data.base.MultiLabelDataset."""
+
+    name = "tiny"
+    split = "train"
+
+    def __init__(self, n: int = 6, c: int = 4, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.class_names = [f"c{j}" for j in range(c)]
+        self.keys = [f"sample-{i}" for i in range(n)]
+        self.labels = (rng.random((n, c)) < 0.4).astype(np.uint8)
+        self._images = [rng.integers(0, 256, size=(20 + i, 30, 3), dtype=np.uint8) for i in range(n)]
+
+    def __len__(self):
+        return len(self.keys)
+
+    def load_image(self, index):
+        return Image.fromarray(self._images[index])
+
+
+SPEC = TransformSpec(img_size=SIZE)
+
+
+def test_teacher_view_is_epoch():
+    ds = ViewDataset(TinyDataset(), SPEC, base_seed=3, train=True)
+    for i in range(len(ds)):
+        for e in (0, 1, 2, 17, 100):
+            assert ds.view_of(i, e) == e
+    ds.set_epoch(4)
+    assert ds[2][3] == 4
+
+
+def test_student_views_cycle_with_offsets():
+    V = 4
+    data = TinyDataset(n=32)
+    ds = ViewDataset(data, SPEC, base_seed=3, train=True, views=V)
+    offsets = []
+    for i in range(len(ds)):
+        # every V consecutive epochs visit every view exactly once, from any starting epoch
+        for start in (0, 1, V, 7):
+            assert sorted(ds.view_of(i, e) for e in range(start, start + V)) == list(range(V))
+        off = ds.view_of(i, 0)
+        assert off == view_seed(3, data.keys[i], -1) % V
+        assert ds.view_of(i, 1) == (off + 1) % V
+        offsets.append(off)
+    assert len(set(offsets)) > 1  # samples are not all on the same view in the same epoch
+    other = ViewDataset(data, SPEC, base_seed=4, train=True, views=V)
+    assert [other.view_of(i, 0) for i in range(len(ds))] != offsets
+
+
+def test_eval_view_zero_and_item():
+    data = TinyDataset()
+    ds = ViewDataset(data, SPEC, base_seed=0, train=False, with_fingerprint=True)
+    ds.set_epoch(9)
+    image, labels, index, view, fp = ds[1]
+    assert view == 0 and index == 1
+    assert torch.equal(image, EvalTransform(SPEC)(data.load_image(1)))
+    assert fp == to_signed(fingerprint(image))
+    assert torch.equal(labels, torch.from_numpy(data.labels[1].astype(np.float32)))
+
+
+def test_item_shapes_dtypes_and_fingerprint():
+    data = TinyDataset()
+    ds = ViewDataset(data, SPEC, base_seed=1, train=True, views=3, with_fingerprint=True)
+    ds.set_epoch(2)
+    for i in range(len(ds)):
+        image, labels, index, view, fp = ds[i]
+        assert image.dtype == torch.float32 and image.shape == (3, SIZE, SIZE)
+        assert labels.dtype == torch.float32 and labels.shape == (4,)
+        assert np.array_equal(labels.numpy(), data.labels[i].astype(np.float32))
+        assert isinstance(index, int) and index == i
+        assert isinstance(view, int) and view == ds.view_of(i, 2)
+        assert isinstance(fp, int) and -(2**63) <= fp < 2**63
+        assert to_unsigned(fp) == fingerprint(image)
+        assert torch.equal(image, ReplayableTransform(SPEC)(data.load_image(i), ds.seed_of(i, view)))
+        assert torch.equal(image, ds.get(i, view)[0])
+    assert ds.seed_of(2, 1) == view_seed(1, "sample-2", 1)
+    # views of one sample differ; without fingerprints the field is 0
+    assert not torch.equal(ds.get(0, 0)[0], ds.get(0, 1)[0])
+    plain = ViewDataset(data, SPEC, base_seed=1, train=True, views=3)
+    assert plain.get(0, 1)[4] == 0
+    assert torch.equal(plain.get(0, 1)[0], ds.get(0, 1)[0])
+
+
+def test_collate_keeps_fingerprints():
+    ds = ViewDataset(TinyDataset(), SPEC, base_seed=1, train=True, with_fingerprint=True)
+    ds.set_epoch(3)
+    image, labels, index, view, fp = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert image.shape == (4, 3, SIZE, SIZE) and labels.shape == (4, 4)
+    assert index.dtype == torch.int64 and view.tolist() == [3, 3, 3, 3] and fp.dtype == torch.int64
+    for j in range(4):
+        assert to_unsigned(int(fp[j])) == fingerprint(image[j])
+
+
+def test_bad_arguments():
+    data = TinyDataset()
+    with pytest.raises(ValueError):
+        ViewDataset(data, SPEC, 0, train=True, views=0)
+    ds = ViewDataset(data, SPEC, 0, train=True, views=2)
+    with pytest.raises(IndexError):
+        ds.get(len(data), 0)
+    with pytest.raises(IndexError):
+        ds.get(0, 2)
+    with pytest.raises(ValueError):
+        ds.set_epoch(-1)
+    assert len(ds) == len(data)
