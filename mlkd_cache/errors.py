@@ -36,3 +36,19 @@ class CacheMismatchError(MlkdError, ValueError):
 
 class CacheCorruptError(MlkdError, OSError):
     """A target cache file is truncated, missing or fails its checksum."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line.
+
+    An error raised inside a DataLoader worker reaches the main process re-wrapped, with the
+    worker's traceback in its message; the last line of that text is the original message.
+    """
+    text = str(exc).strip()
+    if "\n" not in text:
+        return text
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    head, sep, rest = last.partition(": ")
+    if sep and "." in head and " " not in head:  # "mlkd_cache.errors.DataError: msg"
+        return rest
+    return last

@@ -1,0 +1,127 @@
+"""Scoring a model on a split: logits for every sample (gathered across ranks), then metrics."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from ..config import Config
+from ..data import build_dataset
+from ..data.transforms import TransformSpec
+from ..data.views import ViewDataset
+from ..distributed import DistInfo, all_gather_cat, broadcast_object, init_distributed
+from ..errors import CheckpointError
+from ..metrics import average_precision, evaluate_logits
+from ..models import build_model
+from .checkpoint import load_checkpoint
+
+
+def autocast_for(device: torch.device, enabled: bool):
+    """fp16 autocast on CUDA when ``enabled``; a no-op context on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo) -> DataLoader:
+    """This rank's slice (``rank::world``) of ``dataset`` in order; no padding, no duplicates."""
+    indices = list(range(info.rank, len(dataset), info.world_size))
+    return DataLoader(
+        Subset(dataset, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=info.device.type == "cuda",
+    )
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, info: DistInfo, amp: bool, total: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Logits ``[N, C]`` (float32) and labels ``[N, C]`` (uint8) of every sample, in dataset
+    order, on every rank."""
+    was_training = model.training
+    model.eval()
+    logits, labels, indices = [], [], []
+    non_blocking = info.device.type == "cuda"
+    for image, label, index, _view, _fp in loader:
+        image = image.to(info.device, non_blocking=non_blocking)
+        if info.device.type == "cuda":
+            image = image.contiguous(memory_format=torch.channels_last)
+        with autocast_for(info.device, amp):
+            out = model(image)
+        logits.append(out.logits.float())
+        labels.append(label.to(info.device))
+        indices.append(index.to(info.device))
+    model.train(was_training)
+    num_classes = getattr(model, "module", model).num_classes
+    z = torch.cat(logits) if logits else torch.zeros((0, num_classes), device=info.device)
+    y = torch.cat(labels) if labels else torch.zeros((0, num_classes), device=info.device)
+    i = torch.cat(indices) if indices else torch.zeros((0,), dtype=torch.long, device=info.device)
+    z, y, i = all_gather_cat(z, info), all_gather_cat(y, info), all_gather_cat(i, info)
+    order = torch.argsort(i)
+    assert int(i.numel()) == total, (int(i.numel()), total)
+    return z[order].cpu().numpy(), y[order].cpu().numpy().astype(np.uint8)
+
+
+def evaluate_model(model: nn.Module, dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo, amp: bool) -> Dict[str, float]:
+    """Metrics (percent) of ``model`` on ``dataset``; identical on every rank."""
+    z, y = predict(model, eval_loader(dataset, batch_size, workers, info), info, amp, len(dataset))
+    metrics = evaluate_logits(z, y) if info.is_main else None
+    return broadcast_object(metrics, info)
+
+
+def model_from_checkpoint(ckpt: Dict) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (on CPU)."""
+    model = build_model(
+        ckpt["arch"], ckpt["num_classes"], pretrained=None, embed_dim=ckpt["embed_dim"], img_size=ckpt["img_size"]
+    )
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint weights do not fit {ckpt['arch']}: {first[:200]}") from None
+    return model
+
+
+def run(
+    checkpoint: Path,
+    data_root: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    workers: Optional[int] = None,
+    split: str = "test",
+) -> Dict:
+    """Score ``checkpoint`` on ``split`` of the dataset it was trained for.
+
+    Returns ``{"metrics": {...}, "per_class_ap": {class: AP%}, "checkpoint": ..., "samples": N}``.
+    """
+    info = init_distributed()
+    ckpt = load_checkpoint(checkpoint, require=("model", "arch", "num_classes", "class_names", "config", "transform"))
+    overrides = {"data_root": data_root, "batch_size": batch_size, "workers": workers}
+    cfg = Config.from_dict({**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}})
+    dataset = build_dataset(cfg.dataset, split, cfg.data_root, **cfg.dataset_para)
+    if list(dataset.class_names) != list(ckpt["class_names"]):
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was trained for {len(ckpt['class_names'])} classes "
+            f"({', '.join(ckpt['class_names'][:4])}, ...), the {cfg.dataset}/{split} data has "
+            f"{len(dataset.class_names)} ({', '.join(dataset.class_names[:4])}, ...); evaluate it on its own dataset"
+        )
+    spec = TransformSpec(**ckpt["transform"])
+    view_data = ViewDataset(dataset, spec, cfg.seed, train=False)
+    model = model_from_checkpoint(ckpt).to(info.device)
+    if info.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    z, y = predict(model, eval_loader(view_data, cfg.batch_size, cfg.workers, info), info, cfg.amp, len(view_data))
+    ap = average_precision(z, y)
+    return {
+        "checkpoint": str(checkpoint),
+        "split": split,
+        "samples": len(view_data),
+        "metrics": evaluate_logits(z, y),
+        "per_class_ap": {name: float(v * 100.0) for name, v in zip(dataset.class_names, ap)},
+        "is_main": info.is_main,
+    }

@@ -1,0 +1,321 @@
+"""The supervised training loop shared by every stage that trains a model.
+
+:class:`Trainer` owns the data, model, optimiser, schedule, AMP, DDP, evaluation, metrics log
+and atomic checkpoints; a stage supplies the loss terms through :meth:`Trainer.loss_terms`
+(a dict of named scalars; the loop sums and logs them and never branches on their names).
+``teacher-train`` uses it as is (hard-label loss only); the same loop trained on ``model_s``
+is the "vanilla" student baseline.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .. import __version__
+from ..config import Config
+from ..data import build_dataset
+from ..data.transforms import TransformSpec
+from ..data.views import ViewDataset
+from ..distributed import DistInfo, barrier, init_distributed
+from ..errors import CheckpointError, ConfigError, MlkdError
+from ..losses.hard import build_hard_loss
+from ..metrics import format_metrics
+from ..models import build_model, resolve_model_name
+from .checkpoint import MetricsLog, load_checkpoint, save_checkpoint
+from .evaluate import autocast_for, evaluate_model
+from .optim import build_one_cycle, build_optimizer
+
+log = logging.getLogger("mlkd_cache")
+
+ROLES = {"t": "teacher", "s": "student"}
+
+# Config keys that must be the same when a run is resumed (the rest may change: data_root,
+# workers, eval_every, stop_epoch_*).
+RESUME_KEYS = (
+    "dataset", "dataset_para", "img_size", "batch_size", "embed_dim", "seed", "transform",
+    "optimizer", "weight_decay", "pct_start", "asl_para",
+)
+
+
+@dataclass
+class RunFiles:
+    """Files of one training run in ``out``: resumable state, final weights, metrics."""
+
+    out: Path
+    final_name: str
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.out / self.final_name
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+
+class Trainer:
+    """Trains ``model_<role>`` of ``cfg`` on the train split and scores it on the test split.
+
+    Args:
+        cfg: validated config.
+        role: ``"t"`` (teacher keys ``model_t, lr_t, max_epoch_t, ...``) or ``"s"``.
+        out: output folder; gets ``checkpoint.pt`` (every epoch), ``final_name`` (at the end)
+            and ``metrics.jsonl``.
+        resume: continue from ``out/checkpoint.pt``.
+    """
+
+    def __init__(self, cfg: Config, role: str, out: Path, resume: bool = False, final_name: Optional[str] = None, progress: bool = True) -> None:
+        if role not in ROLES:
+            raise ValueError(role)
+        self.cfg, self.role, self.resume, self.progress = cfg, role, resume, progress
+        self.files = RunFiles(Path(out), final_name or f"{ROLES[role]}.pt")
+        self.arch = getattr(cfg, f"model_{role}")
+        self.lr = getattr(cfg, f"lr_{role}")
+        self.planned_epochs, self.stop_epoch = cfg.epochs(role)
+        self.timm_name = resolve_model_name(self.arch)  # unknown model: fail before any work
+        self.hard_loss = build_hard_loss(getattr(cfg, f"loss_{role}"), cfg.asl_para)
+        self.info: DistInfo = init_distributed()
+        self._check_out_dir()
+
+        self.spec = TransformSpec.from_config(cfg)
+        train_set = build_dataset(cfg.dataset, "train", cfg.data_root, **cfg.dataset_para)
+        test_set = build_dataset(cfg.dataset, "test", cfg.data_root, **cfg.dataset_para)
+        if list(train_set.class_names) != list(test_set.class_names):
+            raise MlkdError("train and test splits disagree on the class list; check the dataset files")
+        self.class_names = list(train_set.class_names)
+        self.train_data = self.make_train_data(train_set)
+        self.test_data = ViewDataset(test_set, self.spec, cfg.seed, train=False)
+        global_batch = cfg.batch_size * self.info.world_size
+        if global_batch > len(self.train_data):
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} x {self.info.world_size} process(es) is larger than the "
+                f"train split ({len(self.train_data)} samples); lower batch_size"
+            )
+        self.sampler = DistributedSampler(
+            self.train_data, num_replicas=self.info.world_size, rank=self.info.rank,
+            shuffle=True, seed=cfg.seed, drop_last=True,
+        )
+        cuda = self.info.device.type == "cuda"
+        self.loader = DataLoader(
+            self.train_data, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
+            drop_last=True, pin_memory=cuda, persistent_workers=False,
+        )
+
+        torch.manual_seed(cfg.seed)
+        pretrained = getattr(cfg, f"pretrained_{role}")
+        self.model = build_model(
+            self.arch, len(self.class_names), pretrained=pretrained, embed_dim=cfg.embed_dim, img_size=cfg.img_size
+        ).to(self.info.device)
+        if cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.extra_modules = self.build_extra_modules()
+        params = nn.ModuleList([self.model, *self.extra_modules])
+        self.optimizer = build_optimizer(params, cfg.optimizer, self.lr, cfg.weight_decay)
+        self.scheduler = build_one_cycle(self.optimizer, self.lr, len(self.loader), self.planned_epochs, cfg.pct_start)
+        self.amp = bool(cfg.amp and cuda)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ddp = (
+            DistributedDataParallel(self.model, device_ids=[self.info.device.index] if cuda else None)
+            if self.info.enabled
+            else self.model
+        )
+        self.metrics_log = MetricsLog(self.files.metrics)
+        self.start_epoch = 0
+        self.last_metrics: Dict[str, Any] = {}
+        if resume:
+            self._load_resume_state()
+        elif self.info.is_main:
+            self.metrics_log.reset()
+
+    # ---------------------------------------------------------------- hooks for stages
+    def make_train_data(self, train_set) -> ViewDataset:
+        """Train items: a fresh replayable view per epoch (view index = epoch)."""
+        return ViewDataset(train_set, self.spec, self.cfg.seed, train=True)
+
+    def build_extra_modules(self) -> list:
+        """Trainable modules besides the model whose parameters join the optimiser."""
+        return []
+
+    def loss_terms(self, batch: tuple, outputs) -> Dict[str, Tensor]:
+        """Named loss terms of one batch; their sum is minimised."""
+        _image, labels, *_ = batch
+        return self.hard_loss(outputs.logits, labels.to(self.info.device, non_blocking=True))
+
+    # ---------------------------------------------------------------- checkpoints
+    def _check_out_dir(self) -> None:
+        out = self.files.out
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a folder")
+        existing = [p.name for p in (self.files.checkpoint, self.files.final) if p.exists()]
+        if existing and not self.resume:
+            raise ConfigError(
+                f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it "
+                f"or choose another --out"
+            )
+        if self.resume and not self.files.checkpoint.exists():
+            raise CheckpointError(f"--resume: no {self.files.checkpoint} to resume from; drop --resume to start")
+        if self.info.is_main:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                probe = out / ".write-test"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
+        barrier(self.info)
+
+    def model_card(self) -> Dict[str, Any]:
+        """Everything a later stage needs to rebuild this model and its inputs."""
+        return {
+            "role": ROLES[self.role],
+            "arch": self.arch,
+            "timm_name": self.timm_name,
+            "num_classes": len(self.class_names),
+            "class_names": list(self.class_names),
+            "embed_dim": self.cfg.embed_dim,
+            "feature_dim": self.model.feature_dim,
+            "img_size": self.cfg.img_size,
+            "transform": self.spec.to_dict(),
+            "transform_hash": self.spec.spec_hash(),
+            "normalisation": {"mean": list(self.spec.mean), "std": list(self.spec.std)},
+            "dataset": self.cfg.dataset,
+            "config": self.cfg.to_dict(),
+        }
+
+    def _save(self, path: Path, epochs_done: int, with_state: bool) -> None:
+        payload = dict(self.model_card(), model=self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics)
+        if with_state:
+            payload.update(
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(),
+                extra_modules=[m.state_dict() for m in self.extra_modules],
+                torch_rng=torch.get_rng_state(),
+            )
+        save_checkpoint(path, payload)
+
+    def _load_resume_state(self) -> None:
+        ckpt = load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch", "config"))
+        old = ckpt["config"]
+        changed = [k for k in RESUME_KEYS if old.get(k) != self.cfg.to_dict()[k]]
+        for k in (f"model_{self.role}", f"lr_{self.role}", f"max_epoch_{self.role}", f"loss_{self.role}"):
+            if old.get(k) != getattr(self.cfg, k):
+                changed.append(k)
+        if changed:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {self.cfg.to_dict()[k]!r}" for k in changed[:3])
+            raise CheckpointError(
+                f"cannot resume {self.files.checkpoint}: the config changed ({detail}); "
+                f"restore those values or start a new run in another --out"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        for module, state in zip(self.extra_modules, ckpt.get("extra_modules", [])):
+            module.load_state_dict(state)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.last_metrics = dict(ckpt.get("metrics") or {})
+        if self.info.is_main:
+            self.metrics_log.truncate_to(self.start_epoch)
+        log.info("resumed %s after epoch %d", self.files.checkpoint, self.start_epoch)
+
+    # ---------------------------------------------------------------- loop
+    def train_one_epoch(self, epoch: int) -> Dict[str, float]:
+        self.ddp.train()
+        self.sampler.set_epoch(epoch)
+        self.train_data.set_epoch(epoch)
+        sums: Dict[str, float] = {}
+        steps, samples = 0, 0
+        started = time.perf_counter()
+        bar = tqdm(
+            self.loader, desc=f"{ROLES[self.role]} epoch {epoch + 1}/{self.stop_epoch}", leave=False,
+            disable=not (self.progress and self.info.is_main), dynamic_ncols=True,
+        )
+        non_blocking = self.info.device.type == "cuda"
+        for step, batch in enumerate(bar):
+            image = batch[0].to(self.info.device, non_blocking=non_blocking)
+            if non_blocking:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with autocast_for(self.info.device, self.amp):
+                outputs = self.ddp(image)
+            terms = self.loss_terms(batch, outputs)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                raise MlkdError(
+                    f"loss became non-finite at epoch {epoch + 1} step {step + 1} (term {', '.join(bad)}); "
+                    f"lower the learning rate or check the data"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            steps += 1
+            samples += image.shape[0]
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+        elapsed = time.perf_counter() - started
+        row = {f"loss/{k}": v / max(steps, 1) for k, v in sums.items()}
+        row["loss"] = sum(row.values())
+        row["lr"] = self.scheduler.get_last_lr()[0]
+        row["train_time_s"] = elapsed
+        row["train_samples_per_s"] = samples * self.info.world_size / max(elapsed, 1e-9)
+        return row
+
+    def fit(self) -> Dict[str, Any]:
+        """Train from ``start_epoch`` to ``stop_epoch``; returns the last epoch's row."""
+        cfg = self.cfg
+        started = time.perf_counter()
+        row: Dict[str, Any] = {}
+        for epoch in range(self.start_epoch, self.stop_epoch):
+            row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
+            last = epoch + 1 == self.stop_epoch
+            if last or (epoch + 1) % cfg.eval_every == 0:
+                eval_started = time.perf_counter()
+                self.last_metrics = evaluate_model(
+                    self.model, self.test_data, cfg.batch_size, cfg.workers, self.info, self.amp
+                )
+                row.update(self.last_metrics)
+                row["eval_time_s"] = time.perf_counter() - eval_started
+            if self.info.is_main:
+                self.metrics_log.append(row)
+                self._save(self.files.checkpoint, epoch + 1, with_state=True)
+                scores = format_metrics(self.last_metrics) if "mAP" in row else "(not evaluated)"
+                log.info(
+                    "%s epoch %d/%d  loss %.4f  %s  %.1fs",
+                    ROLES[self.role], epoch + 1, self.stop_epoch, row["loss"], scores, row["train_time_s"],
+                )
+            barrier(self.info)
+        if self.info.is_main:
+            self._save(self.files.final, self.stop_epoch, with_state=False)
+        barrier(self.info)
+        return {
+            "epochs": self.stop_epoch,
+            "metrics": self.last_metrics,
+            "final": str(self.files.final),
+            "metrics_log": str(self.files.metrics),
+            "wall_time_s": time.perf_counter() - started,
+            "is_main": self.info.is_main,
+            "tool_version": __version__,
+        }
+
+
+def run(cfg: Config, out: Path, role: str = "t", resume: bool = False, progress: bool = True) -> Dict[str, Any]:
+    """Train ``model_<role>`` with the hard-label loss only (teacher-train; the vanilla student)."""
+    return Trainer(cfg, role, out, resume=resume, progress=progress).fit()

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny digits recipe that trains in seconds on CPU, and CLI runners."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A digits run small enough for the test suite: timm's test_resnet, 32-px canvases.
+TINY = {
+    "dataset_para": "dict(train_size=96, test_size=48)",
+    "model_t": "'test_resnet'",
+    "model_s": "'test_resnet'",
+    "img_size": "32",
+    "batch_size": "16",
+    "embed_dim": "32",
+    "workers": "0",
+    "lr_t": "3e-3",
+    "lr_s": "3e-3",
+}
+
+
+def tiny_config(tmp_path: Path, **extra: str) -> Path:
+    """Write a config file with the TINY recipe (plus ``extra`` key=python-literal lines)."""
+    values = {**TINY, "max_epoch_t": "2", "max_epoch_s": "2", **extra}
+    path = tmp_path / "tiny_digits.py"
+    path.write_text("dataset = 'digits'\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    return path
+
+
+@pytest.fixture
+def tiny_cfg_path(tmp_path) -> Path:
+    return tiny_config(tmp_path)
+
+
+def run_cli(args: Sequence[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m mlkd_cache ARGS`` in a real process; returns the completed process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mlkd_cache", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> str:
+    """Exit code 2, no traceback, one line on stderr that contains ``match``."""
+    import re
+
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert re.search(match, lines[0]), lines[0]
+    return lines[0]

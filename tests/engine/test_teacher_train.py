@@ -1,0 +1,160 @@
+"""teacher-train end to end: real training, checkpoints, evaluate, resume after SIGKILL, torchrun."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mlkd_cache.config import load_config
+from mlkd_cache.engine import teacher
+from mlkd_cache.engine.checkpoint import MetricsLog, load_checkpoint
+from mlkd_cache.engine.evaluate import run as evaluate_run
+
+from ..conftest import run_cli, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def read_rows(out):
+    return MetricsLog(out / "metrics.jsonl").read()
+
+
+def test_train_writes_complete_checkpoint_and_evaluate_reproduces_map(tmp_path, tiny_cfg_path):
+    out = tmp_path / "run"
+    result = teacher.run(load_config(tiny_cfg_path), out, progress=False)
+    rows = read_rows(out)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["loss"] > 0 and "loss/bce" in r for r in rows)
+    assert rows[-1]["mAP"] == pytest.approx(result["metrics"]["mAP"])
+    assert 0.0 < rows[-1]["mAP"] <= 100.0
+
+    # teacher.pt loads with weights_only=True and carries what dump-targets needs
+    raw = torch.load(out / "teacher.pt", map_location="cpu", weights_only=True)
+    for key in ("arch", "num_classes", "class_names", "img_size", "transform", "transform_hash",
+                "normalisation", "config", "model", "embed_dim", "feature_dim"):
+        assert key in raw, key
+    assert raw["class_names"] == [str(d) for d in range(10)]
+    assert raw["img_size"] == 32 and raw["arch"] == "test_resnet"
+    assert "optimizer" not in raw and "optimizer" in torch.load(out / "checkpoint.pt", weights_only=True)
+
+    # evaluate rebuilds the model from the checkpoint alone and gets the same numbers
+    scored = evaluate_run(out / "teacher.pt")
+    for key in ("mAP", "OF1_topk", "CF1_topk", "OF1@0.5", "CF1@0.5"):
+        assert scored["metrics"][key] == pytest.approx(rows[-1][key], abs=1e-9), key
+    assert set(scored["per_class_ap"]) == set(raw["class_names"])
+
+
+def test_training_learns_something(tmp_path):
+    """More epochs on the same data beat an untrained model's chance-level mAP."""
+    cfg = load_config(tiny_config(tmp_path, max_epoch_t="6", dataset_para="dict(train_size=256, test_size=96)"))
+    result = teacher.run(cfg, tmp_path / "run", progress=False)
+    rows = read_rows(tmp_path / "run")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    # chance mAP for 10 digit classes with ~2.5 labels/image is about 25-30
+    assert result["metrics"]["mAP"] > 45.0, result["metrics"]
+
+
+def test_refuses_to_overwrite_and_resume_without_checkpoint(tmp_path, tiny_cfg_path):
+    out = tmp_path / "run"
+    teacher.run(load_config(tiny_cfg_path), out, progress=False)
+    before = (out / "teacher.pt").read_bytes()
+    proc = run_cli(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(out)])
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr and "--resume" in proc.stderr
+    assert (out / "teacher.pt").read_bytes() == before
+    proc = run_cli(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(tmp_path / "empty"), "--resume"])
+    assert proc.returncode == 2 and "no " in proc.stderr and "checkpoint.pt" in proc.stderr
+
+
+def test_teacher_pretrained_keeps_l2d_meaning(tmp_path, tiny_cfg_path):
+    cfg = load_config(tiny_cfg_path, {"teacher_pretrained": True})
+    with pytest.raises(Exception, match="teacher_pretrained = True .* does not exist"):
+        teacher.run(cfg, tmp_path / "none", progress=False)
+    out = tmp_path / "run"
+    trained = teacher.run(load_config(tiny_cfg_path), out, progress=False)
+    skipped = teacher.run(cfg, out, progress=False)
+    assert skipped["skipped"] and skipped["metrics"]["mAP"] == pytest.approx(trained["metrics"]["mAP"])
+
+
+def _wait_for_checkpoint(out, proc, epochs_done, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before it could be killed: {proc.stderr.read()}")
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists():
+            try:
+                if load_checkpoint(ckpt, require=("epoch",))["epoch"] >= epochs_done:
+                    return
+            except Exception:
+                pass  # being renamed into place
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path):
+    cfg_path = tiny_config(tmp_path, max_epoch_t="4", dataset_para="dict(train_size=192, test_size=48)")
+    reference = tmp_path / "reference"
+    teacher.run(load_config(cfg_path), reference, progress=False)
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlkd_cache", "teacher-train", "-c", str(cfg_path), "-o", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    _wait_for_checkpoint(out, proc, epochs_done=1)
+    time.sleep(0.3)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "teacher.pt").exists()
+    assert not list(out.glob("*.tmp")) or all(p.name.endswith(".tmp") for p in out.glob("*.tmp"))
+    done = load_checkpoint(out / "checkpoint.pt", require=("epoch",))["epoch"]
+    assert 1 <= done < 4
+
+    resumed = run_cli(["teacher-train", "-c", str(cfg_path), "-o", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {out / 'checkpoint.pt'} after epoch {done}" in resumed.stderr
+    rows = read_rows(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    ref_rows = read_rows(reference)
+    # bit-for-bit the same training on CPU: same data order, views, dropout RNG, optimiser state
+    for got, want in zip(rows, ref_rows):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), (got["epoch"], got["loss"], want["loss"])
+    assert rows[-1]["mAP"] == pytest.approx(ref_rows[-1]["mAP"], abs=1e-6)
+
+
+def test_changed_config_refuses_resume(tmp_path, tiny_cfg_path):
+    out = tmp_path / "run"
+    teacher.run(load_config(tiny_cfg_path), out, progress=False)
+    with pytest.raises(Exception, match=r"cannot resume .*config changed \(img_size: 32 -> 48"):
+        teacher.run(load_config(tiny_cfg_path, {"img_size": 48}), out, resume=True, progress=False)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
+    out = tmp_path / "ddp"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", "teacher-train",
+         "-c", str(tiny_cfg_path), "-o", str(out), "--batch-size", "8"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_rows(out)
+    assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone writes the log: no duplicate rows
+    assert proc.stdout.count("teacher test_resnet: trained 2 epochs") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "teacher.pt"]
+    # the 2-rank evaluation (logits gathered across ranks) equals a 1-process evaluation
+    scored = evaluate_run(out / "teacher.pt")
+    assert scored["metrics"]["mAP"] == pytest.approx(rows[-1]["mAP"], abs=1e-4)
+    ckpt = load_checkpoint(out / "teacher.pt")
+    assert not any(k.startswith("module.") for k in ckpt["model"])  # saved unwrapped from DDP
