@@ -16,7 +16,7 @@ def config_options(role: str) -> Callable:
 
     def decorate(fn: Callable) -> Callable:
         options = [
-            click.option("--config", "-c", "config_path", required=True, help="config file (.py), or a shipped one such as digits/resnet18_to_resnet10t_l2d.py"),
+            click.option("--config", "-c", "config_path", required=True, help="config file (.py), or a shipped one such as digits/resnet10t_to_test_resnet_l2d.py"),
             click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, help="output folder  [default: runs/<config name>]"),
             click.option("--data-root", default=None, help="dataset folder (overrides data_root)"),
             click.option("--model", default=None, help=f"backbone (overrides model_{role}): seed name or timm name"),

@@ -279,7 +279,7 @@ def shipped_configs_dir() -> Optional[Path]:
 
 def resolve_config_path(value: str | Path) -> Path:
     """``value`` as given if that file exists, else the shipped config of that name
-    (``digits/resnet18_to_resnet10t_l2d.py`` or ``configs/digits/...``)."""
+    (``digits/resnet10t_to_test_resnet_l2d.py`` or ``configs/digits/...``)."""
     path = Path(value)
     if path.is_file():
         return path

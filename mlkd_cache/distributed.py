@@ -88,3 +88,16 @@ def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
     box: List[Any] = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def sync_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running stats, ...) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, but each rank's last training forward
+    then updates its own running statistics; without this, ranks would evaluate with different
+    BatchNorm statistics than the ones rank 0 saves.
+    """
+    if not info.enabled:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=src)

@@ -147,6 +147,6 @@ def test_every_field_default_validates():
 
 
 def test_shipped_configs_resolve_by_name():
-    path = resolve_config_path("digits/resnet18_to_resnet10t_l2d.py")
+    path = resolve_config_path("digits/resnet10t_to_test_resnet_l2d.py")
     assert path.is_file()
-    assert resolve_config_path("configs/digits/resnet18_to_resnet10t_l2d.py").resolve() == path.resolve()
+    assert resolve_config_path("configs/digits/resnet10t_to_test_resnet_l2d.py").resolve() == path.resolve()

@@ -13,7 +13,7 @@ from ..config import Config
 from .checkpoint import MetricsLog, load_checkpoint
 from .train import ROLES, Trainer
 
-DEFAULT_CONFIG = "digits/resnet18_to_resnet10t_l2d.py"
+DEFAULT_CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
 
 
 def _train_or_reuse(cfg: Config, role: str, out: Path, progress: bool) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
-from ..distributed import DistInfo, barrier, init_distributed
+from ..distributed import DistInfo, barrier, init_distributed, sync_buffers
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
@@ -132,6 +132,7 @@ class Trainer:
             if self.info.enabled
             else self.model
         )
+        self._prepare_out_dir()
         self.metrics_log = MetricsLog(self.files.metrics)
         self.start_epoch = 0
         self.last_metrics: Dict[str, Any] = {}
@@ -167,15 +168,18 @@ class Trainer:
             )
         if self.resume and not self.files.checkpoint.exists():
             raise CheckpointError(f"--resume: no {self.files.checkpoint} to resume from; drop --resume to start")
-        if self.info.is_main:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                probe = out / ".write-test"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as exc:
-                raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
-        barrier(self.info)
+
+    def _prepare_out_dir(self) -> None:
+        """Create ``out`` and prove it writable; runs after every input check passed, so a bad
+        input leaves nothing behind."""
+        out = self.files.out
+        try:  # every rank checks, so that all of them fail alike instead of one waiting
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".write-test-{self.info.rank}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
 
     def model_card(self) -> Dict[str, Any]:
         """Everything a later stage needs to rebuild this model and its inputs."""
@@ -285,6 +289,7 @@ class Trainer:
         row: Dict[str, Any] = {}
         for epoch in range(self.start_epoch, self.stop_epoch):
             row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
+            sync_buffers(self.model, self.info)  # evaluate and save rank 0's BatchNorm statistics
             last = epoch + 1 == self.stop_epoch
             if last or (epoch + 1) % cfg.eval_every == 0:
                 eval_started = time.perf_counter()

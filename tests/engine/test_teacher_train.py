@@ -52,13 +52,16 @@ def test_train_writes_complete_checkpoint_and_evaluate_reproduces_map(tmp_path, 
 
 
 def test_training_learns_something(tmp_path):
-    """More epochs on the same data beat an untrained model's chance-level mAP."""
-    cfg = load_config(tiny_config(tmp_path, max_epoch_t="6", dataset_para="dict(train_size=256, test_size=96)"))
+    """A short run on more data lifts test mAP well above chance and the loss well down."""
+    cfg = load_config(tiny_config(
+        tmp_path, max_epoch_t="6", img_size="64", batch_size="32", embed_dim="128", lr_t="2e-3",
+        dataset_para="dict(train_size=1024, test_size=200)", transform="dict(cutout=0.2, randaugment=None)",
+    ))
     result = teacher.run(cfg, tmp_path / "run", progress=False)
     rows = read_rows(tmp_path / "run")
-    assert rows[-1]["loss"] < rows[0]["loss"]
-    # chance mAP for 10 digit classes with ~2.5 labels/image is about 25-30
-    assert result["metrics"]["mAP"] > 45.0, result["metrics"]
+    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]  # measured: 210 -> 113
+    # chance mAP for 10 digit classes with ~2.3 labels/image is about 25-30
+    assert result["metrics"]["mAP"] > 50.0, result["metrics"]  # measured: 61.8
 
 
 def test_refuses_to_overwrite_and_resume_without_checkpoint(tmp_path, tiny_cfg_path):
@@ -158,3 +161,17 @@ def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
     assert scored["metrics"]["mAP"] == pytest.approx(rows[-1]["mAP"], abs=1e-4)
     ckpt = load_checkpoint(out / "teacher.pt")
     assert not any(k.startswith("module.") for k in ckpt["model"])  # saved unwrapped from DDP
+
+
+def test_cli_train_then_evaluate_json(tmp_path, tiny_cfg_path):
+    out = tmp_path / "cli"
+    proc = run_cli(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(out), "--epochs", "1"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"-> {out / 'teacher.pt'}" in proc.stdout and "test mAP" in proc.stdout
+    rows = read_rows(out)
+    assert [r["epoch"] for r in rows] == [1]
+    proc = run_cli(["evaluate", str(out / "teacher.pt"), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    scored = json.loads(proc.stdout)
+    assert scored["metrics"]["mAP"] == pytest.approx(rows[-1]["mAP"], abs=1e-9)
+    assert scored["samples"] == 48
