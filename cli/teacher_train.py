@@ -10,7 +10,7 @@ from .common import CONTEXT_SETTINGS, build_config, config_options, default_out
 EPILOG = """\b
 Examples:
   mlkd-cache teacher-train -c configs/digits/resnet10t_to_test_resnet_l2d.py -o runs/digits
-  mlkd-cache teacher-train -c configs/voc/resnet50_to_resnet18_mpscd.py --data-root /data/voc \\
+  mlkd-cache teacher-train -c my_voc_config.py --data-root /data/voc \\
       --pretrained weights/resnet50.pth -o runs/voc-r50
   torchrun --nproc_per_node=2 -m mlkd_cache teacher-train -c CONFIG -o OUT
   mlkd-cache teacher-train -c CONFIG -o OUT --resume      # continue after an interruption

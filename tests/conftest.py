@@ -41,7 +41,7 @@ def tiny_cfg_path(tmp_path) -> Path:
 
 def run_cli(args: Sequence[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m mlkd_cache ARGS`` in a real process; returns the completed process."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "mlkd_cache", *args], capture_output=True, text=True, env=full_env, timeout=timeout
     )
