@@ -1,0 +1,352 @@
+"""The target-cache schema: shard names, datasets, dtypes, attributes, format version and checks.
+
+A cache is a directory of HDF5 shards (``shard-00000.h5`` ...) plus ``manifest.json``, written
+last. Shard ``k`` holds the contiguous sample range :meth:`CacheSpec.shard_range` ``(k)``; with
+``n`` samples, ``V`` views, ``C`` classes, ``D`` feature dims, ``E`` embedding dims and ``P``
+positive labels in the shard its datasets are (all contiguous, uncompressed, so a reader can
+memory-map them at ``dset.id.get_offset()``):
+
+==============  =================  ===========================================================
+``keys``        ``[n]`` vlen str   sample keys (UTF-8)
+``labels``      ``[n, C]`` u1      0/1 label matrix
+``view_seed``   ``[n, V]`` u8      seed of each stored augmented view
+``fingerprint`` ``[n, V]`` u8      64-bit fingerprint of each view's input tensor
+``logits``      ``[n, V, C]``      ``spec.dtype``
+``features``    ``[n, V, D]``      ``spec.dtype``, pooled backbone features
+``emb_offsets`` ``[n + 1]`` i8     positive mode: tokens of sample i are rows offsets[i]:offsets[i+1]
+``emb_class``   ``[P]`` i2         positive mode: class of each token, ascending within a sample
+``emb``         ``[P, V, E]``      positive mode (``[n, V, C, E]`` in dense mode), ``spec.dtype``
+==============  =================  ===========================================================
+
+Every shard carries :meth:`CacheSpec.to_attrs` as HDF5 attributes plus ``shard_index``,
+``sample_start``, ``sample_stop`` and ``created``. :func:`check_request` is the one place that
+compares a cache with what a config asks for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import __version__
+from ..errors import CacheCorruptError, CacheMismatchError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "DTYPES",
+    "EMBEDDINGS",
+    "SHARD_ATTRS",
+    "CacheSpec",
+    "shard_name",
+    "labels_digest",
+    "check_request",
+    "dataset_shapes",
+    "spec_difference",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DTYPES = ("float16", "float32")
+EMBEDDINGS = ("positive", "dense")
+SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created")  # per-shard, not in the spec
+_JSON_FIELDS = ("class_names", "transform", "normalisation")  # stored as JSON strings in HDF5
+_INT_FIELDS = ("num_samples", "views", "num_classes", "feature_dim", "embed_dim", "shard_size", "img_size", "base_seed")
+_KEY_ITEMSIZE = 8  # h5py reports a vlen-string dataset's nbytes as 8 bytes per element
+
+
+def shard_name(k: int) -> str:
+    """File name of shard ``k``: ``shard-00000.h5``."""
+    return f"shard-{int(k):05d}.h5"
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    """An h5py attribute value as a plain Python object (str, int, ...)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What every shard of one cache shares (HDF5 attributes of every shard and ``manifest.json``)."""
+
+    num_samples: int
+    views: int
+    num_classes: int
+    feature_dim: int
+    embed_dim: int
+    dtype: str  # "float16" | "float32": logits, features, emb
+    embedding: str  # "positive" | "dense"
+    shard_size: int
+    class_names: Tuple[str, ...]
+    dataset: str
+    split: str
+    img_size: int
+    transform: Dict[str, Any]  # JSON-able transform spec
+    transform_hash: str
+    normalisation: Dict[str, Any]  # {"mean": [...], "std": [...]}
+    base_seed: int
+    teacher_arch: str
+    teacher_sha256: str
+    labels_sha256: str  # labels_digest() of the uint8 [N, C] label matrix
+    tool_version: str = __version__
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once here so equal caches compare equal
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"CacheSpec.{name} must be an int, got {type(value).__name__}")
+            set_(self, name, int(value))
+        for name in ("num_samples", "views", "num_classes", "feature_dim", "embed_dim", "shard_size", "img_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CacheSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if not -(2**63) <= self.base_seed < 2**63:
+            raise ValueError(f"CacheSpec.base_seed must fit in int64, got {self.base_seed}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"CacheSpec.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"CacheSpec.embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
+        if self.num_classes > np.iinfo(np.int16).max:
+            raise ValueError(f"CacheSpec.num_classes {self.num_classes} does not fit emb_class (int16)")
+        names = tuple(str(c) for c in self.class_names)
+        if len(names) != self.num_classes:
+            raise ValueError(f"CacheSpec has {len(names)} class names for num_classes {self.num_classes}")
+        set_(self, "class_names", names)
+        for name in ("transform", "normalisation"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise TypeError(f"CacheSpec.{name} must be a dict, got {type(value).__name__}")
+            set_(self, name, json.loads(_canonical_json(dict(value))))  # tuples -> lists, like a reload
+        for name in ("dataset", "split", "transform_hash", "teacher_arch", "teacher_sha256", "labels_sha256", "tool_version"):
+            set_(self, name, str(getattr(self, name)))
+
+    def __hash__(self) -> int:
+        return hash(_canonical_json(self.to_dict()))
+
+    # -- geometry ------------------------------------------------------------------------------
+
+    def num_shards(self) -> int:
+        return -(-self.num_samples // self.shard_size)
+
+    def shard_range(self, k: int) -> Tuple[int, int]:
+        """``[start, stop)`` sample indices of shard ``k``."""
+        if not 0 <= k < self.num_shards():
+            raise IndexError(f"shard {k} out of range: the cache has {self.num_shards()} shards")
+        start = k * self.shard_size
+        return start, min(start + self.shard_size, self.num_samples)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-able dict of every field (the ``spec`` of ``manifest.json``)."""
+        d = dataclasses.asdict(self)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CacheSpec":
+        """Inverse of :meth:`to_dict`; raises :class:`CacheCorruptError` on missing or bad fields."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise CacheCorruptError(f"cache spec lacks {', '.join(missing)}; re-run dump-targets")
+        try:
+            return cls(**{n: d[n] for n in names})
+        except (TypeError, ValueError) as exc:
+            raise CacheCorruptError(f"cache spec is invalid ({exc}); re-run dump-targets") from None
+
+    def to_attrs(self) -> Dict[str, Any]:
+        """Flat HDF5-attribute dict: ints and strings, dicts/lists as JSON, plus ``format_version``."""
+        attrs: Dict[str, Any] = {"format_version": FORMAT_VERSION}
+        for name, value in self.to_dict().items():
+            attrs[name] = _canonical_json(value) if name in _JSON_FIELDS else value
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> "CacheSpec":
+        """Inverse of :meth:`to_attrs` (accepts an ``h5py`` AttributeManager).
+
+        Raises :class:`CacheMismatchError` for a newer ``format_version`` and
+        :class:`CacheCorruptError` for missing or malformed attributes.
+        """
+        if "format_version" not in attrs:
+            raise CacheCorruptError("cache attributes lack format_version; is this an mlkd-cache shard?")
+        version = _plain(attrs["format_version"])
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CacheMismatchError(
+                f"cache has format version {version}, this mlkd-cache {__version__} reads up to "
+                f"{FORMAT_VERSION}; upgrade mlkd-cache or re-run dump-targets"
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in attrs]
+        if missing:
+            raise CacheCorruptError(f"cache attributes lack {', '.join(missing)}; re-run dump-targets")
+        values: Dict[str, Any] = {}
+        for name in names:
+            value = _plain(attrs[name])
+            if name in _JSON_FIELDS:
+                try:
+                    value = json.loads(value)
+                except (TypeError, ValueError):
+                    raise CacheCorruptError(f"cache attribute {name} is not valid JSON; re-run dump-targets") from None
+            values[name] = value
+        return cls.from_dict(values)
+
+    # -- sizes ---------------------------------------------------------------------------------
+
+    def shard_nbytes(self, labels_of_shard: np.ndarray) -> int:
+        """Payload bytes of one shard: the sum of all its datasets' ``nbytes`` (as h5py reports them)."""
+        labels_of_shard = np.asarray(labels_of_shard)
+        positives = int(np.count_nonzero(labels_of_shard))
+        return sum(
+            int(np.prod(shape, dtype=np.int64)) * itemsize
+            for shape, itemsize in dataset_shapes(self, len(labels_of_shard), positives).values()
+        )
+
+    def plan(self, labels: np.ndarray) -> Dict[str, Any]:
+        """Sizes of the whole cache for ``labels`` (uint8 ``[N, C]``), in this mode and in dense mode.
+
+        Keys: ``bytes_per_view`` (payload bytes per sample-view), ``bytes_per_sample``,
+        ``payload_bytes``, ``dense_payload_bytes``, ``positive_tokens``, and the label-wise
+        embeddings alone: ``emb_payload_bytes``, ``dense_emb_payload_bytes``.
+        """
+        labels = np.asarray(labels)
+        if labels.shape != (self.num_samples, self.num_classes):
+            raise ValueError(f"labels have shape {labels.shape}, the cache needs ({self.num_samples}, {self.num_classes})")
+        dense = dataclasses.replace(self, embedding="dense")
+        payload = dense_payload = 0
+        for k in range(self.num_shards()):
+            start, stop = self.shard_range(k)
+            payload += self.shard_nbytes(labels[start:stop])
+            dense_payload += dense.shard_nbytes(labels[start:stop])
+        tokens = int(np.count_nonzero(labels))
+        row = self.views * self.embed_dim * self.np_dtype.itemsize  # bytes of one token over all views
+        emb = (tokens if self.embedding == "positive" else self.num_samples * self.num_classes) * row
+        return {
+            "bytes_per_view": payload / (self.num_samples * self.views),
+            "bytes_per_sample": payload / self.num_samples,
+            "payload_bytes": payload,
+            "dense_payload_bytes": dense_payload,
+            "positive_tokens": tokens,
+            "emb_payload_bytes": emb,
+            "dense_emb_payload_bytes": self.num_samples * self.num_classes * row,
+        }
+
+
+def dataset_shapes(spec: CacheSpec, n: int, positives: int) -> Dict[str, Tuple[Tuple[int, ...], int]]:
+    """``{name: (shape, itemsize)}`` of every dataset of a shard with ``n`` samples and ``positives`` tokens."""
+    V, C, D, E, s = spec.views, spec.num_classes, spec.feature_dim, spec.embed_dim, spec.np_dtype.itemsize
+    shapes = {
+        "keys": ((n,), _KEY_ITEMSIZE),
+        "labels": ((n, C), 1),
+        "view_seed": ((n, V), 8),
+        "fingerprint": ((n, V), 8),
+        "logits": ((n, V, C), s),
+        "features": ((n, V, D), s),
+    }
+    if spec.embedding == "positive":
+        shapes["emb_offsets"] = ((n + 1,), 8)
+        shapes["emb_class"] = ((positives,), 2)
+        shapes["emb"] = ((positives, V, E), s)
+    else:
+        shapes["emb"] = ((n, V, C, E), s)
+    return shapes
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256 (hex) of the uint8 ``[N, C]`` label matrix bytes in C order."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def spec_difference(a: CacheSpec, b: CacheSpec) -> Optional[str]:
+    """``"name a vs b"`` for the first field where ``a`` and ``b`` differ, ``None`` when equal."""
+    attrs_a, attrs_b = a.to_attrs(), b.to_attrs()
+    for name, value in attrs_a.items():
+        if attrs_b.get(name) != value:
+            return f"{name} {_short(value)} vs {_short(attrs_b.get(name))}"
+    return None
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _preview(names: Sequence[str], count: int = 3) -> str:
+    shown = ", ".join(names[:count])
+    return shown + (", ..." if len(names) > count else "")
+
+
+def check_request(
+    spec: CacheSpec,
+    *,
+    class_names: Optional[Sequence[str]] = None,
+    labels: Optional[np.ndarray] = None,
+    img_size: Optional[int] = None,
+    transform_hash: Optional[str] = None,
+    views: Optional[int] = None,
+    where: str = "",
+) -> None:
+    """Raise :class:`CacheMismatchError` (one line) when the cache was built for something else.
+
+    Arguments left ``None`` are not checked. ``where`` (e.g. the cache directory) prefixes the message.
+    """
+    prefix = f"{where}: " if where else ""
+
+    def fail(message: str) -> None:
+        raise CacheMismatchError(prefix + message)
+
+    if class_names is not None:
+        asked = [str(c) for c in class_names]
+        built = list(spec.class_names)
+        if len(asked) != len(built):
+            fail(
+                f"cache built for {len(built)} classes ({_preview(built)}), the dataset has {len(asked)} "
+                f"({_preview(asked)}); re-run dump-targets for this dataset or point cache.dir elsewhere"
+            )
+        if asked != built:
+            i = next(j for j, (x, y) in enumerate(zip(built, asked)) if x != y)
+            fail(
+                f"cache built for other class names (class {i} is {built[i]!r}, the dataset has {asked[i]!r}); "
+                f"re-run dump-targets for this dataset or point cache.dir elsewhere"
+            )
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (spec.num_samples, spec.num_classes):
+            fail(
+                f"cache built for labels of shape ({spec.num_samples}, {spec.num_classes}), the dataset has "
+                f"{tuple(labels.shape)}; re-run dump-targets or check the dataset split"
+            )
+        digest = labels_digest(labels)
+        if digest != spec.labels_sha256:
+            fail(
+                f"cache built for other labels (sha256 {spec.labels_sha256[:8]}… vs {digest[:8]}…); "
+                f"re-run dump-targets or check the dataset's annotation files"
+            )
+    if img_size is not None and int(img_size) != spec.img_size:
+        fail(f"cache built for img_size {spec.img_size}, config asks for {img_size}; re-run dump-targets or fix img_size")
+    if transform_hash is not None and str(transform_hash) != spec.transform_hash:
+        fail(
+            f"cache built with transform {spec.transform_hash}, config gives {transform_hash}; "
+            f"re-run dump-targets or restore the transform settings"
+        )
+    if views is not None and int(views) != spec.views:
+        fail(f"cache built with {spec.views} views, config asks for {views}; re-run dump-targets or set cache.views = {spec.views}")

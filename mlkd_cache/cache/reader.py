@@ -1,0 +1,362 @@
+"""Reading a target cache: :class:`TargetCache`, random access by (sample, view) through numpy
+memory maps of the contiguous HDF5 datasets.
+
+h5py is used only to validate shards and to find each dataset's byte offset; batches are
+gathered with numpy advanced indexing on read-only memory maps (h5py fancy indexing is 50-70x
+slower). Maps are opened lazily per process, so a cache handed to DataLoader workers (fork or
+pickle) never shares a handle across a fork.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import h5py
+import numpy as np
+import torch
+
+from ..engine.checkpoint import file_sha256
+from ..errors import CacheCorruptError, CacheMismatchError
+from . import format as fmt
+from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes
+
+__all__ = ["TargetCache"]
+
+_MAPPED = ("view_seed", "fingerprint", "logits", "features", "emb")  # gathered per batch
+
+
+def _index_array(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64, copy=False).reshape(-1)
+
+
+class _Shard:
+    """What the main process learns about one shard at open time (small, picklable)."""
+
+    def __init__(self, path: Path, entry: Dict[str, Any]) -> None:
+        self.path = path
+        self.file = entry["file"]
+        self.index = int(entry["index"])
+        self.start, self.stop = int(entry["start"]), int(entry["stop"])
+        self.layout: Dict[str, Tuple[Optional[int], Tuple[int, ...], np.dtype]] = {}  # name -> (offset, shape, dtype)
+        self.labels: Optional[np.ndarray] = None  # uint8 [n, C] while opening, then only in TargetCache.labels
+        self.emb_offsets: Optional[np.ndarray] = None  # positive mode, int64 [n + 1]
+        self.emb_class: Optional[np.ndarray] = None  # positive mode, int64 [P]
+        self.emb_counts: Optional[np.ndarray] = None  # positive mode, int64 [n]: tokens per sample
+
+
+def _token_layout(starts: np.ndarray, counts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """CSR gather plan: for samples whose tokens are rows ``starts[b]:starts[b]+counts[b]``,
+    return (token row [P], batch position [P]) in batch order, without a loop over samples."""
+    ends = np.cumsum(counts)  # where sample b's tokens end in the output
+    total = int(ends[-1]) if len(ends) else 0
+    sample = np.repeat(np.arange(len(counts)), counts)
+    rows = (starts - (ends - counts))[sample] + np.arange(total)
+    return rows, sample
+
+
+class TargetCache:
+    """Read-only view of a cache directory written by ``dump-targets``.
+
+    Validates ``manifest.json`` and every shard's size and attributes at construction
+    (``verify_checksums=True`` also compares sha256), then serves batches with :meth:`get`.
+    """
+
+    def __init__(self, directory: Path, verify_checksums: bool = False) -> None:
+        self.directory = Path(directory)
+        manifest = self._read_manifest()
+        self.manifest = manifest
+        self.spec: CacheSpec = CacheSpec.from_dict(manifest["spec"])
+        self.num_samples = self.spec.num_samples
+        self.views = self.spec.views
+        self._shards = [self._open_shard(entry, verify_checksums) for entry in manifest["shards"]]
+        self._labels = np.concatenate([s.labels for s in self._shards])
+        for shard in self._shards:
+            shard.labels = None  # kept once, in self._labels (pickled to every worker)
+        self._keys: Optional[List[str]] = None
+        self._pid: Optional[int] = None
+        self._maps: Dict[int, Dict[str, Any]] = {}  # per process: shard -> {name: ndarray | h5py.Dataset}
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def _read_manifest(self) -> Dict[str, Any]:
+        path = self.directory / MANIFEST_NAME
+        where = self.directory
+        if not path.is_file():
+            raise CacheCorruptError(f"no {MANIFEST_NAME} in {where}: the dump did not finish; re-run dump-targets (it resumes)")
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise CacheCorruptError(f"{MANIFEST_NAME} in {where} is unreadable ({reason}); re-run dump-targets") from None
+        if not isinstance(manifest, dict) or not {"format_version", "spec", "shards"} <= set(manifest):
+            raise CacheCorruptError(f"{MANIFEST_NAME} in {where} is not an mlkd-cache manifest; re-run dump-targets")
+        if not isinstance(manifest["format_version"], int) or manifest["format_version"] > FORMAT_VERSION:
+            raise CacheMismatchError(
+                f"cache in {where} has format version {manifest['format_version']}, this mlkd-cache reads up to "
+                f"{FORMAT_VERSION}; upgrade mlkd-cache or re-run dump-targets"
+            )
+        spec = CacheSpec.from_dict(manifest["spec"])
+        try:
+            listed = [(int(e["index"]), int(e["start"]), int(e["stop"])) for e in manifest["shards"]]
+            for e in manifest["shards"]:
+                str(e["file"]), int(e["bytes"]), str(e["sha256"])  # present and well typed
+        except (KeyError, TypeError, ValueError):
+            raise CacheCorruptError(f"{MANIFEST_NAME} in {where} has malformed shard entries; re-run dump-targets") from None
+        needed = [(k, *spec.shard_range(k)) for k in range(spec.num_shards())]
+        if listed != needed:
+            raise CacheCorruptError(
+                f"{MANIFEST_NAME} in {where} lists {len(listed)} shards, the spec needs {len(needed)} "
+                f"covering samples 0..{spec.num_samples}; re-run dump-targets"
+            )
+        return manifest
+
+    def _open_shard(self, entry: Dict[str, Any], verify_checksums: bool) -> _Shard:
+        where = self.directory
+        shard = _Shard(self.directory / entry["file"], entry)
+        fix = "re-run dump-targets to rewrite it"
+        if not shard.path.is_file():
+            raise CacheCorruptError(f"{shard.file} listed in {where}/{MANIFEST_NAME} is missing; {fix}")
+        size = shard.path.stat().st_size
+        if size != int(entry["bytes"]):
+            raise CacheCorruptError(
+                f"{shard.file} in {where} has {size} bytes, {MANIFEST_NAME} lists {entry['bytes']} (truncated?); {fix}"
+            )
+        if verify_checksums:
+            digest = file_sha256(shard.path)
+            if digest != entry["sha256"]:
+                raise CacheCorruptError(
+                    f"{shard.file} in {where} fails its sha256 check ({digest[:8]}… vs {str(entry['sha256'])[:8]}… "
+                    f"in {MANIFEST_NAME}); delete it and {fix}"
+                )
+        try:
+            f = h5py.File(shard.path, "r")
+        except OSError as exc:
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise CacheCorruptError(f"cannot open {shard.file} in {where} ({reason}); {fix}") from None
+        with f:
+            try:
+                shard_spec = CacheSpec.from_attrs(f.attrs)
+            except CacheCorruptError as exc:
+                raise CacheCorruptError(f"{shard.file} in {where}: {exc}") from None
+            diff = fmt.spec_difference(shard_spec, self.spec)
+            if diff is None:
+                got = tuple(int(f.attrs.get(a, -1)) for a in ("shard_index", "sample_start", "sample_stop"))
+                if got != (shard.index, shard.start, shard.stop):
+                    diff = f"shard {got[0]} samples {got[1]}:{got[2]} vs {shard.index} {shard.start}:{shard.stop}"
+            if diff is not None:
+                raise CacheCorruptError(f"{shard.file} in {where} belongs to another cache ({diff}); delete it and {fix}")
+            try:
+                shard.labels = np.asarray(f["labels"][()], dtype=np.uint8)
+                shapes = dataset_shapes(self.spec, shard.stop - shard.start, int(np.count_nonzero(shard.labels)))
+                for name, (shape, _) in shapes.items():
+                    dset = f[name]
+                    if dset.shape != shape:
+                        raise CacheCorruptError(f"{shard.file} in {where}: {name} has shape {dset.shape}, expected {shape}; {fix}")
+                    if name in _MAPPED:
+                        offset = dset.id.get_offset() if dset.size else None
+                        shard.layout[name] = (offset, shape, dset.dtype)
+                if self.spec.embedding == "positive":
+                    shard.emb_offsets = np.asarray(f["emb_offsets"][()], dtype=np.int64)
+                    shard.emb_class = np.asarray(f["emb_class"][()], dtype=np.int64)
+                    shard.emb_counts = np.diff(shard.emb_offsets)
+            except (KeyError, OSError) as exc:
+                raise CacheCorruptError(f"cannot read {shard.file} in {where} ({exc}); {fix}") from None
+        return shard
+
+    # -- per-process handles -------------------------------------------------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_maps={}, _pid=None, _keys=None)  # no mmap or h5py handle crosses processes
+        return state
+
+    def _arrays(self, k: int) -> Dict[str, Any]:
+        pid = os.getpid()
+        if pid != self._pid:  # first use, or a forked DataLoader worker: re-open everything
+            self._maps, self._pid = {}, pid
+        arrays = self._maps.get(k)
+        if arrays is None:
+            arrays = self._maps[k] = self._map_shard(self._shards[k])
+        return arrays
+
+    @staticmethod
+    def _map_shard(shard: _Shard) -> Dict[str, Any]:
+        arrays: Dict[str, Any] = {}
+        mm = None
+        h5 = None
+        for name, (offset, shape, dtype) in shard.layout.items():
+            count = int(np.prod(shape, dtype=np.int64))
+            if count == 0:
+                arrays[name] = np.zeros(shape, dtype)
+            elif offset is not None:
+                if mm is None:
+                    with open(shard.path, "rb") as fh:
+                        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                arrays[name] = np.frombuffer(mm, dtype=dtype, count=count, offset=offset).reshape(shape)
+            else:  # not contiguous (written by another tool): h5py row reads
+                if h5 is None:
+                    h5 = arrays["_h5"] = h5py.File(shard.path, "r")
+                arrays[name] = h5[name]
+        return arrays
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    @property
+    def labels(self) -> np.ndarray:
+        """uint8 ``[N, C]`` label matrix of the whole cache."""
+        return self._labels
+
+    @property
+    def keys(self) -> List[str]:
+        if self._keys is None:
+            keys: List[str] = []
+            for shard in self._shards:
+                with h5py.File(shard.path, "r") as f:
+                    keys.extend(f["keys"].asstr()[()].tolist())
+            self._keys = keys
+        return self._keys
+
+    def check_request(self, **kwargs: Any) -> None:
+        """:func:`mlkd_cache.cache.format.check_request` against this cache's spec."""
+        kwargs.setdefault("where", str(self.directory))
+        fmt.check_request(self.spec, **kwargs)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _locate(self, indices: Any, views: Any) -> Tuple[List[Tuple[int, Any]], np.ndarray, np.ndarray]:
+        """(groups, local row [B], view [B]); groups are (shard, selector) pairs, the selector a
+        plain slice when the whole batch lies in one shard (the common fast path)."""
+        idx, view = _index_array(indices), _index_array(views)
+        if idx.shape != view.shape:
+            raise ValueError(f"indices and views differ in length ({len(idx)} vs {len(view)})")
+        if len(idx) == 0:
+            return [], idx, view
+        # one reduction per array: a negative int64 seen as uint64 is huge
+        if idx.view(np.uint64).max() >= self.num_samples:
+            raise IndexError(f"sample indices must lie in [0, {self.num_samples}), got {idx.min()}..{idx.max()}")
+        if view.view(np.uint64).max() >= self.views:
+            raise IndexError(f"views must lie in [0, {self.views}), got {view.min()}..{view.max()}")
+        if len(self._shards) == 1:
+            return [(0, slice(None))], idx, view
+        size = self.spec.shard_size
+        shard = idx // size
+        local = idx - shard * size
+        first = int(shard[0])
+        if (shard == first).all():
+            return [(first, slice(None))], local, view
+        return [(int(k), np.flatnonzero(shard == k)) for k in np.unique(shard)], local, view
+
+    @staticmethod
+    def _take(array: Any, rows: np.ndarray, cols: Optional[np.ndarray] = None) -> np.ndarray:
+        """``array[rows, cols]`` (or ``array[rows]``) for a memory map or, as fallback, an h5py dataset."""
+        if isinstance(array, np.ndarray):
+            return array[rows] if cols is None else array[rows, cols]
+        unique, inverse = np.unique(rows, return_inverse=True)
+        block = np.stack([array[int(r)] for r in unique]) if len(unique) else np.zeros((0, *array.shape[1:]), array.dtype)
+        return block[inverse] if cols is None else block[inverse, cols]
+
+    def _gather_tokens(self, groups, local: np.ndarray, view: np.ndarray):
+        """Positive tokens of a batch: (tokens [P, E], batch position [P], class [P])."""
+        if len(groups) == 1:
+            shard = self._shards[groups[0][0]]
+            starts, counts = shard.emb_offsets[local], shard.emb_counts[local]
+        else:
+            starts = np.empty(len(local), np.int64)
+            counts = np.empty(len(local), np.int64)
+            for k, sel in groups:
+                starts[sel] = self._shards[k].emb_offsets[local[sel]]
+                counts[sel] = self._shards[k].emb_counts[local[sel]]
+        rows, sample = _token_layout(starts, counts)
+        token_view = view[sample]
+        if len(groups) == 1:
+            k = groups[0][0]
+            return self._take(self._arrays(k)["emb"], rows, token_view), sample, self._shards[k].emb_class[rows]
+        E = self.spec.embed_dim
+        tokens = np.empty((len(rows), E), self.spec.np_dtype)
+        classes = np.empty(len(rows), np.int64)
+        shard_of_sample = np.empty(len(local), np.int64)
+        for k, sel in groups:
+            shard_of_sample[sel] = k
+        token_shard = shard_of_sample[sample]
+        for k, _ in groups:
+            m = np.flatnonzero(token_shard == k)
+            tokens[m] = self._take(self._arrays(k)["emb"], rows[m], token_view[m])
+            classes[m] = self._shards[k].emb_class[rows[m]]
+        return tokens, sample, classes
+
+    def _gather(self, names: Tuple[str, ...], groups, local: np.ndarray, view: np.ndarray) -> Dict[str, np.ndarray]:
+        """``{name: dataset[local, view]}`` (``[B, ...]``) for (sample, view)-indexed datasets."""
+        if len(groups) == 1:
+            maps = self._arrays(groups[0][0])
+            return {name: self._take(maps[name], local, view) for name in names}
+        layout = self._shards[0].layout
+        out = {name: np.empty((len(local), *layout[name][1][2:]), layout[name][2]) for name in names}
+        for k, sel in groups:
+            maps, rows, cols = self._arrays(k), local[sel], view[sel]
+            for name in names:
+                out[name][sel] = self._take(maps[name], rows, cols)
+        return out
+
+    def get(self, indices: Any, views: Any) -> Dict[str, torch.Tensor]:
+        """Teacher targets of (sample ``indices[b]``, view ``views[b]``) pairs, ``b < B``.
+
+        Returns torch tensors: ``logits`` [B, C] and ``features`` [B, D] in the cache dtype,
+        ``view_seed`` and ``fingerprint`` int64 [B] (uint64 bits reinterpreted); positive mode
+        adds ``tokens`` [P, E], ``token_sample`` int64 [P] (batch position) and ``token_class``
+        int64 [P]; dense mode adds ``label_emb`` [B, C, E]. Any order, duplicates allowed.
+        """
+        spec = self.spec
+        groups, local, view = self._locate(indices, views)  # no groups: an empty batch, empty outputs
+        names = ("logits", "features", "view_seed", "fingerprint") + (("emb",) if spec.embedding == "dense" else ())
+        out = self._gather(names, groups, local, view)
+        out["view_seed"] = out["view_seed"].view(np.int64)
+        out["fingerprint"] = out["fingerprint"].view(np.int64)
+        if spec.embedding == "positive":
+            out["tokens"], out["token_sample"], out["token_class"] = self._gather_tokens(groups, local, view)
+        else:
+            out["label_emb"] = out.pop("emb")
+        return {k: torch.from_numpy(v) for k, v in out.items()}  # fresh, contiguous gathers
+
+    def dense_label_emb(self, indices: Any, views: Any) -> torch.Tensor:
+        """``[B, C, E]`` label-wise embeddings in both modes (zeros for negative classes in positive mode)."""
+        spec = self.spec
+        groups, local, view = self._locate(indices, views)
+        B, C, E = len(local), spec.num_classes, spec.embed_dim
+        if spec.embedding == "dense":
+            return torch.from_numpy(self._gather(("emb",), groups, local, view)["emb"])
+        tokens, sample, classes = self._gather_tokens(groups, local, view)
+        dense = np.zeros((B, C, E), spec.np_dtype)
+        dense[sample, classes] = tokens
+        return torch.from_numpy(dense)
+
+    def iter_positive_tokens(self, view: Optional[int] = None, batch: int = 65536) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(tokens [P, E] float32, classes [P] int64)`` chunks of at most ``batch`` tokens
+        over every positive label of the cache, for one ``view`` or all views (``None``)."""
+        if view is not None and not 0 <= int(view) < self.views:
+            raise IndexError(f"view must lie in [0, {self.views}), got {view}")
+        views = range(self.views) if view is None else [int(view)]
+        for k, shard in enumerate(self._shards):
+            emb = self._arrays(k)["emb"]
+            if self.spec.embedding == "positive":
+                rows = np.arange(len(shard.emb_class))
+                classes = shard.emb_class
+            else:
+                rows, classes = np.nonzero(self._labels[shard.start : shard.stop])
+            for v in views:
+                for lo in range(0, len(rows), batch):
+                    r, c = rows[lo : lo + batch], classes[lo : lo + batch]
+                    if isinstance(emb, np.ndarray):  # memory map: a strided slice or one gather
+                        tokens = emb[lo : lo + len(r), v] if self.spec.embedding == "positive" else emb[r, v, c]
+                    else:
+                        tokens = self._take(emb, r, np.full(len(r), v))
+                        if self.spec.embedding == "dense":
+                            tokens = tokens[np.arange(len(r)), c]
+                    yield torch.from_numpy(np.array(tokens, dtype=np.float32)), torch.from_numpy(np.array(c, dtype=np.int64))

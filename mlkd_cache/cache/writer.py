@@ -1,0 +1,382 @@
+"""Writing target-cache shards: an in-memory :class:`ShardBuffer`, atomic :func:`write_shard`,
+a background :class:`ShardWriter`, :func:`shard_is_complete` for resuming, and the manifest.
+
+A file named ``shard-XXXXX.h5`` is always complete: it is written as ``shard-XXXXX.h5.tmp``,
+flushed, fsynced and renamed; ``manifest.json`` is written last, the same way.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import queue
+import re
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from .. import __version__
+from ..engine.checkpoint import atomic_write_bytes, file_sha256, fsync_dir
+from ..errors import MlkdError
+from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes, shard_name
+
+__all__ = ["ShardBuffer", "write_shard", "ShardWriter", "shard_is_complete", "shard_entry", "write_manifest"]
+
+_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def _index_array(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64, copy=False).reshape(-1)
+
+
+def _uint64_array(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):  # int64 tensors carry uint64 bits (to_signed)
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype == np.int64:
+        return x.view(np.uint64).reshape(-1)
+    return x.astype(np.uint64).reshape(-1)
+
+
+def _values(x: Any, dtype: str) -> np.ndarray:
+    """``x`` (torch tensor on any device, or array-like) as a numpy array of ``dtype``."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device="cpu", dtype=_TORCH_DTYPES[dtype]).numpy()
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def _check_shape(name: str, x: Any, expected: tuple) -> None:
+    if tuple(x.shape) != expected:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {expected}")
+
+
+class ShardBuffer:
+    """In-memory arrays of one shard, filled batch by batch in any (sample, view) order.
+
+    ``labels`` is uint8 ``[n, C]`` for the shard's samples (``n = stop - start``) and ``keys``
+    their string keys. The arrays follow :func:`~mlkd_cache.cache.format.dataset_shapes`.
+    """
+
+    def __init__(self, spec: CacheSpec, k: int, keys: Sequence[str], labels: np.ndarray) -> None:
+        self.spec = spec
+        self.index = int(k)
+        self.start, self.stop = spec.shard_range(self.index)
+        n, V, C = self.stop - self.start, spec.views, spec.num_classes
+        keys = [str(key) for key in keys]
+        if len(keys) != n:
+            raise ValueError(f"shard {k} holds {n} samples, got {len(keys)} keys")
+        labels = np.asarray(labels)
+        if labels.shape != (n, C):
+            raise ValueError(f"labels of shard {k} have shape {labels.shape}, expected ({n}, {C})")
+        if labels.size and (labels.min() < 0 or labels.max() > 1):
+            raise ValueError(f"labels of shard {k} must be 0/1")
+        self.keys = keys
+        self.labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        positives = int(np.count_nonzero(self.labels))
+        arrays: Dict[str, np.ndarray] = {}
+        for name, (shape, _) in dataset_shapes(spec, n, positives).items():
+            if name in ("keys", "labels"):
+                continue
+            dtype = {"view_seed": np.uint64, "fingerprint": np.uint64, "emb_offsets": np.int64, "emb_class": np.int16}
+            arrays[name] = np.zeros(shape, dtype=dtype.get(name, spec.np_dtype))
+        if spec.embedding == "positive":
+            token_sample, token_class = np.nonzero(self.labels)  # row-major: classes ascend within a sample
+            arrays["emb_offsets"][1:] = np.cumsum(np.count_nonzero(self.labels, axis=1))
+            arrays["emb_class"][:] = token_class
+            self._token_row = np.full((n, C), -1, dtype=np.int64)  # [n, C] -> row of emb, -1 if negative
+            self._token_row[token_sample, token_class] = np.arange(positives)
+        self.arrays = arrays
+        self._filled = np.zeros((n, V), dtype=bool)
+
+    @property
+    def num_samples(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def complete(self) -> bool:
+        """True when every (row, view) pair has been put exactly once."""
+        return bool(self._filled.all())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values()) + self.labels.nbytes
+
+    def put(self, rows, views, view_seed, fingerprint, logits, features, label_emb) -> None:
+        """Store one batch: ``rows`` int [B] local sample indices, ``views`` int [B],
+        ``view_seed`` / ``fingerprint`` uint64 [B], ``logits`` [B, C], ``features`` [B, D],
+        ``label_emb`` [B, C, E] (torch tensors on any device, or numpy).
+
+        Values are cast to ``spec.dtype``; positive mode keeps ``label_emb[b, c]`` only where
+        ``labels[rows[b], c] == 1``. Each (row, view) pair may be put once.
+        """
+        spec = self.spec
+        rows, views = _index_array(rows), _index_array(views)
+        B = len(rows)
+        n, V, C, D, E = self.num_samples, spec.views, spec.num_classes, spec.feature_dim, spec.embed_dim
+        _check_shape("views", views, (B,))
+        if B and (rows.min() < 0 or rows.max() >= n):
+            raise ValueError(f"rows must lie in [0, {n}), got {rows.min()}..{rows.max()}")
+        if B and (views.min() < 0 or views.max() >= V):
+            raise ValueError(f"views must lie in [0, {V}), got {views.min()}..{views.max()}")
+        _check_shape("logits", logits, (B, C))
+        _check_shape("features", features, (B, D))
+        _check_shape("label_emb", label_emb, (B, C, E))
+        view_seed, fingerprint = _uint64_array(view_seed), _uint64_array(fingerprint)
+        _check_shape("view_seed", view_seed, (B,))
+        _check_shape("fingerprint", fingerprint, (B,))
+        pairs = rows * V + views
+        seen = self._filled[rows, views]
+        if seen.any() or len(np.unique(pairs)) != B:
+            if seen.any():
+                b = int(np.argmax(seen))
+            else:
+                _, first = np.unique(pairs, return_index=True)
+                b = int(np.setdiff1d(np.arange(B), first)[0])
+            raise ValueError(
+                f"(row {rows[b]}, view {views[b]}) of shard {self.index} was already put; each goes in exactly once"
+            )
+
+        a = self.arrays
+        a["view_seed"][rows, views] = view_seed
+        a["fingerprint"][rows, views] = fingerprint
+        a["logits"][rows, views] = _values(logits, spec.dtype)
+        a["features"][rows, views] = _values(features, spec.dtype)
+        if spec.embedding == "dense":
+            a["emb"][rows, views] = _values(label_emb, spec.dtype)
+        else:
+            b_idx, c_idx = np.nonzero(self.labels[rows])  # the batch's positive (b, c) pairs
+            if isinstance(label_emb, torch.Tensor):  # gather on the device: only P of B*C rows move
+                dev = label_emb.device
+                e_t = label_emb[torch.from_numpy(b_idx).to(dev), torch.from_numpy(c_idx).to(dev)]  # [T, E]
+            else:
+                e_t = np.asarray(label_emb)[b_idx, c_idx]  # [T, E]
+            a["emb"][self._token_row[rows[b_idx], c_idx], views[b_idx]] = _values(e_t, spec.dtype)
+        self._filled[rows, views] = True
+
+
+def _strerror(exc: BaseException) -> str:
+    """The OS reason inside an OSError, also when h5py wrapped it into its own text."""
+    code = getattr(exc, "errno", None)
+    if code:
+        return os.strerror(code)
+    text = str(exc)
+    match = re.search(r"errno = (\d+)", text)
+    if match:
+        return os.strerror(int(match.group(1)))
+    if "No space left" in text:
+        return os.strerror(errno.ENOSPC)
+    return text.strip().splitlines()[0][:160] if text.strip() else type(exc).__name__
+
+
+def _file_sha256_and_fsync(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+        os.fsync(fh.fileno())
+    return digest.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:  # never there, or its folder is unusable: nothing to clean
+        pass
+
+
+def _write_h5(buffer: ShardBuffer, path: Path) -> None:
+    spec = buffer.spec
+    with h5py.File(path, "w") as f:
+        f.create_dataset("keys", data=np.array(buffer.keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("labels", data=buffer.labels)
+        for name, array in buffer.arrays.items():
+            f.create_dataset(name, data=array)  # contiguous: no chunks, no filters
+        attrs = spec.to_attrs()
+        attrs.update(
+            shard_index=buffer.index,
+            sample_start=buffer.start,
+            sample_stop=buffer.stop,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.flush()
+
+
+def write_shard(buffer: ShardBuffer, directory: Path) -> Dict[str, Any]:
+    """Write ``buffer`` atomically to ``directory/shard-XXXXX.h5`` and return its manifest entry
+    ``{"file", "index", "start", "stop", "bytes", "sha256"}``.
+
+    Raises ``ValueError`` if the buffer is not complete and :class:`MlkdError` when the disk
+    refuses the write (the ``.tmp`` file is removed).
+    """
+    if not buffer.complete:
+        missing = int((~buffer._filled).sum())
+        raise ValueError(f"shard {buffer.index} is not complete: {missing} (sample, view) pairs were never put")
+    directory = Path(directory)
+    final = directory / shard_name(buffer.index)
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_h5(buffer, tmp)
+        sha256 = _file_sha256_and_fsync(tmp)
+        size = tmp.stat().st_size
+        os.replace(tmp, final)
+    except OSError as exc:
+        _remove(tmp)
+        raise MlkdError(
+            f"cannot write {final}: {_strerror(exc)}; free space in {directory} or point cache.dir elsewhere, "
+            f"then re-run dump-targets (it resumes)"
+        ) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    fsync_dir(directory)
+    return {"file": final.name, "index": buffer.index, "start": buffer.start, "stop": buffer.stop, "bytes": size, "sha256": sha256}
+
+
+_STOP = object()
+
+
+class ShardWriter:
+    """Writes finished :class:`ShardBuffer` s on one background thread, so writing overlaps the
+    next shard's forward passes. :meth:`submit` blocks while ``max_pending`` buffers wait.
+    """
+
+    def __init__(self, directory: Path, max_pending: int = 1) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.directory = Path(directory)
+        self.bytes_written = 0
+        self._entries: List[Dict[str, Any]] = []
+        self._error: Optional[BaseException] = None
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max_pending)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="mlkd-shard-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            buffer = self._queue.get()
+            if buffer is _STOP:
+                return
+            if self._error is None:  # after a failure keep draining so submit() never blocks forever
+                try:
+                    entry = write_shard(buffer, self.directory)
+                    self._entries.append(entry)
+                    self.bytes_written += entry["bytes"]
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._error = exc
+            del buffer
+
+    def submit(self, buffer: ShardBuffer) -> None:
+        """Queue ``buffer`` for writing; re-raises an earlier write error."""
+        if self._closed:
+            raise RuntimeError("ShardWriter is closed")
+        if not buffer.complete:
+            raise ValueError(f"shard {buffer.index} is not complete; put every (sample, view) before submit")
+        if self._error is not None:
+            raise self._error
+        self._queue.put(buffer)
+
+    def close(self) -> List[Dict[str, Any]]:
+        """Wait for pending writes; return the manifest entries of the shards written (submit order)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return list(self._entries)
+
+    def _abort(self) -> None:
+        """Stop after the write in progress, dropping buffers still queued."""
+        if self._closed:
+            return
+        self._closed = True
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+        return False
+
+
+def _attr_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bytes):
+        a = a.decode("utf-8")
+    if isinstance(a, np.generic):
+        a = a.item()
+    return type(a) is type(b) and a == b
+
+
+def shard_is_complete(path: Path, spec: CacheSpec, k: int) -> bool:
+    """True iff ``path`` is a readable shard ``k`` of ``spec``: same attributes (``created``
+    aside), same sample range and datasets of the right shapes. Never raises for a bad file."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return False
+        start, stop = spec.shard_range(k)
+        expected = spec.to_attrs()
+        expected.update(shard_index=int(k), sample_start=start, sample_stop=stop)
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            attrs.pop("created", None)
+            if set(attrs) != set(expected) or not all(_attr_equal(attrs[key], v) for key, v in expected.items()):
+                return False
+            labels = f["labels"][()]
+            shapes = dataset_shapes(spec, stop - start, int(np.count_nonzero(labels)))
+            if set(f.keys()) != set(shapes):
+                return False
+            return all(f[name].shape == shape for name, (shape, _) in shapes.items())
+    except Exception:  # truncated, foreign or unreadable: not complete, will be rewritten
+        return False
+
+
+def shard_entry(directory: Path, spec: CacheSpec, k: int) -> Dict[str, Any]:
+    """The manifest entry of an existing shard ``k`` (e.g. one a resumed dump skipped)."""
+    path = Path(directory) / shard_name(k)
+    start, stop = spec.shard_range(k)
+    return {"file": path.name, "index": int(k), "start": start, "stop": stop, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def write_manifest(directory: Path, spec: CacheSpec, entries: Sequence[Dict[str, Any]]) -> Path:
+    """Write ``directory/manifest.json`` atomically; ``entries`` must cover every shard once."""
+    directory = Path(directory)
+    shards = sorted((dict(e) for e in entries), key=lambda e: e["index"])
+    indices = [e["index"] for e in shards]
+    if indices != list(range(spec.num_shards())):
+        missing = sorted(set(range(spec.num_shards())) - set(indices))
+        raise ValueError(f"manifest needs shards 0..{spec.num_shards() - 1} once each; missing {missing}, got {indices}")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "spec": spec.to_dict(),
+        "num_samples": spec.num_samples,
+        "views": spec.views,
+        "shards": shards,
+        "total_bytes": sum(int(e["bytes"]) for e in shards),
+    }
+    path = directory / MANIFEST_NAME
+    atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+    return path

@@ -1,0 +1,201 @@
+"""The cache schema: CacheSpec geometry, attribute round trip, sizes and request checks."""
+from __future__ import annotations
+
+import dataclasses
+
+import h5py
+import numpy as np
+import pytest
+
+from mlkd_cache.cache.format import (
+    FORMAT_VERSION,
+    CacheSpec,
+    check_request,
+    dataset_shapes,
+    labels_digest,
+    shard_name,
+)
+from mlkd_cache.errors import CacheCorruptError, CacheMismatchError
+
+CLASSES = ("airplane", "apple", "backpack", "banana", "bear", "bed")
+
+
+def make_spec(labels: np.ndarray, **overrides) -> CacheSpec:
+    """A small spec for ``labels`` (uint8 [N, C]); every field can be overridden."""
+    n, c = labels.shape
+    fields = dict(
+        num_samples=n,
+        views=3,
+        num_classes=c,
+        feature_dim=8,
+        embed_dim=5,
+        dtype="float32",
+        embedding="positive",
+        shard_size=20,
+        class_names=CLASSES[:c] if c <= len(CLASSES) else tuple(f"c{i}" for i in range(c)),
+        dataset="synthetic",
+        split="train",
+        img_size=224,
+        transform={"resize": (224, 224), "randaugment": {"n": 2, "m": 9}},
+        transform_hash="47bdb746cd6561d9",
+        normalisation={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        base_seed=1234,
+        teacher_arch="tresnet_l",
+        teacher_sha256="ab" * 32,
+        labels_sha256=labels_digest(labels),
+    )
+    fields.update(overrides)
+    return CacheSpec(**fields)
+
+
+@pytest.fixture
+def labels() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    y = (rng.random((50, 6)) < 0.35).astype(np.uint8)
+    y[0] = 0
+    y[1] = 1
+    return y
+
+
+@pytest.fixture
+def spec(labels) -> CacheSpec:
+    return make_spec(labels)
+
+
+def test_shard_geometry(spec):
+    assert shard_name(0) == "shard-00000.h5" and shard_name(123) == "shard-00123.h5"
+    assert spec.num_shards() == 3
+    assert [spec.shard_range(k) for k in range(3)] == [(0, 20), (20, 40), (40, 50)]
+    with pytest.raises(IndexError, match="shard 3 out of range"):
+        spec.shard_range(3)
+
+
+def test_attrs_round_trip_through_hdf5(spec, tmp_path):
+    attrs = spec.to_attrs()
+    assert attrs["format_version"] == FORMAT_VERSION
+    assert all(isinstance(v, (int, str)) for v in attrs.values())
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.attrs.update(attrs)
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        back = CacheSpec.from_attrs(f.attrs)
+    assert back == spec
+    assert back.to_attrs() == attrs
+    assert CacheSpec.from_dict(spec.to_dict()) == spec
+    assert hash(back) == hash(spec)
+
+
+def test_tuples_and_lists_give_equal_specs(labels):
+    a = make_spec(labels, transform={"resize": (224, 224)}, class_names=list(CLASSES))
+    b = make_spec(labels, transform={"resize": [224, 224]})
+    assert a == b and a.class_names == CLASSES
+
+
+def test_from_attrs_refuses_missing_and_newer(spec):
+    attrs = spec.to_attrs()
+    del attrs["teacher_sha256"]
+    with pytest.raises(CacheCorruptError, match="cache attributes lack teacher_sha256"):
+        CacheSpec.from_attrs(attrs)
+    attrs = {**spec.to_attrs(), "format_version": FORMAT_VERSION + 1}
+    with pytest.raises(CacheMismatchError, match=f"format version {FORMAT_VERSION + 1}, .* reads up to {FORMAT_VERSION}"):
+        CacheSpec.from_attrs(attrs)
+    with pytest.raises(CacheCorruptError, match="lack format_version"):
+        CacheSpec.from_attrs({})
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"dtype": "bfloat16"}, "dtype must be one of float16, float32"),
+        ({"embedding": "sparse"}, "embedding must be one of positive, dense"),
+        ({"class_names": ("a", "b")}, "2 class names for num_classes 6"),
+        ({"views": 0}, "views must be >= 1"),
+    ],
+)
+def test_spec_validates(labels, override, match):
+    with pytest.raises(ValueError, match=match):
+        make_spec(labels, **override)
+
+
+def test_labels_digest_is_dtype_blind(labels):
+    assert labels_digest(labels.astype(bool)) == labels_digest(labels) == labels_digest(labels.astype(np.int64))
+    other = labels.copy()
+    other[5, 2] ^= 1
+    assert labels_digest(other) != labels_digest(labels)
+
+
+@pytest.mark.parametrize("embedding", ["positive", "dense"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_shard_nbytes_by_hand(labels, embedding, dtype):
+    spec = make_spec(labels, embedding=embedding, dtype=dtype)
+    y = labels[:20]
+    n, V, C, D, E, s, P = 20, 3, 6, 8, 5, np.dtype(dtype).itemsize, int(y.sum())
+    fixed = n * 8 + n * C + 2 * n * V * 8 + n * V * C * s + n * V * D * s
+    emb = (n + 1) * 8 + P * 2 + P * V * E * s if embedding == "positive" else n * V * C * E * s
+    assert spec.shard_nbytes(y) == fixed + emb
+    assert set(dataset_shapes(spec, n, P)) >= {"keys", "labels", "view_seed", "fingerprint", "logits", "features", "emb"}
+
+
+def test_plan_ratios(labels):
+    spec = make_spec(labels)
+    plan = spec.plan(labels)
+    P = int(labels.sum())
+    assert plan["positive_tokens"] == P
+    assert plan["payload_bytes"] == sum(spec.shard_nbytes(labels[a:b]) for a, b in map(spec.shard_range, range(3)))
+    assert plan["dense_payload_bytes"] == dataclasses.replace(spec, embedding="dense").plan(labels)["payload_bytes"]
+    assert plan["dense_emb_payload_bytes"] / plan["emb_payload_bytes"] == pytest.approx(50 * 6 / P)
+    assert plan["bytes_per_sample"] == pytest.approx(plan["payload_bytes"] / 50)
+    assert plan["bytes_per_view"] == pytest.approx(plan["payload_bytes"] / 150)
+
+
+# -- check_request ---------------------------------------------------------------------------------
+
+
+def test_check_request_accepts_the_same_request(spec, labels):
+    check_request(spec, class_names=CLASSES, labels=labels, img_size=224, transform_hash="47bdb746cd6561d9", views=3)
+    check_request(spec)  # nothing asked, nothing checked
+
+
+@pytest.mark.parametrize(
+    "request_, match",
+    [
+        (
+            {"class_names": ["aeroplane", "bicycle"]},
+            r"^cache built for 6 classes \(airplane, apple, backpack, \.\.\.\), the dataset has 2 \(aeroplane, bicycle\); "
+            r"re-run dump-targets",
+        ),
+        (
+            {"class_names": ["airplane", "apple", "bag", "banana", "bear", "bed"]},
+            r"^cache built for other class names \(class 2 is 'backpack', the dataset has 'bag'\); re-run dump-targets",
+        ),
+        ({"img_size": 448}, r"^cache built for img_size 224, config asks for 448; re-run dump-targets or fix img_size$"),
+        (
+            {"transform_hash": "0123456789abcdef"},
+            r"^cache built with transform 47bdb746cd6561d9, config gives 0123456789abcdef; re-run dump-targets",
+        ),
+        ({"views": 8}, r"^cache built with 3 views, config asks for 8; re-run dump-targets or set cache.views = 3$"),
+    ],
+    ids=["class-count", "class-names", "img_size", "transform", "views"],
+)
+def test_check_request_mismatch_messages(spec, request_, match):
+    with pytest.raises(CacheMismatchError, match=match):
+        check_request(spec, **request_)
+
+
+def test_check_request_other_labels(spec, labels):
+    other = labels.copy()
+    other[7, 3] ^= 1
+    digest = labels_digest(other)
+    with pytest.raises(
+        CacheMismatchError,
+        match=rf"^cache built for other labels \(sha256 {spec.labels_sha256[:8]}… vs {digest[:8]}…\); re-run dump-targets",
+    ):
+        check_request(spec, labels=other)
+    with pytest.raises(CacheMismatchError, match=r"cache built for labels of shape \(50, 6\), the dataset has \(49, 6\)"):
+        check_request(spec, labels=labels[:49])
+
+
+def test_check_request_where_prefix(spec):
+    with pytest.raises(CacheMismatchError, match=r"^/data/cache: cache built for img_size 224, config asks for 448; "):
+        check_request(spec, img_size=448, where="/data/cache")
+    err = pytest.raises(CacheMismatchError, check_request, spec, views=2).value
+    assert isinstance(err, ValueError) and "\n" not in str(err)
