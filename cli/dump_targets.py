@@ -1,0 +1,62 @@
+"""``mlkd-cache dump-targets``: run the teacher once over the train split and cache its outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..engine import dump
+from .common import CONTEXT_SETTINGS, build_config
+
+EPILOG = """\b
+Examples:
+  mlkd-cache dump-targets -c configs/digits/resnet10t_to_test_resnet_l2d.py \\
+      --teacher runs/digits/teacher/teacher.pt -o runs/digits/cache
+  mlkd-cache dump-targets -c CONFIG --teacher teacher.pt -o CACHE --views 8 --dry-run
+  torchrun --nproc_per_node=2 -m mlkd_cache dump-targets -c CONFIG --teacher teacher.pt -o CACHE
+  (a re-run after an interruption skips the complete shards and redoes the rest)
+"""
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@click.command("dump-targets", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@click.option("--config", "-c", "config_path", required=True, help="config file (.py) or a shipped name")
+@click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), required=True, help="teacher.pt from teacher-train")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="cache folder")
+@click.option("--views", type=click.IntRange(min=1), default=None, help="augmented views per sample  [default: config cache.views]")
+@click.option("--data-root", default=None, help="dataset folder (overrides data_root)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="teacher batch size per process")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per process")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="any config key (repeatable; cache.dtype=float32)")
+@click.option("--overwrite", is_flag=True, help="delete the shards already in --out and start over")
+@click.option("--dry-run", is_flag=True, help="print the planned size and exit")
+@click.option("--no-progress", is_flag=True, help="hide the progress bar")
+def dump_targets(config_path, teacher, out, views, data_root, batch_size, workers, settings, overwrite, dry_run, no_progress) -> None:
+    """Write the teacher's logits, pooled features and label-wise embeddings for every training
+    sample under V replayable views into OUT/shard-*.h5 and OUT/manifest.json."""
+    cfg = build_config("t", config_path, settings, data_root=data_root, batch_size=batch_size, workers=workers)
+    result = dump.run(cfg, teacher, out, views=views, overwrite=overwrite, dry_run=dry_run, progress=not no_progress)
+    if not result["is_main"]:
+        return
+    if result["dry_run"]:
+        p = result["plan"]
+        click.echo(
+            f"planned cache: {p['samples']} samples x {p['views']} views in {p['shards']} shard(s), "
+            f"{p['embedding']} embeddings, {p['dtype']}"
+        )
+        click.echo(f"  per view   {_size(p['bytes_per_view'])}")
+        click.echo(f"  per sample {_size(p['bytes_per_sample'])}")
+        click.echo(f"  total      {_size(p['payload_bytes'])} (dense embeddings would need {_size(p['dense_payload_bytes'])})")
+        return
+    click.echo(
+        f"cache {result['out']}: {result['samples']} samples x {result['views']} views, "
+        f"{_size(result['total_bytes'])}; {result['shards_written']} shard(s) written, "
+        f"{result['shards_skipped']} already complete, {result['seconds']:.1f} s"
+    )

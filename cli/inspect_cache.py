@@ -1,0 +1,37 @@
+"""``mlkd-cache inspect``: summarise a target cache."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..engine import inspect_cache
+from .common import CONTEXT_SETTINGS
+from .dump_targets import _size
+
+EPILOG = """\b
+Examples:
+  mlkd-cache inspect runs/digits/cache
+  mlkd-cache inspect runs/digits/cache --json
+"""
+
+
+@click.command("inspect", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@click.argument("cache_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def inspect_command(cache_dir, as_json) -> None:
+    """Samples, views, sizes, dtypes, teacher, classes and the mAP of each view's cached logits."""
+    r = inspect_cache.run(cache_dir)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"cache      {r['cache']}")
+    click.echo(f"data       {r['dataset']}: {r['samples']} samples x {r['views']} views, {r['shards']} shard(s)")
+    click.echo(f"size       {_size(r['total_bytes'])} total, {_size(r['bytes_per_sample'])}/sample, {_size(r['bytes_per_view'])}/view")
+    click.echo(f"layout     {r['embedding']} embeddings ({r['positive_tokens']} positive tokens), {r['dtype']}; C={r['num_classes']} D={r['feature_dim']} E={r['embed_dim']}")
+    click.echo(f"teacher    {r['teacher_arch']} sha256 {r['teacher_sha256'][:16]}…  img_size {r['img_size']}  transform {r['transform_hash']}")
+    names = r["class_names"]
+    click.echo(f"classes    {len(names)}: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}")
+    maps = "  ".join(f"v{v}: {m:.2f}" for v, m in enumerate(r["cached_logit_map_per_view"]))
+    click.echo(f"cached mAP {maps}")

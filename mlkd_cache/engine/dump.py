@@ -1,0 +1,277 @@
+"""Stage 1b: ``dump-targets``. Runs the trained teacher once over every (training sample, view)
+and writes logits, pooled features and label-wise embeddings into HDF5 shards.
+
+Each shard is computed by exactly one process (shard k by rank ``k % world``) in the same
+batches whatever the world size, so a torchrun dump equals a single-process dump. Shards are
+atomic; a re-run skips complete shards whose attributes match and redoes the rest;
+``manifest.json`` is written last, by rank 0, once every shard is complete.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .. import __version__
+from ..cache.format import MANIFEST_NAME, CacheSpec, labels_digest, shard_name
+from ..cache.writer import ShardBuffer, ShardWriter, shard_is_complete, write_manifest
+from ..config import Config
+from ..data import build_dataset
+from ..data.transforms import TransformSpec
+from ..data.views import ViewDataset
+from ..distributed import DistInfo, barrier, init_distributed
+from ..errors import CacheMismatchError, ConfigError, MlkdError
+from .checkpoint import file_sha256, load_checkpoint
+from .evaluate import autocast_for, model_from_checkpoint
+
+log = logging.getLogger("mlkd_cache")
+
+TEACHER_KEYS = ("model", "arch", "num_classes", "class_names", "embed_dim", "feature_dim", "img_size", "normalisation")
+
+
+class PairDataset(Dataset):
+    """Items of ``view_data`` for an explicit list of (sample index, view) pairs."""
+
+    def __init__(self, view_data: ViewDataset, pairs: np.ndarray) -> None:
+        self.view_data, self.pairs = view_data, pairs  # pairs: int64 [P, 2]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, j: int):
+        index, view = self.pairs[j]
+        return self.view_data.get(int(index), int(view))
+
+
+def shard_pairs(start: int, stop: int, views: int) -> np.ndarray:
+    """(sample, view) pairs of samples ``start..stop-1``, sample-major: int64 ``[(stop-start)·V, 2]``."""
+    samples = np.repeat(np.arange(start, stop, dtype=np.int64), views)
+    return np.stack([samples, np.tile(np.arange(views, dtype=np.int64), stop - start)], axis=1)
+
+
+def build_spec(cfg: Config, ckpt: Dict, teacher_sha256: str, dataset, views: int, transform: TransformSpec) -> CacheSpec:
+    """The cache a dump of ``dataset`` with this teacher and config will produce."""
+    return CacheSpec(
+        num_samples=len(dataset),
+        views=views,
+        num_classes=int(ckpt["num_classes"]),
+        feature_dim=int(ckpt["feature_dim"]),
+        embed_dim=int(ckpt["embed_dim"]),
+        dtype=cfg.cache["dtype"],
+        embedding=cfg.cache["embedding"],
+        shard_size=cfg.cache["shard_size"],
+        class_names=tuple(dataset.class_names),
+        dataset=cfg.dataset,
+        split="train",
+        img_size=cfg.img_size,
+        transform=transform.to_dict(),
+        transform_hash=transform.spec_hash(),
+        normalisation={"mean": list(transform.mean), "std": list(transform.std)},
+        base_seed=cfg.seed,
+        teacher_arch=str(ckpt["arch"]),
+        teacher_sha256=teacher_sha256,
+        labels_sha256=labels_digest(dataset.labels),
+        tool_version=__version__,
+    )
+
+
+def check_teacher_fits(cfg: Config, ckpt: Dict, dataset, transform: TransformSpec, teacher: Path) -> None:
+    """The config and data must be what the teacher was trained for."""
+    if list(ckpt["class_names"]) != list(dataset.class_names):
+        raise CacheMismatchError(
+            f"teacher {teacher} was trained for {len(ckpt['class_names'])} classes "
+            f"({', '.join(map(str, ckpt['class_names'][:4]))}, ...), the {cfg.dataset} train split has "
+            f"{len(dataset.class_names)} ({', '.join(dataset.class_names[:4])}, ...); use the teacher of this dataset"
+        )
+    if int(ckpt["img_size"]) != cfg.img_size:
+        raise CacheMismatchError(
+            f"teacher {teacher} was trained at img_size {ckpt['img_size']}, config asks for {cfg.img_size}; "
+            f"fix img_size"
+        )
+    norm = ckpt["normalisation"]
+    if [float(x) for x in norm["mean"]] != list(transform.mean) or [float(x) for x in norm["std"]] != list(transform.std):
+        raise CacheMismatchError(
+            f"teacher {teacher} expects normalisation mean {norm['mean']} std {norm['std']}, config gives "
+            f"mean {list(transform.mean)} std {list(transform.std)}; fix transform.mean/std"
+        )
+
+
+def _existing_conflicts(out: Path, spec: CacheSpec) -> List[str]:
+    """Shard files in ``out`` that belong to another dump (readable, attributes differ)."""
+    import h5py
+
+    conflicts = []
+    for path in sorted(out.glob("shard-*.h5")):
+        try:
+            with h5py.File(path, "r") as fh:
+                other = CacheSpec.from_attrs(dict(fh.attrs))
+        except Exception:
+            continue  # unreadable: damaged, it will be rewritten
+        if other != spec:
+            conflicts.append(path.name)
+    return conflicts
+
+
+def prepare_out_dir(out: Path, spec: CacheSpec, overwrite: bool, info: DistInfo) -> List[int]:
+    """Make ``out`` ready and return the shard indices still to write (all ranks agree)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    conflicts = [] if overwrite or not out.exists() else _existing_conflicts(out, spec)
+    if conflicts:  # every rank reads the same files, so every rank stops here alike
+        raise CacheMismatchError(
+            f"{out} holds shards of another dump ({conflicts[0]}: other teacher, data, views or "
+            f"settings); pass --overwrite to replace them or choose another --out"
+        )
+    if info.is_main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / MANIFEST_NAME).unlink(missing_ok=True)  # never look complete while shards change
+            if overwrite:
+                for path in out.glob("shard-*.h5*"):
+                    path.unlink()
+            for path in out.glob("shard-*.h5.tmp"):
+                path.unlink()  # a write cut short by a kill
+        except OSError as exc:
+            raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
+    barrier(info)
+    return [k for k in range(spec.num_shards()) if not shard_is_complete(out / shard_name(k), spec, k)]
+
+
+@torch.no_grad()
+def dump_shard(
+    model: torch.nn.Module,
+    view_data: ViewDataset,
+    spec: CacheSpec,
+    k: int,
+    batch_size: int,
+    workers: int,
+    info: DistInfo,
+    amp: bool,
+    bar: Optional[tqdm] = None,
+) -> ShardBuffer:
+    """Run the teacher on every (sample, view) of shard ``k``; returns the filled buffer."""
+    start, stop = spec.shard_range(k)
+    buffer = ShardBuffer(spec, k, list(view_data.keys[start:stop]), view_data.labels[start:stop])
+    cuda = info.device.type == "cuda"
+    loader = DataLoader(
+        PairDataset(view_data, shard_pairs(start, stop, spec.views)),
+        batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
+    )
+    for image, _labels, index, view, fp in loader:
+        image = image.to(info.device, non_blocking=cuda)
+        if cuda:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with autocast_for(info.device, amp):
+            out = model(image)
+        index_np, view_np = index.numpy(), view.numpy()
+        seeds = np.fromiter(
+            (view_data.seed_of(int(i), int(v)) for i, v in zip(index_np, view_np)), dtype=np.uint64, count=len(index_np)
+        )
+        buffer.put(
+            rows=index_np - start,
+            views=view_np,
+            view_seed=seeds,
+            fingerprint=fp.numpy().view(np.uint64),
+            logits=out.logits.float(),
+            features=out.features.float(),
+            label_emb=out.label_emb.float(),
+        )
+        if bar is not None:
+            bar.update(len(index_np))
+    return buffer
+
+
+def plan_text(spec: CacheSpec, labels: np.ndarray) -> Dict[str, Any]:
+    """The planned size of the cache (``--dry-run``), computed by the code that writes it."""
+    plan = spec.plan(labels)
+    return {
+        "samples": spec.num_samples,
+        "views": spec.views,
+        "shards": spec.num_shards(),
+        "embedding": spec.embedding,
+        "dtype": spec.dtype,
+        **plan,
+    }
+
+
+def run(
+    cfg: Config,
+    teacher: Path,
+    out: Path,
+    views: Optional[int] = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Dump the teacher's targets for the train split of ``cfg`` into ``out``."""
+    info = init_distributed()
+    teacher, out = Path(teacher), Path(out)
+    views = int(views if views is not None else cfg.cache["views"])
+    if views < 1:
+        raise ConfigError(f"--views must be >= 1, got {views}")
+    ckpt = load_checkpoint(teacher, require=TEACHER_KEYS)
+    transform = TransformSpec.from_config(cfg)
+    dataset = build_dataset(cfg.dataset, "train", cfg.data_root, **cfg.dataset_para)
+    check_teacher_fits(cfg, ckpt, dataset, transform, teacher)
+    spec = build_spec(cfg, ckpt, file_sha256(teacher), dataset, views, transform)
+    if dry_run:
+        return {"dry_run": True, "plan": plan_text(spec, dataset.labels), "is_main": info.is_main}
+
+    todo = prepare_out_dir(out, spec, overwrite, info)
+    mine = [k for k in todo if k % info.world_size == info.rank]
+    view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True)
+    model = model_from_checkpoint(ckpt).to(info.device).eval()
+    cuda = info.device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    amp = bool(cfg.amp and cuda)
+
+    started = time.perf_counter()
+    total_pairs = sum((spec.shard_range(k)[1] - spec.shard_range(k)[0]) * views for k in mine)
+    bar = tqdm(total=total_pairs, desc="dump-targets", unit="view", disable=not (progress and info.is_main), dynamic_ncols=True)
+    try:
+        with ShardWriter(out) as writer:  # writes shard k while the teacher runs on shard k+1
+            for k in mine:
+                writer.submit(dump_shard(model, view_data, spec, k, cfg.batch_size, cfg.workers, info, amp, bar))
+                bar.set_postfix(MB=f"{writer.bytes_written / 2**20:.0f}")
+    finally:
+        bar.close()
+    barrier(info)
+    elapsed = time.perf_counter() - started
+
+    result: Dict[str, Any] = {
+        "dry_run": False,
+        "out": str(out),
+        "shards_written": len(todo),
+        "shards_skipped": spec.num_shards() - len(todo),
+        "samples": spec.num_samples,
+        "views": views,
+        "seconds": elapsed,
+        "is_main": info.is_main,
+    }
+    if info.is_main:
+        missing = [k for k in range(spec.num_shards()) if not shard_is_complete(out / shard_name(k), spec, k)]
+        if missing:
+            raise MlkdError(f"shard {shard_name(missing[0])} is not complete after the dump; re-run dump-targets")
+        entries = [shard_entry(out, spec, k) for k in range(spec.num_shards())]
+        manifest = write_manifest(out, spec, entries)
+        result.update(manifest=str(manifest), total_bytes=sum(e["bytes"] for e in entries))
+        log.info(
+            "dump-targets: %d shards (%d written, %d already complete), %d samples x %d views, %.1f s",
+            spec.num_shards(), len(todo), result["shards_skipped"], spec.num_samples, views, elapsed,
+        )
+    barrier(info)
+    return result
+
+
+def shard_entry(out: Path, spec: CacheSpec, k: int) -> Dict[str, Any]:
+    """The manifest entry of a complete shard: file, index, range, size, sha256."""
+    path = out / shard_name(k)
+    start, stop = spec.shard_range(k)
+    return {"file": path.name, "index": k, "start": start, "stop": stop, "bytes": path.stat().st_size, "sha256": file_sha256(path)}

@@ -1,0 +1,99 @@
+"""``verify``: re-run the teacher on sampled cached (sample, view) pairs and compare.
+
+Checks, for K random pairs: the rebuilt input's 64-bit fingerprint equals the cached one
+(replay still produces the same picture), and the teacher's logits, pooled features and
+positive label-wise embeddings match the cached ones. A tensor passes when its largest absolute
+error is within ``RTOL[dtype]`` of its largest magnitude and every row keeps cosine similarity
+>= ``MIN_COSINE`` (fp16 storage rounds at 2^-11 relative; the tolerance also covers a dump made
+with CUDA AMP and verified in fp32 on CPU).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from ..cache.reader import TargetCache
+from ..config import Config
+from ..data import build_dataset
+from ..data.transforms import TransformSpec, to_unsigned
+from ..data.views import ViewDataset
+from ..distributed import pick_device
+from ..errors import CacheMismatchError
+from .checkpoint import file_sha256, load_checkpoint
+from .dump import TEACHER_KEYS
+from .evaluate import model_from_checkpoint
+
+RTOL = {"float16": 1e-2, "float32": 1e-3}
+MIN_COSINE = 0.999
+
+
+def compare(name: str, ref: torch.Tensor, got: torch.Tensor, rtol: float) -> Dict[str, Any]:
+    """Max abs error and min row cosine of cached ``got`` against recomputed ``ref`` ([R, K])."""
+    ref, got = ref.double().reshape(len(ref), -1), got.double().reshape(len(got), -1)
+    if ref.numel() == 0:
+        return {"tensor": name, "rows": 0, "max_abs_err": 0.0, "scale": 0.0, "min_cosine": 1.0, "ok": True}
+    err = float((ref - got).abs().max())
+    scale = float(ref.abs().max())
+    cosine = float(torch.nn.functional.cosine_similarity(ref, got, dim=1, eps=1e-12).min())
+    ok = err <= rtol * max(scale, 1e-12) and cosine >= MIN_COSINE
+    return {"tensor": name, "rows": len(ref), "max_abs_err": err, "scale": scale, "min_cosine": cosine, "ok": ok}
+
+
+@torch.no_grad()
+def run(cache_dir: Path, teacher: Path, samples: int = 64, data_root: Optional[str] = None, seed: int = 0, batch_size: int = 32) -> Dict[str, Any]:
+    cache = TargetCache(Path(cache_dir))
+    spec = cache.spec
+    teacher = Path(teacher)
+    ckpt = load_checkpoint(teacher, require=TEACHER_KEYS + ("config",))
+    sha = file_sha256(teacher)
+    if sha != spec.teacher_sha256:
+        raise CacheMismatchError(
+            f"cache {cache_dir} was dumped from teacher sha256 {spec.teacher_sha256[:12]}…, {teacher} is "
+            f"{sha[:12]}…; pass the teacher the cache was built with"
+        )
+    cfg = Config.from_dict({**ckpt["config"], **({"data_root": data_root} if data_root else {})})
+    dataset = build_dataset(spec.dataset, spec.split, cfg.data_root, **cfg.dataset_para)
+    cache.check_request(class_names=dataset.class_names, labels=dataset.labels)
+    transform = TransformSpec.from_dict(spec.transform)
+    view_data = ViewDataset(dataset, transform, spec.base_seed, train=True, views=spec.views, with_fingerprint=True)
+
+    rng = np.random.default_rng(seed)
+    count = min(samples, spec.num_samples)
+    indices = np.sort(rng.choice(spec.num_samples, size=count, replace=False)).astype(np.int64)
+    views = rng.integers(0, spec.views, size=count).astype(np.int64)
+    cached = cache.get(indices, views)
+
+    device = pick_device()
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    logits, features, label_emb, fingerprints = [], [], [], []
+    for lo in range(0, count, batch_size):
+        items = [view_data.get(int(i), int(v)) for i, v in zip(indices[lo:lo + batch_size], views[lo:lo + batch_size])]
+        image = torch.stack([item[0] for item in items]).to(device)
+        fingerprints += [to_unsigned(int(item[4])) for item in items]
+        out = model(image)
+        logits.append(out.logits.float().cpu())
+        features.append(out.features.float().cpu())
+        label_emb.append(out.label_emb.float().cpu())
+    logits_t, features_t, emb_t = torch.cat(logits), torch.cat(features), torch.cat(label_emb)
+
+    cached_fp = cached["fingerprint"].numpy().view(np.uint64)
+    fp_mismatch = int((np.asarray(fingerprints, dtype=np.uint64) != cached_fp).sum())
+    rtol = RTOL[spec.dtype]
+    rows = [compare("logits", logits_t, cached["logits"], rtol), compare("features", features_t, cached["features"], rtol)]
+    if spec.embedding == "positive":
+        ref_tokens = emb_t[cached["token_sample"], cached["token_class"]]
+        rows.append(compare("label_emb (positive)", ref_tokens, cached["tokens"], rtol))
+    else:
+        rows.append(compare("label_emb (dense)", emb_t, cached["label_emb"], rtol))
+    return {
+        "cache": str(cache_dir),
+        "pairs": count,
+        "fingerprint_mismatches": fp_mismatch,
+        "rtol": rtol,
+        "min_cosine": MIN_COSINE,
+        "tensors": rows,
+        "ok": fp_mismatch == 0 and all(r["ok"] for r in rows),
+    }

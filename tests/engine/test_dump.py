@@ -1,0 +1,219 @@
+"""dump-targets end to end: the cache equals the teacher's own outputs, survives SIGKILL, is the
+same under torchrun, refuses mismatches; inspect and verify read it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mlkd_cache.cache.format import MANIFEST_NAME
+from mlkd_cache.cache.reader import TargetCache
+from mlkd_cache.cache.writer import shard_is_complete
+from mlkd_cache.config import load_config
+from mlkd_cache.data import build_dataset
+from mlkd_cache.data.transforms import TransformSpec, fingerprint
+from mlkd_cache.data.views import ViewDataset
+from mlkd_cache.engine import dump, teacher
+from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.engine.evaluate import model_from_checkpoint
+
+from ..conftest import assert_one_line_error, run_cli, tiny_config
+
+pytestmark = pytest.mark.slow
+
+DUMP = dict(img_size="64", dataset_para="dict(train_size=192, test_size=32)", max_epoch_t="1")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(config path, teacher.pt) of a 1-epoch test_resnet teacher at 64 px."""
+    tmp = tmp_path_factory.mktemp("teacher")
+    cfg_path = tiny_config(tmp, **DUMP)
+    teacher.run(load_config(cfg_path), tmp / "run", progress=False)
+    return cfg_path, tmp / "run" / "teacher.pt"
+
+
+def dump_cfg(cfg_path, **cache):
+    overrides = {"cache.views": 3, "cache.shard_size": 40, **{f"cache.{k}": v for k, v in cache.items()}}
+    return load_config(cfg_path, overrides)
+
+
+def shard_contents(directory: Path):
+    """{file: {dataset: array}} plus attrs without the creation time."""
+    out = {}
+    for path in sorted(directory.glob("shard-*.h5")):
+        with h5py.File(path, "r") as fh:
+            attrs = {k: v for k, v in fh.attrs.items() if k != "created"}
+            out[path.name] = ({name: fh[name][()] for name in fh}, attrs)
+    return out
+
+
+def assert_same_cache(a: Path, b: Path):
+    ca, cb = shard_contents(a), shard_contents(b)
+    assert sorted(ca) == sorted(cb)
+    for name in ca:
+        (da, attrs_a), (db, attrs_b) = ca[name], cb[name]
+        assert sorted(da) == sorted(db), name
+        for key in da:
+            assert np.array_equal(da[key], db[key]), (name, key)
+        assert {k: str(v) for k, v in attrs_a.items()} == {k: str(v) for k, v in attrs_b.items()}, name
+
+
+def test_round_trip_equals_the_teachers_own_outputs(tmp_path, trained):
+    cfg_path, teacher_pt = trained
+    cfg = dump_cfg(cfg_path, dtype="float32")
+    result = dump.run(cfg, teacher_pt, tmp_path / "cache", progress=False)
+    assert result["shards_written"] == 5 and (tmp_path / "cache" / MANIFEST_NAME).is_file()
+
+    cache = TargetCache(tmp_path / "cache")
+    data = build_dataset("digits", "train", None, train_size=192, test_size=32)
+    views = ViewDataset(data, TransformSpec.from_config(cfg), cfg.seed, train=True, views=3, with_fingerprint=True)
+    model = model_from_checkpoint(load_checkpoint(teacher_pt)).eval()
+    rng = np.random.default_rng(1)
+    idx = rng.choice(192, size=24, replace=False)
+    vw = rng.integers(0, 3, size=24)
+    items = [views.get(int(i), int(v)) for i, v in zip(idx, vw)]
+    with torch.no_grad():
+        out = model(torch.stack([it[0] for it in items]))
+    got = cache.get(idx, vw)
+    torch.testing.assert_close(got["logits"], out.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["features"], out.features, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["tokens"], out.label_emb[got["token_sample"], got["token_class"]], rtol=1e-4, atol=1e-5)
+    labels = torch.as_tensor(data.labels[idx])
+    assert torch.equal(torch.sort(got["token_sample"] * 10 + got["token_class"]).values,
+                       torch.nonzero(labels).mul(torch.tensor([10, 1])).sum(1))
+    fps = np.array([fingerprint(it[0]) for it in items], dtype=np.uint64)
+    assert np.array_equal(got["fingerprint"].numpy().view(np.uint64), fps)
+    seeds = np.array([views.seed_of(int(i), int(v)) for i, v in zip(idx, vw)], dtype=np.uint64)
+    assert np.array_equal(got["view_seed"].numpy().view(np.uint64), seeds)
+    assert cache.keys == data.keys and np.array_equal(cache.labels, data.labels)
+
+    # fp16 cache: the same values rounded to fp16
+    dump.run(dump_cfg(cfg_path), teacher_pt, tmp_path / "cache16", progress=False)
+    got16 = TargetCache(tmp_path / "cache16").get(idx, vw)
+    assert got16["logits"].dtype == torch.float16
+    torch.testing.assert_close(got16["logits"].float(), out.logits.half().float(), rtol=2e-3, atol=2e-3)
+
+
+def test_positive_and_dense_agree_and_dry_run_plans_the_real_size(tmp_path, trained):
+    cfg_path, teacher_pt = trained
+    plan = dump.run(dump_cfg(cfg_path), teacher_pt, tmp_path / "pos", dry_run=True)["plan"]
+    assert not (tmp_path / "pos").exists()  # a dry run writes nothing
+    dump.run(dump_cfg(cfg_path), teacher_pt, tmp_path / "pos", progress=False)
+    dump.run(dump_cfg(cfg_path, embedding="dense"), teacher_pt, tmp_path / "dense", progress=False)
+    pos, dense = TargetCache(tmp_path / "pos"), TargetCache(tmp_path / "dense")
+    idx = np.arange(192)
+    vw = np.arange(192) % 3
+    a, b = pos.get(idx, vw), dense.get(idx, vw)
+    assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["features"], b["features"])
+    assert torch.equal(a["tokens"], b["label_emb"][a["token_sample"], a["token_class"]])
+    payload = sum(arr.nbytes for datasets, _ in shard_contents(tmp_path / "pos").values()
+                  for name, arr in datasets.items() if name != "keys")
+    assert plan["payload_bytes"] == pytest.approx(payload, rel=0.01)
+    assert plan["dense_payload_bytes"] > plan["payload_bytes"]
+
+
+def test_rerun_skips_complete_shards_and_refuses_another_dump(tmp_path, trained):
+    cfg_path, teacher_pt = trained
+    out = tmp_path / "cache"
+    dump.run(dump_cfg(cfg_path), teacher_pt, out, progress=False)
+    again = dump.run(dump_cfg(cfg_path), teacher_pt, out, progress=False)
+    assert again["shards_written"] == 0 and again["shards_skipped"] == 5
+    before = {p.name: p.read_bytes() for p in out.glob("shard-*.h5")}
+    proc = run_cli(["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(out),
+                    "--set", "cache.shard_size=40", "--views", "2", "--no-progress"])
+    assert_one_line_error(proc, r"holds shards of another dump .*--overwrite")
+    assert {p.name: p.read_bytes() for p in out.glob("shard-*.h5")} == before
+
+
+def test_teacher_for_other_settings_is_refused(tmp_path, trained):
+    cfg_path, teacher_pt = trained
+    proc = run_cli(["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(tmp_path / "c"),
+                    "--set", "img_size=32"])
+    assert_one_line_error(proc, r"trained at img_size 64, config asks for 32")
+    assert not (tmp_path / "c").exists()
+
+
+def _wait_for_shard(out: Path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list(out.glob("shard-*.h5")):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read())
+        time.sleep(0.01)
+    raise AssertionError("no shard appeared")
+
+
+def test_sigkill_mid_dump_then_rerun_gives_the_uninterrupted_cache(tmp_path, trained):
+    cfg_path, teacher_pt = trained
+    reference = tmp_path / "reference"
+    dump.run(dump_cfg(cfg_path, shard_size=16), teacher_pt, reference, progress=False)
+
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "mlkd_cache", "dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt),
+            "-o", str(out), "--views", "3", "--set", "cache.shard_size=16", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_shard(out, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / MANIFEST_NAME).exists(), "the dump finished before it was killed"
+    written = sorted(out.glob("shard-*.h5"))
+    assert 1 <= len(written) < 12
+    ref_spec = TargetCache(reference).spec
+    for path in written:  # every file named .h5 is complete
+        assert shard_is_complete(path, ref_spec, int(path.stem.split("-")[1]))
+
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(written)} already complete" in proc.stdout
+    assert not list(out.glob("*.tmp"))
+    assert_same_cache(out, reference)
+
+
+def test_torchrun_two_ranks_equals_one_process(tmp_path, trained):
+    cfg_path, teacher_pt = trained
+    # both runs with one thread per process: CPU kernels then sum in the same order, so the
+    # fp16-rounded outputs are bit-identical (with 2 threads vs 1 an ulp may flip)
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = tmp_path / "single"
+    common = ["--teacher", str(teacher_pt), "--views", "3", "--set", "cache.shard_size=40", "--no-progress"]
+    proc = run_cli(["dump-targets", "-c", str(cfg_path), "-o", str(single), *common], env=one_thread)
+    assert proc.returncode == 0, proc.stderr
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", "dump-targets", "-c", str(cfg_path),
+         "--teacher", str(teacher_pt), "-o", str(tmp_path / "ddp"), "--views", "3", "--set", "cache.shard_size=40",
+         "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=one_thread,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("cache ") == 1  # rank 0 alone reports
+    assert_same_cache(tmp_path / "ddp", single)
+
+
+def test_inspect_and_verify(tmp_path, trained):
+    cfg_path, teacher_pt = trained
+    out = tmp_path / "cache"
+    dump.run(dump_cfg(cfg_path), teacher_pt, out, progress=False)
+    proc = run_cli(["inspect", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert "192 samples x 3 views" in proc.stdout and "cached mAP" in proc.stdout and "test_resnet" in proc.stdout
+    proc = run_cli(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "16"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "16/16 equal" in proc.stdout and "verify passed" in proc.stdout
+
+    # drift: change cached logits in place (same size, same attributes) -> verify exits 1
+    shard = out / "shard-00000.h5"
+    with h5py.File(shard, "r+") as fh:
+        fh["logits"][...] = fh["logits"][()] + np.float16(0.5)
+    proc = run_cli(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "192"])
+    assert proc.returncode == 1 and "verify FAILED" in proc.stderr
