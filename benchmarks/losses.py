@@ -1,0 +1,95 @@
+"""Distillation-loss speed: vectorised LED against a per-class / per-image loop.
+
+Forward + backward at N=64, C=80, E=768 (float32, CPU) with COCO label statistics: each batch
+takes 64 label rows sampled from the COCO val annotation file. Several batches, warm-up, the
+median time per batch; the speed-up goal is printed, not asserted.
+
+    python benchmarks/losses.py
+    python benchmarks/losses.py --batches 3 --repeat 3 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _loss_loops import loop_led  # noqa: E402
+from _timing import format_table, measure  # noqa: E402
+
+from mlkd_cache.losses import KDBatch  # noqa: E402
+from mlkd_cache.losses.led import class_distance, instance_distance  # noqa: E402
+
+ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2014_val_anno.json"
+N, C, E = 64, 80, 768
+GOAL_SPEEDUP = 10.0
+
+
+def coco_batches(count: int, seed: int, path: Path = ANNOTATIONS) -> list:
+    """``count`` label matrices ``[N, C]``, each of N rows sampled from the annotation file."""
+    records = json.loads(Path(path).read_text())
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        y = torch.zeros(N, C)
+        for row, i in enumerate(torch.randint(len(records), (N,), generator=g).tolist()):
+            y[row, records[i]["labels"]] = 1
+        out.append(y)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=4, help="label batches timed (default 4)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per variant (default 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+
+    g = torch.Generator().manual_seed(args.seed)
+    data = []
+    for y in coco_batches(args.batches, args.seed):
+        e_s = torch.randn(N, C, E, generator=g).requires_grad_(True)
+        e_t = torch.randn(N, C, E, generator=g)
+        data.append((y, e_s, e_t))
+
+    def vectorised():
+        for y, e_s, e_t in data:
+            b = KDBatch(y=y, z_s=y, z_t=y, f_s=y, f_t=y, e_s=e_s, e_t=e_t)
+            tokens = b.positive_tokens()
+            (100.0 * class_distance(*tokens) + 1000.0 * instance_distance(*tokens)).backward()
+
+    def loop():
+        for y, e_s, e_t in data:
+            cd, id_ = loop_led(e_s, e_t, y)
+            (cd + id_).backward()
+
+    timings = {name: measure(fn, warmup=1, repeat=args.repeat) for name, fn in (("led_loop", loop), ("led_vectorised", vectorised))}
+    per_batch = {k: t.median / args.batches * 1e3 for k, t in timings.items()}
+    speedup = per_batch["led_loop"] / per_batch["led_vectorised"]
+    positives = sum(int(y.sum()) for y, _, _ in data) / args.batches
+    result = {
+        "shape": {"N": N, "C": C, "E": E, "mean_positives": positives},
+        "ms_per_batch": per_batch,
+        "speedup": speedup,
+        "goal_speedup": GOAL_SPEEDUP,
+        "goal_met": speedup >= GOAL_SPEEDUP,
+        "mpscd": "skipped: mlkd_cache.losses.mpscd exposes no loop reference",
+        "torch_threads": torch.get_num_threads(),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    rows = [(k, f"{v:.2f}", f"{per_batch['led_loop'] / v:.1f}x") for k, v in per_batch.items()]
+    print(f"LED forward+backward, N={N} C={C} E={E}, {positives:.1f} positives/batch (COCO val), float32 CPU")
+    print(format_table(rows, ["variant", "ms", "speed-up"]))
+    print(f"goal: vectorised >= {GOAL_SPEEDUP:.0f}x faster than the loop -> {'met' if result['goal_met'] else 'NOT met'} ({speedup:.1f}x)")
+    print(result["mpscd"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Class prototypes of a target cache: the L2-normalised mean teacher embedding of every class.
+
+MPSCD needs one teacher-space prototype per class. They are a pure function of the cached
+positive label-wise embeddings, so they are computed once per cache and stored beside it as
+``DIR/prototypes.pt`` together with the provenance of the cache they came from; a later run
+reuses the file only when that provenance still matches the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from torch import Tensor
+
+from ..engine.checkpoint import fsync_dir
+from .reader import TargetCache
+
+__all__ = ["PROTOTYPES_NAME", "PROTOTYPES_VERSION", "compute_prototypes", "prototype_provenance", "load_or_compute_prototypes"]
+
+PROTOTYPES_NAME = "prototypes.pt"
+PROTOTYPES_VERSION = 1
+
+log = logging.getLogger("mlkd_cache")
+
+
+def compute_prototypes(cache: TargetCache, batch: int = 65536) -> Tensor:
+    """``[C, E]`` float32: per class the mean of every cached positive teacher embedding (all
+    views), L2-normalised. A class with no positive in the cache gets an all-zero row.
+
+    Streams :meth:`TargetCache.iter_positive_tokens`; sums and counts accumulate in float64.
+    """
+    C, E = cache.spec.num_classes, cache.spec.embed_dim
+    sums = torch.zeros(C, E, dtype=torch.float64)
+    counts = torch.zeros(C, dtype=torch.float64)
+    for tokens, classes in cache.iter_positive_tokens(view=None, batch=batch):
+        sums.index_add_(0, classes, tokens.to(torch.float64))
+        counts.index_add_(0, classes, torch.ones(len(classes), dtype=torch.float64))
+    means = sums / counts.clamp(min=1).unsqueeze(1)  # [C, E]; absent classes stay zero
+    norms = means.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, means / norms.clamp(min=1e-300), torch.zeros_like(means)).to(torch.float32)
+
+
+def prototype_provenance(cache: TargetCache) -> Dict[str, Any]:
+    """What a stored prototype file must match to be reused for ``cache``."""
+    spec = cache.spec
+    shard_digests = "\n".join(str(entry["sha256"]) for entry in cache.manifest["shards"])
+    return {
+        "format_version": PROTOTYPES_VERSION,
+        "teacher_sha256": spec.teacher_sha256,
+        "labels_sha256": spec.labels_sha256,
+        "views": spec.views,
+        "embedding": spec.embedding,
+        "num_classes": spec.num_classes,
+        "embed_dim": spec.embed_dim,
+        "shards_sha256": hashlib.sha256(shard_digests.encode("utf-8")).hexdigest(),
+    }
+
+
+def _load_stored(path: Path, provenance: Dict[str, Any]) -> Tensor | None:
+    """The stored prototypes when ``path`` exists, loads and matches ``provenance``; else None."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file: recompute over it
+        log.warning("ignoring unreadable %s (%s); recomputing prototypes", path, type(exc).__name__)
+        return None
+    if not isinstance(stored, dict) or stored.get("provenance") != provenance:
+        log.info("%s was computed for another cache; recomputing prototypes", path)
+        return None
+    prototypes = stored.get("prototypes")
+    shape = (provenance["num_classes"], provenance["embed_dim"])
+    if not isinstance(prototypes, Tensor) or tuple(prototypes.shape) != shape:
+        return None
+    return prototypes.to(torch.float32)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a unique temporary file + fsync + rename."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def load_or_compute_prototypes(cache: TargetCache) -> Tensor:
+    """``[C, E]`` prototypes of ``cache``: read from ``DIR/prototypes.pt`` when its provenance
+    matches the cache, otherwise computed with :func:`compute_prototypes` and stored there.
+
+    The file holds ``{"prototypes": Tensor, "provenance": prototype_provenance(cache)}`` (loaded
+    with ``weights_only=True``). When the directory cannot be written (read-only cache), the
+    prototypes are returned without being stored and a warning is logged.
+    """
+    path = Path(cache.directory) / PROTOTYPES_NAME
+    provenance = prototype_provenance(cache)
+    stored = _load_stored(path, provenance)
+    if stored is not None:
+        return stored
+    prototypes = compute_prototypes(cache)
+    buffer = io.BytesIO()
+    torch.save({"prototypes": prototypes, "provenance": provenance}, buffer)
+    try:
+        _write_atomic(path, buffer.getvalue())
+    except OSError as exc:
+        log.warning("cannot store prototypes in %s (%s); they will be recomputed next run", path.parent, exc.strerror or exc)
+    return prototypes

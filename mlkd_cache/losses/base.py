@@ -1,0 +1,123 @@
+"""Distillation-loss building blocks: the registry, the per-batch record and the base module.
+
+Every distillation loss is a pure function plus a thin :class:`DistillLoss` that reads what it
+needs from a :class:`KDBatch` and returns ``{term name: value}``. Losses receive cached teacher
+tensors, never a teacher model. A loss is built as ``DISTILL_LOSSES.get(name)(**para)``; a
+factory registered with :func:`register_loss` rejects unknown or missing parameters with a
+:class:`ConfigError` that lists the valid ones.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+__all__ = ["DISTILL_LOSSES", "SLOT_NAMES", "KDBatch", "DistillLoss", "register_loss", "check_para"]
+
+DISTILL_LOSSES = Registry("distillation loss")
+
+# Which seed-format slot takes which loss names (``<slot>_dis`` / ``lambda_<slot>``).
+SLOT_NAMES: Dict[str, Tuple[str, ...]] = {
+    "ft": ("RKD", "PKT"),
+    "le": ("LED", "MPSCD"),
+    "logits": ("MLD", "PS"),
+}
+
+L = TypeVar("L", bound=Type[nn.Module])
+
+
+@dataclass
+class KDBatch:
+    """Student outputs and cached teacher targets for one batch (shapes: N samples, C classes).
+
+    Teacher label-wise embeddings come in one of two cache forms: ``positive`` (``t_tokens``
+    with ``token_sample`` / ``token_class``, one row per positive label) or ``dense`` (``e_t``).
+    """
+
+    y: Tensor  # [N, C] 0/1 float
+    z_s: Tensor  # [N, C] student logits
+    z_t: Tensor  # [N, C] teacher logits
+    f_s: Tensor  # [N, D_s] pooled student features
+    f_t: Tensor  # [N, D_t] pooled teacher features
+    e_s: Tensor  # [N, C, E_s] student label-wise embeddings (all classes)
+    t_tokens: Optional[Tensor] = None  # [P, E_t] teacher embeddings of the positive labels
+    token_sample: Optional[Tensor] = None  # [P] int64 batch row of each token
+    token_class: Optional[Tensor] = None  # [P] int64 class of each token
+    e_t: Optional[Tensor] = None  # [N, C, E_t] dense teacher embeddings
+
+    def positive_tokens(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(s_tokens [P, E_s], t_tokens [P, E_t], token_sample [P], token_class [P])``.
+
+        Tokens are in (sample, class) order whichever cache form the batch holds;
+        ``s_tokens = e_s[token_sample, token_class]``.
+        """
+        if self.t_tokens is not None:
+            num_classes = self.e_s.shape[1]
+            order = (self.token_sample * num_classes + self.token_class).argsort()
+            sample, cls, t_tokens = self.token_sample[order], self.token_class[order], self.t_tokens[order]
+        elif self.e_t is not None:
+            sample, cls = (self.y > 0.5).nonzero(as_tuple=True)  # row-major: already (sample, class) order
+            t_tokens = self.e_t[sample, cls]
+        else:
+            raise ValueError("KDBatch has no teacher embeddings: set t_tokens (positive form) or e_t (dense form)")
+        return self.e_s[sample, cls], t_tokens, sample, cls
+
+
+class DistillLoss(nn.Module):
+    """Base of the distillation losses: ``forward(batch) -> {term name: scalar}``.
+
+    ``terms`` names the keys ``forward`` returns (the distiller lists them before training).
+    """
+
+    terms: Tuple[str, ...] = ()
+
+    def __init__(self) -> None:  # an explicit empty signature: factories check parameters against it
+        super().__init__()
+
+    def forward(self, batch: KDBatch) -> Dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def check_para(factory: Callable, name: str, para: Mapping[str, Any], context: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The keyword arguments to call ``factory`` with: ``para`` plus the ``context`` entries
+    its signature declares. Raises :class:`ConfigError` for an unknown or a missing parameter."""
+    params = inspect.signature(factory).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in para if k not in named]
+    if unknown and not accepts_any:
+        raise ConfigError(
+            f"{name} got unknown parameter {unknown[0]!r}; valid: {', '.join(named) if named else '(none)'}"
+        )
+    kwargs = dict(para)
+    for key, value in (context or {}).items():
+        if key in named and key not in kwargs:
+            kwargs[key] = value
+    missing = [k for k in named if params[k].default is inspect.Parameter.empty and k not in kwargs]
+    if missing:
+        raise ConfigError(f"{name} needs parameter {missing[0]!r}; give it in para=dict(...)")
+    return kwargs
+
+
+def register_loss(name: str) -> Callable[[L], L]:
+    """Class decorator: register a checked factory for the loss class under ``name``.
+
+    The factory has the class's signature (``inspect.signature`` follows ``__wrapped__``) and
+    raises :class:`ConfigError` instead of ``TypeError`` for a bad parameter.
+    """
+
+    def decorator(cls: L) -> L:
+        @functools.wraps(cls, updated=())
+        def factory(**para: Any) -> nn.Module:
+            return cls(**check_para(cls, name, para))
+
+        DISTILL_LOSSES.register(name)(factory)
+        return cls
+
+    return decorator
