@@ -37,3 +37,28 @@ def loop_led(e_s: Tensor, e_t: Tensor, y: Tensor, lambda_cd: float = 100.0, lamb
         if pos[n].sum() > 1:
             id_ = id_ + loop_rd(e_s[n, pos[n]], e_t[n, pos[n]])
     return lambda_cd * cd, lambda_id * id_
+
+
+def loop_mpscd(u: Tensor, v: Tensor, classes: Tensor, prototypes: Tensor, tau: float = 0.1, tau_s: float = 0.1):
+    """(PCRD, PCSD) with one Python iteration per positive token (vector ops within a token).
+
+    ``u [P, E]`` projected student tokens and ``v [P, E]`` teacher tokens (unit rows),
+    ``classes [P]``, ``prototypes [C, E]`` unit rows (zero rows are not keys).
+    """
+    P = len(u)
+    protos = prototypes[prototypes.norm(dim=1) > 0]
+    valid = prototypes.norm(dim=1) > 0
+    pcrd_total, pcsd_total = u.new_zeros(()), u.new_zeros(())
+    for p in range(P):
+        keys = torch.cat([v, protos])
+        scores = keys @ u[p] / tau
+        positive = [u[p] @ v[p] / tau]
+        if valid[classes[p]]:
+            positive.append(u[p] @ prototypes[classes[p]] / tau)
+        pcrd_total = pcrd_total + torch.logsumexp(scores, 0) - torch.logsumexp(torch.stack(positive), 0)
+        others = torch.cat([torch.arange(p), torch.arange(p + 1, P)])
+        for t_scores, s_scores in ((v[others] @ v[p], u[others] @ u[p]), (protos @ v[p], protos @ u[p])):
+            log_t = torch.log_softmax(t_scores / tau_s, 0)
+            log_s = torch.log_softmax(s_scores / tau_s, 0)
+            pcsd_total = pcsd_total + (log_t.exp() * (log_t - log_s)).sum()
+    return pcrd_total / P, pcsd_total / P

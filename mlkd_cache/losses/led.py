@@ -2,8 +2,9 @@
 
 Both parts are one relational distance loss :func:`rd` applied to groups of positive-label
 embeddings: CD has one group per class (the batch images that carry it), ID one group per
-image (its positive labels). Groups are built from the positive tokens as padded
-``[G, M, E]`` tensors, so nothing loops over classes or images.
+image (its positive labels). One ``[P, P]`` distance matrix of the batch's positive tokens per
+side serves both, masked by "same class" (CD) or "same image" (ID), so nothing loops over classes
+or images and nothing is padded to the largest group.
 
 Differences from L2D's ``cd.py`` / ``id.py`` / ``huber_dist.py`` (same math otherwise: distances
 ``sqrt(max(d², 1e-12))``, each matrix divided by the mean of its positive entries, teacher side
@@ -31,70 +32,62 @@ __all__ = ["rd", "class_distance", "instance_distance", "led", "LED"]
 EPS = 1e-12  # floor of a squared distance before sqrt (as L2D): keeps sqrt's gradient finite
 
 
-def _pairwise_distance(e: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
-    """Distances among valid members, each matrix divided by the mean of its positive entries.
+def token_distances(e: Tensor) -> Tensor:
+    """Euclidean distances among all tokens: ``e [P, E]`` -> ``[P, P]`` (``sqrt(max(d², 1e-12))``)."""
+    sq = e.pow(2).sum(dim=1)  # [P]
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (e @ e.t())  # [P, P]
+    return d2.clamp(min=EPS).sqrt()
 
-    ``e [G, M, E]``, ``mask [G, M]`` -> ``(d [G, M, M], pair [G, M, M])``; ``d`` is 0 outside
-    ``pair`` (the valid off-diagonal entries).
+
+def rd(d_s: Tensor, d_t: Tensor, group: Tensor) -> Tensor:
+    """Relational distance loss summed over groups, from token distance matrices.
+
+    ``d_s, d_t [P, P]`` (student / teacher token distances), ``group [P]`` int (the group of
+    each token: its class for CD, its image for ID). Per group: the distances among its members,
+    each matrix divided by the mean of its entries (teacher side without grad); smooth-L1 (β=1)
+    between them summed over the member pairs, divided by the number of members; groups with
+    fewer than 2 members add 0; summed over groups. Masks over one ``[P, P]`` matrix replace
+    padded per-group tensors: no loop and no padding to the largest group.
     """
-    m = e.shape[1]
-    sq = e.pow(2).sum(dim=-1)  # [G, M]
-    d2 = sq[:, :, None] + sq[:, None, :] - 2 * e @ e.transpose(1, 2)  # [G, M, M]
-    eye = torch.eye(m, dtype=torch.bool, device=e.device)
-    pair = mask[:, :, None] & mask[:, None, :] & ~eye  # [G, M, M]
-    d = torch.where(pair, d2.clamp(min=EPS).sqrt(), torch.zeros_like(d2))
-    positive = d > 0
-    count = positive.sum(dim=(1, 2))  # [G]
-    mean = d.sum(dim=(1, 2)) / count.clamp(min=1)
-    mean = torch.where(count > 0, mean, torch.ones_like(mean))  # groups of < 2 members: d is all 0
-    return d / mean[:, None, None], pair
+    _, inv = torch.unique(group, return_inverse=True)  # [P] compact group ids
+    g = int(inv.max()) + 1
+    eye = torch.eye(len(inv), dtype=torch.bool, device=inv.device)
+    pair = (inv[:, None] == inv[None, :]) & ~eye  # [P, P] same group, off-diagonal
+    members = torch.bincount(inv, minlength=g).to(d_s.dtype)  # [G]
+    pairs = members * (members - 1)  # [G] ordered member pairs
 
+    def normalised(d: Tensor) -> Tensor:
+        d = d * pair
+        total = d.new_zeros(g).index_add(0, inv, d.sum(dim=1))  # [G] sum of the group's distances
+        mean = torch.where(pairs > 0, total / pairs.clamp(min=1), torch.ones_like(total))
+        return d / mean[inv][:, None]
 
-def rd(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
-    """Relational distance loss summed over groups.
-
-    ``s [G, M, E_s]``, ``t [G, M, E_t]``, ``mask [G, M]`` bool (valid members). Per group:
-    smooth-L1 (β=1) between the normalised distance matrices of student and teacher, summed
-    over the valid off-diagonal entries, divided by the number of members; groups with fewer
-    than 2 members add 0.
-    """
-    d_s, pair = _pairwise_distance(s, mask)
+    n_s = normalised(d_s)
     with torch.no_grad():
-        d_t, _ = _pairwise_distance(t.to(s.dtype), mask)
-    err = F.smooth_l1_loss(d_s, d_t, reduction="none", beta=1.0) * pair  # [G, M, M]
-    members = mask.sum(dim=1)  # [G]
-    per_group = err.sum(dim=(1, 2)) / members.clamp(min=1)
+        n_t = normalised(d_t.to(d_s.dtype))
+    err = F.smooth_l1_loss(n_s, n_t, reduction="none", beta=1.0) * pair  # [P, P]
+    per_group = d_s.new_zeros(g).index_add(0, inv, err.sum(dim=1)) / members  # [G]
     return (per_group * (members >= 2)).sum()
 
 
-def _grouped(group: Tensor, s: Tensor, t: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Padded groups from tokens sorted by ``group``: ``(s [G, M, E_s], t [G, M, E_t], mask [G, M])``."""
-    _, slot, counts = torch.unique_consecutive(group, return_inverse=True, return_counts=True)
-    starts = counts.cumsum(0) - counts  # [G] first token of each group
-    rank = torch.arange(group.numel(), device=group.device) - starts[slot]  # [P] rank within group
-    g, m = counts.numel(), int(counts.max())
-    s_pad = s.new_zeros(g, m, s.shape[1]).index_put((slot, rank), s)
-    t_pad = t.new_zeros(g, m, t.shape[1]).index_put((slot, rank), t)
-    mask = torch.zeros(g, m, dtype=torch.bool, device=s.device).index_put((slot, rank), torch.ones_like(rank, dtype=torch.bool))
-    return s_pad, t_pad, mask
+def _distances(s_tokens: Tensor, t_tokens: Tensor) -> Tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        d_t = token_distances(t_tokens.to(s_tokens.dtype))
+    return token_distances(s_tokens), d_t
 
 
 def class_distance(s_tokens: Tensor, t_tokens: Tensor, token_sample: Tensor, token_class: Tensor) -> Tensor:
-    """CD: :func:`rd` with one group per class over the images carrying it.
-
-    Tokens ``[P, E]`` in (sample, class) order, as :meth:`KDBatch.positive_tokens` gives them.
-    """
+    """CD: :func:`rd` with one group per class over the images carrying it (tokens ``[P, E]``)."""
     if s_tokens.shape[0] == 0:
         return s_tokens.sum()  # 0, still connected to the student graph
-    cls, order = torch.sort(token_class, stable=True)  # class-major, images in order within a class
-    return rd(*_grouped(cls, s_tokens[order], t_tokens[order]))
+    return rd(*_distances(s_tokens, t_tokens), token_class)
 
 
 def instance_distance(s_tokens: Tensor, t_tokens: Tensor, token_sample: Tensor, token_class: Tensor) -> Tensor:
-    """ID: :func:`rd` with one group per image over its positive labels (tokens in (sample, class) order)."""
+    """ID: :func:`rd` with one group per image over its positive labels (tokens ``[P, E]``)."""
     if s_tokens.shape[0] == 0:
         return s_tokens.sum()
-    return rd(*_grouped(token_sample, s_tokens, t_tokens))
+    return rd(*_distances(s_tokens, t_tokens), token_sample)
 
 
 def led(
@@ -106,8 +99,10 @@ def led(
     lambda_id: float = 1000.0,
 ) -> Tensor:
     """``λ_cd·CD + λ_id·ID`` over the positive tokens (defaults as L2D's config)."""
-    tokens = (s_tokens, t_tokens, token_sample, token_class)
-    return lambda_cd * class_distance(*tokens) + lambda_id * instance_distance(*tokens)
+    if s_tokens.shape[0] == 0:
+        return s_tokens.sum()
+    d_s, d_t = _distances(s_tokens, t_tokens)  # shared by CD and ID
+    return lambda_cd * rd(d_s, d_t, token_class) + lambda_id * rd(d_s, d_t, token_sample)
 
 
 @register_loss("LED")
@@ -121,8 +116,12 @@ class LED(DistillLoss):
         self.lambda_cd, self.lambda_id = lambda_cd, lambda_id
 
     def forward(self, batch: KDBatch) -> Dict[str, Tensor]:
-        tokens = batch.positive_tokens()
+        s_tokens, t_tokens, token_sample, token_class = batch.positive_tokens()
+        if s_tokens.shape[0] == 0:
+            zero = s_tokens.sum()
+            return {"led_cd": zero, "led_id": zero}
+        d_s, d_t = _distances(s_tokens, t_tokens)  # one [P, P] matrix per side for CD and ID
         return {
-            "led_cd": self.lambda_cd * class_distance(*tokens),
-            "led_id": self.lambda_id * instance_distance(*tokens),
+            "led_cd": self.lambda_cd * rd(d_s, d_t, token_class),
+            "led_id": self.lambda_id * rd(d_s, d_t, token_sample),
         }
