@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..cache.format import MANIFEST_NAME, CacheSpec, labels_digest, shard_name
-from ..cache.writer import ShardBuffer, ShardWriter, shard_is_complete, write_manifest
+from ..cache.writer import ShardBuffer, ShardWriter, shard_entry, shard_is_complete, write_manifest
 from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
@@ -269,9 +269,3 @@ def run(
     barrier(info)
     return result
 
-
-def shard_entry(out: Path, spec: CacheSpec, k: int) -> Dict[str, Any]:
-    """The manifest entry of a complete shard: file, index, range, size, sha256."""
-    path = out / shard_name(k)
-    start, stop = spec.shard_range(k)
-    return {"file": path.name, "index": k, "start": start, "stop": stop, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
