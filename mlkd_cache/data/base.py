@@ -73,7 +73,7 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         """The decoded image of sample ``index`` in mode ``"RGB"``; :class:`DataError` when the
         file is missing, truncated or not an image."""
         if self.image_paths is None:
-            raise NotImplementedError(f"{type(self).__name__} must override load_image")
+            raise TypeError(f"{type(self).__name__} has no image files and must override load_image")
         return load_rgb(self.image_paths[index])
 
     def __getitem__(self, index: int) -> Tuple[Image.Image, np.ndarray]:

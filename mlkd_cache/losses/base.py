@@ -80,8 +80,8 @@ class DistillLoss(nn.Module):
     def __init__(self) -> None:  # an explicit empty signature: factories check parameters against it
         super().__init__()
 
-    def forward(self, batch: KDBatch) -> Dict[str, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # subclasses define ``forward(batch: KDBatch) -> Dict[str, Tensor]`` (nn.Module refuses to
+    # run a module without one)
 
 
 def check_para(factory: Callable, name: str, para: Mapping[str, Any], context: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
