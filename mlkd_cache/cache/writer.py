@@ -1,7 +1,7 @@
 """Writing target-cache shards: an in-memory :class:`ShardBuffer`, atomic :func:`write_shard`,
 a background :class:`ShardWriter`, :func:`shard_is_complete` for resuming, and the manifest.
 
-A file named ``shard-XXXXX.h5`` is always complete: it is written as ``shard-XXXXX.h5.tmp``,
+A file named ``shard-NNNNN.h5`` is always complete: it is written as ``shard-NNNNN.h5.tmp``,
 flushed, fsynced and renamed; ``manifest.json`` is written last, the same way.
 """
 from __future__ import annotations
@@ -212,7 +212,7 @@ def _write_h5(buffer: ShardBuffer, path: Path) -> None:
 
 
 def write_shard(buffer: ShardBuffer, directory: Path) -> Dict[str, Any]:
-    """Write ``buffer`` atomically to ``directory/shard-XXXXX.h5`` and return its manifest entry
+    """Write ``buffer`` atomically to ``directory/shard-NNNNN.h5`` and return its manifest entry
     ``{"file", "index", "start", "stop", "bytes", "sha256"}``.
 
     Raises ``ValueError`` if the buffer is not complete and :class:`MlkdError` when the disk
