@@ -63,3 +63,12 @@ def default_out(config_path: str, out: Optional[Path]) -> Path:
     if out is not None:
         return out
     return Path("runs") / resolve_config_path(config_path).stem
+
+
+def human_size(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

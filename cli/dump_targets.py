@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..engine import dump
-from .common import CONTEXT_SETTINGS, build_config
+from .common import CONTEXT_SETTINGS, build_config, human_size
 
 EPILOG = """\b
 Examples:
@@ -16,14 +16,6 @@ Examples:
   torchrun --nproc_per_node=2 -m mlkd_cache dump-targets -c CONFIG --teacher teacher.pt -o CACHE
   (a re-run after an interruption skips the complete shards and redoes the rest)
 """
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 @click.command("dump-targets", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
@@ -51,12 +43,12 @@ def dump_targets(config_path, teacher, out, views, data_root, batch_size, worker
             f"planned cache: {p['samples']} samples x {p['views']} views in {p['shards']} shard(s), "
             f"{p['embedding']} embeddings, {p['dtype']}"
         )
-        click.echo(f"  per view   {_size(p['bytes_per_view'])}")
-        click.echo(f"  per sample {_size(p['bytes_per_sample'])}")
-        click.echo(f"  total      {_size(p['payload_bytes'])} (dense embeddings would need {_size(p['dense_payload_bytes'])})")
+        click.echo(f"  per view   {human_size(p['bytes_per_view'])}")
+        click.echo(f"  per sample {human_size(p['bytes_per_sample'])}")
+        click.echo(f"  total      {human_size(p['payload_bytes'])} (dense embeddings would need {human_size(p['dense_payload_bytes'])})")
         return
     click.echo(
         f"cache {result['out']}: {result['samples']} samples x {result['views']} views, "
-        f"{_size(result['total_bytes'])}; {result['shards_written']} shard(s) written, "
+        f"{human_size(result['total_bytes'])}; {result['shards_written']} shard(s) written, "
         f"{result['shards_skipped']} already complete, {result['seconds']:.1f} s"
     )

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from ..engine import inspect_cache
-from .common import CONTEXT_SETTINGS
-from .dump_targets import _size
+from .common import CONTEXT_SETTINGS, human_size
 
 EPILOG = """\b
 Examples:
@@ -28,7 +27,7 @@ def inspect_command(cache_dir, as_json) -> None:
         return
     click.echo(f"cache      {r['cache']}")
     click.echo(f"data       {r['dataset']}: {r['samples']} samples x {r['views']} views, {r['shards']} shard(s)")
-    click.echo(f"size       {_size(r['total_bytes'])} total, {_size(r['bytes_per_sample'])}/sample, {_size(r['bytes_per_view'])}/view")
+    click.echo(f"size       {human_size(r['total_bytes'])} total, {human_size(r['bytes_per_sample'])}/sample, {human_size(r['bytes_per_view'])}/view")
     click.echo(f"layout     {r['embedding']} embeddings ({r['positive_tokens']} positive tokens), {r['dtype']}; C={r['num_classes']} D={r['feature_dim']} E={r['embed_dim']}")
     click.echo(f"teacher    {r['teacher_arch']} sha256 {r['teacher_sha256'][:16]}…  img_size {r['img_size']}  transform {r['transform_hash']}")
     names = r["class_names"]

@@ -101,3 +101,12 @@ def sync_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
         return
     for buffer in module.buffers():
         dist.broadcast(buffer.data, src=src)
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` without torchrun)."""
+    if not info.enabled:
+        return [obj]
+    out: List[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out

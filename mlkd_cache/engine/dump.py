@@ -25,8 +25,8 @@ from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
-from ..distributed import DistInfo, barrier, init_distributed
-from ..errors import CacheMismatchError, ConfigError, MlkdError
+from ..distributed import DistInfo, all_gather_objects, barrier, init_distributed
+from ..errors import CacheMismatchError, ConfigError
 from .checkpoint import file_sha256, load_checkpoint
 from .evaluate import autocast_for, model_from_checkpoint
 
@@ -240,9 +240,10 @@ def run(
             for k in mine:
                 writer.submit(dump_shard(model, view_data, spec, k, cfg.batch_size, cfg.workers, info, amp, bar))
                 bar.set_postfix(MB=f"{writer.bytes_written / 2**20:.0f}")
+            written = writer.close()  # manifest entries (size, sha256) of the shards this rank wrote
     finally:
         bar.close()
-    barrier(info)
+    written = [entry for rank_entries in all_gather_objects(written, info) for entry in rank_entries]
     elapsed = time.perf_counter() - started
 
     result: Dict[str, Any] = {
@@ -256,11 +257,9 @@ def run(
         "is_main": info.is_main,
     }
     if info.is_main:
-        missing = [k for k in range(spec.num_shards()) if not shard_is_complete(out / shard_name(k), spec, k)]
-        if missing:
-            raise MlkdError(f"shard {shard_name(missing[0])} is not complete after the dump; re-run dump-targets")
-        entries = [shard_entry(out, spec, k) for k in range(spec.num_shards())]
-        manifest = write_manifest(out, spec, entries)
+        # shards complete from an earlier run are hashed here; this run's come from the writers
+        entries = written + [shard_entry(out, spec, k) for k in range(spec.num_shards()) if k not in set(todo)]
+        manifest = write_manifest(out, spec, entries)  # refuses entries that miss or repeat a shard
         result.update(manifest=str(manifest), total_bytes=sum(e["bytes"] for e in entries))
         log.info(
             "dump-targets: %d shards (%d written, %d already complete), %d samples x %d views, %.1f s",

@@ -1,13 +1,11 @@
 """``inspect``: what a cache holds, how big it is, and how good its cached logits are."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
-from ..cache.format import MANIFEST_NAME
 from ..cache.reader import TargetCache
 from ..metrics import mean_average_precision
 
@@ -16,7 +14,7 @@ def run(cache_dir: Path, batch: int = 4096) -> Dict[str, Any]:
     """Summary of ``cache_dir`` with the mAP of each view's cached logits against the stored labels."""
     cache = TargetCache(Path(cache_dir))
     spec = cache.spec
-    manifest = json.loads((Path(cache_dir) / MANIFEST_NAME).read_text())
+    manifest = cache.manifest
     total = int(sum(s["bytes"] for s in manifest["shards"]))
     labels = cache.labels
     view_map = []

@@ -4,23 +4,14 @@ import copy
 import pytest
 import torch
 
+from mlkd_cache.config import L2D_CRITERION
 from mlkd_cache.errors import ConfigError
 from mlkd_cache.losses import DISTILL_LOSSES, Distiller, KDBatch
 from mlkd_cache.losses.base import check_para
 from mlkd_cache.losses.led import class_distance, instance_distance
 from mlkd_cache.losses.mld import mld
 
-L2D = dict(
-    name="L2D",
-    para=dict(
-        lambda_ft=0.0,
-        ft_dis=None,
-        lambda_le=1.0,
-        le_dis=dict(name="LED", para=dict(lambda_cd=100.0, lambda_id=1000.0)),
-        lambda_logits=10.0,
-        logits_dis=dict(name="MLD", para=dict()),
-    ),
-)
+L2D = L2D_CRITERION  # the seed format of L2D's released COCO config
 
 
 def config(**para):
