@@ -21,7 +21,7 @@ Examples:
 @click.command("evaluate", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data-root", default=None, help="dataset folder, if not where the checkpoint was trained")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", help="split to score")
+@click.option("--split", default="test", help="split to score: test, train, or another split the dataset has (digits: val)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="batch size  [default: the checkpoint's]")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers  [default: the checkpoint's]")
 @click.option("--per-class", is_flag=True, help="also print the AP of every class")

@@ -125,6 +125,8 @@ FIELDS: Dict[str, Field] = {
     "pct_start": Field("float", 0.2, "OneCycle warm-up fraction", _open_unit_interval),
     "amp": Field("bool", True, "mixed precision on CUDA (ignored on CPU)"),
     "eval_every": Field("int", 1, "evaluate on the test split every this many epochs (and after the last)", _at_least(1)),
+    "log_every": Field("int", 10, "write the loss terms of every N-th training step to OUT/steps.jsonl (0 = off)", _at_least(0)),
+    "replay_check": Field("float", 0.05, "share of each epoch's student inputs whose fingerprints are compared with the cache (0 = off)", _unit_interval),
     "transform": Field("dict", {k: f.default for k, f in TRANSFORM_FIELDS.items()}, "train augmentation spec"),
     "cache": Field("dict", {k: f.default for k, f in CACHE_FIELDS.items()}, "target cache settings"),
 }

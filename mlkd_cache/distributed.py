@@ -110,3 +110,23 @@ def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:
     out: List[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def average_gradients(params: List[torch.nn.Parameter], info: DistInfo) -> None:
+    """Average the gradients of ``params`` over ranks, in one flat all-reduce.
+
+    For trainable modules outside the DDP-wrapped model (a distillation loss's projection head):
+    DDP averages only the gradients of the module it wraps. Parameters without a gradient on
+    this rank contribute zeros, so every rank takes part in the same collective.
+    """
+    if not info.enabled or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n

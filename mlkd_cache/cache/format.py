@@ -320,13 +320,13 @@ def check_request(
         if len(asked) != len(built):
             fail(
                 f"cache built for {len(built)} classes ({_preview(built)}), the dataset has {len(asked)} "
-                f"({_preview(asked)}); re-run dump-targets for this dataset or point cache.dir elsewhere"
+                f"({_preview(asked)}); re-run dump-targets for this dataset or pass another --cache"
             )
         if asked != built:
             i = next(j for j, (x, y) in enumerate(zip(built, asked)) if x != y)
             fail(
                 f"cache built for other class names (class {i} is {built[i]!r}, the dataset has {asked[i]!r}); "
-                f"re-run dump-targets for this dataset or point cache.dir elsewhere"
+                f"re-run dump-targets for this dataset or pass another --cache"
             )
     if labels is not None:
         labels = np.asarray(labels)

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..engine.checkpoint import fsync_dir
 from .reader import TargetCache
 
-__all__ = ["PROTOTYPES_NAME", "PROTOTYPES_VERSION", "compute_prototypes", "prototype_provenance", "load_or_compute_prototypes"]
+__all__ = ["PROTOTYPES_NAME", "PROTOTYPES_VERSION", "PrototypeAccumulator", "compute_prototypes", "prototype_provenance", "load_or_compute_prototypes"]
 
 PROTOTYPES_NAME = "prototypes.pt"
 PROTOTYPES_VERSION = 1
@@ -29,21 +29,36 @@ PROTOTYPES_VERSION = 1
 log = logging.getLogger("mlkd_cache")
 
 
+class PrototypeAccumulator:
+    """Streaming class means: :meth:`add` chunks of ``(tokens [P, E], classes [P])``, then
+    :meth:`prototypes` gives ``[C, E]`` float32 L2-normalised means (all-zero rows for classes
+    never seen). Sums and counts accumulate in float64 on the CPU."""
+
+    def __init__(self, num_classes: int, embed_dim: int) -> None:
+        self.sums = torch.zeros(num_classes, embed_dim, dtype=torch.float64)
+        self.counts = torch.zeros(num_classes, dtype=torch.float64)
+
+    def add(self, tokens: Tensor, classes: Tensor) -> None:
+        classes = classes.detach().to("cpu", torch.long)
+        self.sums.index_add_(0, classes, tokens.detach().to("cpu", torch.float64))
+        self.counts.index_add_(0, classes, torch.ones(len(classes), dtype=torch.float64))
+
+    def prototypes(self) -> Tensor:
+        means = self.sums / self.counts.clamp(min=1).unsqueeze(1)  # [C, E]; absent classes stay zero
+        norms = means.norm(dim=1, keepdim=True)
+        return torch.where(norms > 0, means / norms.clamp(min=1e-300), torch.zeros_like(means)).to(torch.float32)
+
+
 def compute_prototypes(cache: TargetCache, batch: int = 65536) -> Tensor:
     """``[C, E]`` float32: per class the mean of every cached positive teacher embedding (all
     views), L2-normalised. A class with no positive in the cache gets an all-zero row.
 
-    Streams :meth:`TargetCache.iter_positive_tokens`; sums and counts accumulate in float64.
+    Streams :meth:`TargetCache.iter_positive_tokens` into a :class:`PrototypeAccumulator`.
     """
-    C, E = cache.spec.num_classes, cache.spec.embed_dim
-    sums = torch.zeros(C, E, dtype=torch.float64)
-    counts = torch.zeros(C, dtype=torch.float64)
+    acc = PrototypeAccumulator(cache.spec.num_classes, cache.spec.embed_dim)
     for tokens, classes in cache.iter_positive_tokens(view=None, batch=batch):
-        sums.index_add_(0, classes, tokens.to(torch.float64))
-        counts.index_add_(0, classes, torch.ones(len(classes), dtype=torch.float64))
-    means = sums / counts.clamp(min=1).unsqueeze(1)  # [C, E]; absent classes stay zero
-    norms = means.norm(dim=1, keepdim=True)
-    return torch.where(norms > 0, means / norms.clamp(min=1e-300), torch.zeros_like(means)).to(torch.float32)
+        acc.add(tokens, classes)
+    return acc.prototypes()
 
 
 def prototype_provenance(cache: TargetCache) -> Dict[str, Any]:

@@ -233,7 +233,7 @@ def write_shard(buffer: ShardBuffer, directory: Path) -> Dict[str, Any]:
     except OSError as exc:
         _remove(tmp)
         raise MlkdError(
-            f"cannot write {final}: {_strerror(exc)}; free space in {directory} or point cache.dir elsewhere, "
+            f"cannot write {final}: {_strerror(exc)}; free space in {directory} or choose another --out, "
             f"then re-run dump-targets (it resumes)"
         ) from None
     except BaseException:

@@ -29,13 +29,14 @@ def dataset_params(name: str) -> dict:
 
 
 def build_dataset(name: str, split: str, root: Optional[str] = None, **params) -> MultiLabelDataset:
-    """Construct dataset ``name`` for ``split`` (``"train"`` or ``"test"``).
+    """Construct dataset ``name`` for ``split`` (``"train"``, ``"test"``, or another split the
+    dataset class lists in ``splits``, such as digits' ``"val"``).
 
     Unknown name, split or param -> :class:`~mlkd_cache.errors.ConfigError`; missing or
     malformed data -> :class:`~mlkd_cache.errors.DataError`.
     """
     factory = DATASETS.get(name)
-    check_split(split)
+    check_split(split, getattr(factory, "splits", SPLITS))
     valid = dataset_params(name)
     for key in params:
         if key not in valid:

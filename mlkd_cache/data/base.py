@@ -32,6 +32,7 @@ class MultiLabelDataset(torch.utils.data.Dataset):
     """
 
     name: str = "base"
+    splits: Tuple[str, ...] = SPLITS  # the splits this dataset can build
 
     def __init__(
         self,
@@ -43,7 +44,7 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         image_paths: Optional[Sequence[str]] = None,
         root: Optional[str] = None,
     ) -> None:
-        check_split(split)
+        check_split(split, self.splits)
         labels = np.ascontiguousarray(labels, dtype=np.uint8)
         if labels.ndim != 2 or labels.shape != (len(keys), len(class_names)):
             raise ValueError(
@@ -117,9 +118,9 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------------------------
 
 
-def check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+def check_split(split: str, splits: Sequence[str] = SPLITS) -> str:
+    if split not in splits:
+        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(splits)}")
     return split
 
 

@@ -3,7 +3,9 @@
 ``sklearn.datasets.load_digits()`` ships 1,797 real 8x8 handwritten digit scans (values 0..16)
 inside the package, so this needs no data root and no download. The scans are split once by a
 seeded permutation into disjoint pools: 70% feed the ``train`` canvases, 30% the ``test``
-canvases, so no test canvas contains a scan seen in training.
+canvases, so no test canvas contains a scan seen in training. A third split, ``val``
+(``val_size`` canvases), is drawn from the train pool with its own random stream: new canvases of
+training scans, for choosing hyper-parameters without looking at the test split.
 
 Each canvas (``canvas`` x ``canvas`` px, grayscale rendered as RGB) holds 1..``max_digits``
 digits (uniform count), each a random scan of the split's pool upscaled to ``digit_size`` px with
@@ -87,27 +89,30 @@ class DigitsDataset(MultiLabelDataset):
     ``digit_classes`` (same shape, -1 padded); ``positions`` ``[N, max_digits, 2]`` (y, x; -1)."""
 
     name = "digits"
+    splits = ("train", "val", "test")
 
     def __init__(self, split: str = "train", root: Optional[str] = None, *,
                  train_size: int = 2000, test_size: int = 1000, canvas: int = 32,
-                 digit_size: int = 12, seed: int = 0, max_digits: int = 4) -> None:
-        check_split(split)
+                 digit_size: int = 12, seed: int = 0, max_digits: int = 4, val_size: int = 500) -> None:
+        check_split(split, self.splits)
         # root is accepted and ignored: the data is embedded.
         train_size = _check_int("train_size", train_size, 1)
         test_size = _check_int("test_size", test_size, 1)
+        val_size = _check_int("val_size", val_size, 1)
         digit_size = _check_int("digit_size", digit_size, 4)
         canvas = _check_int("canvas", canvas, digit_size)
         seed = _check_int("seed", seed, 0)
         max_digits = _check_int("max_digits", max_digits, 1)
-        self.params = dict(train_size=train_size, test_size=test_size, canvas=canvas,
+        self.params = dict(train_size=train_size, test_size=test_size, val_size=val_size, canvas=canvas,
                            digit_size=digit_size, seed=seed, max_digits=max_digits)
 
-        n = train_size if split == "train" else test_size
+        n = {"train": train_size, "val": val_size, "test": test_size}[split]
         train_pool, test_pool = split_source_pools(seed)
-        pool = train_pool if split == "train" else test_pool
+        pool = test_pool if split == "test" else train_pool
         _, targets = _source_scans()
         scans = _resized_scans(digit_size)
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 1 if split == "train" else 2]))
+        stream = {"train": 1, "test": 2, "val": 3}[split]
+        rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
         d, m = digit_size, max_digits
         counts = rng.integers(1, m + 1, size=n)

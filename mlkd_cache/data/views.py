@@ -10,7 +10,9 @@ An item is ``(image, labels, index, view, fingerprint)``:
 * ``index``, ``view``: Python ints (collated into int64 tensors);
 * ``fingerprint``: the 64-bit :func:`~mlkd_cache.data.transforms.fingerprint` of ``image``
   as a *signed* int64 (``to_signed``; ``to_unsigned`` gives back the value stored in the
-  cache), or 0 when ``with_fingerprint`` is False.
+  cache), or 0 when the item is not fingerprinted: ``with_fingerprint=True`` fingerprints
+  every item, a float ``p`` in (0, 1) a deterministic share ``p`` of the samples of each epoch
+  (chosen by :meth:`ViewDataset.is_checked`), False none.
 
 Which view an epoch uses (:meth:`ViewDataset.view_of`):
 
@@ -25,7 +27,7 @@ Which view an epoch uses (:meth:`ViewDataset.view_of`):
 from __future__ import annotations
 
 import operator
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,7 +47,7 @@ class ViewDataset(torch.utils.data.Dataset):
         base_seed: int,
         train: bool,
         views: Optional[int] = None,
-        with_fingerprint: bool = False,
+        with_fingerprint: Union[bool, float] = False,
     ) -> None:
         if not isinstance(spec, TransformSpec):
             raise TypeError(f"spec must be a TransformSpec, got {type(spec).__name__}")
@@ -55,6 +57,9 @@ class ViewDataset(torch.utils.data.Dataset):
             if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 1:
                 raise ValueError(f"views must be a positive int or None, got {views!r}")
             views = int(views)
+        share = float(with_fingerprint)
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"with_fingerprint must be a bool or a share in [0, 1], got {with_fingerprint!r}")
         n_keys, n_labels = len(dataset.keys), len(dataset.labels)
         if n_keys != n_labels:
             raise ValueError(f"dataset has {n_keys} keys but {n_labels} label rows")
@@ -63,7 +68,7 @@ class ViewDataset(torch.utils.data.Dataset):
         self.base_seed = int(base_seed)
         self.train = bool(train)
         self.views = views
-        self.with_fingerprint = bool(with_fingerprint)
+        self.fingerprint_share = share
         self.epoch = 0
         self.transform = ReplayableTransform(spec) if self.train else EvalTransform(spec)
 
@@ -103,6 +108,16 @@ class ViewDataset(torch.utils.data.Dataset):
         """The unsigned 64-bit view seed of ``(index, view)``."""
         return view_seed(self.base_seed, self.dataset.keys[self._index(index)], int(view))
 
+    def is_checked(self, index: int, epoch: int) -> bool:
+        """Whether sample ``index`` is fingerprinted in ``epoch``: always for a share of 1, never
+        for 0, else when ``view_seed(base_seed, key, -2 - epoch) < share * 2**64`` (a fresh,
+        reproducible draw per sample and epoch)."""
+        share = self.fingerprint_share
+        if share >= 1.0 or share <= 0.0:
+            return share >= 1.0
+        draw = view_seed(self.base_seed, self.dataset.keys[self._index(index)], -2 - operator.index(epoch))
+        return draw < share * 2.0**64
+
     def view_of(self, index: int, epoch: int) -> int:
         """The view sample ``index`` uses in ``epoch`` (rules in the module docstring)."""
         if not self.train:
@@ -115,8 +130,9 @@ class ViewDataset(torch.utils.data.Dataset):
 
     # -- items ------------------------------------------------------------------------------
 
-    def get(self, index: int, view: int) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
-        """The item of an explicit ``(sample, view)`` (used by the cache dump)."""
+    def get(self, index: int, view: int, with_fingerprint: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
+        """The item of an explicit ``(sample, view)`` (used by the cache dump); fingerprinted when
+        ``with_fingerprint`` says so (None: when the share is 1)."""
         i = self._index(index)
         view = operator.index(view)
         if self.views is not None and self.train and not 0 <= view < self.views:
@@ -127,11 +143,13 @@ class ViewDataset(torch.utils.data.Dataset):
         else:
             image = self.transform(img)
         labels = torch.from_numpy(np.asarray(self.dataset.labels[i], dtype=np.float32).copy())
-        fp = to_signed(fingerprint(image)) if self.with_fingerprint else 0
+        if with_fingerprint is None:
+            with_fingerprint = self.fingerprint_share >= 1.0
+        fp = to_signed(fingerprint(image)) if with_fingerprint else 0
         return image, labels, i, int(view), fp
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
-        return self.get(index, self.view_of(index, self.epoch))
+        return self.get(index, self.view_of(index, self.epoch), self.is_checked(index, self.epoch))
 
     def __repr__(self) -> str:
         name = getattr(self.dataset, "name", type(self.dataset).__name__)

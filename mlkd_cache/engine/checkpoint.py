@@ -129,6 +129,30 @@ class MetricsLog:
             os.fsync(fh.fileno())
 
 
+class StepLog(MetricsLog):
+    """``steps.jsonl``: loss terms of every ``log_every``-th training step, one JSON object per
+    line (``epoch`` is 1-based, ``step`` counts from 1 within the epoch). Rows are buffered and
+    appended with one fsync per :meth:`flush` (the trainer flushes at each epoch's end), so
+    after a kill the file holds whole epochs; :meth:`truncate_to` keeps it in step with a resume.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._pending: List[Dict[str, Any]] = []
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self._pending.append(dict(row))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        with open(self.path, "a") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in self._pending))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._pending = []
+
+
 def last_metrics(path: Path) -> Optional[Dict[str, Any]]:
     rows = MetricsLog(path).read()
     return rows[-1] if rows else None

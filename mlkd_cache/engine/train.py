@@ -25,12 +25,12 @@ from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
-from ..distributed import DistInfo, barrier, init_distributed, sync_buffers
+from ..distributed import DistInfo, average_gradients, barrier, init_distributed, sync_buffers
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
 from ..models import build_model, resolve_model_name
-from .checkpoint import MetricsLog, load_checkpoint, save_checkpoint
+from .checkpoint import MetricsLog, StepLog, load_checkpoint, save_checkpoint
 from .evaluate import autocast_for, evaluate_model
 from .optim import build_one_cycle, build_optimizer
 
@@ -64,6 +64,10 @@ class RunFiles:
     @property
     def metrics(self) -> Path:
         return self.out / "metrics.jsonl"
+
+    @property
+    def steps(self) -> Path:
+        return self.out / "steps.jsonl"
 
 
 class Trainer:
@@ -111,7 +115,7 @@ class Trainer:
         cuda = self.info.device.type == "cuda"
         self.loader = DataLoader(
             self.train_data, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
-            drop_last=True, pin_memory=cuda, persistent_workers=False,
+            drop_last=True, pin_memory=cuda, persistent_workers=False, collate_fn=self.make_collate(),
         )
 
         torch.manual_seed(cfg.seed)
@@ -122,6 +126,9 @@ class Trainer:
         if cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.extra_modules = self.build_extra_modules()
+        for module in self.extra_modules:
+            module.to(self.info.device)
+        self.extra_params = [p for m in self.extra_modules for p in m.parameters() if p.requires_grad]
         params = nn.ModuleList([self.model, *self.extra_modules])
         self.optimizer = build_optimizer(params, cfg.optimizer, self.lr, cfg.weight_decay)
         self.scheduler = build_one_cycle(self.optimizer, self.lr, len(self.loader), self.planned_epochs, cfg.pct_start)
@@ -134,26 +141,41 @@ class Trainer:
         )
         self._prepare_out_dir()
         self.metrics_log = MetricsLog(self.files.metrics)
+        self.step_log = StepLog(self.files.steps)
         self.start_epoch = 0
         self.last_metrics: Dict[str, Any] = {}
         if resume:
             self._load_resume_state()
         elif self.info.is_main:
             self.metrics_log.reset()
+            self.step_log.reset()
 
     # ---------------------------------------------------------------- hooks for stages
     def make_train_data(self, train_set) -> ViewDataset:
         """Train items: a fresh replayable view per epoch (view index = epoch)."""
         return ViewDataset(train_set, self.spec, self.cfg.seed, train=True)
 
+    def make_collate(self):
+        """The DataLoader ``collate_fn`` (None: torch's default). It runs in the worker processes."""
+        return None
+
     def build_extra_modules(self) -> list:
-        """Trainable modules besides the model whose parameters join the optimiser."""
+        """Modules besides the model that belong to the run: moved to the device, their trainable
+        parameters join the optimiser (gradients averaged over ranks), their state is checkpointed."""
         return []
 
     def loss_terms(self, batch: tuple, outputs) -> Dict[str, Tensor]:
-        """Named loss terms of one batch; their sum is minimised."""
+        """Named loss terms of one batch; their sum is minimised. ``batch[0]`` is the image
+        already on the device; the rest is what the DataLoader yielded."""
         _image, labels, *_ = batch
         return self.hard_loss(outputs.logits, labels.to(self.info.device, non_blocking=True))
+
+    def resume_keys(self) -> list:
+        """Config keys that must not change across ``--resume``."""
+        return [*RESUME_KEYS, *(f"{k}_{self.role}" for k in ("model", "lr", "max_epoch", "loss"))]
+
+    def check_resume(self, ckpt: Dict[str, Any]) -> None:
+        """Refuse to resume ``ckpt`` when it belongs to another run (beyond the config keys)."""
 
     # ---------------------------------------------------------------- checkpoints
     def _check_out_dir(self) -> None:
@@ -214,16 +236,15 @@ class Trainer:
     def _load_resume_state(self) -> None:
         ckpt = load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch", "config"))
         old = ckpt["config"]
-        changed = [k for k in RESUME_KEYS if old.get(k) != self.cfg.to_dict()[k]]
-        for k in (f"model_{self.role}", f"lr_{self.role}", f"max_epoch_{self.role}", f"loss_{self.role}"):
-            if old.get(k) != getattr(self.cfg, k):
-                changed.append(k)
+        now = self.cfg.to_dict()
+        changed = [k for k in self.resume_keys() if old.get(k) != now[k]]
         if changed:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {self.cfg.to_dict()[k]!r}" for k in changed[:3])
             raise CheckpointError(
                 f"cannot resume {self.files.checkpoint}: the config changed ({detail}); "
                 f"restore those values or start a new run in another --out"
             )
+        self.check_resume(ckpt)
         self.model.load_state_dict(ckpt["model"])
         for module, state in zip(self.extra_modules, ckpt.get("extra_modules", [])):
             module.load_state_dict(state)
@@ -235,6 +256,7 @@ class Trainer:
         self.last_metrics = dict(ckpt.get("metrics") or {})
         if self.info.is_main:
             self.metrics_log.truncate_to(self.start_epoch)
+            self.step_log.truncate_to(self.start_epoch)
         log.info("resumed %s after epoch %d", self.files.checkpoint, self.start_epoch)
 
     # ---------------------------------------------------------------- loop
@@ -250,29 +272,37 @@ class Trainer:
             disable=not (self.progress and self.info.is_main), dynamic_ncols=True,
         )
         non_blocking = self.info.device.type == "cuda"
+        log_every = self.cfg.log_every if self.info.is_main else 0
         for step, batch in enumerate(bar):
             image = batch[0].to(self.info.device, non_blocking=non_blocking)
             if non_blocking:
                 image = image.contiguous(memory_format=torch.channels_last)
+            batch = (image, *batch[1:])
             with autocast_for(self.info.device, self.amp):
                 outputs = self.ddp(image)
             terms = self.loss_terms(batch, outputs)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                samples_of = ", ".join(str(int(i)) for i in batch[2][:8])
                 raise MlkdError(
-                    f"loss became non-finite at epoch {epoch + 1} step {step + 1} (term {', '.join(bad)}); "
+                    f"loss became non-finite at epoch {epoch + 1} step {step + 1} (term {', '.join(bad)}; "
+                    f"batch samples {samples_of}{', ...' if len(batch[2]) > 8 else ''}); "
                     f"lower the learning rate or check the data"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            average_gradients(self.extra_params, self.info)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             steps += 1
             samples += image.shape[0]
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if log_every and (step + 1) % log_every == 0:
+                self.step_log.add({"epoch": epoch + 1, "step": step + 1, "loss": sum(values.values()), **values, "lr": self.scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
         elapsed = time.perf_counter() - started
         row = {f"loss/{k}": v / max(steps, 1) for k, v in sums.items()}
@@ -299,6 +329,7 @@ class Trainer:
                 row.update(self.last_metrics)
                 row["eval_time_s"] = time.perf_counter() - eval_started
             if self.info.is_main:
+                self.step_log.flush()
                 self.metrics_log.append(row)
                 self._save(self.files.checkpoint, epoch + 1, with_state=True)
                 scores = format_metrics(self.last_metrics) if "mAP" in row else "(not evaluated)"

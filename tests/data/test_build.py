@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from mlkd_cache.data import DATASETS, MultiLabelDataset, build_dataset, dataset_params
@@ -18,7 +19,21 @@ def test_unknown_name():
 
 def test_unknown_split():
     with pytest.raises(ConfigError, match=r"unknown split 'val'; valid: train, test"):
-        build_dataset("digits", "val")
+        build_dataset("voc", "val")
+    with pytest.raises(ConfigError, match=r"unknown split 'dev'; valid: train, val, test"):
+        build_dataset("digits", "dev")
+
+
+def test_digits_val_split_is_new_canvases_of_training_scans():
+    """``val`` draws from the train scan pool (never the test pool) with its own stream."""
+    train = build_dataset("digits", "train", train_size=50, val_size=40)
+    val = build_dataset("digits", "val", train_size=50, val_size=40)
+    test = build_dataset("digits", "test", train_size=50, val_size=40, test_size=30)
+    assert len(val) == 40 and val.keys[0] == "digits/val/000000"
+    used = set(val.source_indices[val.source_indices >= 0].tolist())
+    assert used <= set(train.source_pool.tolist()) and not used & set(test.source_pool.tolist())
+    assert not np.array_equal(val.images[:40], train.images[:40])
+    assert val.labels.sum(axis=1).min() >= 1
 
 
 def test_unknown_param():

@@ -118,3 +118,24 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         ds.set_epoch(-1)
     assert len(ds) == len(data)
+
+
+def test_fingerprint_share_picks_a_fresh_reproducible_subset_each_epoch():
+    """``with_fingerprint=p`` fingerprints about a share p of each epoch's items, a different
+    subset per epoch, the same one when asked again; unchecked items carry 0."""
+    data = TinyDataset(n=400)
+    ds = ViewDataset(data, SPEC, base_seed=5, train=True, views=3, with_fingerprint=0.25)
+    chosen = [{i for i in range(len(ds)) if ds.is_checked(i, e)} for e in range(3)]
+    for subset in chosen:
+        assert 60 <= len(subset) <= 140  # 100 expected
+    assert chosen[0] != chosen[1] != chosen[2]
+    assert chosen[0] == {i for i in range(len(ds)) if ds.is_checked(i, 0)}
+    ds.set_epoch(1)
+    picked, skipped = min(chosen[1]), min(set(range(len(ds))) - chosen[1])
+    image, _, _, view, fp = ds[picked]
+    assert fp == to_signed(fingerprint(image)) and view == ds.view_of(picked, 1)
+    assert ds[skipped][4] == 0
+    assert all(ViewDataset(data, SPEC, 5, True, 3, with_fingerprint=1.0).is_checked(i, 7) for i in range(10))
+    assert not any(ViewDataset(data, SPEC, 5, True, 3, with_fingerprint=0.0).is_checked(i, 7) for i in range(10))
+    with pytest.raises(ValueError, match="share"):
+        ViewDataset(data, SPEC, 5, True, 3, with_fingerprint=1.5)
