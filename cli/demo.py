@@ -1,44 +1,74 @@
-"""``mlkd-cache demo``: run the stages on the embedded digits data and print a results table."""
+"""``mlkd-cache demo``: run the three stages on the embedded digits data and print a results table."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+from typing import Any, Dict, List
 
 import click
 
 from ..config import load_config, parse_override
 from ..engine import demo as demo_engine
-from .common import CONTEXT_SETTINGS
+from ..errors import ConfigError
+from .common import CONTEXT_SETTINGS, human_size
 
 EPILOG = """\b
 Examples:
   mlkd-cache demo
-  mlkd-cache demo --out /tmp/demo --set max_epoch_t=3 --set max_epoch_s=3
+  mlkd-cache demo --seeds 3                      # students repeated with 3 seeds: mean ± std
+  mlkd-cache demo --out /tmp/demo --students vanilla,l2d --set max_epoch_s=4
 """
+
+METRICS = (("mAP", "mAP"), ("OF1", "OF1_topk"), ("CF1", "CF1_topk"))
+
+
+def _table(rows: List[Dict[str, Any]], seeds: int) -> List[str]:
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["recipe"], []).append(row)
+    width = 14 if seeds > 1 else 6
+    header = f"{'model':<24} {'loss':<18} " + " ".join(f"{name:>{width}}" for name, _ in METRICS) + f" {'time':>8}"
+    lines = [header, "-" * len(header)]
+    for recipe, group in groups.items():
+        cells = []
+        for _, key in METRICS:
+            values = [r["metrics"].get(key, float("nan")) for r in group]
+            if len(values) > 1:
+                cells.append(f"{statistics.mean(values):6.2f} ± {statistics.stdev(values):5.2f}")
+            else:
+                cells.append(f"{values[0]:{width}.2f}")
+        seconds = statistics.mean(r["wall_time_s"] for r in group)
+        lines.append(f"{group[0]['model']:<24} {group[0]['loss']:<18} " + " ".join(cells) + f" {seconds:7.1f}s")
+    return lines
 
 
 @click.command("demo", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), help="output folder (finished runs in it are reused)")
 @click.option("--config", "-c", "config_path", default=demo_engine.DEFAULT_CONFIG, help="digits config (a file or a shipped name)")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, help="train every student with this many seeds and report mean ± std")
+@click.option("--students", default=",".join(demo_engine.STUDENTS), help="student recipes to train, comma-separated")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="override any config key (repeatable)")
 @click.option("--no-progress", is_flag=True, help="hide progress bars")
-def demo(out, config_path, settings, no_progress) -> None:
-    """Train the digits teacher and a same-recipe student without KD; print test mAP, OF1,
-    CF1 (L2D top-k protocol) and wall time of each."""
+def demo(out, config_path, seeds, students, settings, no_progress) -> None:
+    """Train the digits teacher, dump its targets, train students without KD and with MLD, L2D
+    (MLD + LED) and MPSCD from the cache; print test mAP, OF1, CF1 (L2D top-k protocol) and
+    the wall time of each."""
+    recipes = [s.strip() for s in students.split(",") if s.strip()]
+    unknown = [r for r in recipes if r not in demo_engine.STUDENTS]
+    if unknown or not recipes:
+        raise ConfigError(f"--students: unknown recipe {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(demo_engine.STUDENTS)}")
     cfg = load_config(config_path, dict(parse_override(s) for s in settings))
-    rows = demo_engine.run(cfg, out, progress=not no_progress)
-    header = f"{'model':<28} {'loss':<16} {'mAP':>6} {'OF1':>6} {'CF1':>6} {'time':>8}"
-    click.echo(f"\ndigits test split ({cfg.source}), metrics in %, OF1/CF1 under L2D's top-k protocol")
-    click.echo(header)
-    click.echo("-" * len(header))
-    for row in rows:
-        m = row["metrics"]
-        click.echo(
-            f"{row['model']:<28} {row['loss']:<16} {m.get('mAP', float('nan')):6.2f} "
-            f"{m.get('OF1_topk', float('nan')):6.2f} {m.get('CF1_topk', float('nan')):6.2f} "
-            f"{row['wall_time_s']:7.1f}s"
-        )
+    result = demo_engine.run(cfg, out, progress=not no_progress, seeds=seeds, students=recipes)
+    rows = result["rows"]
+    per_seed = f", students over {seeds} seeds (mean ± std)" if seeds > 1 else ""
+    click.echo(f"\ndigits test split ({cfg.source}){per_seed}; metrics in %, OF1/CF1 under L2D's top-k protocol")
+    for line in _table(rows, seeds):
+        click.echo(line)
+    cache = result["cache"]
+    cache_note = "reused" if cache["reused"] else f"{cache['seconds']:.1f}s, {human_size(cache['bytes'])}"
     click.echo("\nartefacts:")
+    click.echo(f"  cache: {cache['out']} ({cache_note})")
     for row in rows:
         note = " (reused)" if row["reused"] else ""
-        click.echo(f"  {row['model']}: {row['checkpoint']}{note}")
-    click.echo(f"  metrics per epoch: {out}/*/metrics.jsonl")
+        click.echo(f"  {row['model']} {row['loss']}, seed {row['seed']}: {row['checkpoint']}{note}")
+    click.echo(f"  metrics per epoch: {out}/**/metrics.jsonl")

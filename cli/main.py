@@ -39,13 +39,14 @@ def app() -> None:
 
 def _register() -> None:
     from .demo import demo
+    from .distill_student import distill_student
     from .dump_targets import dump_targets
     from .evaluate import evaluate
     from .inspect_cache import inspect_command
     from .teacher_train import teacher_train
     from .verify import verify
 
-    for command in (teacher_train, dump_targets, inspect_command, verify, evaluate, demo):
+    for command in (teacher_train, dump_targets, distill_student, inspect_command, verify, evaluate, demo):
         app.add_command(command)
 
 

@@ -312,8 +312,20 @@ def read_config_file(path: str | Path) -> Dict[str, Any]:
     }
 
 
+class _DictCalls(ast.NodeTransformer):
+    """``dict(a=1, b=dict())`` -> ``{'a': 1, 'b': {}}`` (the notation of config files), so that
+    ``ast.literal_eval`` accepts it; any other call is left alone, so the value stays a bare string."""
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args and all(k.arg for k in node.keywords):
+            return ast.Dict(keys=[ast.Constant(k.arg) for k in node.keywords], values=[k.value for k in node.keywords])
+        return node
+
+
 def parse_override(text: str) -> Tuple[str, Any]:
-    """Parse one ``--set key=value`` item; the value is a Python literal or a bare string.
+    """Parse one ``--set key=value`` item; the value is a Python literal (``dict(k=v, ...)``
+    included, as in config files) or a bare string.
 
     Dotted keys address a sub-dict: ``cache.views=4``.
     """
@@ -321,8 +333,8 @@ def parse_override(text: str) -> Tuple[str, Any]:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
     try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+        value = ast.literal_eval(_DictCalls().visit(ast.parse(raw.strip(), mode="eval")))
+    except (ValueError, SyntaxError, TypeError):
         value = raw
     return key.strip(), value
 

@@ -1,40 +1,104 @@
-"""``mlkd-cache demo``: the stages that exist, end to end on the embedded digits data.
+"""``mlkd-cache demo``: all three stages end to end on the embedded digits data.
 
-Trains the teacher and a student of the same recipe without distillation (the baseline every
-KD result is measured against) from one digits config, and returns one row per model. Finished
-runs in ``out`` are reused, interrupted ones resumed, so the demo can be run again cheaply.
+Trains the teacher, dumps its targets once, then trains students of one recipe from the cache:
+without distillation (the baseline every KD result is measured against), with MLD, with L2D
+(MLD + LED) and with MLD + MPSCD. Returns one row per model. Finished runs in ``out`` are
+reused and interrupted ones resumed, so the demo can be run again cheaply; ``seeds > 1``
+repeats the students with student seeds ``seed, seed+1, ...`` (same teacher and cache).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
+from ..cache.format import MANIFEST_NAME
 from ..config import Config
+from . import dump
 from .checkpoint import MetricsLog, load_checkpoint
-from .train import ROLES, Trainer
+from .distill import DistillTrainer
+from .train import Trainer
 
 DEFAULT_CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
 
+_MLD = dict(name="MLD", para=dict())
 
-def _train_or_reuse(cfg: Config, role: str, out: Path, progress: bool) -> Dict[str, Any]:
-    final = out / f"{ROLES[role]}.pt"
+# Student recipes: run name -> (loss label, criterion_t2s_para; None = no distillation, and
+# "config" = the config's own criterion, which for the shipped digits config is L2D's).
+STUDENTS: Dict[str, tuple] = {
+    "vanilla": ("BCE (no KD)", None),
+    "mld": ("BCE + MLD", dict(name="MLD", para=dict(lambda_logits=10.0, logits_dis=_MLD))),
+    "l2d": ("BCE + MLD + LED", "config"),
+    "mpscd": ("BCE + MLD + MPSCD", dict(name="MPSCD", para=dict(
+        lambda_logits=10.0, logits_dis=_MLD, lambda_le=1.0, le_dis=dict(name="MPSCD", para=dict())))),
+}
+
+
+def _wall_time(out: Path) -> float:
+    """Train + evaluation seconds summed over the run's epochs (survives resumes and reuse)."""
+    return sum(r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in MetricsLog(out / "metrics.jsonl").read())
+
+
+def _train_or_reuse(make: Callable[[bool], Trainer], out: Path, final_name: str) -> Dict[str, Any]:
+    final = out / final_name
     if final.is_file():
-        ckpt = load_checkpoint(final)
-        metrics, reused = dict(ckpt.get("metrics") or {}), True
+        metrics, reused = dict(load_checkpoint(final).get("metrics") or {}), True
     else:
-        resume = (out / "checkpoint.pt").is_file()
-        metrics, reused = Trainer(cfg, role, out, resume=resume, progress=progress).fit()["metrics"], False
-    rows = MetricsLog(out / "metrics.jsonl").read()
-    seconds = sum(r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in rows)
-    return {"metrics": metrics, "wall_time_s": seconds, "checkpoint": str(final), "reused": reused, "epochs": len(rows)}
+        metrics, reused = make((out / "checkpoint.pt").is_file()).fit()["metrics"], False
+    epochs = len(MetricsLog(out / "metrics.jsonl").read())
+    return {"metrics": metrics, "wall_time_s": _wall_time(out), "checkpoint": str(final), "reused": reused, "epochs": epochs}
 
 
-def run(cfg: Config, out: Path, progress: bool = True) -> List[Dict[str, Any]]:
-    """Teacher and vanilla student of ``cfg`` under ``out/teacher`` and ``out/student-vanilla``."""
+def _dump_or_reuse(cfg: Config, teacher: Path, out: Path, progress: bool) -> Dict[str, Any]:
+    manifest = out / MANIFEST_NAME
+    if manifest.is_file():
+        return {"out": str(out), "seconds": 0.0, "reused": True}
+    started = time.perf_counter()
+    result = dump.run(cfg, teacher, out, progress=progress)  # skips shards a killed run completed
+    return {"out": str(out), "seconds": time.perf_counter() - started, "reused": False, "bytes": result.get("total_bytes")}
+
+
+def student_config(cfg: Config, recipe: str, seed: int) -> Config:
+    """``cfg`` with the criterion of ``STUDENTS[recipe]`` and student seed ``seed``."""
+    criterion = STUDENTS[recipe][1]
+    changes: Dict[str, Any] = {"seed": seed}
+    if isinstance(criterion, dict):
+        changes["criterion_t2s_para"] = criterion
+    return cfg.replace(**changes)
+
+
+def run(
+    cfg: Config,
+    out: Path,
+    progress: bool = True,
+    seeds: int = 1,
+    students: Optional[List[str]] = None,
+) -> Dict[str, Any]:
+    """Teacher in ``out/teacher``, cache in ``out/cache``, students in ``out/student-<recipe>``
+    (``out/seed<k>/student-<recipe>`` for the extra seeds). Returns ``{"teacher", "cache",
+    "rows"}``; rows carry model, loss, recipe, seed, metrics, wall_time_s, checkpoint, reused."""
     out = Path(out)
-    teacher = _train_or_reuse(cfg, "t", out / "teacher", progress)
-    student = _train_or_reuse(cfg, "s", out / "student-vanilla", progress)
-    return [
-        {"model": f"teacher {cfg.model_t}", "loss": cfg.loss_t.upper(), **teacher},
-        {"model": f"student {cfg.model_s}", "loss": f"{cfg.loss_s.upper()} (no KD)", **student},
-    ]
+    recipes = list(STUDENTS if students is None else students)
+    unknown = [r for r in recipes if r not in STUDENTS]
+    if unknown:
+        raise ValueError(f"unknown student recipe {unknown[0]!r}; choose from {', '.join(STUDENTS)}")
+    teacher_out = out / "teacher"
+    teacher = _train_or_reuse(lambda resume: Trainer(cfg, "t", teacher_out, resume=resume, progress=progress), teacher_out, "teacher.pt")
+    teacher_file = Path(teacher["checkpoint"])
+    cache = _dump_or_reuse(cfg, teacher_file, out / "cache", progress)
+    rows = [{"model": f"teacher {cfg.model_t}", "loss": cfg.loss_t.upper(), "recipe": "teacher", "seed": cfg.seed, **teacher}]
+    for k in range(seeds):
+        seed = cfg.seed + k
+        home = out if k == 0 else out / f"seed{seed}"
+        for recipe in recipes:
+            scfg = student_config(cfg, recipe, seed)
+            run_out = home / f"student-{recipe}"
+            if STUDENTS[recipe][1] is None:
+                make = lambda resume, c=scfg, o=run_out: Trainer(c, "s", o, resume=resume, progress=progress)  # noqa: E731
+            else:
+                make = lambda resume, c=scfg, o=run_out: DistillTrainer(  # noqa: E731
+                    c, o, cache=out / "cache", resume=resume, progress=progress
+                )
+            result = _train_or_reuse(make, run_out, "student.pt")
+            rows.append({"model": f"student {cfg.model_s}", "loss": STUDENTS[recipe][0], "recipe": recipe, "seed": seed, **result})
+    return {"teacher": teacher, "cache": cache, "rows": rows}

@@ -1,0 +1,48 @@
+"""``mlkd-cache distill-student``: stage 2, train a student from the cache (or, as a baseline,
+from the live teacher)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..engine import distill
+from ..metrics import format_metrics
+from .common import CONTEXT_SETTINGS, build_config, config_options, default_out
+
+EPILOG = """\b
+Examples:
+  mlkd-cache distill-student -c configs/digits/resnet10t_to_test_resnet_l2d.py \\
+      --cache runs/digits/cache -o runs/digits/student-l2d
+  mlkd-cache distill-student -c CONFIG --cache CACHE -o OUT \\
+      --set "criterion_t2s_para=dict(name='MLD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict())))"
+  mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt -o OUT   # online baseline
+  torchrun --nproc_per_node=2 -m mlkd_cache distill-student -c CONFIG --cache CACHE -o OUT
+"""
+
+
+@click.command("distill-student", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="cache folder written by dump-targets (offline distillation)")
+@click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), default=None, help="teacher.pt to run live on the same views instead (online baseline)")
+@click.option("--verify-checksums", is_flag=True, help="compare every shard's sha256 with the manifest before training")
+@config_options("s")
+def distill_student(config_path, out, settings, resume, no_progress, cache, teacher, verify_checksums, **cli) -> None:
+    """Train the student (model_s) with the hard-label loss plus the distiller of
+    criterion_t2s_para, the teacher's logits, features and label-wise embeddings read from
+    --cache; writes OUT/student.pt, OUT/checkpoint.pt, OUT/metrics.jsonl and OUT/steps.jsonl."""
+    cfg = build_config("s", config_path, settings, **cli)
+    out = out if out is not None else default_out(config_path, None) / "student"
+    result = distill.run(
+        cfg, out, cache=cache, teacher=teacher, resume=resume, progress=not no_progress, verify_checksums=verify_checksums
+    )
+    if result["is_main"]:
+        source = f"cache {cache}" if result["mode"] == "offline" else f"live teacher {teacher}"
+        click.echo(
+            f"student {cfg.model_s}: trained {result['epochs']} epochs, {result['mode']} from {source} "
+            f"({result['views']} views), loss {' + '.join(result['terms'])} -> {result['final']}"
+        )
+        if result["metrics"]:
+            click.echo(f"test {format_metrics(result['metrics'])}")
+        click.echo(f"metrics per epoch: {result['metrics_log']}")
+        if result["steps_log"]:
+            click.echo(f"loss terms per step: {result['steps_log']}")

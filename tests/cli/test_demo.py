@@ -1,0 +1,36 @@
+"""`mlkd-cache demo`: all three stages on digits, one table, artefacts where it says, reuse."""
+from __future__ import annotations
+
+import json
+
+from tests.conftest import assert_one_line_error, run_cli, tiny_config
+
+
+def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
+    cfg = tiny_config(tmp_path, cache="dict(views=2)", max_epoch_t="1", max_epoch_s="1")
+    out = tmp_path / "demo"
+    first = run_cli(["demo", "-c", str(cfg), "-o", str(out), "--no-progress"])
+    assert first.returncode == 0, first.stderr
+    table = [line for line in first.stdout.splitlines() if line.startswith(("teacher ", "student "))]
+    assert [line.split("  ")[0] for line in table] == ["teacher test_resnet"] + ["student test_resnet"] * 4
+    for loss in ("BCE (no KD)", "BCE + MLD ", "BCE + MLD + LED", "BCE + MLD + MPSCD"):
+        assert any(loss in line for line in table), (loss, table)
+    assert (out / "cache" / "manifest.json").is_file() and (out / "cache" / "prototypes.pt").is_file()
+    for recipe in ("vanilla", "mld", "l2d", "mpscd"):
+        student = out / f"student-{recipe}" / "student.pt"
+        assert student.is_file() and str(student) in first.stdout
+    terms = json.loads((out / "student-l2d" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss/bce", "loss/mld", "loss/led_cd", "loss/led_id"} <= set(terms)
+    assert "loss/mld" not in json.loads((out / "student-vanilla" / "metrics.jsonl").read_text().splitlines()[-1])
+
+    again = run_cli(["demo", "-c", str(cfg), "-o", str(out), "--no-progress"])
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("(reused)") == 6  # the cache, the teacher and four students
+    same = [line for line in again.stdout.splitlines() if line.startswith(("teacher ", "student "))]
+    assert [line[:-9] for line in same] == [line[:-9] for line in table]  # metrics identical, times aside
+
+
+def test_demo_rejects_unknown_recipe(tmp_path):
+    proc = run_cli(["demo", "-o", str(tmp_path / "d"), "--students", "vanilla,l3d"])
+    assert_one_line_error(proc, r"--students.*'l3d'.*vanilla, mld, l2d, mpscd")
+    assert not (tmp_path / "d").exists()

@@ -1,0 +1,419 @@
+"""distill-student end to end: offline (cache) distillation teaches what online (live teacher)
+distillation teaches, replay is checked, mismatching or damaged caches stop the run before or
+at the first bad step, SIGKILL + --resume reproduces the uninterrupted run, torchrun works."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mlkd_cache.cache.format import MANIFEST_NAME
+from mlkd_cache.cache.prototypes import PROTOTYPES_NAME
+from mlkd_cache.cache.reader import TargetCache
+from mlkd_cache.config import load_config, parse_override
+from mlkd_cache.data import build_dataset
+from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec
+from mlkd_cache.data.views import ViewDataset
+from mlkd_cache.engine import distill, dump, teacher
+from mlkd_cache.engine.checkpoint import MetricsLog, file_sha256, load_checkpoint
+from mlkd_cache.engine.evaluate import run as evaluate_run
+from mlkd_cache.errors import CacheCorruptError, CacheMismatchError
+
+from ..conftest import assert_one_line_error, run_cli, tiny_config
+
+pytestmark = pytest.mark.slow
+
+MPSCD_CRITERION = (
+    "dict(name='MPSCD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict()), "
+    "lambda_le=1.0, le_dis=dict(name='MPSCD', para=dict())))"
+)
+NO_KD_CRITERION = "dict(name='none', para=dict())"
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+# One thread per process everywhere: the tiny model gains nothing from more, CPU kernels then sum
+# in the same order in every process, and on a busy machine this runs several times faster.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def read_rows(path: Path):
+    return MetricsLog(path).read()
+
+
+def crit(text: str) -> dict:
+    """A criterion given as --set would give it."""
+    return parse_override(f"criterion_t2s_para={text}")[1]
+
+
+def cli(args, **kwargs):
+    return run_cli(args, env=ONE_THREAD, **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """In-process runs use one thread too (see ONE_THREAD)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 2-epoch teacher and its float32 cache of 2 views (tiny recipe, batch 8, a step log
+    row per step), built once for the module."""
+    tmp = tmp_path_factory.mktemp("distill")
+    cfg_path = tiny_config(tmp, cache="dict(views=2, dtype='float32')", batch_size="8", max_epoch_s="2", log_every="1")
+    teacher.run(load_config(cfg_path), tmp / "teacher", progress=False)
+    teacher_pt = tmp / "teacher" / "teacher.pt"
+    dump.run(load_config(cfg_path), teacher_pt, tmp / "cache", progress=False)
+    return SimpleNamespace(tmp=tmp, cfg_path=cfg_path, teacher_pt=teacher_pt, cache=tmp / "cache")
+
+
+@pytest.fixture(scope="module")
+def offline(setup):
+    """The offline L2D student of the CLI (every input fingerprinted): the reference several
+    tests compare with."""
+    out = setup.tmp / "offline-l2d"
+    proc = cli(["distill-student", "-c", str(setup.cfg_path), "--cache", str(setup.cache), "-o", str(out),
+                "--no-progress", "--set", "replay_check=1.0"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "offline from cache" in proc.stdout and "loss bce + led_cd + led_id + mld" in proc.stdout, proc.stdout
+    return out
+
+
+def assert_same_steps(offline_out: Path, online_out: Path, min_steps: int, rel: float = 1e-4):
+    """The first ``min_steps`` rows of both steps.jsonl agree in every term within ``rel``."""
+    a, b = read_rows(offline_out / "steps.jsonl"), read_rows(online_out / "steps.jsonl")
+    assert len(a) == len(b) >= min_steps, (len(a), len(b))
+    for ra, rb in zip(a[:min_steps], b[:min_steps]):
+        assert set(ra) == set(rb), (sorted(ra), sorted(rb))
+        assert (ra["epoch"], ra["step"]) == (rb["epoch"], rb["step"])
+        for key in sorted(set(ra) - {"epoch", "step"}):
+            diff = abs(ra[key] - rb[key]) / max(abs(ra[key]), 1e-8)
+            assert diff <= rel, (ra["epoch"], ra["step"], key, ra[key], rb[key])
+    return a
+
+
+def copy_cache_with(src: Path, dst: Path, edit) -> Path:
+    """Copy a cache and edit its (single) shard in place with h5py; the manifest's size and sha256
+    are updated so that the copy still opens (and passes --verify-checksums)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(PROTOTYPES_NAME))
+    shard = dst / "shard-00000.h5"
+    size = shard.stat().st_size
+    with h5py.File(shard, "r+") as fh:
+        edit(fh)
+    assert shard.stat().st_size == size  # contiguous datasets are rewritten in place
+    manifest = json.loads((dst / MANIFEST_NAME).read_text())
+    (entry,) = manifest["shards"]
+    entry["bytes"], entry["sha256"] = shard.stat().st_size, file_sha256(shard)
+    (dst / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return dst
+
+
+def run_online_recording(cfg, out: Path, teacher_pt: Path, cache_dir: Path, monkeypatch):
+    """Distil online and, at every step, compare what the live teacher computed on the batch with
+    what the cache holds for the same (sample, view) pairs; returns (result, per-step max
+    relative differences of logits, features and positive label-wise embeddings)."""
+    cache = TargetCache(cache_dir)
+    original = distill.LiveTeacher.targets
+    seen = []
+
+    def recording(self, batch, device, keys):
+        live = original(self, batch, device, keys)
+        cached = cache.get(batch[2], batch[3])
+        pairs = [
+            (live["z_t"], cached["logits"]),
+            (live["f_t"], cached["features"]),
+            (live["e_t"][cached["token_sample"], cached["token_class"]], cached["tokens"]),
+        ]
+        seen.append(max(float(((a - b.float()).abs() / b.float().abs().clamp(min=1e-3)).max()) for a, b in pairs))
+        return live
+
+    monkeypatch.setattr(distill.LiveTeacher, "targets", recording)
+    result = distill.run(cfg, out, teacher=teacher_pt, progress=False)
+    return result, seen
+
+
+def test_offline_equals_online_l2d(setup, offline, tmp_path, monkeypatch):
+    """The key acceptance test: at every step the cache holds what the live teacher computes on
+    the replayed batch, and the student distilled from the cache takes the same steps (every
+    loss term, 24 steps) and reaches the same mAP as the student distilled from the live teacher."""
+    online = tmp_path / "online"
+    result, seen = run_online_recording(load_config(setup.cfg_path), online, setup.teacher_pt, setup.cache, monkeypatch)
+    assert result["mode"] == "online" and result["terms"] == ["bce", "led_cd", "led_id", "mld"]
+    assert len(seen) == 24 and max(seen) < 1e-4, seen  # 96 samples / batch 8 x 2 epochs
+    steps = assert_same_steps(offline, online, min_steps=20)
+    assert len(steps) == 24
+    assert read_rows(offline / "metrics.jsonl")[-1]["mAP"] == pytest.approx(result["metrics"]["mAP"], abs=0.1)
+
+
+def test_offline_equals_online_mpscd(setup, tmp_path, monkeypatch):
+    """MLD + MPSCD: the prototypes built from the cache (stored next to it) equal those of the
+    live teacher run over every view, they stay equal through 24 batch-wise corrections, the
+    cache holds what the live teacher computes at every step, and the first steps agree.
+
+    Later steps drift apart (to ~1e-3 by step 12 on the reference machine) for a reason that is
+    not offline vs online: early Adam steps amplify float rounding in this loss, and an offline
+    run with 2 threads instead of 1, or with the cached embeddings moved by one ulp, drifts from
+    the 1-thread offline run in exactly the same way. With L2D the same rounding stayed at ~1e-6."""
+    cache = shutil.copytree(setup.cache, tmp_path / "cache", ignore=shutil.ignore_patterns(PROTOTYPES_NAME))
+    cfg = load_config(setup.cfg_path, {"criterion_t2s_para": crit(MPSCD_CRITERION)})
+    off = distill.run(cfg, tmp_path / "offline", cache=cache, progress=False)
+    assert (cache / PROTOTYPES_NAME).is_file()
+    on, seen = run_online_recording(cfg, tmp_path / "online", setup.teacher_pt, cache, monkeypatch)
+    assert off["terms"] == on["terms"] == ["bce", "mpscd_pcrd", "mpscd_pcsd", "mld"]
+    assert len(seen) == 24 and max(seen) < 1e-4, seen
+    assert_same_steps(tmp_path / "offline", tmp_path / "online", min_steps=3)
+    a = load_checkpoint(tmp_path / "offline" / "checkpoint.pt")["extra_modules"][0]
+    b = load_checkpoint(tmp_path / "online" / "checkpoint.pt")["extra_modules"][0]
+    assert sorted(a) == sorted(b) == ["losses.le.proj.bias", "losses.le.proj.weight", "losses.le.prototypes"]
+    torch.testing.assert_close(a["losses.le.prototypes"], b["losses.le.prototypes"], rtol=1e-5, atol=1e-6)
+    assert off["metrics"]["mAP"] == pytest.approx(on["metrics"]["mAP"], abs=1.0)  # measured: 31.95 vs 31.45
+
+
+def test_kd_terms_change_training(setup, offline, tmp_path):
+    """The offline L2D student logs bce + mld + led_cd + led_id each step, and those terms move
+    its weights: a student with every distillation slot off, trained on the same cache from the
+    same init and batches, takes the same first step's BCE but ends with other weights."""
+    steps = read_rows(offline / "steps.jsonl")
+    for row in steps:
+        assert {"bce", "mld", "led_cd", "led_id", "loss", "lr"} <= set(row)
+        assert all(math.isfinite(row[k]) for k in ("bce", "mld", "led_cd", "led_id"))
+    assert any(row["mld"] > 0 and row["led_cd"] > 0 and row["led_id"] > 0 for row in steps)
+
+    plain = tmp_path / "no-kd"
+    cfg = load_config(setup.cfg_path, {"criterion_t2s_para": crit(NO_KD_CRITERION)})
+    result = distill.run(cfg, plain, cache=setup.cache, progress=False)
+    assert result["terms"] == ["bce"]
+    plain_steps = read_rows(plain / "steps.jsonl")
+    assert set(plain_steps[0]) == {"epoch", "step", "loss", "bce", "lr"}
+    assert plain_steps[0]["bce"] == pytest.approx(steps[0]["bce"], rel=1e-6)  # same init, same batch
+    assert plain_steps[-1]["bce"] != pytest.approx(steps[-1]["bce"], rel=1e-3)
+
+    kd_w = load_checkpoint(offline / "student.pt")["model"]
+    plain_w = load_checkpoint(plain / "student.pt")["model"]
+    assert sorted(kd_w) == sorted(plain_w)
+    moved = [k for k in kd_w if kd_w[k].is_floating_point() and not torch.allclose(kd_w[k], plain_w[k], rtol=1e-4, atol=1e-6)]
+    assert len(moved) > len(kd_w) // 2, moved
+
+
+def test_views_replayed_and_every_input_fingerprint_checked(setup, offline):
+    """With replay_check=1.0 every input of every epoch (96 = 12 steps x 8) is fingerprinted
+    and equals the fingerprint stored with the cached view it was paired with; over V=2
+    consecutive epochs each sample visits both cached views, and both views occur in one epoch."""
+    rows = read_rows(offline / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["replay_checked"] for r in rows] == [96, 96]
+
+    cfg = load_config(setup.cfg_path)
+    data = build_dataset(cfg.dataset, "train", cfg.data_root, **cfg.dataset_para)
+    views = ViewDataset(data, TransformSpec.from_config(cfg), cfg.seed, train=True, views=2)
+    epoch0 = [views.view_of(i, 0) for i in range(len(views))]
+    assert set(epoch0) == {0, 1}
+    assert all({views.view_of(i, 0), views.view_of(i, 1)} == {0, 1} for i in range(len(views)))
+    assert all(views.view_of(i, 2) == epoch0[i] for i in range(len(views)))
+
+
+def test_replay_divergence_stops_the_run(setup, tmp_path, monkeypatch):
+    """An augmentation that no longer reproduces the dumped image (here: one pixel moved by
+    1e-3) stops the run at the first batch it checks, with a message naming sample and key; no
+    student is written."""
+    original = ReplayableTransform.__call__
+
+    def drifting(self, img, seed):
+        out = original(self, img, seed)
+        out[0, 0, 0] += 1e-3
+        return out
+
+    monkeypatch.setattr(ReplayableTransform, "__call__", drifting)
+    out = tmp_path / "student"
+    cfg = load_config(setup.cfg_path, {"replay_check": 1.0, "workers": 0})
+    with pytest.raises(CacheMismatchError, match="replay diverged") as info:
+        distill.run(cfg, out, cache=setup.cache, progress=False)
+    message = str(info.value)
+    found = re.search(r"sample (\d+) \((.+?)\) view (\d)", message)
+    assert found, message
+    keys = TargetCache(setup.cache).keys
+    assert found.group(2) == keys[int(found.group(1))]
+    assert "re-run dump-targets" in message
+    assert not (out / "student.pt").exists() and not (out / "checkpoint.pt").exists()
+
+
+MISMATCHES = {
+    "img_size": (["--img-size", "48"], r"cache built for img_size 32, config asks for 48"),
+    "transform": (["--set", "transform.cutout=0.3"], r"cache built with transform .* restore the transform"),
+    "labels": (["--set", "dataset_para=dict(train_size=80, test_size=48)"], r"cache built for labels of shape \(96, 10\), the dataset has \(80, 10\)"),
+    "both": (["--teacher", "{teacher}"], r"either --cache .* not both"),
+    "neither": (None, r"either --cache .* not neither"),
+    "no_manifest": (["--cache", "{empty}"], r"no manifest\.json in .*empty"),
+    "unknown_loss": (
+        ["--set", "criterion_t2s_para=dict(name='L2D', para=dict(lambda_logits=1.0, logits_dis=dict(name='KLD', para=dict())))"],
+        r"criterion_t2s_para: logits_dis: unknown .*'KLD'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISMATCHES))
+def test_mismatch_is_refused_before_the_first_step(setup, tmp_path, case):
+    """A cache for another img_size, transform or dataset, a missing or unfinished cache, both or
+    neither target source, an unknown loss: exit 2 with one line, and no run is left behind."""
+    extra, pattern = MISMATCHES[case]
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    args = ["distill-student", "-c", str(setup.cfg_path), "-o", str(out), "--no-progress"]
+    if extra is None:
+        pass
+    elif extra[0] == "--cache":
+        args += [a.format(empty=tmp_path / "empty") for a in extra]
+    else:
+        args += ["--cache", str(setup.cache), *(a.format(teacher=setup.teacher_pt) for a in extra)]
+    assert_one_line_error(cli(args), pattern)
+    assert not (out / "student.pt").exists() and not (out / "checkpoint.pt").exists()
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_non_finite_cached_targets_stop_training_with_the_sample(setup, tmp_path):
+    """NaN teacher logits of sample 3 (in a cache whose checksums still pass) stop the run at the
+    batch that holds it, naming the sample; no student is written."""
+
+    def poison(fh):
+        logits = fh["logits"]
+        assert logits.shape == (96, 2, 10)
+        logits[3, :, :] = np.nan
+
+    cache = copy_cache_with(setup.cache, tmp_path / "cache", poison)
+    out = tmp_path / "student"
+    cfg = load_config(setup.cfg_path, {"replay_check": 0.0})
+    with pytest.raises(CacheCorruptError, match=r"logits are not finite for samples \[3\]"):
+        distill.run(cfg, out, cache=cache, progress=False, verify_checksums=True)
+    assert not (out / "student.pt").exists()
+    assert not (out / "checkpoint.pt").exists()  # sample 3 is in epoch 1: no epoch finished
+
+
+def _wait_for_checkpoint(out: Path, proc, epochs_done: int, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before it could be killed: {proc.stderr.read()}")
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists():
+            try:
+                if load_checkpoint(ckpt, require=("epoch",))["epoch"] >= epochs_done:
+                    return
+            except Exception:
+                pass  # being renamed into place
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(setup, tmp_path):
+    """SIGKILL mid-run (4 epochs), then --resume: every logged step, every epoch's loss and the
+    final mAP equal those of an uninterrupted run of the same config. Resuming from another
+    cache (same spec, other targets) or with another criterion is refused with one line and
+    leaves the checkpoint as it was."""
+    overrides = {"max_epoch_s": 4, "replay_check": 1.0}
+    reference = tmp_path / "reference"
+    distill.run(load_config(setup.cfg_path, overrides), reference, cache=setup.cache, progress=False)
+
+    out = tmp_path / "killed"
+    args = ["distill-student", "-c", str(setup.cfg_path), "--cache", str(setup.cache), "-o", str(out), "--no-progress",
+            *(a for k, v in overrides.items() for a in ("--set", f"{k}={v}"))]
+    proc = subprocess.Popen([sys.executable, "-m", "mlkd_cache", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **ONE_THREAD})
+    _wait_for_checkpoint(out, proc, epochs_done=1)
+    time.sleep(0.1)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "student.pt").exists()
+    done = load_checkpoint(out / "checkpoint.pt", require=("epoch",))["epoch"]
+    assert 1 <= done < 4
+    before = (out / "checkpoint.pt").read_bytes()
+
+    def shift(fh):
+        fh["logits"][...] = fh["logits"][()] + np.float32(0.5)
+
+    other = copy_cache_with(setup.cache, tmp_path / "other-cache", shift)
+    refused = cli([*args[:4], str(other), *args[5:], "--resume"])
+    assert_one_line_error(refused, r"cannot resume .*another cache sha256")
+    refused = cli([*args, "--resume", "--set", f"criterion_t2s_para={NO_KD_CRITERION}"])
+    assert_one_line_error(refused, r"cannot resume .*config changed \(criterion_t2s_para")
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+    resumed = cli([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {out / 'checkpoint.pt'} after epoch {done}" in resumed.stderr
+    assert not list(out.glob("*.tmp"))
+    rows, ref_rows = read_rows(out / "metrics.jsonl"), read_rows(reference / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    steps, ref_steps = read_rows(out / "steps.jsonl"), read_rows(reference / "steps.jsonl")
+    assert [(s["epoch"], s["step"]) for s in steps] == [(s["epoch"], s["step"]) for s in ref_steps]
+    assert len(steps) == 48  # the killed epoch's steps were logged once, by the resumed run
+    # bit-for-bit the same training on CPU (the tolerance of the teacher-train resume test)
+    for got, want in zip(steps, ref_steps):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), (got["epoch"], got["step"])
+    for got, want in zip(rows, ref_rows):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), got["epoch"]
+        assert got["replay_checked"] == want["replay_checked"] == 96
+    assert rows[-1]["mAP"] == pytest.approx(ref_rows[-1]["mAP"], abs=1e-6)
+
+
+def _torchrun(args, timeout=400):
+    env = {**os.environ, **ONE_THREAD, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+needs_torchrun = pytest.mark.skipif(not os.path.exists(TORCHRUN) and shutil.which("torchrun") is None, reason="torchrun not installed")
+
+
+@needs_torchrun
+def test_torchrun_two_gloo_ranks_offline(setup, tmp_path):
+    """Offline L2D under torchrun (2 gloo ranks x batch 8): rank 0 alone writes the logs and the
+    student; the 2-rank evaluation equals a 1-process evaluation of student.pt, and the mAP is
+    close to a 1-process run with the same global batch (16)."""
+    out = tmp_path / "ddp"
+    proc = _torchrun(["distill-student", "-c", str(setup.cfg_path), "--cache", str(setup.cache), "-o", str(out), "--no-progress"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("student test_resnet: trained 2 epochs, offline") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "steps.jsonl", "student.pt"]
+    rows = read_rows(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [s["step"] for s in read_rows(out / "steps.jsonl")] == [*range(1, 7)] * 2  # 96 / (2 x 8) steps, once
+    assert not any(k.startswith("module.") for k in load_checkpoint(out / "student.pt")["model"])
+    scored = evaluate_run(out / "student.pt")
+    assert scored["metrics"]["mAP"] == pytest.approx(rows[-1]["mAP"], abs=1e-4)
+
+    single = distill.run(load_config(setup.cfg_path, {"batch_size": 16}), tmp_path / "single", cache=setup.cache, progress=False)
+    assert rows[-1]["mAP"] == pytest.approx(single["metrics"]["mAP"], abs=5.0)
+
+
+@needs_torchrun
+def test_torchrun_mpscd(setup, tmp_path):
+    """MPSCD under torchrun: prototypes come from rank 0 (broadcast), the projection head's
+    gradients are averaged over ranks; the run finishes with finite losses and a projection
+    head and prototypes in checkpoint.pt."""
+    out = tmp_path / "ddp-mpscd"
+    proc = _torchrun(["distill-student", "-c", str(setup.cfg_path), "--cache", str(setup.cache), "-o", str(out),
+                      "--no-progress", "--set", f"criterion_t2s_para={MPSCD_CRITERION}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_rows(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert all(math.isfinite(row[k]) for k in ("loss", "loss/mpscd_pcrd", "loss/mpscd_pcsd", "mAP"))
+    extra = load_checkpoint(out / "checkpoint.pt")["extra_modules"][0]
+    assert all(torch.isfinite(v).all() for v in extra.values())
+    prototypes = next(v for k, v in extra.items() if k.endswith("prototypes"))
+    assert torch.allclose(prototypes.norm(dim=1), torch.ones(len(prototypes)), atol=1e-4)
