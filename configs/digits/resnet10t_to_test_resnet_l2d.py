@@ -19,7 +19,7 @@ max_epoch_t = 12
 
 model_s = "test_resnet"
 lr_s = 1e-3
-max_epoch_s = 12
+max_epoch_s = 8
 
 embed_dim = 128
 workers = 2
