@@ -139,7 +139,7 @@ def run(args, work: Path) -> int:
 
     say(f"setup: {args.teacher} teacher checkpoint (random init) ...")
     teacher = Trainer(cfg, "t", work / "teacher", progress=False)
-    teacher._save(teacher.files.final, 0, with_state=False)
+    teacher.save(teacher.files.final, 0, with_state=False)
     teacher_pt = teacher.files.final
     del teacher
 

@@ -11,13 +11,13 @@ from ..config import Config, load_config, parse_override, resolve_config_path
 CONTEXT_SETTINGS = dict(help_option_names=["-h", "--help"], show_default=True, max_content_width=100)
 
 
-def config_options(role: str) -> Callable:
+def config_options(role: str, out_default: str = "runs/<config name>") -> Callable:
     """``--config`` plus the overrides every training command accepts; ``role`` is ``t``/``s``."""
 
     def decorate(fn: Callable) -> Callable:
         options = [
             click.option("--config", "-c", "config_path", required=True, help="config file (.py), or a shipped one such as digits/resnet10t_to_test_resnet_l2d.py"),
-            click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, help="output folder  [default: runs/<config name>]"),
+            click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, help=f"output folder  [default: {out_default}]"),
             click.option("--data-root", default=None, help="dataset folder (overrides data_root)"),
             click.option("--model", default=None, help=f"backbone (overrides model_{role}): seed name or timm name"),
             click.option("--pretrained", default=None, metavar="PATH", help=f"local backbone weights file (overrides pretrained_{role}); nothing is ever downloaded"),
@@ -26,7 +26,7 @@ def config_options(role: str) -> Callable:
             click.option("--batch-size", type=click.IntRange(min=1), default=None, help="batch size per process"),
             click.option("--img-size", type=click.IntRange(min=16), default=None, help="input side in pixels"),
             click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per process"),
-            click.option("--seed", type=click.IntRange(min=0), default=None, help="base seed"),
+            click.option("--seed", type=click.IntRange(min=0), default=None, help="seed of initialisation, shuffling and augmented views (views from a cache keep the cache's seed)"),
             click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="any config key, value as a Python literal (repeatable; cache.views=4 for sub-keys)"),
             click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint"),
             click.option("--no-progress", is_flag=True, help="hide progress bars"),
@@ -39,8 +39,8 @@ def config_options(role: str) -> Callable:
 
 
 def build_config(role: str, config_path: str, settings: Iterable[str], **cli: Any) -> Config:
-    """Load ``config_path`` with CLI overrides applied (unset options never override)."""
-    overrides: Dict[str, Any] = dict(parse_override(item) for item in settings)
+    """Load ``config_path`` with the named CLI options (unset ones never override) and then the
+    ``--set`` items (``--set pretrained_t=None`` does clear a key) applied."""
     mapping = {
         "data_root": cli.get("data_root"),
         f"model_{role}": cli.get("model"),
@@ -55,8 +55,8 @@ def build_config(role: str, config_path: str, settings: Iterable[str], **cli: An
     if cli.get("epochs") is not None:
         mapping[f"max_epoch_{role}"] = cli["epochs"]
         clear.append(f"stop_epoch_{role}")
-    overrides.update({k: v for k, v in mapping.items() if v is not None})
-    return load_config(config_path, overrides, clear=clear)
+    given = dict(parse_override(item) for item in settings)
+    return load_config(config_path, mapping, clear=clear, settings=given)
 
 
 def default_out(config_path: str, out: Optional[Path]) -> Path:

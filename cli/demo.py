@@ -57,7 +57,7 @@ def demo(out, config_path, seeds, students, settings, no_progress) -> None:
     unknown = [r for r in recipes if r not in demo_engine.STUDENTS]
     if unknown or not recipes:
         raise ConfigError(f"--students: unknown recipe {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(demo_engine.STUDENTS)}")
-    cfg = load_config(config_path, dict(parse_override(s) for s in settings))
+    cfg = load_config(config_path, settings=dict(parse_override(s) for s in settings))
     result = demo_engine.run(cfg, out, progress=not no_progress, seeds=seeds, students=recipes)
     rows = result["rows"]
     per_seed = f", students over {seeds} seeds (mean ± std)" if seeds > 1 else ""

@@ -25,7 +25,7 @@ Examples:
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="cache folder written by dump-targets (offline distillation)")
 @click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), default=None, help="teacher.pt to run live on the same views instead (online baseline)")
 @click.option("--verify-checksums", is_flag=True, help="compare every shard's sha256 with the manifest before training")
-@config_options("s")
+@config_options("s", out_default="runs/<config name>/student")
 def distill_student(config_path, out, settings, resume, no_progress, cache, teacher, verify_checksums, **cli) -> None:
     """Train the student (model_s) with the hard-label loss plus the distiller of
     criterion_t2s_para, the teacher's logits, features and label-wise embeddings read from

@@ -113,7 +113,7 @@ FIELDS: Dict[str, Field] = {
     "data_root": Field("str?", None, "dataset folder (not needed for digits)"),
     "dataset_para": Field("dict", {}, "extra dataset arguments (e.g. csv file names, digits sizes)"),
     "workers": Field("int", 2, "DataLoader worker processes per rank", _at_least(0)),
-    "seed": Field("int", 0, "base seed of initialisation, shuffling and every augmented view", _at_least(0)),
+    "seed": Field("int", 0, "base seed of initialisation, shuffling and every augmented view (a student distilled from a cache replays the cache's views)", _at_least(0)),
     "pretrained_t": Field("str?", None, "local weights file for the teacher backbone (timm/torchvision state dict)"),
     "pretrained_s": Field("str?", None, "local weights file for the student backbone"),
     "embed_dim": Field("int", 768, "ML-Decoder label-wise embedding size E", _at_least(1)),
@@ -343,16 +343,17 @@ def load_config(
     path: Optional[str | Path] = None,
     overrides: Optional[Mapping[str, Any]] = None,
     clear: Iterable[str] = (),
+    settings: Optional[Mapping[str, Any]] = None,
 ) -> Config:
-    """Read ``path`` (or start from defaults), apply ``overrides`` (CLI options; ``None`` values
-    are dropped so an unset option never overrides the file; dotted keys address a sub-dict),
-    reset the keys in ``clear`` to their defaults, and validate the result."""
+    """Read ``path`` (or start from defaults), reset the keys in ``clear`` to their defaults,
+    apply ``overrides`` (named CLI options: ``None`` values are dropped so an unset option never
+    overrides the file), then ``settings`` (``--set KEY=VALUE`` items: applied as given, ``None``
+    included), and validate the result. Dotted keys address a sub-dict (``cache.views``)."""
     values: Dict[str, Any] = read_config_file(path) if path is not None else {}
     for key in clear:
         values.pop(key, None)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
+    given = [(k, v) for k, v in (overrides or {}).items() if v is not None] + list((settings or {}).items())
+    for key, value in given:
         if "." in key:
             top, sub = key.split(".", 1)
             if top not in _SUB_SCHEMAS:

@@ -117,6 +117,13 @@ def test_overrides_win_and_none_never_overrides(tmp_path):
     assert (cfg.img_size, cfg.batch_size, cfg.cache["views"], cfg.cache["dtype"]) == (32, 8, 2, "float16")
 
 
+def test_set_items_apply_none_and_win_over_options(tmp_path):
+    """``--set KEY=None`` clears a key (named options use None for "not given")."""
+    path = write(tmp_path, "pretrained_t = 'w.pth'\nimg_size = 64\n")
+    cfg = load_config(path, {"img_size": 32, "pretrained_t": None}, settings={"pretrained_t": None, "img_size": 48})
+    assert (cfg.pretrained_t, cfg.img_size) == (None, 48)
+
+
 def test_clear_resets_a_key_before_overrides(tmp_path):
     path = write(tmp_path, "max_epoch_t = 80\nstop_epoch_t = 30\n")
     cfg = load_config(path, {"max_epoch_t": 5}, clear=["stop_epoch_t"])

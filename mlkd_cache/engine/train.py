@@ -148,7 +148,8 @@ class Trainer:
             self._load_resume_state()
         elif self.info.is_main:
             self.metrics_log.reset()
-            self.step_log.reset()
+            if cfg.log_every:
+                self.step_log.reset()
 
     # ---------------------------------------------------------------- hooks for stages
     def make_train_data(self, train_set) -> ViewDataset:
@@ -221,7 +222,9 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
 
-    def _save(self, path: Path, epochs_done: int, with_state: bool) -> None:
+    def save(self, path: Path, epochs_done: int, with_state: bool) -> None:
+        """Write the model card and weights to ``path`` atomically (``with_state``: plus optimiser,
+        schedule, scaler, extra modules and RNG state, for ``--resume``)."""
         payload = dict(self.model_card(), model=self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics)
         if with_state:
             payload.update(
@@ -256,7 +259,8 @@ class Trainer:
         self.last_metrics = dict(ckpt.get("metrics") or {})
         if self.info.is_main:
             self.metrics_log.truncate_to(self.start_epoch)
-            self.step_log.truncate_to(self.start_epoch)
+            if self.cfg.log_every or self.files.steps.exists():
+                self.step_log.truncate_to(self.start_epoch)
         log.info("resumed %s after epoch %d", self.files.checkpoint, self.start_epoch)
 
     # ---------------------------------------------------------------- loop
@@ -331,7 +335,7 @@ class Trainer:
             if self.info.is_main:
                 self.step_log.flush()
                 self.metrics_log.append(row)
-                self._save(self.files.checkpoint, epoch + 1, with_state=True)
+                self.save(self.files.checkpoint, epoch + 1, with_state=True)
                 scores = format_metrics(self.last_metrics) if "mAP" in row else "(not evaluated)"
                 log.info(
                     "%s epoch %d/%d  loss %.4f  %s  %.1fs",
@@ -339,7 +343,7 @@ class Trainer:
                 )
             barrier(self.info)
         if self.info.is_main:
-            self._save(self.files.final, self.stop_epoch, with_state=False)
+            self.save(self.files.final, self.stop_epoch, with_state=False)
         barrier(self.info)
         return {
             "epochs": self.stop_epoch,

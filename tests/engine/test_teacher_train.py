@@ -154,7 +154,7 @@ def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
     rows = read_rows(out)
     assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone writes the log: no duplicate rows
     assert proc.stdout.count("teacher test_resnet: trained 2 epochs") == 1
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "teacher.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "steps.jsonl", "teacher.pt"]
     # the 2-rank evaluation (logits gathered across ranks) equals a 1-process evaluation
     scored = evaluate_run(out / "teacher.pt")
     assert scored["metrics"]["mAP"] == pytest.approx(rows[-1]["mAP"], abs=1e-4)
