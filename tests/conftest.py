@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List, Sequence
 
 import pytest
+
+from mlkd_cache.engine.checkpoint import load_checkpoint as _load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -57,3 +60,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> str:
     assert len(lines) == 1, proc.stderr
     assert re.search(match, lines[0]), lines[0]
     return lines[0]
+
+
+def wait_for_checkpoint(out: Path, proc, epochs_done: int, timeout: float = 240) -> None:
+    """Poll until ``out/checkpoint.pt`` records ``epochs_done`` epochs (then a SIGKILL lands mid-run)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before it could be killed: {proc.stderr.read()}")
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists():
+            try:
+                if _load_checkpoint(ckpt, require=("epoch",))["epoch"] >= epochs_done:
+                    return
+            except Exception:
+                pass  # being renamed into place
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")

@@ -32,7 +32,7 @@ from mlkd_cache.engine.checkpoint import MetricsLog, file_sha256, load_checkpoin
 from mlkd_cache.engine.evaluate import run as evaluate_run
 from mlkd_cache.errors import CacheCorruptError, CacheMismatchError
 
-from ..conftest import assert_one_line_error, run_cli, tiny_config
+from ..conftest import assert_one_line_error, run_cli, tiny_config, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -302,22 +302,6 @@ def test_non_finite_cached_targets_stop_training_with_the_sample(setup, tmp_path
     assert not (out / "checkpoint.pt").exists()  # sample 3 is in epoch 1: no epoch finished
 
 
-def _wait_for_checkpoint(out: Path, proc, epochs_done: int, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended before it could be killed: {proc.stderr.read()}")
-        ckpt = out / "checkpoint.pt"
-        if ckpt.exists():
-            try:
-                if load_checkpoint(ckpt, require=("epoch",))["epoch"] >= epochs_done:
-                    return
-            except Exception:
-                pass  # being renamed into place
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint appeared")
-
-
 def test_sigkill_then_resume_matches_uninterrupted_run(setup, tmp_path):
     """SIGKILL mid-run (4 epochs), then --resume: every logged step, every epoch's loss and the
     final mAP equal those of an uninterrupted run of the same config. Resuming from another
@@ -332,7 +316,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(setup, tmp_path):
             *(a for k, v in overrides.items() for a in ("--set", f"{k}={v}"))]
     proc = subprocess.Popen([sys.executable, "-m", "mlkd_cache", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **ONE_THREAD})
-    _wait_for_checkpoint(out, proc, epochs_done=1)
+    wait_for_checkpoint(out, proc, epochs_done=1)
     time.sleep(0.1)  # into the next epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)

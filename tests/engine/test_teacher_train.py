@@ -17,7 +17,7 @@ from mlkd_cache.engine import teacher
 from mlkd_cache.engine.checkpoint import MetricsLog, load_checkpoint
 from mlkd_cache.engine.evaluate import run as evaluate_run
 
-from ..conftest import run_cli, tiny_config
+from ..conftest import run_cli, tiny_config, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -85,22 +85,6 @@ def test_teacher_pretrained_keeps_l2d_meaning(tmp_path, tiny_cfg_path):
     assert skipped["skipped"] and skipped["metrics"]["mAP"] == pytest.approx(trained["metrics"]["mAP"])
 
 
-def _wait_for_checkpoint(out, proc, epochs_done, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended before it could be killed: {proc.stderr.read()}")
-        ckpt = out / "checkpoint.pt"
-        if ckpt.exists():
-            try:
-                if load_checkpoint(ckpt, require=("epoch",))["epoch"] >= epochs_done:
-                    return
-            except Exception:
-                pass  # being renamed into place
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint appeared")
-
-
 def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path):
     cfg_path = tiny_config(tmp_path, max_epoch_t="4", dataset_para="dict(train_size=192, test_size=48)")
     reference = tmp_path / "reference"
@@ -111,7 +95,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path):
         [sys.executable, "-m", "mlkd_cache", "teacher-train", "-c", str(cfg_path), "-o", str(out), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    _wait_for_checkpoint(out, proc, epochs_done=1)
+    wait_for_checkpoint(out, proc, epochs_done=1)
     time.sleep(0.3)  # into the next epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
