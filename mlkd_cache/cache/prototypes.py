@@ -7,7 +7,6 @@ reuses the file only when that provenance still matches the cache.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -64,7 +63,6 @@ def compute_prototypes(cache: TargetCache, batch: int = 65536) -> Tensor:
 def prototype_provenance(cache: TargetCache) -> Dict[str, Any]:
     """What a stored prototype file must match to be reused for ``cache``."""
     spec = cache.spec
-    shard_digests = "\n".join(str(entry["sha256"]) for entry in cache.manifest["shards"])
     return {
         "format_version": PROTOTYPES_VERSION,
         "teacher_sha256": spec.teacher_sha256,
@@ -73,7 +71,7 @@ def prototype_provenance(cache: TargetCache) -> Dict[str, Any]:
         "embedding": spec.embedding,
         "num_classes": spec.num_classes,
         "embed_dim": spec.embed_dim,
-        "shards_sha256": hashlib.sha256(shard_digests.encode("utf-8")).hexdigest(),
+        "shards_sha256": cache.content_sha256(),
     }
 
 

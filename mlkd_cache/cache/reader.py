@@ -8,6 +8,7 @@ pickle) never shares a handle across a fork.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
@@ -213,6 +214,11 @@ class TargetCache:
     def labels(self) -> np.ndarray:
         """uint8 ``[N, C]`` label matrix of the whole cache."""
         return self._labels
+
+    def content_sha256(self) -> str:
+        """sha256 over the manifest's per-shard sha256 list: changes whenever any shard does."""
+        digests = "\n".join(str(entry["sha256"]) for entry in self.manifest["shards"])
+        return hashlib.sha256(digests.encode("utf-8")).hexdigest()
 
     @property
     def keys(self) -> List[str]:

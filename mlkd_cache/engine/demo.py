@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..cache.format import MANIFEST_NAME
 from ..config import Config
+from ..errors import ConfigError
 from . import dump
 from .checkpoint import MetricsLog, load_checkpoint
 from .distill import DistillTrainer
@@ -34,19 +35,15 @@ STUDENTS: Dict[str, tuple] = {
 }
 
 
-def _wall_time(out: Path) -> float:
-    """Train + evaluation seconds summed over the run's epochs (survives resumes and reuse)."""
-    return sum(r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in MetricsLog(out / "metrics.jsonl").read())
-
-
 def _train_or_reuse(make: Callable[[bool], Trainer], out: Path, final_name: str) -> Dict[str, Any]:
     final = out / final_name
     if final.is_file():
         metrics, reused = dict(load_checkpoint(final).get("metrics") or {}), True
     else:
         metrics, reused = make((out / "checkpoint.pt").is_file()).fit()["metrics"], False
-    epochs = len(MetricsLog(out / "metrics.jsonl").read())
-    return {"metrics": metrics, "wall_time_s": _wall_time(out), "checkpoint": str(final), "reused": reused, "epochs": epochs}
+    rows = MetricsLog(out / "metrics.jsonl").read()
+    seconds = sum(r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in rows)  # survives resumes and reuse
+    return {"metrics": metrics, "wall_time_s": seconds, "checkpoint": str(final), "reused": reused, "epochs": len(rows)}
 
 
 def _dump_or_reuse(cfg: Config, teacher: Path, out: Path, progress: bool) -> Dict[str, Any]:
@@ -81,7 +78,7 @@ def run(
     recipes = list(STUDENTS if students is None else students)
     unknown = [r for r in recipes if r not in STUDENTS]
     if unknown:
-        raise ValueError(f"unknown student recipe {unknown[0]!r}; choose from {', '.join(STUDENTS)}")
+        raise ConfigError(f"--students: unknown recipe {unknown[0]!r}; choose from {', '.join(STUDENTS)}")
     teacher_out = out / "teacher"
     teacher = _train_or_reuse(lambda resume: Trainer(cfg, "t", teacher_out, resume=resume, progress=progress), teacher_out, "teacher.pt")
     teacher_file = Path(teacher["checkpoint"])

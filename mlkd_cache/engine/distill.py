@@ -15,7 +15,6 @@ epoch's inputs are compared with the cached ones, and a divergence stops the run
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -100,11 +99,10 @@ class CacheTargets:
 
     def identity(self) -> Dict[str, Any]:
         spec = self.cache.spec
-        digests = "\n".join(str(e["sha256"]) for e in self.cache.manifest["shards"])
         return {
             "mode": self.mode, "source": str(self.directory), "teacher_arch": spec.teacher_arch,
             "teacher_sha256": spec.teacher_sha256, "views": spec.views, "base_seed": spec.base_seed,
-            "cache_sha256": hashlib.sha256(digests.encode()).hexdigest(), "cache_dtype": spec.dtype,
+            "cache_sha256": self.cache.content_sha256(), "cache_dtype": spec.dtype,
         }
 
     def _check_replay(self, batch: tuple, cached: Dict[str, Tensor], keys) -> None:

@@ -242,7 +242,7 @@ class Trainer:
         now = self.cfg.to_dict()
         changed = [k for k in self.resume_keys() if old.get(k) != now[k]]
         if changed:
-            detail = ", ".join(f"{k}: {old.get(k)!r} -> {self.cfg.to_dict()[k]!r}" for k in changed[:3])
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in changed[:3])
             raise CheckpointError(
                 f"cannot resume {self.files.checkpoint}: the config changed ({detail}); "
                 f"restore those values or start a new run in another --out"
@@ -259,7 +259,7 @@ class Trainer:
         self.last_metrics = dict(ckpt.get("metrics") or {})
         if self.info.is_main:
             self.metrics_log.truncate_to(self.start_epoch)
-            if self.cfg.log_every or self.files.steps.exists():
+            if self.files.steps.exists():
                 self.step_log.truncate_to(self.start_epoch)
         log.info("resumed %s after epoch %d", self.files.checkpoint, self.start_epoch)
 
@@ -302,12 +302,13 @@ class Trainer:
             self.scheduler.step()
             steps += 1
             samples += image.shape[0]
-            values = {k: float(v.detach()) for k, v in terms.items()}
+            values = {k: float(v.detach()) for k, v in terms.items()}  # one host sync per term
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
+            lr = self.scheduler.get_last_lr()[0]
             if log_every and (step + 1) % log_every == 0:
-                self.step_log.add({"epoch": epoch + 1, "step": step + 1, "loss": sum(values.values()), **values, "lr": self.scheduler.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                self.step_log.add({"epoch": epoch + 1, "step": step + 1, "loss": sum(values.values()), **values, "lr": lr})
+            bar.set_postfix(loss=f"{sum(values.values()):.3f}", lr=f"{lr:.2e}")
         elapsed = time.perf_counter() - started
         row = {f"loss/{k}": v / max(steps, 1) for k, v in sums.items()}
         row["loss"] = sum(row.values())
