@@ -24,7 +24,7 @@ Examples:
 @click.command("distill-student", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="cache folder written by dump-targets (offline distillation)")
 @click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), default=None, help="teacher.pt to run live on the same views instead (online baseline)")
-@click.option("--verify-checksums", is_flag=True, help="compare every shard's sha256 with the manifest before training")
+@click.option("--verify-checksums/--no-verify-checksums", default=True, help="compare every shard's sha256 with the manifest before training (each rank hashes its share of the shards)")
 @config_options("s", out_default="runs/<config name>/student")
 def distill_student(config_path, out, settings, resume, no_progress, cache, teacher, verify_checksums, **cli) -> None:
     """Train the student (model_s) with the hard-label loss plus the distiller of

@@ -19,9 +19,10 @@ Examples:
 @click.command("inspect", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.argument("cache_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def inspect_command(cache_dir, as_json) -> None:
+@click.option("--verify-checksums/--no-verify-checksums", default=True, help="compare every shard's sha256 with the manifest first (reads the whole cache once)")
+def inspect_command(cache_dir, as_json, verify_checksums) -> None:
     """Samples, views, sizes, dtypes, teacher, classes and the mAP of each view's cached logits."""
-    r = inspect_cache.run(cache_dir)
+    r = inspect_cache.run(cache_dir, verify_checksums=verify_checksums)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
@@ -34,3 +35,4 @@ def inspect_command(cache_dir, as_json) -> None:
     click.echo(f"classes    {len(names)}: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}")
     maps = "  ".join(f"v{v}: {m:.2f}" for v, m in enumerate(r["cached_logit_map_per_view"]))
     click.echo(f"cached mAP {maps}")
+    click.echo(f"checksums  {'every shard matches its sha256 in manifest.json' if r['checksums_verified'] else 'not checked (--no-verify-checksums)'}")

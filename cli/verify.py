@@ -23,10 +23,13 @@ Exit code 0: all checks passed; 1: drift found; 2: bad input.
 @click.option("--samples", "-k", type=click.IntRange(min=1), default=64, help="random (sample, view) pairs to re-run")
 @click.option("--data-root", default=None, help="dataset folder, if not where the teacher was trained")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="seed of the pair sample")
-def verify(cache_dir, teacher, samples, data_root, seed) -> None:
+@click.option("--verify-checksums/--no-verify-checksums", default=True, help="compare every shard's sha256 with the manifest first (reads the whole cache once)")
+def verify(cache_dir, teacher, samples, data_root, seed, verify_checksums) -> None:
     """Check input fingerprints and compare cached logits / features / embeddings with a fresh
     teacher pass (max abs error, cosine)."""
-    r = verify_engine.run(cache_dir, teacher, samples=samples, data_root=data_root, seed=seed)
+    r = verify_engine.run(cache_dir, teacher, samples=samples, data_root=data_root, seed=seed, verify_checksums=verify_checksums)
+    if r["checksums_verified"]:
+        click.echo("every shard matches its sha256 in manifest.json")
     click.echo(f"{r['pairs']} pairs, input fingerprints: {r['pairs'] - r['fingerprint_mismatches']}/{r['pairs']} equal")
     click.echo(f"{'tensor':<22} {'rows':>6} {'max abs err':>12} {'scale':>10} {'min cosine':>11}  ok")
     for t in r["tensors"]:

@@ -62,6 +62,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> str:
     return lines[0]
 
 
+def assert_ends_with_error(proc: subprocess.CompletedProcess, match: str) -> str:
+    """A run that failed after some work: exit code 2, no traceback, and its stderr (progress
+    and log lines allowed) ends with one ``error:`` line that contains ``match``."""
+    import re
+
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert lines and lines[-1].startswith("error: "), proc.stderr
+    assert sum(l.startswith("error: ") for l in lines) == 1, proc.stderr
+    assert re.search(match, lines[-1]), lines[-1]
+    return lines[-1]
+
+
 def wait_for_checkpoint(out: Path, proc, epochs_done: int, timeout: float = 240) -> None:
     """Poll until ``out/checkpoint.pt`` records ``epochs_done`` epochs (then a SIGKILL lands mid-run)."""
     deadline = time.time() + timeout

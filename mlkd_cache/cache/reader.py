@@ -87,7 +87,13 @@ class TargetCache:
     def _read_manifest(self) -> Dict[str, Any]:
         path = self.directory / MANIFEST_NAME
         where = self.directory
+        if not where.is_dir():
+            raise CacheCorruptError(f"cache folder not found: {where} is not a folder; give the --out folder of dump-targets")
         if not path.is_file():
+            if not any(where.glob("shard-*.h5*")):
+                raise CacheCorruptError(
+                    f"no {MANIFEST_NAME} in {where} and no shard files: not a target cache; give the --out folder of dump-targets"
+                )
             raise CacheCorruptError(f"no {MANIFEST_NAME} in {where}: the dump did not finish; re-run dump-targets (it resumes)")
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -119,7 +125,7 @@ class TargetCache:
     def _open_shard(self, entry: Dict[str, Any], verify_checksums: bool) -> _Shard:
         where = self.directory
         shard = _Shard(self.directory / entry["file"], entry)
-        fix = "re-run dump-targets to rewrite it"
+        fix = "re-run dump-targets with the same config and teacher to rewrite it"
         if not shard.path.is_file():
             raise CacheCorruptError(f"{shard.file} listed in {where}/{MANIFEST_NAME} is missing; {fix}")
         size = shard.path.stat().st_size
@@ -127,13 +133,6 @@ class TargetCache:
             raise CacheCorruptError(
                 f"{shard.file} in {where} has {size} bytes, {MANIFEST_NAME} lists {entry['bytes']} (truncated?); {fix}"
             )
-        if verify_checksums:
-            digest = file_sha256(shard.path)
-            if digest != entry["sha256"]:
-                raise CacheCorruptError(
-                    f"{shard.file} in {where} fails its sha256 check ({digest[:8]}… vs {str(entry['sha256'])[:8]}… "
-                    f"in {MANIFEST_NAME}); delete it and {fix}"
-                )
         try:
             f = h5py.File(shard.path, "r")
         except OSError as exc:
@@ -150,7 +149,7 @@ class TargetCache:
                 if got != (shard.index, shard.start, shard.stop):
                     diff = f"shard {got[0]} samples {got[1]}:{got[2]} vs {shard.index} {shard.start}:{shard.stop}"
             if diff is not None:
-                raise CacheCorruptError(f"{shard.file} in {where} belongs to another cache ({diff}); delete it and {fix}")
+                raise CacheCorruptError(f"{shard.file} in {where} belongs to another cache ({diff}); {fix}")
             try:
                 shard.labels = np.asarray(f["labels"][()], dtype=np.uint8)
                 shapes = dataset_shapes(self.spec, shard.stop - shard.start, int(np.count_nonzero(shard.labels)))
@@ -167,7 +166,25 @@ class TargetCache:
                     shard.emb_counts = np.diff(shard.emb_offsets)
             except (KeyError, OSError) as exc:
                 raise CacheCorruptError(f"cannot read {shard.file} in {where} ({exc}); {fix}") from None
+        if verify_checksums:  # last: a shard of another cache is better named by its attributes
+            self._check_sha256(shard, entry)
         return shard
+
+    def _check_sha256(self, shard: _Shard, entry: Dict[str, Any]) -> None:
+        digest = file_sha256(shard.path)
+        if digest != entry["sha256"]:
+            raise CacheCorruptError(
+                f"{shard.file} in {self.directory} fails its sha256 check ({digest[:8]}… vs "
+                f"{str(entry['sha256'])[:8]}… in {MANIFEST_NAME}): its bytes changed after the dump; "
+                f"re-run dump-targets with the same config and teacher to rewrite it"
+            )
+
+    def verify_checksums(self, shards: Optional[List[int]] = None) -> None:
+        """Compare the sha256 of shards ``shards`` (default: all) with the manifest; raise
+        :class:`CacheCorruptError` naming the first shard whose bytes changed (a flipped bit in a
+        data block passes every attribute and size check, only the digest catches it)."""
+        for k in range(len(self._shards)) if shards is None else shards:
+            self._check_sha256(self._shards[k], self.manifest["shards"][k])
 
     # -- per-process handles -------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
@@ -53,6 +54,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` and fsync; :class:`MlkdError` naming the file when the disk
+    refuses (full, file-size limit, read-only). Readers drop a last line cut short."""
+    try:
+        with open(path, "a") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise MlkdError(f"cannot write {path}: {exc.strerror or exc}; check free space and permissions") from None
+
+
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
     """Serialise ``payload`` (plus format tags) and write it atomically to ``path``."""
     full = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "tool_version": __version__}
@@ -67,6 +80,11 @@ def load_checkpoint(path: Path, require: Iterable[str] = ("model", "arch", "num_
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch would explain this with a paragraph on weights_only
+        raise CheckpointError(
+            f"cannot read checkpoint {path} (not a complete zip archive, as torch checkpoints are); "
+            "is it a complete mlkd-cache checkpoint?"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, ... : one line, no traceback
@@ -123,10 +141,7 @@ class MetricsLog:
         atomic_write_bytes(self.path, b"")
 
     def append(self, row: Mapping[str, Any]) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(dict(row)) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_text(self.path, json.dumps(dict(row)) + "\n")
 
 
 class StepLog(MetricsLog):
@@ -146,10 +161,7 @@ class StepLog(MetricsLog):
     def flush(self) -> None:
         if not self._pending:
             return
-        with open(self.path, "a") as fh:
-            fh.write("".join(json.dumps(r) + "\n" for r in self._pending))
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_text(self.path, "".join(json.dumps(r) + "\n" for r in self._pending))
         self._pending = []
 
 

@@ -30,7 +30,7 @@ from ..cache.reader import TargetCache
 from ..config import Config
 from ..data.transforms import TransformSpec, to_unsigned
 from ..data.views import ViewDataset
-from ..distributed import DistInfo, broadcast_object
+from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
 from ..errors import CacheCorruptError, CacheMismatchError, CheckpointError, ConfigError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
@@ -67,14 +67,29 @@ class CacheTargets:
 
     mode = "offline"
 
-    def __init__(self, directory: Path, verify_checksums: bool = False) -> None:
+    def __init__(self, directory: Path, verify_checksums: bool = True) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise ConfigError(f"--cache {self.directory} is not a folder; give the --out folder of dump-targets")
-        self.cache = TargetCache(self.directory, verify_checksums=verify_checksums)
+        self.cache = TargetCache(self.directory)  # manifest, sizes, attributes and shapes of every shard
+        if verify_checksums:
+            self._verify_checksums(init_distributed())
         spec = self.cache.spec
         self.views, self.base_seed, self.embed_dim = spec.views, spec.base_seed, spec.embed_dim
         self.checked = 0  # fingerprints compared in the current epoch (this rank)
+
+    def _verify_checksums(self, info: DistInfo) -> None:
+        """sha256 of every shard against the manifest, each rank hashing shards ``k % world ==
+        rank``; every rank raises the first failure found by any rank."""
+        mine = [k for k in range(len(self.cache.manifest["shards"])) if k % info.world_size == info.rank]
+        try:
+            self.cache.verify_checksums(mine)
+            failure = None
+        except CacheCorruptError as exc:
+            failure = str(exc)
+        failures = [f for f in all_gather_objects(failure, info) if f is not None]
+        if failures:
+            raise CacheCorruptError(failures[0])
 
     def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:
         """The cache must be the dump of this train split under this config's input pipeline."""
@@ -124,7 +139,7 @@ class CacheTargets:
                 f"re-run dump-targets in this environment"
             )
 
-    def _check_finite(self, batch: tuple, cached: Dict[str, Tensor]) -> None:
+    def _check_finite(self, batch: tuple, cached: Dict[str, Tensor], position: str) -> None:
         for name in ("logits", "features", "tokens", "label_emb"):
             t = cached.get(name)
             if t is None or bool(torch.isfinite(t).all()):
@@ -133,15 +148,16 @@ class CacheTargets:
             where = cached["token_sample"][rows] if name == "tokens" else rows.nonzero()[:, 0]
             samples = sorted({int(batch[2][int(b)]) for b in where[:8]})
             raise CacheCorruptError(
-                f"{self.directory}: cached teacher {name} are not finite for samples {samples}; the teacher "
+                f"{self.directory}: cached teacher {name} are not finite for samples {samples} (at {position}); the teacher "
                 f"diverged or the shard is damaged: run `mlkd-cache verify` and re-run dump-targets"
             )
 
-    def targets(self, batch: tuple, device: torch.device, keys) -> Dict[str, Tensor]:
-        """KDBatch teacher fields for the batch the collate function built (``batch[5]``)."""
+    def targets(self, batch: tuple, device: torch.device, keys, position: str = "") -> Dict[str, Tensor]:
+        """KDBatch teacher fields for the batch the collate function built (``batch[5]``);
+        ``position`` ("epoch E step S") is named by the errors."""
         cached = batch[5]
         self._check_replay(batch, cached, keys)
-        self._check_finite(batch, cached)
+        self._check_finite(batch, cached, position)
         out = {"z_t": _to(cached["logits"], device), "f_t": _to(cached["features"], device)}
         if "tokens" in cached:
             out["t_tokens"] = _to(cached["tokens"], device)
@@ -209,7 +225,7 @@ class LiveTeacher:
         }
 
     @torch.no_grad()
-    def targets(self, batch: tuple, device: torch.device, keys) -> Dict[str, Tensor]:
+    def targets(self, batch: tuple, device: torch.device, keys, position: str = "") -> Dict[str, Tensor]:
         with autocast_for(device, self.amp):
             out = self.model(batch[0])
         return {"z_t": out.logits.float(), "f_t": out.features.float(), "e_t": out.label_emb.float()}
@@ -226,7 +242,7 @@ class DistillTrainer(Trainer):
         teacher: Optional[Path] = None,
         resume: bool = False,
         progress: bool = True,
-        verify_checksums: bool = False,
+        verify_checksums: bool = True,
     ) -> None:
         if (cache is None) == (teacher is None):
             raise ConfigError(
@@ -268,7 +284,7 @@ class DistillTrainer(Trainer):
     def loss_terms(self, batch: tuple, outputs) -> Dict[str, Tensor]:
         device = self.info.device
         y = batch[1].to(device, non_blocking=device.type == "cuda")
-        teacher = self.source.targets(batch, device, self.train_data.keys)
+        teacher = self.source.targets(batch, device, self.train_data.keys, self.position)
         kd = KDBatch(y=y, z_s=outputs.logits.float(), f_s=outputs.features.float(), e_s=outputs.label_emb.float(), **teacher)
         return {**self.hard_loss(outputs.logits, y), **self.distiller(kd)}
 
@@ -303,7 +319,7 @@ def run(
     teacher: Optional[Path] = None,
     resume: bool = False,
     progress: bool = True,
-    verify_checksums: bool = False,
+    verify_checksums: bool = True,
 ) -> Dict[str, Any]:
     """Distil ``model_s`` of ``cfg`` into ``out`` from a cache (offline) or a live teacher (online)."""
     trainer = DistillTrainer(cfg, out, cache=cache, teacher=teacher, resume=resume, progress=progress, verify_checksums=verify_checksums)

@@ -8,6 +8,7 @@ atomic; a re-run skips complete shards whose attributes match and redoes the res
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -118,16 +119,53 @@ def _existing_conflicts(out: Path, spec: CacheSpec) -> List[str]:
     return conflicts
 
 
-def prepare_out_dir(out: Path, spec: CacheSpec, overwrite: bool, info: DistInfo) -> List[int]:
-    """Make ``out`` ready and return the shard indices still to write (all ranks agree)."""
+def _previous_entries(out: Path, spec: CacheSpec) -> Dict[int, Dict[str, Any]]:
+    """Shard entries (size, sha256) of the manifest in ``out`` when it records this same dump;
+    empty when there is none, it is unreadable or it belongs to another dump."""
+    try:
+        manifest = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+        if CacheSpec.from_dict(manifest["spec"]) != spec:
+            return {}
+        return {int(e["index"]): dict(e) for e in manifest["shards"]}
+    except Exception:  # absent or damaged: every shard is then judged by its attributes alone
+        return {}
+
+
+def _reusable_entry(out: Path, spec: CacheSpec, k: int, previous: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The manifest entry of shard ``k`` if the file in ``out`` can be kept, else ``None``.
+
+    A kept shard has this dump's attributes and shapes and, when an earlier manifest of this dump
+    lists it, the same size and sha256 (bytes flipped inside a data block pass every other check).
+    """
+    path = out / shard_name(k)
+    if not shard_is_complete(path, spec, k):
+        return None
+    if previous is None:
+        return shard_entry(out, spec, k)
+    if path.stat().st_size == int(previous["bytes"]) and file_sha256(path) == previous["sha256"]:
+        return previous
+    log.warning("dump-targets: %s changed since the dump that wrote it (sha256 differs from %s); rewriting it", path.name, MANIFEST_NAME)
+    return None
+
+
+def prepare_out_dir(out: Path, spec: CacheSpec, overwrite: bool, info: DistInfo) -> Tuple[List[int], List[Dict[str, Any]]]:
+    """Make ``out`` ready; return (shard indices still to write, manifest entries of the shards
+    kept from an earlier run); every rank judges its share of the shards and gets the whole answer.
+
+    A folder whose manifest records this same dump is ours: its missing, truncated, foreign or
+    altered shards are rewritten. Without such a manifest, shards of another dump are refused
+    (they may be someone's cache) unless ``overwrite``.
+    """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    conflicts = [] if overwrite or not out.exists() else _existing_conflicts(out, spec)
+    previous = {} if overwrite or not out.exists() else _previous_entries(out, spec)
+    conflicts = [] if overwrite or previous or not out.exists() else _existing_conflicts(out, spec)
     if conflicts:  # every rank reads the same files, so every rank stops here alike
         raise CacheMismatchError(
             f"{out} holds shards of another dump ({conflicts[0]}: other teacher, data, views or "
             f"settings); pass --overwrite to replace them or choose another --out"
         )
+    barrier(info)  # every rank has read the old manifest before rank 0 removes it
     if info.is_main:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +178,12 @@ def prepare_out_dir(out: Path, spec: CacheSpec, overwrite: bool, info: DistInfo)
         except OSError as exc:
             raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
     barrier(info)
-    return [k for k in range(spec.num_shards()) if not shard_is_complete(out / shard_name(k), spec, k)]
+    # each rank judges (and hashes) its share of the shards, so no rank waits long in a collective
+    mine = {k: _reusable_entry(out, spec, k, previous.get(k)) for k in range(info.rank, spec.num_shards(), info.world_size)}
+    judged = {k: entry for part in all_gather_objects(mine, info) for k, entry in part.items()}
+    todo = [k for k in range(spec.num_shards()) if judged[k] is None]
+    kept = [judged[k] for k in range(spec.num_shards()) if judged[k] is not None]
+    return todo, kept
 
 
 @torch.no_grad()
@@ -217,13 +260,13 @@ def run(
         raise ConfigError(f"--views must be >= 1, got {views}")
     ckpt = load_checkpoint(teacher, require=TEACHER_KEYS)
     transform = TransformSpec.from_config(cfg)
-    dataset = build_dataset(cfg.dataset, "train", cfg.data_root, **cfg.dataset_para)
+    dataset = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
     check_teacher_fits(cfg, ckpt, dataset, transform, teacher)
     spec = build_spec(cfg, ckpt, file_sha256(teacher), dataset, views, transform)
     if dry_run:
         return {"dry_run": True, "plan": plan_text(spec, dataset.labels), "is_main": info.is_main}
 
-    todo = prepare_out_dir(out, spec, overwrite, info)
+    todo, kept = prepare_out_dir(out, spec, overwrite, info)
     mine = [k for k in todo if k % info.world_size == info.rank]
     view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True)
     model = model_from_checkpoint(ckpt).to(info.device).eval()
@@ -257,8 +300,7 @@ def run(
         "is_main": info.is_main,
     }
     if info.is_main:
-        # shards complete from an earlier run are hashed here; this run's come from the writers
-        entries = written + [shard_entry(out, spec, k) for k in range(spec.num_shards()) if k not in set(todo)]
+        entries = written + kept  # this run's shards (hashed by the writers) and the ones kept
         manifest = write_manifest(out, spec, entries)  # refuses entries that miss or repeat a shard
         result.update(manifest=str(manifest), total_bytes=sum(e["bytes"] for e in entries))
         log.info(

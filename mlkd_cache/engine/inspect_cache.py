@@ -10,9 +10,10 @@ from ..cache.reader import TargetCache
 from ..metrics import mean_average_precision
 
 
-def run(cache_dir: Path, batch: int = 4096) -> Dict[str, Any]:
-    """Summary of ``cache_dir`` with the mAP of each view's cached logits against the stored labels."""
-    cache = TargetCache(Path(cache_dir))
+def run(cache_dir: Path, batch: int = 4096, verify_checksums: bool = True) -> Dict[str, Any]:
+    """Summary of ``cache_dir`` with the mAP of each view's cached logits against the stored labels.
+    ``verify_checksums`` first compares every shard's sha256 with the manifest."""
+    cache = TargetCache(Path(cache_dir), verify_checksums=verify_checksums)
     spec = cache.spec
     manifest = cache.manifest
     total = int(sum(s["bytes"] for s in manifest["shards"]))
@@ -26,6 +27,7 @@ def run(cache_dir: Path, batch: int = 4096) -> Dict[str, Any]:
         view_map.append(mean_average_precision(np.concatenate(parts), labels))
     return {
         "cache": str(cache_dir),
+        "checksums_verified": verify_checksums,
         "samples": spec.num_samples,
         "views": spec.views,
         "shards": len(manifest["shards"]),

@@ -43,8 +43,13 @@ def compare(name: str, ref: torch.Tensor, got: torch.Tensor, rtol: float) -> Dic
 
 
 @torch.no_grad()
-def run(cache_dir: Path, teacher: Path, samples: int = 64, data_root: Optional[str] = None, seed: int = 0, batch_size: int = 32) -> Dict[str, Any]:
-    cache = TargetCache(Path(cache_dir))
+def run(
+    cache_dir: Path, teacher: Path, samples: int = 64, data_root: Optional[str] = None, seed: int = 0,
+    batch_size: int = 32, verify_checksums: bool = True,
+) -> Dict[str, Any]:
+    """Re-run ``teacher`` on ``samples`` random cached (sample, view) pairs and compare; with
+    ``verify_checksums`` every shard's sha256 is first compared with the manifest."""
+    cache = TargetCache(Path(cache_dir), verify_checksums=verify_checksums)
     spec = cache.spec
     teacher = Path(teacher)
     ckpt = load_checkpoint(teacher, require=TEACHER_KEYS + ("config",))
@@ -55,7 +60,7 @@ def run(cache_dir: Path, teacher: Path, samples: int = 64, data_root: Optional[s
             f"{sha[:12]}…; pass the teacher the cache was built with"
         )
     cfg = Config.from_dict({**ckpt["config"], **({"data_root": data_root} if data_root else {})})
-    dataset = build_dataset(spec.dataset, spec.split, cfg.data_root, **cfg.dataset_para)
+    dataset = build_dataset(spec.dataset, spec.split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
     cache.check_request(class_names=dataset.class_names, labels=dataset.labels)
     transform = TransformSpec.from_dict(spec.transform)
     view_data = ViewDataset(dataset, transform, spec.base_seed, train=True, views=spec.views, with_fingerprint=True)
@@ -90,6 +95,7 @@ def run(cache_dir: Path, teacher: Path, samples: int = 64, data_root: Optional[s
         rows.append(compare("label_emb (dense)", emb_t, cached["label_emb"], rtol))
     return {
         "cache": str(cache_dir),
+        "checksums_verified": verify_checksums,
         "pairs": count,
         "fingerprint_mismatches": fp_mismatch,
         "rtol": rtol,

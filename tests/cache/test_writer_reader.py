@@ -316,7 +316,7 @@ def test_refuses_missing_manifest(cache_copy):
 
 def test_refuses_missing_shard(cache_copy):
     (cache_copy / shard_name(1)).unlink()
-    with pytest.raises(CacheCorruptError, match=r"^shard-00001.h5 listed in .*manifest.json is missing; re-run dump-targets to rewrite it$"):
+    with pytest.raises(CacheCorruptError, match=r"^shard-00001.h5 listed in .*manifest.json is missing; re-run dump-targets with the same config and teacher to rewrite it$"):
         TargetCache(cache_copy)
 
 
@@ -362,6 +362,9 @@ def test_verify_checksums_catches_a_flipped_byte(cache_copy):
     TargetCache(cache_copy)  # size and attributes still fine
     with pytest.raises(CacheCorruptError, match=r"^shard-00000.h5 in .* fails its sha256 check \(\w{8}… vs \w{8}… in manifest.json\)"):
         TargetCache(cache_copy, verify_checksums=True)
+    with pytest.raises(CacheCorruptError, match=r"^shard-00000.h5 .* sha256 .*re-run dump-targets"):
+        TargetCache(cache_copy).verify_checksums([0])
+    TargetCache(cache_copy).verify_checksums([1, 2])  # the others are intact
     TargetCache(cache_copy.parent / "cache", verify_checksums=False)
 
 

@@ -2,7 +2,9 @@
 same under torchrun, refuses mismatches; inspect and verify read it."""
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,7 +18,6 @@ import torch
 
 from mlkd_cache.cache.format import MANIFEST_NAME
 from mlkd_cache.cache.reader import TargetCache
-from mlkd_cache.cache.writer import shard_is_complete
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.transforms import TransformSpec, fingerprint
@@ -142,39 +143,53 @@ def test_teacher_for_other_settings_is_refused(tmp_path, trained):
     assert not (tmp_path / "c").exists()
 
 
-def _wait_for_shard(out: Path, proc, timeout=120):
+def _wait_for_shards(out: Path, proc, count: int, timeout=120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if list(out.glob("shard-*.h5")):
+        if len(list(out.glob("shard-*.h5"))) >= count:
             return
         if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read())
+            raise AssertionError(f"the dump ended before it could be killed: {proc.stderr.read()}")
         time.sleep(0.01)
-    raise AssertionError("no shard appeared")
+    raise AssertionError(f"{count} shards never appeared")
 
 
-def test_sigkill_mid_dump_then_rerun_gives_the_uninterrupted_cache(tmp_path, trained):
+KILLS = 3  # SIGKILLs landed on one dump before it is allowed to finish
+
+
+def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_cache(tmp_path, trained):
+    """Kill the same dump three times at seeded random moments (after a random number of new
+    shards, plus a random delay that lands in a teacher pass or a shard write). After every kill:
+    no manifest, no file named .h5 that differs from the uninterrupted dump's; each re-run keeps
+    the shards already done; the last re-run ends with the uninterrupted cache."""
     cfg_path, teacher_pt = trained
     reference = tmp_path / "reference"
     dump.run(dump_cfg(cfg_path, shard_size=16), teacher_pt, reference, progress=False)
+    ref_shards = shard_contents(reference)
 
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "mlkd_cache", "dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt),
             "-o", str(out), "--views", "3", "--set", "cache.shard_size=16", "--no-progress"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_shard(out, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert not (out / MANIFEST_NAME).exists(), "the dump finished before it was killed"
-    written = sorted(out.glob("shard-*.h5"))
-    assert 1 <= len(written) < 12
-    ref_spec = TargetCache(reference).spec
-    for path in written:  # every file named .h5 is complete
-        assert shard_is_complete(path, ref_spec, int(path.stem.split("-")[1]))
+    rng = random.Random(6)
+    done = 0
+    for kill in range(KILLS):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for_shards(out, proc, done + rng.randint(1, 3))
+        time.sleep(rng.uniform(0.0, 0.15))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert not (out / MANIFEST_NAME).exists(), f"kill {kill}: the dump finished before it was killed"
+        written = shard_contents(out)
+        assert done <= len(written) < 12, (kill, done, len(written))
+        for name, (data, attrs) in written.items():  # every file named .h5 is complete and right
+            ref_data, ref_attrs = ref_shards[name]
+            assert all(np.array_equal(data[key], ref_data[key]) for key in ref_data), (kill, name)
+            assert {k: str(v) for k, v in attrs.items()} == {k: str(v) for k, v in ref_attrs.items()}
+        done = len(written)
 
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert f"{len(written)} already complete" in proc.stdout
+    assert f"{12 - done} shard(s) written, {done} already complete" in proc.stdout
     assert not list(out.glob("*.tmp"))
     assert_same_cache(out, reference)
 
@@ -197,7 +212,15 @@ def test_torchrun_two_ranks_equals_one_process(tmp_path, trained):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("cache ") == 1  # rank 0 alone reports
-    assert_same_cache(tmp_path / "ddp", single)
+    ddp = tmp_path / "ddp"
+    assert_same_cache(ddp, single)
+    assert sorted(p.name for p in ddp.iterdir()) == sorted(p.name for p in single.iterdir())  # one manifest, no .tmp
+    # the manifests agree but for the shards' sha256 (each file holds its creation time)
+    manifests = [json.loads((d / MANIFEST_NAME).read_text()) for d in (ddp, single)]
+    for manifest in manifests:
+        for entry in manifest["shards"]:
+            entry.pop("sha256")
+    assert manifests[0] == manifests[1]
 
 
 def test_inspect_and_verify(tmp_path, trained):
@@ -216,4 +239,6 @@ def test_inspect_and_verify(tmp_path, trained):
     with h5py.File(shard, "r+") as fh:
         fh["logits"][...] = fh["logits"][()] + np.float16(0.5)
     proc = run_cli(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "192"])
-    assert proc.returncode == 1 and "verify FAILED" in proc.stderr
+    assert_one_line_error(proc, r"shard-00000.h5 in .* fails its sha256 check")  # the checksum sees it first
+    proc = run_cli(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "192", "--no-verify-checksums"])
+    assert proc.returncode == 1 and "verify FAILED" in proc.stderr  # and the teacher comparison too
