@@ -112,6 +112,7 @@ FIELDS: Dict[str, Field] = {
     # this tool's keys
     "data_root": Field("str?", None, "dataset folder (not needed for digits)"),
     "dataset_para": Field("dict", {}, "extra dataset arguments (e.g. csv file names, digits sizes)"),
+    "bad_images": Field("str", "error", "an image file that cannot be decoded: error (stop, naming it) or skip (decode every image once at start-up, leave out the bad ones, warn with their count)", _one_of("error", "skip")),
     "workers": Field("int", 2, "DataLoader worker processes per rank", _at_least(0)),
     "seed": Field("int", 0, "base seed of initialisation, shuffling and every augmented view (a student distilled from a cache replays the cache's views)", _at_least(0)),
     "pretrained_t": Field("str?", None, "local weights file for the teacher backbone (timm/torchvision state dict)"),
@@ -208,9 +209,15 @@ def _check_relations(v: Dict[str, Any]) -> None:
     unknown = sorted(set(v["asl_para"]) - {"gamma_neg", "gamma_pos", "clip"})
     if unknown:
         raise ConfigError(f"config key 'asl_para' has unknown entries {unknown}; valid: gamma_neg, gamma_pos, clip")
+    top_level = sorted({"bad_images", "workers"} & set(v["dataset_para"]))  # build_dataset takes these itself
+    if top_level:
+        raise ConfigError(f"config key 'dataset_para' holds {top_level[0]!r}, a top-level key; set {top_level[0]} = ... outside dataset_para")
     crit = v["criterion_t2s_para"]
     if "para" not in crit or not isinstance(crit.get("para"), Mapping):
         raise ConfigError("config key 'criterion_t2s_para' must be dict(name=..., para=dict(...))")
+    from .losses.distiller import check_criterion  # imported here: the losses need torch
+
+    check_criterion(crit)  # loss names, slots, weights and parameters, before any command works
 
 
 # --------------------------------------------------------------------------------------------

@@ -89,6 +89,12 @@ def test_partial_sub_dict_keeps_other_defaults(tmp_path):
         ("loss_t = 'focal'\n", r"'loss_t' must be one of bce, asl"),
         ("asl_para = dict(gama_neg=2)\n", r"'asl_para' has unknown entries \['gama_neg'\]"),
         ("criterion_t2s_para = dict(name='L2D')\n", r"criterion_t2s_para' must be dict\(name=..., para=dict"),
+        (  # the criterion is checked with the rest of the config, before teacher-train starts
+            "criterion_t2s_para = dict(name='L2D', para=dict(lambda_logits=1.0, logits_dis=dict(name='LED', para=dict())))\n",
+            r"criterion_t2s_para: LED is a label-embedding loss and goes in le_dis, not logits_dis",
+        ),
+        ("bad_images = 'ignore'\n", r"'bad_images' must be one of error, skip, got 'ignore'"),
+        ("dataset_para = dict(bad_images='skip')\n", r"'dataset_para' holds 'bad_images', a top-level key"),
         ("import os\nx = (\n", r"syntax error at line"),
         ("raise RuntimeError('boom')\n", r"failed to run: RuntimeError: boom"),
     ],

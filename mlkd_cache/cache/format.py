@@ -331,9 +331,13 @@ def check_request(
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (spec.num_samples, spec.num_classes):
+            hint = (
+                " (a dump with bad_images='skip' leaves out undecodable images: set it here too)"
+                if labels.shape[0] > spec.num_samples else ""
+            )
             fail(
                 f"cache built for labels of shape ({spec.num_samples}, {spec.num_classes}), the dataset has "
-                f"{tuple(labels.shape)}; re-run dump-targets or check the dataset split"
+                f"{tuple(labels.shape)}; re-run dump-targets or check the dataset split{hint}"
             )
         digest = labels_digest(labels)
         if digest != spec.labels_sha256:

@@ -1,7 +1,8 @@
 """Datasets: ``voc``, ``coco``, ``nus``, ``csv`` and the embedded ``digits``.
 
-``build_dataset(name, split, root, **params)`` is the one entry point; every dataset is a
-:class:`MultiLabelDataset` (string ``keys``, ``uint8 [N, C]`` ``labels``, ``load_image``).
+``build_dataset(name, split, root, bad_images=..., workers=..., **params)`` is the one entry
+point; every dataset is a :class:`MultiLabelDataset` (string ``keys``, ``uint8 [N, C]``
+``labels``, ``load_image``).
 Importing this package registers all datasets in :data:`DATASETS`.
 """
 from __future__ import annotations
@@ -11,10 +12,11 @@ from typing import Optional
 
 from ..errors import ConfigError
 from ..registry import closest
+from .bad_images import BAD_IMAGE_POLICIES, apply_bad_images
 from .base import DATASETS, SPLITS, MultiLabelDataset, check_split
 from . import coco, csv_folder, digits, nus, voc  # noqa: F401  (registration side effects)
 
-__all__ = ["DATASETS", "SPLITS", "MultiLabelDataset", "build_dataset", "dataset_params"]
+__all__ = ["BAD_IMAGE_POLICIES", "DATASETS", "SPLITS", "MultiLabelDataset", "build_dataset", "dataset_params"]
 
 
 def dataset_params(name: str) -> dict:
@@ -28,9 +30,15 @@ def dataset_params(name: str) -> dict:
     return out
 
 
-def build_dataset(name: str, split: str, root: Optional[str] = None, **params) -> MultiLabelDataset:
+def build_dataset(
+    name: str, split: str, root: Optional[str] = None, *, bad_images: str = "error", workers: int = 0, **params
+) -> MultiLabelDataset:
     """Construct dataset ``name`` for ``split`` (``"train"``, ``"test"``, or another split the
     dataset class lists in ``splits``, such as digits' ``"val"``).
+
+    ``bad_images`` (config key of the same name): ``"error"`` leaves undecodable image files to
+    stop the run when they are read; ``"skip"`` decodes every image now, in ``workers``
+    processes, and leaves out the samples that fail (see :mod:`.bad_images`).
 
     Unknown name, split or param -> :class:`~mlkd_cache.errors.ConfigError`; missing or
     malformed data -> :class:`~mlkd_cache.errors.DataError`.
@@ -46,4 +54,4 @@ def build_dataset(name: str, split: str, root: Optional[str] = None, **params) -
                 f"unknown param {key!r} for dataset {name!r}{dym}; valid: "
                 f"{', '.join(sorted(valid)) or 'none'}"
             )
-    return factory(split=split, root=root, **params)
+    return apply_bad_images(factory(split=split, root=root, **params), bad_images, workers)

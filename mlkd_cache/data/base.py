@@ -80,6 +80,16 @@ class MultiLabelDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Tuple[Image.Image, np.ndarray]:
         return self.load_image(index), self.labels[index].copy()
 
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the samples where ``mask`` (bool ``[N]``) is true, in order (in place)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(self),):
+            raise ValueError(f"mask shape {mask.shape} != ({len(self)},)")
+        self.keys = [k for k, m in zip(self.keys, mask) if m]
+        self.labels = np.ascontiguousarray(self.labels[mask])
+        if self.image_paths is not None:
+            self.image_paths = [p for p, m in zip(self.image_paths, mask) if m]
+
     # -- summaries -----------------------------------------------------------------------
     @property
     def label_counts(self) -> np.ndarray:

@@ -103,7 +103,7 @@ def run(
     ckpt = load_checkpoint(checkpoint, require=("model", "arch", "num_classes", "class_names", "config", "transform"))
     overrides = {"data_root": data_root, "batch_size": batch_size, "workers": workers}
     cfg = Config.from_dict({**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}})
-    dataset = build_dataset(cfg.dataset, split, cfg.data_root, **cfg.dataset_para)
+    dataset = build_dataset(cfg.dataset, split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
     if list(dataset.class_names) != list(ckpt["class_names"]):
         raise CheckpointError(
             f"checkpoint {checkpoint} was trained for {len(ckpt['class_names'])} classes "

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..registry import closest
 from .base import DISTILL_LOSSES, SLOT_NAMES, DistillLoss, KDBatch, check_para
 
-__all__ = ["Distiller"]
+__all__ = ["Distiller", "check_criterion", "plan"]
 
 PARA_KEYS = tuple(k for slot in SLOT_NAMES for k in (f"lambda_{slot}", f"{slot}_dis"))
 SLOT_TITLES = {"ft": "feature", "le": "label-embedding", "logits": "logits"}
@@ -35,8 +35,14 @@ def _slot_of(name: str) -> str:
     raise ConfigError(f"{WHERE}: distillation loss {name!r} belongs to no slot")
 
 
-def _build_part(slot: str, spec: Any, context: Mapping[str, Any]) -> Tuple[str, DistillLoss]:
-    """The loss module of one slot from its ``dict(name=..., para=dict(...))``."""
+# What the trainer passes to the loss factories (sizes known only once data and cache are open).
+CONTEXT_KEYS = ("num_classes", "student_embed_dim", "teacher_embed_dim", "prototypes")
+
+Part = Tuple[str, float, str, Any, Dict[str, Any]]  # slot, lambda, loss name, factory, para
+
+
+def _part(slot: str, spec: Any) -> Tuple[str, Any, Dict[str, Any]]:
+    """``(name, factory, para)`` of one slot's ``dict(name=..., para=dict(...))``."""
     key = f"{slot}_dis"
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ConfigError(f"{WHERE}: {key} must be None or dict(name=..., para=dict(...)), got {spec!r}")
@@ -54,11 +60,54 @@ def _build_part(slot: str, spec: Any, context: Mapping[str, Any]) -> Tuple[str, 
     if home != slot:
         takes = "; ".join(f"{s}_dis takes {', '.join(n)}" for s, n in SLOT_NAMES.items())
         raise ConfigError(f"{WHERE}: {name} is a {SLOT_TITLES[home]} loss and goes in {home}_dis, not {key} ({takes})")
+    return name, factory, dict(para)
+
+
+def _kwargs(slot: str, name: str, factory: Any, para: Mapping[str, Any], context: Mapping[str, Any]) -> Dict[str, Any]:
     try:
-        kwargs = check_para(factory, name, para, context)
+        return check_para(factory, name, para, context)
     except ConfigError as exc:
-        raise ConfigError(f"{WHERE}: {key}: {exc}") from None
-    return name, factory(**kwargs)
+        raise ConfigError(f"{WHERE}: {slot}_dis: {exc}") from None
+
+
+def plan(criterion_t2s_para: Any) -> List[Part]:
+    """The slots that are on, checked: shape, para keys, lambdas, loss names and their slots.
+    Raises :class:`ConfigError` naming the first problem."""
+    if not isinstance(criterion_t2s_para, Mapping) or not isinstance(criterion_t2s_para.get("para"), Mapping):
+        raise ConfigError(f"{WHERE} must be dict(name=..., para=dict(...)), got {criterion_t2s_para!r}")
+    para = criterion_t2s_para["para"]
+    for key in para:
+        if key not in PARA_KEYS:
+            hint = closest(key, PARA_KEYS)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{WHERE}: unknown para key {key!r}{did_you_mean}; valid: {', '.join(PARA_KEYS)}")
+    parts: List[Part] = []
+    for slot in SLOT_NAMES:
+        spec, lam_key = para.get(f"{slot}_dis"), f"lambda_{slot}"
+        if lam_key in para:
+            lam = para[lam_key]
+            if isinstance(lam, bool) or not isinstance(lam, Real):
+                raise ConfigError(f"{WHERE}: {lam_key} must be a number, got {lam!r}")
+            if lam < 0:
+                raise ConfigError(f"{WHERE}: {lam_key} must be >= 0, got {lam}")
+        elif spec is not None:
+            raise ConfigError(f"{WHERE}: {slot}_dis is set but {lam_key} is missing; give its weight")
+        else:
+            lam = 0.0
+        if spec is None or lam == 0:
+            continue
+        name, factory, loss_para = _part(slot, spec)
+        parts.append((slot, float(lam), name, factory, loss_para))
+    return parts
+
+
+def check_criterion(criterion_t2s_para: Any) -> None:
+    """Everything :meth:`Distiller.from_config` checks that needs no data: :func:`plan` plus the
+    parameter names of every loss. Config validation calls it, so a bad criterion stops any
+    command before work starts, not a student run after the teacher was trained."""
+    placeholders = dict.fromkeys(CONTEXT_KEYS)
+    for slot, _lam, name, factory, para in plan(criterion_t2s_para):
+        _kwargs(slot, name, factory, para, placeholders)
 
 
 class Distiller(nn.Module):
@@ -82,31 +131,10 @@ class Distiller(nn.Module):
         reaches the loss factories whose signatures name those arguments. A missing ``*_dis``
         means the slot is off; a slot that is on needs its lambda.
         """
-        if not isinstance(criterion_t2s_para, Mapping) or not isinstance(criterion_t2s_para.get("para"), Mapping):
-            raise ConfigError(f"{WHERE} must be dict(name=..., para=dict(...)), got {criterion_t2s_para!r}")
-        para = criterion_t2s_para["para"]
-        for key in para:
-            if key not in PARA_KEYS:
-                hint = closest(key, PARA_KEYS)
-                did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise ConfigError(f"{WHERE}: unknown para key {key!r}{did_you_mean}; valid: {', '.join(PARA_KEYS)}")
-        parts: List[Tuple[str, float, DistillLoss]] = []
-        for slot in SLOT_NAMES:
-            spec, lam_key = para.get(f"{slot}_dis"), f"lambda_{slot}"
-            if lam_key in para:
-                lam = para[lam_key]
-                if isinstance(lam, bool) or not isinstance(lam, Real):
-                    raise ConfigError(f"{WHERE}: {lam_key} must be a number, got {lam!r}")
-                if lam < 0:
-                    raise ConfigError(f"{WHERE}: {lam_key} must be >= 0, got {lam}")
-            elif spec is not None:
-                raise ConfigError(f"{WHERE}: {slot}_dis is set but {lam_key} is missing; give its weight")
-            else:
-                lam = 0.0
-            if spec is None or lam == 0:
-                continue
-            _, loss = _build_part(slot, spec, context)
-            parts.append((slot, float(lam), loss))
+        parts = [
+            (slot, lam, factory(**_kwargs(slot, name, factory, para, context)))
+            for slot, lam, name, factory, para in plan(criterion_t2s_para)
+        ]
         return cls(parts)
 
     def forward(self, batch: KDBatch) -> Dict[str, Tensor]:
