@@ -1,18 +1,30 @@
 """The ``mlkd-cache`` command: a click group whose commands live one per module.
 
 Any :class:`~mlkd_cache.errors.MlkdError` a command raises becomes one line on stderr and exit
-code 2 (no traceback), the way click reports usage errors.
+code 2 (no traceback); :func:`main` reports click's own usage errors (unknown option, missing
+option, value out of range) the same way, in one line that points at ``--help``. Under torchrun a
+rank that fails leaves at once (:func:`~mlkd_cache.distributed.exit_process`), so torchrun stops
+the other ranks within seconds; a rank whose collective failed because another rank is gone
+says so in one line.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import sys
+import traceback
+from typing import Optional, Sequence
 
 import click
+import torch.distributed
 
 from .. import __version__
+from ..distributed import exit_process, lost_peer, process_group_active
 from ..errors import MlkdError, one_line
 from .common import CONTEXT_SETTINGS
+
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a write the disk refused: the user's to fix
 
 
 class MlkdGroup(click.Group):
@@ -23,10 +35,16 @@ class MlkdGroup(click.Group):
             return super().invoke(ctx)
         except MlkdError as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
-            sys.exit(2)
+            exit_process(2)  # under torchrun: leave at once, so torchrun stops the other ranks
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"error: cannot write{where}: {exc.strerror}; free space or choose another --out", err=True)
+            exit_process(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            exit_process(130)
 
 
 @click.group(cls=MlkdGroup, context_settings=CONTEXT_SETTINGS)
@@ -53,9 +71,43 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="mlkd-cache")
+# click >= 8.2 raises this for a bare ``mlkd-cache``; 8.1 prints the help and exits 0 itself.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def usage_line(exc: click.ClickException) -> str:
+    """``exc`` as one line: ``error: <message> (see 'mlkd-cache <cmd> --help')``."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return f"error: {message}"
+
+
+def main(args: Optional[Sequence[str]] = None) -> None:
+    """Console-script entry point: runs the group and exits with its code (0, 1 for a failed
+    ``verify``, 2 for bad input, 130 when interrupted); click's usage errors become one line."""
+    try:
+        code = app.main(args=args, prog_name="mlkd-cache", standalone_mode=False)
+    except _NO_ARGS_IS_HELP as exc:  # bare ``mlkd-cache``: the help, as click shows it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors and bad parameter values
+        click.echo(usage_line(exc), err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # under torchrun a failing rank must end at once, whatever the error
+        if not process_group_active():
+            raise
+        if lost_peer(exc):  # the rank that failed reports why; this one only stopped waiting for it
+            rank = torch.distributed.get_rank()
+            click.echo(f"error: rank {rank}: another rank failed or was killed while this one waited for it; see its message", err=True)
+        else:
+            traceback.print_exc()
+        exit_process(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
-from ..distributed import DistInfo, average_gradients, barrier, init_distributed, sync_buffers
+from ..distributed import DistInfo, average_gradients, barrier, init_distributed, mean_over_ranks, sync_buffers
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
@@ -39,9 +39,10 @@ log = logging.getLogger("mlkd_cache")
 ROLES = {"t": "teacher", "s": "student"}
 
 # Config keys that must be the same when a run is resumed (the rest may change: data_root,
-# workers, eval_every, stop_epoch_*).
+# workers, eval_every, stop_epoch_*). batch_size may change with the number of processes as long
+# as the global batch (batch_size x processes) stays: a torchrun run can resume in 1 process.
 RESUME_KEYS = (
-    "dataset", "dataset_para", "img_size", "batch_size", "embed_dim", "seed", "transform",
+    "dataset", "dataset_para", "img_size", "embed_dim", "seed", "transform",
     "optimizer", "weight_decay", "pct_start", "asl_para",
 )
 
@@ -79,6 +80,11 @@ class Trainer:
         out: output folder; gets ``checkpoint.pt`` (every epoch), ``final_name`` (at the end)
             and ``metrics.jsonl``.
         resume: continue from ``out/checkpoint.pt``.
+
+    Under torchrun every rank trains on its share of each global batch (``batch_size`` x
+    processes); rank 0 alone writes files; an epoch's loss terms are averaged over ranks (each at
+    ``batch_size`` per process); ``--resume`` may change the number of processes when the global
+    batch stays. A rank that fails ends the run (see :mod:`mlkd_cache.distributed`).
     """
 
     def __init__(self, cfg: Config, role: str, out: Path, resume: bool = False, final_name: Optional[str] = None, progress: bool = True) -> None:
@@ -95,8 +101,8 @@ class Trainer:
         self._check_out_dir()
 
         self.spec = TransformSpec.from_config(cfg)
-        train_set = build_dataset(cfg.dataset, "train", cfg.data_root, **cfg.dataset_para)
-        test_set = build_dataset(cfg.dataset, "test", cfg.data_root, **cfg.dataset_para)
+        train_set = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
+        test_set = build_dataset(cfg.dataset, "test", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
         if list(train_set.class_names) != list(test_set.class_names):
             raise MlkdError("train and test splits disagree on the class list; check the dataset files")
         self.class_names = list(train_set.class_names)
@@ -143,6 +149,7 @@ class Trainer:
         self.metrics_log = MetricsLog(self.files.metrics)
         self.step_log = StepLog(self.files.steps)
         self.start_epoch = 0
+        self.position = "before training"  # "epoch E step S" of the batch in hand
         self.last_metrics: Dict[str, Any] = {}
         if resume:
             self._load_resume_state()
@@ -233,6 +240,7 @@ class Trainer:
                 scaler=self.scaler.state_dict(),
                 extra_modules=[m.state_dict() for m in self.extra_modules],
                 torch_rng=torch.get_rng_state(),
+                world_size=self.info.world_size,
             )
         save_checkpoint(path, payload)
 
@@ -247,6 +255,7 @@ class Trainer:
                 f"cannot resume {self.files.checkpoint}: the config changed ({detail}); "
                 f"restore those values or start a new run in another --out"
             )
+        self._check_global_batch(ckpt)
         self.check_resume(ckpt)
         self.model.load_state_dict(ckpt["model"])
         for module, state in zip(self.extra_modules, ckpt.get("extra_modules", [])):
@@ -262,6 +271,27 @@ class Trainer:
             if self.files.steps.exists():
                 self.step_log.truncate_to(self.start_epoch)
         log.info("resumed %s after epoch %d", self.files.checkpoint, self.start_epoch)
+
+    def _check_global_batch(self, ckpt: Dict[str, Any]) -> None:
+        """The global batch and so the steps per epoch (the schedule) must stay; how it is split
+        over processes may change (each global batch holds the same samples either way)."""
+        old_batch, old_world = int(ckpt["config"]["batch_size"]), int(ckpt.get("world_size", 1))
+        batch, world = self.cfg.batch_size, self.info.world_size
+        if old_batch * old_world != batch * world:
+            hint = (
+                f"--batch-size {old_batch * old_world // world}" if (old_batch * old_world) % world == 0
+                else f"{old_world} process(es) with --batch-size {old_batch}"
+            )
+            raise CheckpointError(
+                f"cannot resume {self.files.checkpoint}: its global batch was {old_batch} x {old_world} process(es), "
+                f"this run has {batch} x {world}; use {hint}"
+            )
+        planned = int(ckpt["scheduler"].get("total_steps", self.scheduler.total_steps))
+        if planned != self.scheduler.total_steps:
+            raise CheckpointError(
+                f"cannot resume {self.files.checkpoint}: it planned {planned} steps, this run {self.scheduler.total_steps}; "
+                f"restore the dataset and epochs it was started with"
+            )
 
     # ---------------------------------------------------------------- loop
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
@@ -282,6 +312,7 @@ class Trainer:
             if non_blocking:
                 image = image.contiguous(memory_format=torch.channels_last)
             batch = (image, *batch[1:])
+            self.position = f"epoch {epoch + 1} step {step + 1}"  # named by errors raised in loss_terms
             with autocast_for(self.info.device, self.amp):
                 outputs = self.ddp(image)
             terms = self.loss_terms(batch, outputs)
@@ -290,7 +321,7 @@ class Trainer:
                 bad = [k for k, v in terms.items() if not torch.isfinite(v)]
                 samples_of = ", ".join(str(int(i)) for i in batch[2][:8])
                 raise MlkdError(
-                    f"loss became non-finite at epoch {epoch + 1} step {step + 1} (term {', '.join(bad)}; "
+                    f"loss became non-finite at {self.position} (term {', '.join(bad)}; "
                     f"batch samples {samples_of}{', ...' if len(batch[2]) > 8 else ''}); "
                     f"lower the learning rate or check the data"
                 )
@@ -310,7 +341,8 @@ class Trainer:
                 self.step_log.add({"epoch": epoch + 1, "step": step + 1, "loss": sum(values.values()), **values, "lr": lr})
             bar.set_postfix(loss=f"{sum(values.values()):.3f}", lr=f"{lr:.2e}")
         elapsed = time.perf_counter() - started
-        row = {f"loss/{k}": v / max(steps, 1) for k, v in sums.items()}
+        # every rank's batches, not rank 0's alone (each rank ran the same number of steps)
+        row = {f"loss/{k}": v / max(steps, 1) for k, v in mean_over_ranks(sums, self.info).items()}
         row["loss"] = sum(row.values())
         row["lr"] = self.scheduler.get_last_lr()[0]
         row["train_time_s"] = elapsed
