@@ -12,7 +12,7 @@ EPILOG = """\b
 Examples:
   mlkd-cache dump-targets -c configs/digits/resnet10t_to_test_resnet_l2d.py \\
       --teacher runs/digits/teacher/teacher.pt -o runs/digits/cache
-  mlkd-cache dump-targets -c CONFIG --teacher teacher.pt -o CACHE --views 8 --dry-run
+  mlkd-cache dump-targets -c CONFIG --views 8 --dry-run     # size before the teacher exists
   torchrun --nproc_per_node=2 -m mlkd_cache dump-targets -c CONFIG --teacher teacher.pt -o CACHE
   (a re-run after an interruption skips the complete shards and redoes the rest)
 """
@@ -20,8 +20,8 @@ Examples:
 
 @click.command("dump-targets", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.option("--config", "-c", "config_path", required=True, help="config file (.py) or a shipped name")
-@click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), required=True, help="teacher.pt from teacher-train")
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="cache folder")
+@click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), default=None, help="teacher.pt from teacher-train (required, except with --dry-run: sizes from the config's model_t)")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, help="cache folder (required, except with --dry-run)")
 @click.option("--views", type=click.IntRange(min=1), default=None, help="augmented views per sample  [default: config cache.views]")
 @click.option("--data-root", default=None, help="dataset folder (overrides data_root)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="teacher batch size per process")

@@ -29,6 +29,7 @@ from ..data.views import ViewDataset
 from ..distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from ..errors import CacheMismatchError, ConfigError
 from .checkpoint import file_sha256, load_checkpoint
+from ..models.model import feature_dim_of
 from .evaluate import autocast_for, model_from_checkpoint
 
 log = logging.getLogger("mlkd_cache")
@@ -243,21 +244,39 @@ def plan_text(spec: CacheSpec, labels: np.ndarray) -> Dict[str, Any]:
     }
 
 
+def planned_teacher(cfg: Config, class_names: Sequence[str]) -> Dict[str, Any]:
+    """What a dump needs to know of the teacher, from the config alone (``--dry-run`` before
+    the teacher is trained): ``model_t``'s pooled feature size, ``embed_dim``, the classes."""
+    return {
+        "arch": cfg.model_t, "num_classes": len(class_names), "class_names": list(class_names),
+        "embed_dim": cfg.embed_dim, "feature_dim": feature_dim_of(cfg.model_t, cfg.img_size),
+    }
+
+
 def run(
     cfg: Config,
-    teacher: Path,
-    out: Path,
+    teacher: Optional[Path],
+    out: Optional[Path],
     views: Optional[int] = None,
     overwrite: bool = False,
     dry_run: bool = False,
     progress: bool = True,
 ) -> Dict[str, Any]:
-    """Dump the teacher's targets for the train split of ``cfg`` into ``out``."""
+    """Dump the teacher's targets for the train split of ``cfg`` into ``out``. With
+    ``dry_run`` nothing is written and only the planned sizes are returned; ``teacher`` may then
+    be ``None`` (sizes from ``model_t`` of the config)."""
     info = init_distributed()
-    teacher, out = Path(teacher), Path(out)
     views = int(views if views is not None else cfg.cache["views"])
     if views < 1:
         raise ConfigError(f"--views must be >= 1, got {views}")
+    if teacher is None or out is None:
+        if not dry_run:
+            raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
+        transform = TransformSpec.from_config(cfg)
+        dataset = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
+        spec = build_spec(cfg, planned_teacher(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
+        return {"dry_run": True, "plan": plan_text(spec, dataset.labels), "is_main": info.is_main}
+    teacher, out = Path(teacher), Path(out)
     ckpt = load_checkpoint(teacher, require=TEACHER_KEYS)
     transform = TransformSpec.from_config(cfg)
     dataset = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)

@@ -345,6 +345,14 @@ def load_backbone_weights(backbone: nn.Module, path: PathLike, timm_name: str = 
     backbone.load_state_dict(state, strict=False)
 
 
+def feature_dim_of(name: str, img_size: Optional[Union[int, Tuple[int, int]]] = None) -> int:
+    """D, the pooled feature size of backbone ``name`` (seed or timm name), read from a copy
+    built on the meta device: no weights are allocated, so ResNet-101 costs milliseconds."""
+    with torch.device("meta"):
+        backbone = _create_backbone(resolve_model_name(name), img_size)
+    return _backbone_dims(backbone)[1]
+
+
 def build_model(
     name: str,
     num_classes: int,

@@ -276,9 +276,13 @@ CASES: Dict[str, Case] = {
         lambda t, b: _dt(t, tiny_config(t), b.teacher, "--set", "cache.views=0"),
         r"config key 'cache\.views' must be >= 1, got 0",
     ),
-    "dump-targets: --teacher missing (click)": Case(
+    "dump-targets: --teacher missing": Case(
         lambda t, b: ["dump-targets", "-c", str(tiny_config(t)), "-o", str(t / "out")],
-        r"Missing option '--teacher'.*\(see 'mlkd-cache dump-targets --help'\)$",
+        r"dump-targets needs --teacher and --out \(only --dry-run works without them\)$",
+    ),
+    "evaluate: --split missing its value (click)": Case(
+        lambda t, b: ["evaluate", str(b.teacher), "--split"],
+        r"Option '--split' requires an argument.*\(see 'mlkd-cache evaluate --help'\)$",
     ),
     "dump-targets: output folder not writable (below a file)": Case(
         lambda t, b: ["dump-targets", "-c", str(tiny_config(t)), "--teacher", str(b.teacher), "-o", str(garbage(t / "file") / "sub")],

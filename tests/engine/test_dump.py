@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlkd_cache.cache.format import MANIFEST_NAME
+from mlkd_cache.cache.format import MANIFEST_NAME, planning_labels
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
@@ -120,6 +120,15 @@ def test_positive_and_dense_agree_and_dry_run_plans_the_real_size(tmp_path, trai
                   for name, arr in datasets.items() if name != "keys")
     assert plan["payload_bytes"] == pytest.approx(payload, rel=0.01)
     assert plan["dense_payload_bytes"] > plan["payload_bytes"]
+
+    # before the teacher exists: sizes from the config's model_t, the same plan
+    assert dump.run(dump_cfg(cfg_path), None, None, dry_run=True)["plan"] == plan
+    # a dataset one does not have, as (N, C, positives per image): the payload depends on the
+    # labels only through their count of positives, so spread labels plan the same bytes
+    labels = pos.labels
+    spread = planning_labels(len(labels), labels.shape[1], labels.sum() / len(labels))
+    assert spread.sum() == labels.sum() and not np.array_equal(spread, labels)
+    assert pos.spec.plan(spread)["payload_bytes"] == pos.spec.plan(labels)["payload_bytes"] == plan["payload_bytes"]
 
 
 def test_rerun_skips_complete_shards_and_refuses_another_dump(tmp_path, trained):
