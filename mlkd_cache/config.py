@@ -276,6 +276,32 @@ class Config:
         return f"Config({self.source or '<dict>'})"
 
 
+_SHOWN_DEFAULTS = {  # defaults too long for a table cell, said in words
+    "criterion_t2s_para": "L2D's: `lambda_logits=10` × MLD, `lambda_le=1` × LED(`lambda_cd=100`, `lambda_id=1000`), no feature loss",
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "`(" + ", ".join(repr(v) for v in value) + ")`"
+    return f"`{value!r}`"
+
+
+def reference_markdown() -> str:
+    """The config reference of the README, from the key tables of this module: one row per key
+    (``transform.*`` and ``cache.*`` sub-keys each on their own row) with its type, default and
+    meaning. A test keeps the README's copy equal to it."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in FIELDS.items():
+        sub = _SUB_SCHEMAS.get(name)
+        entries = [(f"{name}.{k}", f) for k, f in sub.items()] if sub else [(name, field)]
+        for key, f in entries:
+            kind = f.kind.replace("float3", "3 floats").replace("?", " or None")
+            default = _SHOWN_DEFAULTS.get(key) or _shown(f.default)
+            rows.append(f"| `{key}` | {kind} | {default} | {f.doc} |")
+    return "\n".join(rows) + "\n"
+
+
 def shipped_configs_dir() -> Optional[Path]:
     """Folder of the configs shipped with the package (``configs/`` of the source tree)."""
     try:
