@@ -9,6 +9,7 @@ import click
 
 from ..config import load_config, parse_override
 from ..engine import demo as demo_engine
+from ..engine import plot as plot_engine
 from ..errors import ConfigError
 from .common import CONTEXT_SETTINGS, human_size
 
@@ -59,7 +60,8 @@ def _table(rows: List[Dict[str, Any]], seeds: int) -> List[str]:
 def demo(out, config_path, seeds, students, settings, no_progress) -> None:
     """Train the digits teacher, dump its targets, train students without KD and with MLD, L2D
     (MLD + LED) and MPSCD from the cache; print test mAP, OF1, CF1 (L2D top-k protocol) and
-    the wall time of each."""
+    the wall time of each; draw every run's training curves into OUT/plot.png when matplotlib
+    is installed."""
     recipes = [s.strip() for s in students.split(",") if s.strip()]
     if not recipes:
         raise ConfigError(f"--students: no recipe given; choose from {', '.join(demo_engine.STUDENTS)}")
@@ -78,3 +80,7 @@ def demo(out, config_path, seeds, students, settings, no_progress) -> None:
         note = " (reused)" if row["reused"] else ""
         click.echo(f"  {row['model']} {row['loss']}, seed {row['seed']}: {row['checkpoint']}{note}")
     click.echo(f"  metrics per epoch: {out}/**/metrics.jsonl")
+    if result["plot"] is not None:
+        click.echo(f"  training curves: {result['plot']}")
+    else:
+        click.echo(f"  training curves: not drawn; {plot_engine.INSTALL_HINT}")

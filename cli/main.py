@@ -61,10 +61,11 @@ def _register() -> None:
     from .dump_targets import dump_targets
     from .evaluate import evaluate
     from .inspect_cache import inspect_command
+    from .plot import plot
     from .teacher_train import teacher_train
     from .verify import verify
 
-    for command in (teacher_train, dump_targets, distill_student, inspect_command, verify, evaluate, demo):
+    for command in (teacher_train, dump_targets, distill_student, inspect_command, verify, evaluate, plot, demo):
         app.add_command(command)
 
 

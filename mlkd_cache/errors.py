@@ -38,6 +38,14 @@ class CacheCorruptError(MlkdError, OSError):
     """A target cache file is truncated, missing or fails its checksum."""
 
 
+class RunFolderError(MlkdError, ValueError):
+    """A folder given as a training run has no readable metrics.jsonl or no finished epoch in it."""
+
+
+class MissingDependencyError(MlkdError, ImportError):
+    """An optional dependency (a package extra) that the asked-for work needs is not installed."""
+
+
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` as one line.
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..cache.format import MANIFEST_NAME
 from ..config import Config
 from ..errors import ConfigError
-from . import dump
+from . import dump, plot
 from .checkpoint import MetricsLog, load_checkpoint
 from .distill import DistillTrainer
 from .train import Trainer
@@ -64,6 +64,14 @@ def student_config(cfg: Config, recipe: str, seed: int) -> Config:
     return cfg.replace(**changes)
 
 
+def write_curves(out: Path, run_dirs: Sequence[Path], title: Optional[str] = None) -> Optional[Path]:
+    """Draw the training curves of ``run_dirs`` into ``out/plot.png``; ``None`` (nothing drawn)
+    when matplotlib is not installed: the demo does not need it."""
+    if not plot.matplotlib_available():
+        return None
+    return plot.plot_runs(run_dirs, Path(out) / plot.DEFAULT_NAME, title=title)
+
+
 def run(
     cfg: Config,
     out: Path,
@@ -73,7 +81,8 @@ def run(
 ) -> Dict[str, Any]:
     """Teacher in ``out/teacher``, cache in ``out/cache``, students in ``out/student-<recipe>``
     (``out/seed<k>/student-<recipe>`` for the extra seeds). Returns ``{"teacher", "cache",
-    "rows"}``; rows carry model, loss, recipe, seed, metrics, wall_time_s, checkpoint, reused."""
+    "rows", "plot"}``; rows carry model, loss, recipe, seed, metrics, wall_time_s, checkpoint,
+    reused; ``plot`` is ``out/plot.png`` with the curves of every run, or ``None`` without matplotlib."""
     out = Path(out)
     recipes = list(STUDENTS if students is None else students)
     unknown = [r for r in recipes if r not in STUDENTS]
@@ -98,4 +107,6 @@ def run(
                 )
             result = _train_or_reuse(make, run_out, "student.pt")
             rows.append({"model": f"student {cfg.model_s}", "loss": STUDENTS[recipe][0], "recipe": recipe, "seed": seed, **result})
-    return {"teacher": teacher, "cache": cache, "rows": rows}
+    title = f"{cfg.dataset} demo: teacher {cfg.model_t}, students {cfg.model_s}"
+    curves = write_curves(out, [Path(row["checkpoint"]).parent for row in rows], title)
+    return {"teacher": teacher, "cache": cache, "rows": rows, "plot": None if curves is None else str(curves)}

@@ -22,6 +22,8 @@ def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
     terms = json.loads((out / "student-l2d" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"loss/bce", "loss/mld", "loss/led_cd", "loss/led_id"} <= set(terms)
     assert "loss/mld" not in json.loads((out / "student-vanilla" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"training curves: {out / 'plot.png'}" in first.stdout  # every run drawn (tests/cli/test_plot.py)
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     again = run_cli(["demo", "-c", str(cfg), "-o", str(out), "--no-progress"])
     assert again.returncode == 0, again.stderr
