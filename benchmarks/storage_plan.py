@@ -30,7 +30,7 @@ from mlkd_cache.engine.dump import build_spec, planned_teacher
 DATASET_STATS: Dict[str, tuple] = {
     "voc": (5011, 20, 1.46, "VOC 2007 trainval; P approximate"),
     "coco": (82081, 80, 2.905, "COCO 2014 train as in L2D's train_anno.json; P measured on its val file (40,137 images)"),
-    "nus": (125449, 81, 2.4, "NUS-WIDE 81 concepts, images with a label; N and P approximate"),
+    "nus": (161789, 81, 2.4, "NUS-WIDE 81 concepts, the official TrainImagelist.txt the loader reads; P approximate"),
 }
 VIEWS = (1, 4, 8)
 DTYPES = ("float16", "float32")
