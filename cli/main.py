@@ -76,12 +76,18 @@ _register()
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-def usage_line(exc: click.ClickException) -> str:
-    """``exc`` as one line: ``error: <message> (see 'mlkd-cache <cmd> --help')``."""
+def usage_line(exc: click.ClickException, argv: Sequence[str] = ()) -> str:
+    """``exc`` as one line: ``error: <message> (see 'mlkd-cache <cmd> --help')``. Errors raised
+    while options are parsed carry no context; their command is then read from ``argv``."""
     message = " ".join(exc.format_message().split()).rstrip(".")
-    ctx = getattr(exc, "ctx", None)
-    if isinstance(exc, click.UsageError) and ctx is not None:
-        message += f" (see '{ctx.command_path} --help')"
+    if isinstance(exc, click.UsageError):
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            path = ctx.command_path
+        else:
+            command = next((a for a in argv if a in app.commands), None)
+            path = f"mlkd-cache {command}" if command else "mlkd-cache"
+        message += f" (see '{path} --help')"
     return f"error: {message}"
 
 
@@ -94,7 +100,7 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors and bad parameter values
-        click.echo(usage_line(exc), err=True)
+        click.echo(usage_line(exc, sys.argv[1:] if args is None else args), err=True)
         sys.exit(2)
     except click.Abort:
         click.echo("interrupted", err=True)
