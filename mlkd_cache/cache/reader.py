@@ -74,13 +74,15 @@ class TargetCache:
         self.spec: CacheSpec = CacheSpec.from_dict(manifest["spec"])
         self.num_samples = self.spec.num_samples
         self.views = self.spec.views
-        self._shards = [self._open_shard(entry, verify_checksums) for entry in manifest["shards"]]
+        self._shards = [self._open_shard(entry) for entry in manifest["shards"]]
         self._labels = np.concatenate([s.labels for s in self._shards])
         for shard in self._shards:
             shard.labels = None  # kept once, in self._labels (pickled to every worker)
         self._keys: Optional[List[str]] = None
         self._pid: Optional[int] = None
         self._maps: Dict[int, Dict[str, Any]] = {}  # per process: shard -> {name: ndarray | h5py.Dataset}
+        if verify_checksums:  # after every shard's attributes: a foreign shard is named as such
+            self.verify_checksums()
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -122,7 +124,7 @@ class TargetCache:
             )
         return manifest
 
-    def _open_shard(self, entry: Dict[str, Any], verify_checksums: bool) -> _Shard:
+    def _open_shard(self, entry: Dict[str, Any]) -> _Shard:
         where = self.directory
         shard = _Shard(self.directory / entry["file"], entry)
         fix = "re-run dump-targets with the same config and teacher to rewrite it"
@@ -166,25 +168,21 @@ class TargetCache:
                     shard.emb_counts = np.diff(shard.emb_offsets)
             except (KeyError, OSError) as exc:
                 raise CacheCorruptError(f"cannot read {shard.file} in {where} ({exc}); {fix}") from None
-        if verify_checksums:  # last: a shard of another cache is better named by its attributes
-            self._check_sha256(shard, entry)
         return shard
-
-    def _check_sha256(self, shard: _Shard, entry: Dict[str, Any]) -> None:
-        digest = file_sha256(shard.path)
-        if digest != entry["sha256"]:
-            raise CacheCorruptError(
-                f"{shard.file} in {self.directory} fails its sha256 check ({digest[:8]}… vs "
-                f"{str(entry['sha256'])[:8]}… in {MANIFEST_NAME}): its bytes changed after the dump; "
-                f"re-run dump-targets with the same config and teacher to rewrite it"
-            )
 
     def verify_checksums(self, shards: Optional[List[int]] = None) -> None:
         """Compare the sha256 of shards ``shards`` (default: all) with the manifest; raise
         :class:`CacheCorruptError` naming the first shard whose bytes changed (a flipped bit in a
         data block passes every attribute and size check, only the digest catches it)."""
         for k in range(len(self._shards)) if shards is None else shards:
-            self._check_sha256(self._shards[k], self.manifest["shards"][k])
+            shard, listed = self._shards[k], str(self.manifest["shards"][k]["sha256"])
+            digest = file_sha256(shard.path)
+            if digest != listed:
+                raise CacheCorruptError(
+                    f"{shard.file} in {self.directory} fails its sha256 check ({digest[:8]}… vs {listed[:8]}… in "
+                    f"{MANIFEST_NAME}): its bytes changed after the dump; re-run dump-targets with the same "
+                    f"config and teacher to rewrite it"
+                )
 
     # -- per-process handles -------------------------------------------------------------------
 

@@ -269,22 +269,20 @@ def run(
     views = int(views if views is not None else cfg.cache["views"])
     if views < 1:
         raise ConfigError(f"--views must be >= 1, got {views}")
-    if teacher is None or out is None:
-        if not dry_run:
-            raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
-        transform = TransformSpec.from_config(cfg)
-        dataset = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
-        spec = build_spec(cfg, planned_teacher(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
-        return {"dry_run": True, "plan": plan_text(spec, dataset.labels), "is_main": info.is_main}
-    teacher, out = Path(teacher), Path(out)
-    ckpt = load_checkpoint(teacher, require=TEACHER_KEYS)
+    if not dry_run and (teacher is None or out is None):
+        raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
+    ckpt = load_checkpoint(Path(teacher), require=TEACHER_KEYS) if teacher is not None else None
     transform = TransformSpec.from_config(cfg)
     dataset = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
-    check_teacher_fits(cfg, ckpt, dataset, transform, teacher)
-    spec = build_spec(cfg, ckpt, file_sha256(teacher), dataset, views, transform)
+    if ckpt is None:  # a dry run before the teacher exists: sizes from the config's model_t
+        spec = build_spec(cfg, planned_teacher(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
+    else:
+        check_teacher_fits(cfg, ckpt, dataset, transform, Path(teacher))
+        spec = build_spec(cfg, ckpt, file_sha256(Path(teacher)), dataset, views, transform)
     if dry_run:
         return {"dry_run": True, "plan": plan_text(spec, dataset.labels), "is_main": info.is_main}
 
+    out = Path(out)
     todo, kept = prepare_out_dir(out, spec, overwrite, info)
     mine = [k for k in todo if k % info.world_size == info.rank]
     view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True)

@@ -125,7 +125,7 @@ def test_file_size_limit_on_the_first_shard(built, tmp_path):
     def limit():  # in the child, before exec: 16 KiB per file
         resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
 
-    args = [sys.executable, "-m", "mlkd_cache", *built.dump_args(out)[0:]]
+    args = [sys.executable, "-m", "mlkd_cache", *built.dump_args(out)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=limit)
     assert_one_line_error(proc, r"cannot write .*shard-00000\.h5: File too large")
     assert list(out.iterdir()) == []  # no shard, no .tmp, no manifest
