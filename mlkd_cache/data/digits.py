@@ -17,8 +17,11 @@ scratch reaches about 91 test mAP (97-98 without the distractors and noise). Lay
 composited by pixel-wise maximum. Labels are the set of digit classes present (classes
 ``"0".."9"``), so a canvas has 1..4 positive labels.
 
-Everything is a pure function of the params: one ``numpy.random.Generator`` per purpose,
-seeded from ``seed`` (independent of the training seed); the global RNGs are never touched.
+Everything is a pure function of the params: canvases are drawn in blocks of ``BLOCK``, each
+block from its own ``numpy.random.Generator`` seeded from ``(seed, split, block)`` (independent
+of the training seed); the global RNGs are never touched. So a split of n canvases is exactly
+the first n canvases of any larger split with the same params: a teacher trained on
+``train_size=8000`` has seen every canvas of a student's ``train_size=1000``.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ PLACEMENT_TRIES = 16
 NOISE_STD = 16.0  # background noise, in 0..255 units
 GAIN_RANGE = (0.4, 1.0)  # stroke intensity of a digit
 MAX_FRAGMENTS = 2  # distractors: up to this many half-size crops of other scans (no label)
+BLOCK = 500  # canvases drawn per random stream: a split of n canvases is the first n of a larger one
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,6 +75,74 @@ def split_source_pools(seed: int):
     perm = np.random.default_rng(np.random.SeedSequence([seed, 0])).permutation(len(targets))
     n_train = int(round(TRAIN_POOL_FRACTION * len(targets)))
     return np.sort(perm[:n_train]), np.sort(perm[n_train:])
+
+
+def _render_block(rng: np.random.Generator, pool: np.ndarray, canvas: int, d: int, m: int):
+    """``BLOCK`` canvases drawn from ``rng``: ``(images uint8 [B, canvas, canvas], labels uint8
+    [B, 10], source_indices [B, m], digit_classes [B, m], positions [B, m, 2])``, -1 padded."""
+    n = BLOCK
+    _, targets = _source_scans()
+    scans = _resized_scans(d)
+    counts = rng.integers(1, m + 1, size=n)
+    active = np.arange(m)[None, :] < counts[:, None]  # [n, m]
+    src = pool[rng.integers(0, len(pool), size=(n, m))]
+    gain = rng.uniform(*GAIN_RANGE, size=(n, m)).astype(np.float32)
+    cand = rng.integers(0, canvas - d + 1, size=(n, m, PLACEMENT_TRIES, 2))
+    noise = rng.normal(0.0, NOISE_STD, size=(n, canvas, canvas)).astype(np.float32)
+
+    # Place slot by slot, vectorised over canvases: for each candidate spot, the largest
+    # overlap (in px) with the digits already placed; take the first acceptable candidate,
+    # else the least overlapping one.
+    pos = np.full((n, m, 2), -1, dtype=np.int64)
+    limit = MAX_OVERLAP * d * d
+    rows = np.arange(n)
+    for j in range(m):
+        c = cand[:, j]  # [n, T, 2]
+        if j == 0:
+            choice = np.zeros(n, dtype=np.int64)
+        else:
+            prev = pos[:, :j][:, None, :, :]  # [n, 1, j, 2]
+            ov = np.clip(d - np.abs(c[:, :, None, :] - prev), 0, None).prod(axis=-1)
+            ov = np.where(active[:, None, :j], ov, 0).max(axis=-1)  # [n, T]
+            ok = ov <= limit
+            choice = np.where(ok.any(axis=1), ok.argmax(axis=1), ov.argmin(axis=1))
+        pos[:, j] = np.where(active[:, j, None], c[rows, choice], -1)
+
+    img = np.zeros((n, canvas, canvas), dtype=np.float32)
+    offs = np.arange(d)
+    for j in range(m):
+        idx = np.nonzero(active[:, j])[0]
+        ys = pos[idx, j, 0][:, None, None] + offs[None, :, None]
+        xs = pos[idx, j, 1][:, None, None] + offs[None, None, :]
+        glyph = scans[src[idx, j]].astype(np.float32) * gain[idx, j, None, None]
+        cur = img[idx[:, None, None], ys, xs]
+        img[idx[:, None, None], ys, xs] = np.maximum(cur, glyph)
+    if MAX_FRAGMENTS:
+        f = MAX_FRAGMENTS
+        fs = max(2, d // 2)
+        frag_on = np.arange(f)[None, :] < rng.integers(0, f + 1, size=n)[:, None]
+        frag_src = pool[rng.integers(0, len(pool), size=(n, f))]
+        frag_off = rng.integers(0, d - fs + 1, size=(n, f, 2))
+        frag_pos = rng.integers(0, canvas - fs + 1, size=(n, f, 2))
+        frag_gain = rng.uniform(*GAIN_RANGE, size=(n, f)).astype(np.float32)
+        o = np.arange(fs)
+        for j in range(f):
+            idx = np.nonzero(frag_on[:, j])[0]
+            sy = frag_off[idx, j, 0][:, None, None] + o[None, :, None]
+            sx = frag_off[idx, j, 1][:, None, None] + o[None, None, :]
+            glyph = scans[frag_src[idx, j][:, None, None], sy, sx].astype(np.float32)
+            glyph *= frag_gain[idx, j, None, None]
+            ys = frag_pos[idx, j, 0][:, None, None] + o[None, :, None]
+            xs = frag_pos[idx, j, 1][:, None, None] + o[None, None, :]
+            cur = img[idx[:, None, None], ys, xs]
+            img[idx[:, None, None], ys, xs] = np.maximum(cur, glyph)
+    img = np.clip(np.rint(img + noise), 0, 255).astype(np.uint8)
+
+    cls = np.where(active, targets[src], -1)
+    labels = np.zeros((n, len(DIGIT_CLASSES)), dtype=np.uint8)
+    r, k = np.nonzero(active)
+    labels[r, cls[r, k]] = 1
+    return img, labels, np.where(active, src, -1), cls, pos
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -109,75 +181,16 @@ class DigitsDataset(MultiLabelDataset):
         n = {"train": train_size, "val": val_size, "test": test_size}[split]
         train_pool, test_pool = split_source_pools(seed)
         pool = test_pool if split == "test" else train_pool
-        _, targets = _source_scans()
-        scans = _resized_scans(digit_size)
         stream = {"train": 1, "test": 2, "val": 3}[split]
-        rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
-
-        d, m = digit_size, max_digits
-        counts = rng.integers(1, m + 1, size=n)
-        active = np.arange(m)[None, :] < counts[:, None]  # [n, m]
-        src = pool[rng.integers(0, len(pool), size=(n, m))]
-        gain = rng.uniform(*GAIN_RANGE, size=(n, m)).astype(np.float32)
-        cand = rng.integers(0, canvas - d + 1, size=(n, m, PLACEMENT_TRIES, 2))
-        noise = rng.normal(0.0, NOISE_STD, size=(n, canvas, canvas)).astype(np.float32)
-
-        # Place slot by slot, vectorised over canvases: for each candidate spot, the largest
-        # overlap (in px) with the digits already placed; take the first acceptable candidate,
-        # else the least overlapping one.
-        pos = np.full((n, m, 2), -1, dtype=np.int64)
-        limit = MAX_OVERLAP * d * d
-        rows = np.arange(n)
-        for j in range(m):
-            c = cand[:, j]  # [n, T, 2]
-            if j == 0:
-                choice = np.zeros(n, dtype=np.int64)
-            else:
-                prev = pos[:, :j][:, None, :, :]  # [n, 1, j, 2]
-                ov = np.clip(d - np.abs(c[:, :, None, :] - prev), 0, None).prod(axis=-1)
-                ov = np.where(active[:, None, :j], ov, 0).max(axis=-1)  # [n, T]
-                ok = ov <= limit
-                choice = np.where(ok.any(axis=1), ok.argmax(axis=1), ov.argmin(axis=1))
-            pos[:, j] = np.where(active[:, j, None], c[rows, choice], -1)
-
-        img = np.zeros((n, canvas, canvas), dtype=np.float32)
-        offs = np.arange(d)
-        for j in range(m):
-            idx = np.nonzero(active[:, j])[0]
-            ys = pos[idx, j, 0][:, None, None] + offs[None, :, None]
-            xs = pos[idx, j, 1][:, None, None] + offs[None, None, :]
-            glyph = scans[src[idx, j]].astype(np.float32) * gain[idx, j, None, None]
-            cur = img[idx[:, None, None], ys, xs]
-            img[idx[:, None, None], ys, xs] = np.maximum(cur, glyph)
-        if MAX_FRAGMENTS:
-            f = MAX_FRAGMENTS
-            fs = max(2, d // 2)
-            frag_on = np.arange(f)[None, :] < rng.integers(0, f + 1, size=n)[:, None]
-            frag_src = pool[rng.integers(0, len(pool), size=(n, f))]
-            frag_off = rng.integers(0, d - fs + 1, size=(n, f, 2))
-            frag_pos = rng.integers(0, canvas - fs + 1, size=(n, f, 2))
-            frag_gain = rng.uniform(*GAIN_RANGE, size=(n, f)).astype(np.float32)
-            o = np.arange(fs)
-            for j in range(f):
-                idx = np.nonzero(frag_on[:, j])[0]
-                sy = frag_off[idx, j, 0][:, None, None] + o[None, :, None]
-                sx = frag_off[idx, j, 1][:, None, None] + o[None, None, :]
-                glyph = scans[frag_src[idx, j][:, None, None], sy, sx].astype(np.float32)
-                glyph *= frag_gain[idx, j, None, None]
-                ys = frag_pos[idx, j, 0][:, None, None] + o[None, :, None]
-                xs = frag_pos[idx, j, 1][:, None, None] + o[None, None, :]
-                cur = img[idx[:, None, None], ys, xs]
-                img[idx[:, None, None], ys, xs] = np.maximum(cur, glyph)
-        img = np.clip(np.rint(img + noise), 0, 255).astype(np.uint8)
-
-        cls = np.where(active, targets[src], -1)
-        labels = np.zeros((n, 10), dtype=np.uint8)
-        r, k = np.nonzero(active)
-        labels[r, cls[r, k]] = 1
+        blocks = [
+            _render_block(np.random.default_rng(np.random.SeedSequence([seed, stream, b])), pool, canvas, digit_size, max_digits)
+            for b in range(-(-n // BLOCK))
+        ]
+        img, labels, src, cls, pos = (np.concatenate(parts)[:n] for parts in zip(*blocks))
 
         self.images = img
         self.source_pool = pool
-        self.source_indices = np.where(active, src, -1)
+        self.source_indices = src
         self.digit_classes = cls
         self.positions = pos
         keys = [f"digits/{split}/{i:06d}" for i in range(n)]

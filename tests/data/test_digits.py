@@ -83,3 +83,13 @@ def test_params():
         build_dataset("digits", "train", canvas=12, digit_size=16)
     with pytest.raises(ConfigError, match="param seed must be an integer"):
         build_dataset("digits", "train", seed="x")
+
+
+def test_a_smaller_split_is_a_prefix_of_a_larger_one():
+    """Canvases come in seeded blocks: the students' 1,000 are the teacher's first 1,000."""
+    small = build_dataset("digits", "train", train_size=700)
+    large = build_dataset("digits", "train", train_size=1200)
+    np.testing.assert_array_equal(small.images, large.images[:700])
+    np.testing.assert_array_equal(small.labels, large.labels[:700])
+    assert small.keys == large.keys[:700]
+    assert not np.array_equal(large.images[:500], large.images[500:1000])  # blocks differ
