@@ -112,6 +112,7 @@ FIELDS: Dict[str, Field] = {
     # this tool's keys
     "data_root": Field("str?", None, "dataset folder (not needed for digits)"),
     "dataset_para": Field("dict", {}, "extra dataset arguments (e.g. csv file names, digits sizes)"),
+    "dataset_para_t": Field("dict", {}, "dataset arguments for teacher-train only, over dataset_para (e.g. a larger digits train_size: a teacher that saw more images than its students; the cache covers dataset_para's train split)"),
     "bad_images": Field("str", "error", "an image file that cannot be decoded: error (stop, naming it) or skip (decode every image once at start-up, leave out the bad ones, warn with their count)", _one_of("error", "skip")),
     "workers": Field("int", 2, "DataLoader worker processes per rank", _at_least(0)),
     "seed": Field("int", 0, "base seed of initialisation, shuffling and every augmented view (a student distilled from a cache replays the cache's views)", _at_least(0)),
@@ -125,7 +126,8 @@ FIELDS: Dict[str, Field] = {
     "weight_decay": Field("float", 1e-4, "weight decay of non-bias, non-norm parameters", _at_least(0)),
     "pct_start": Field("float", 0.2, "OneCycle warm-up fraction", _open_unit_interval),
     "amp": Field("bool", True, "mixed precision on CUDA (ignored on CPU)"),
-    "eval_every": Field("int", 1, "evaluate on the test split every this many epochs (and after the last)", _at_least(1)),
+    "eval_every": Field("int", 1, "evaluate on eval_split every this many epochs (and after the last)", _at_least(1)),
+    "eval_split": Field("str", "test", "split scored during training and reported: test, or val to choose epochs and hyper-parameters without the test split (digits has one)", _one_of("test", "val")),
     "log_every": Field("int", 10, "write the loss terms of every N-th training step to OUT/steps.jsonl (0 = off)", _at_least(0)),
     "replay_check": Field("float", 0.05, "share of each epoch's student inputs whose fingerprints are compared with the cache (0 = off)", _unit_interval),
     "transform": Field("dict", {k: f.default for k, f in TRANSFORM_FIELDS.items()}, "train augmentation spec"),
@@ -209,9 +211,10 @@ def _check_relations(v: Dict[str, Any]) -> None:
     unknown = sorted(set(v["asl_para"]) - {"gamma_neg", "gamma_pos", "clip"})
     if unknown:
         raise ConfigError(f"config key 'asl_para' has unknown entries {unknown}; valid: gamma_neg, gamma_pos, clip")
-    top_level = sorted({"bad_images", "workers"} & set(v["dataset_para"]))  # build_dataset takes these itself
-    if top_level:
-        raise ConfigError(f"config key 'dataset_para' holds {top_level[0]!r}, a top-level key; set {top_level[0]} = ... outside dataset_para")
+    for key in ("dataset_para", "dataset_para_t"):
+        top_level = sorted({"bad_images", "workers"} & set(v[key]))  # build_dataset takes these itself
+        if top_level:
+            raise ConfigError(f"config key {key!r} holds {top_level[0]!r}, a top-level key; set {top_level[0]} = ... outside {key}")
     crit = v["criterion_t2s_para"]
     if "para" not in crit or not isinstance(crit.get("para"), Mapping):
         raise ConfigError("config key 'criterion_t2s_para' must be dict(name=..., para=dict(...))")
@@ -264,6 +267,14 @@ class Config:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: Optional[str] = None) -> "Config":
         return cls(values, source)
+
+    def dataset_params(self, role: str) -> Dict[str, Any]:
+        """Dataset arguments of role ``"t"`` (``dataset_para`` with ``dataset_para_t`` over it) or
+        ``"s"`` (``dataset_para``: the students' data, which the cache covers)."""
+        params = dict(self._values["dataset_para"])
+        if role == "t":
+            params.update(self._values["dataset_para_t"])
+        return copy.deepcopy(params)
 
     def epochs(self, role: str) -> Tuple[int, int]:
         """``(planned, run)`` epochs for role ``"t"`` or ``"s"``: the schedule length and where

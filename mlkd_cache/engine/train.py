@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config
+from ..config import FIELDS, Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
@@ -72,7 +72,8 @@ class RunFiles:
 
 
 class Trainer:
-    """Trains ``model_<role>`` of ``cfg`` on the train split and scores it on the test split.
+    """Trains ``model_<role>`` of ``cfg`` on the train split and scores it on the split
+    ``cfg.eval_split`` (test by default; val to choose epochs and hyper-parameters).
 
     Args:
         cfg: validated config.
@@ -101,10 +102,11 @@ class Trainer:
         self._check_out_dir()
 
         self.spec = TransformSpec.from_config(cfg)
-        train_set = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
-        test_set = build_dataset(cfg.dataset, "test", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
+        params = cfg.dataset_params(role)
+        train_set = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **params)
+        test_set = build_dataset(cfg.dataset, cfg.eval_split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **params)
         if list(train_set.class_names) != list(test_set.class_names):
-            raise MlkdError("train and test splits disagree on the class list; check the dataset files")
+            raise MlkdError(f"train and {cfg.eval_split} splits disagree on the class list; check the dataset files")
         self.class_names = list(train_set.class_names)
         self.train_data = self.make_train_data(train_set)
         self.test_data = ViewDataset(test_set, self.spec, cfg.seed, train=False)
@@ -180,7 +182,8 @@ class Trainer:
 
     def resume_keys(self) -> list:
         """Config keys that must not change across ``--resume``."""
-        return [*RESUME_KEYS, *(f"{k}_{self.role}" for k in ("model", "lr", "max_epoch", "loss"))]
+        own = ("model", "lr", "max_epoch", "loss", "dataset_para") if self.role == "t" else ("model", "lr", "max_epoch", "loss")
+        return [*RESUME_KEYS, *(f"{k}_{self.role}" for k in own)]
 
     def check_resume(self, ckpt: Dict[str, Any]) -> None:
         """Refuse to resume ``ckpt`` when it belongs to another run (beyond the config keys)."""
@@ -248,7 +251,7 @@ class Trainer:
         ckpt = load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch", "config"))
         old = ckpt["config"]
         now = self.cfg.to_dict()
-        changed = [k for k in self.resume_keys() if old.get(k) != now[k]]
+        changed = [k for k in self.resume_keys() if old.get(k, FIELDS[k].default) != now[k]]  # a key newer than the checkpoint: its default
         if changed:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in changed[:3])
             raise CheckpointError(
