@@ -16,7 +16,9 @@ Examples:
       --cache runs/digits/cache -o runs/digits/student-l2d
   mlkd-cache distill-student -c CONFIG --cache CACHE -o OUT \\
       --set "criterion_t2s_para=dict(name='MLD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict())))"
-  mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt -o OUT   # online baseline
+  mlkd-cache distill-student -c CONFIG --no-kd -o OUT                                   # no-KD baseline
+  mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt --fresh-views -o OUT   # online, L2D's regime
+  mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt -o OUT   # online, the cache's views
   torchrun --nproc_per_node=2 -m mlkd_cache distill-student -c CONFIG --cache CACHE -o OUT
 """
 
@@ -24,22 +26,27 @@ Examples:
 @click.command("distill-student", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="cache folder written by dump-targets (offline distillation)")
 @click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), default=None, help="teacher.pt to run live on the same views instead (online baseline)")
+@click.option("--fresh-views", is_flag=True, help="with --teacher: a fresh augmentation every epoch (L2D's regime) instead of cycling cache.views replayed views")
+@click.option("--no-kd", is_flag=True, help="no distillation: the hard-label loss alone, a fresh view every epoch, same loop and schedule (the baseline row of a KD table)")
 @click.option("--verify-checksums/--no-verify-checksums", default=True, help="compare every shard's sha256 with the manifest before training (each rank hashes its share of the shards)")
 @config_options("s", out_default="runs/<config name>/student")
-def distill_student(config_path, out, settings, resume, no_progress, cache, teacher, verify_checksums, **cli) -> None:
+def distill_student(config_path, out, settings, resume, no_progress, cache, teacher, fresh_views, no_kd, verify_checksums, **cli) -> None:
     """Train the student (model_s) with the hard-label loss plus the distiller of
     criterion_t2s_para, the teacher's logits, features and label-wise embeddings read from
-    --cache; writes OUT/student.pt, OUT/checkpoint.pt, OUT/metrics.jsonl and OUT/steps.jsonl."""
+    --cache (or computed by a live --teacher; or, with --no-kd, no distillation at all);
+    writes OUT/student.pt, OUT/checkpoint.pt, OUT/metrics.jsonl and OUT/steps.jsonl."""
     cfg = build_config("s", config_path, settings, **cli)
     out = out if out is not None else default_out(config_path, None) / "student"
     result = distill.run(
-        cfg, out, cache=cache, teacher=teacher, resume=resume, progress=not no_progress, verify_checksums=verify_checksums
+        cfg, out, cache=cache, teacher=teacher, resume=resume, progress=not no_progress, verify_checksums=verify_checksums,
+        fresh_views=fresh_views, no_kd=no_kd,
     )
     if result["is_main"]:
-        source = f"cache {cache}" if result["mode"] == "offline" else f"live teacher {teacher}"
+        views = "a fresh view every epoch" if result["views"] == "fresh" else f"{result['views']} views"
+        source = {"offline": f"offline from cache {cache}", "online": f"online from live teacher {teacher}", "no-kd": "without distillation"}[result["mode"]]
         click.echo(
-            f"student {cfg.model_s}: trained {result['epochs']} epochs, {result['mode']} from {source} "
-            f"({result['views']} views), loss {' + '.join(result['terms'])} -> {result['final']}"
+            f"student {cfg.model_s}: trained {result['epochs']} epochs, {source} "
+            f"({views}), loss {' + '.join(result['terms'])} -> {result['final']}"
         )
         if result["metrics"]:
             click.echo(f"test {format_metrics(result['metrics'])}")

@@ -6,8 +6,13 @@ of ``criterion_t2s_para``, the teacher's side of every loss coming from one of t
   cache's base seed; :class:`CachedTargetsCollate` fetches the teacher targets of exactly those
   (sample, view) pairs, batched, inside the DataLoader workers. No teacher is in memory.
 * :class:`LiveTeacher` (online baseline, what the L2D code does every step): ``teacher.pt`` is
-  run on the very same replayed views. It exists to compare against, and to prove that offline
-  distillation teaches what online distillation teaches.
+  run on every batch, either on the very same replayed views as a cache of ``cache.views``
+  views (to prove that offline distillation teaches what online distillation teaches) or, with
+  ``fresh_views``, on a fresh augmentation every epoch (L2D's own regime: view = epoch, seeded
+  from the student's ``seed``, exactly the views the no-KD student sees).
+
+:func:`run` with ``no_kd`` trains the same student in the same loop, schedule and augmentation
+(a fresh view every epoch) with the hard-label loss alone: the first row of every KD table.
 
 Before the first step the cache is checked against the dataset and config (classes, labels,
 img_size, transform); during training the fingerprints of a share ``replay_check`` of every
@@ -173,11 +178,14 @@ class LiveTeacher:
 
     mode = "online"
 
-    def __init__(self, path: Path, cfg: Config) -> None:
+    def __init__(self, path: Path, cfg: Config, fresh_views: bool = False) -> None:
         self.path = Path(path)
         self.ckpt = load_checkpoint(self.path, require=TEACHER_KEYS)
         self.sha256 = file_sha256(self.path)
-        self.views, self.base_seed = int(cfg.cache["views"]), int(cfg.seed)
+        # views: the cycle length of the replayed views, None for a fresh view every epoch;
+        # prototypes (MPSCD) are averaged over cache.views views either way, as a cache's are.
+        self.prototype_views, self.base_seed = int(cfg.cache["views"]), int(cfg.seed)
+        self.views: Optional[int] = None if fresh_views else self.prototype_views
         self.embed_dim = int(self.ckpt["embed_dim"])
         self.model = model_from_checkpoint(self.ckpt).eval()
         for p in self.model.parameters():
@@ -202,7 +210,7 @@ class LiveTeacher:
         embeddings of every positive label over all V views), computed by running the teacher
         over every (sample, view) pair once; ranks split the pairs and sum."""
         device = next(self.model.parameters()).device
-        pairs = shard_pairs(0, len(view_data), self.views)[info.rank :: info.world_size]
+        pairs = shard_pairs(0, len(view_data), self.prototype_views)[info.rank :: info.world_size]
         acc = PrototypeAccumulator(len(view_data.class_names), self.embed_dim)
         loader = DataLoader(PairDataset(view_data, pairs), batch_size=batch_size, num_workers=workers)
         with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG
@@ -221,7 +229,7 @@ class LiveTeacher:
     def identity(self) -> Dict[str, Any]:
         return {
             "mode": self.mode, "source": str(self.path), "teacher_arch": str(self.ckpt["arch"]),
-            "teacher_sha256": self.sha256, "views": self.views, "base_seed": self.base_seed,
+            "teacher_sha256": self.sha256, "views": "fresh" if self.views is None else self.views, "base_seed": self.base_seed,
         }
 
     @torch.no_grad()
@@ -243,14 +251,17 @@ class DistillTrainer(Trainer):
         resume: bool = False,
         progress: bool = True,
         verify_checksums: bool = True,
+        fresh_views: bool = False,
     ) -> None:
         if (cache is None) == (teacher is None):
             raise ConfigError(
                 "give either --cache DIR (offline, from dump-targets) or --teacher teacher.pt (online baseline), not "
                 + ("both" if cache is not None else "neither")
             )
+        if fresh_views and teacher is None:
+            raise ConfigError("--fresh-views needs --teacher: a cache holds a fixed set of views; drop --fresh-views or pass --teacher")
         # The teacher is built before the student's seed is set, so both modes initialise alike.
-        self.source = CacheTargets(cache, verify_checksums) if cache is not None else LiveTeacher(teacher, cfg)
+        self.source = CacheTargets(cache, verify_checksums) if cache is not None else LiveTeacher(teacher, cfg, fresh_views)
         super().__init__(cfg, "s", out, resume=resume, final_name="student.pt", progress=progress)
 
     # ---------------------------------------------------------------- Trainer hooks
@@ -320,12 +331,28 @@ def run(
     resume: bool = False,
     progress: bool = True,
     verify_checksums: bool = True,
+    fresh_views: bool = False,
+    no_kd: bool = False,
 ) -> Dict[str, Any]:
-    """Distil ``model_s`` of ``cfg`` into ``out`` from a cache (offline) or a live teacher (online)."""
-    trainer = DistillTrainer(cfg, out, cache=cache, teacher=teacher, resume=resume, progress=progress, verify_checksums=verify_checksums)
+    """Train ``model_s`` of ``cfg`` into ``out``: distilled from a cache (offline), from a live
+    teacher on the cached views' replay or on ``fresh_views`` (online), or with ``no_kd`` from
+    the labels alone (hard-label loss, a fresh view every epoch; no cache, no teacher)."""
+    if no_kd:
+        if cache is not None or teacher is not None or fresh_views:
+            given = "--cache" if cache is not None else "--teacher" if teacher is not None else "--fresh-views"
+            raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
+        trainer: Trainer = Trainer(cfg, "s", out, resume=resume, final_name="student.pt", progress=progress)
+        result = trainer.fit()
+        result.update(mode="no-kd", views="fresh", terms=[trainer.hard_loss.name], steps_log=str(trainer.files.steps) if cfg.log_every else None)
+        return result
+    trainer = DistillTrainer(
+        cfg, out, cache=cache, teacher=teacher, resume=resume, progress=progress, verify_checksums=verify_checksums,
+        fresh_views=fresh_views,
+    )
     result = trainer.fit()
+    views = trainer.source.views
     result.update(
-        mode=trainer.source.mode, views=trainer.source.views, terms=[trainer.hard_loss.name, *trainer.distiller.names()],
+        mode=trainer.source.mode, views="fresh" if views is None else views, terms=[trainer.hard_loss.name, *trainer.distiller.names()],
         steps_log=str(trainer.files.steps) if cfg.log_every else None,
     )
     return result
