@@ -18,21 +18,13 @@ from ..errors import ConfigError
 from . import dump, plot
 from .checkpoint import MetricsLog, load_checkpoint
 from .distill import DistillTrainer
+from .recipes import RECIPES, student_config
 from .train import Trainer
 
 DEFAULT_CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
 
-_MLD = dict(name="MLD", para=dict())
-
-# Student recipes: run name -> (loss label, criterion_t2s_para; None = no distillation, and
-# "config" = the config's own criterion, which for the shipped digits config is L2D's).
-STUDENTS: Dict[str, tuple] = {
-    "vanilla": ("BCE (no KD)", None),
-    "mld": ("BCE + MLD", dict(name="MLD", para=dict(lambda_logits=10.0, logits_dis=_MLD))),
-    "l2d": ("BCE + MLD + LED", "config"),
-    "mpscd": ("BCE + MLD + MPSCD", dict(name="MPSCD", para=dict(
-        lambda_logits=10.0, logits_dis=_MLD, lambda_le=1.0, le_dis=dict(name="MPSCD", para=dict())))),
-}
+STUDENTS = RECIPES  # the recipes the demo trains, in this order
+DEFAULT_STUDENTS = ("vanilla", "mld", "l2d", "mpscd")
 
 
 def _train_or_reuse(make: Callable[[bool], Trainer], out: Path, final_name: str) -> Dict[str, Any]:
@@ -55,15 +47,6 @@ def _dump_or_reuse(cfg: Config, teacher: Path, out: Path, progress: bool) -> Dic
     return {"out": str(out), "seconds": time.perf_counter() - started, "reused": False, "bytes": result.get("total_bytes")}
 
 
-def student_config(cfg: Config, recipe: str, seed: int) -> Config:
-    """``cfg`` with the criterion of ``STUDENTS[recipe]`` and student seed ``seed``."""
-    criterion = STUDENTS[recipe][1]
-    changes: Dict[str, Any] = {"seed": seed}
-    if isinstance(criterion, dict):
-        changes["criterion_t2s_para"] = criterion
-    return cfg.replace(**changes)
-
-
 def write_curves(out: Path, run_dirs: Sequence[Path], title: Optional[str] = None) -> Optional[Path]:
     """Draw the training curves of ``run_dirs`` into ``out/plot.png``; ``None`` (nothing drawn)
     when matplotlib is not installed: the demo does not need it."""
@@ -84,7 +67,7 @@ def run(
     "rows", "plot"}``; rows carry model, loss, recipe, seed, metrics, wall_time_s, checkpoint,
     reused; ``plot`` is ``out/plot.png`` with the curves of every run, or ``None`` without matplotlib."""
     out = Path(out)
-    recipes = list(STUDENTS if students is None else students)
+    recipes = list(DEFAULT_STUDENTS if students is None else students)
     unknown = [r for r in recipes if r not in STUDENTS]
     if unknown:
         raise ConfigError(f"--students: unknown recipe {unknown[0]!r}; choose from {', '.join(STUDENTS)}")
@@ -99,14 +82,14 @@ def run(
         for recipe in recipes:
             scfg = student_config(cfg, recipe, seed)
             run_out = home / f"student-{recipe}"
-            if STUDENTS[recipe][1] is None:
-                make = lambda resume, c=scfg, o=run_out: Trainer(c, "s", o, resume=resume, progress=progress)  # noqa: E731
+            if not STUDENTS[recipe].distils:  # what distill-student --no-kd runs
+                make = lambda resume, c=scfg, o=run_out: Trainer(c, "s", o, resume=resume, final_name="student.pt", progress=progress)  # noqa: E731
             else:
                 make = lambda resume, c=scfg, o=run_out: DistillTrainer(  # noqa: E731
                     c, o, cache=out / "cache", resume=resume, progress=progress
                 )
             result = _train_or_reuse(make, run_out, "student.pt")
-            rows.append({"model": f"student {cfg.model_s}", "loss": STUDENTS[recipe][0], "recipe": recipe, "seed": seed, **result})
+            rows.append({"model": f"student {cfg.model_s}", "loss": STUDENTS[recipe].label, "recipe": recipe, "seed": seed, **result})
     title = f"{cfg.dataset} demo: teacher {cfg.model_t}, students {cfg.model_s}"
     curves = write_curves(out, [Path(row["checkpoint"]).parent for row in rows], title)
     return {"teacher": teacher, "cache": cache, "rows": rows, "plot": None if curves is None else str(curves)}

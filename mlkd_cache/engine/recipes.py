@@ -1,0 +1,46 @@
+"""Named student recipes: the rows of a KD comparison, shared by ``demo`` and the KD study.
+
+A recipe is a hard-label loss plus an optional distiller (``criterion_t2s_para``). ``vanilla``
+has none (the no-KD baseline, ``distill-student --no-kd``); ``l2d`` takes the config's own
+criterion (for the shipped digits config, L2D's MLD + LED); ``mld`` and ``mpscd`` are fixed
+here, with L2D's logit weight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
+
+from ..config import Config
+
+_MLD = dict(name="MLD", para=dict())
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """``label``: the loss as a table shows it; ``criterion``: ``criterion_t2s_para``, ``None``
+    for no distillation, or ``"config"`` for the config's own criterion."""
+
+    label: str
+    criterion: Union[None, str, Dict[str, Any]]
+
+    @property
+    def distils(self) -> bool:
+        return self.criterion is not None
+
+
+RECIPES: Dict[str, Recipe] = {
+    "vanilla": Recipe("BCE (no KD)", None),
+    "mld": Recipe("BCE + MLD", dict(name="MLD", para=dict(lambda_logits=10.0, logits_dis=_MLD))),
+    "l2d": Recipe("BCE + MLD + LED", "config"),
+    "mpscd": Recipe("BCE + MLD + MPSCD", dict(name="MPSCD", para=dict(
+        lambda_logits=10.0, logits_dis=_MLD, lambda_le=1.0, le_dis=dict(name="MPSCD", para=dict())))),
+}
+
+
+def student_config(cfg: Config, recipe: str, seed: Optional[int] = None) -> Config:
+    """``cfg`` with the criterion of ``RECIPES[recipe]`` (and student seed ``seed`` if given)."""
+    criterion = RECIPES[recipe].criterion
+    changes: Dict[str, Any] = {} if seed is None else {"seed": seed}
+    if isinstance(criterion, dict):
+        changes["criterion_t2s_para"] = criterion
+    return cfg.replace(**changes) if changes else cfg
