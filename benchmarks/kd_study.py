@@ -1,0 +1,301 @@
+"""Does the cache teach? Offline vs online distillation and the number of views, paired over seeds.
+
+One teacher (the shipped digits config: ``resnet10t`` trained on ``dataset_para_t``'s 8,000
+canvases), one cache per view count V (dumped over the students' 1,000 canvases), and these
+student recipes (``test_resnet``, the config's epochs and schedule), each with every seed:
+
+* ``no KD``: ``distill-student --no-kd`` (hard-label loss only, a fresh view every epoch);
+* ``L2D online fresh``: ``--teacher teacher.pt --fresh-views``, L2D's own regime (the teacher
+  run live on a fresh augmentation every epoch, the very views the no-KD student sees);
+* ``L2D offline V=...``: ``--cache`` of V views, for every V of ``--views``;
+* ``MLD offline``, ``MPSCD offline``: the default V (``--default-views``);
+* ``MLD online fresh``.
+
+One seed = the same initialisation and sample order in every recipe (``seed`` of the config).
+Per row: mean ± std over seeds of test mAP and OF1/CF1 (L2D's top-k protocol) and of val mAP
+(the split choices are made on), the paired difference of test mAP to no KD and to the same
+method online with fresh views (mean ± std of the per-seed differences, and whether its 95%
+t-interval excludes 0), the student's wall time (setup, training and the final test
+evaluation) and the dump of its cache: seconds, and seconds per student that read it in this
+study. The teacher is trained once and is not part of any row's time.
+
+Finished runs in ``--work`` are reused (a study can be interrupted and rerun); a work folder of
+another config is refused.
+
+    python benchmarks/kd_study.py                      # the full study, about 75 min on 2 cores
+    python benchmarks/kd_study.py --quick              # smoke run of every row, < 60 s
+    python benchmarks/kd_study.py --seeds 5 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import format_table  # noqa: E402
+
+from mlkd_cache import __version__  # noqa: E402
+from mlkd_cache.config import Config, load_config  # noqa: E402
+from mlkd_cache.engine import distill, dump, evaluate  # noqa: E402
+from mlkd_cache.engine.checkpoint import MetricsLog  # noqa: E402
+from mlkd_cache.engine.recipes import RECIPES, student_config  # noqa: E402
+from mlkd_cache.engine.train import Trainer  # noqa: E402
+
+CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
+METRICS = ("mAP", "OF1_topk", "CF1_topk")
+QUICK = {  # every row, tiny: 96 canvases at 32 px, one epoch each
+    "dataset_para": dict(train_size=96, test_size=64, val_size=64),
+    "dataset_para_t": dict(train_size=96),
+    "img_size": 32, "batch_size": 16, "workers": 0, "embed_dim": 32,
+    "max_epoch_t": 1, "max_epoch_s": 1, "log_every": 0,
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One recipe of the study: ``method`` is a key of RECIPES, ``mode`` no-kd / online / offline,
+    ``views`` the cache's V (offline), ``"fresh"`` (online, L2D's regime) or ``None``."""
+
+    name: str
+    method: str
+    mode: str
+    views: Any
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace(" ", "-").replace("=", "")
+
+
+def study_rows(views: List[int], default_views: int) -> List[Row]:
+    rows = [Row("no KD", "vanilla", "no-kd", None), Row("L2D online fresh", "l2d", "online", "fresh")]
+    rows += [Row(f"L2D offline V={v}", "l2d", "offline", v) for v in views]
+    rows += [
+        Row(f"MLD offline V={default_views}", "mld", "offline", default_views),
+        Row(f"MPSCD offline V={default_views}", "mpscd", "offline", default_views),
+        Row("MLD online fresh", "mld", "online", "fresh"),
+    ]
+    return rows
+
+
+def t_critical(n: int) -> float:
+    """Two-sided 95% quantile of Student's t with n - 1 degrees of freedom."""
+    from scipy.stats import t  # scipy comes with scikit-learn
+
+    return float(t.ppf(0.975, n - 1))
+
+
+def summarise(values: List[float]) -> Dict[str, float]:
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return {"mean": mean, "std": std}
+
+
+def paired(a: List[float], b: List[float]) -> Dict[str, Any]:
+    """Per-seed differences a - b: mean, std, and whether the 95% t-interval excludes 0."""
+    diffs = [x - y for x, y in zip(a, b)]
+    out: Dict[str, Any] = {"per_seed": diffs, **summarise(diffs)}
+    n = len(diffs)
+    if n > 1 and out["std"] > 0:
+        half = t_critical(n) * out["std"] / math.sqrt(n)
+        out["ci95"] = [out["mean"] - half, out["mean"] + half]
+        out["beyond_noise"] = bool(abs(out["mean"]) > half)
+    else:
+        out["ci95"], out["beyond_noise"] = None, None
+    return out
+
+
+class Study:
+    def __init__(self, cfg: Config, work: Path, seeds: List[int], views: List[int], default_views: int) -> None:
+        self.cfg, self.work, self.seeds = cfg, work, seeds
+        self.views, self.default_views = views, default_views
+        self.rows = study_rows(views, default_views)
+        work.mkdir(parents=True, exist_ok=True)
+        stamp = work / "study.json"
+        identity = json.loads(json.dumps({"config": cfg.to_dict(), "tool_version": __version__}, default=str))
+        if stamp.is_file():
+            old = json.loads(stamp.read_text())
+            if old["config"] != identity["config"]:
+                sys.exit(f"error: {work} holds a study of another config; choose another --work or delete it")
+        else:
+            stamp.write_text(json.dumps(identity, indent=1, default=str))
+
+    def log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    # -- stage 1 --------------------------------------------------------------------------
+    def teacher(self) -> Dict[str, Any]:
+        out = self.work / "teacher"
+        final = out / "teacher.pt"
+        if not final.is_file():
+            self.log("training the teacher ...")
+            Trainer(self.cfg, "t", out, resume=(out / "checkpoint.pt").is_file(), progress=False).fit()
+        rows = MetricsLog(out / "metrics.jsonl").read()
+        seconds = sum(r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in rows)
+        test = rows[-1]
+        val = evaluate.run(final, split="val")["metrics"]
+        return {"path": str(final), "seconds": seconds, "test": {k: test[k] for k in METRICS}, "val_mAP": val["mAP"]}
+
+    def dumps(self, teacher: Path) -> Dict[int, Dict[str, Any]]:
+        result = {}
+        for v in sorted(set(self.views) | {self.default_views}):
+            out = self.work / f"cache-v{v}"
+            record = out / "study-dump.json"
+            if not record.is_file():
+                self.log(f"dumping V={v} ...")
+                started = time.perf_counter()
+                info = dump.run(self.cfg.replace(cache={"views": v}), teacher, out, progress=False)
+                record.write_text(json.dumps({"seconds": time.perf_counter() - started, "bytes": info.get("total_bytes")}))
+            result[v] = {"path": str(out), **json.loads(record.read_text())}
+        return result
+
+    # -- stage 2 --------------------------------------------------------------------------
+    def student(self, row: Row, seed: int, teacher: Path, caches: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
+        out = self.work / row.slug / f"seed{seed}"
+        record = out / "study-run.json"
+        if record.is_file():
+            return json.loads(record.read_text())
+        if out.exists():  # an interrupted run: start it again
+            for f in out.iterdir():
+                f.unlink()
+        self.log(f"{row.name}, seed {seed} ...")
+        cfg = student_config(self.cfg, row.method, seed).replace(
+            eval_every=self.cfg.epochs("s")[1], cache={"views": row.views if row.mode == "offline" else self.default_views}
+        )
+        started = time.perf_counter()
+        result = distill.run(
+            cfg, out, progress=False, no_kd=row.mode == "no-kd",
+            cache=Path(caches[row.views]["path"]) if row.mode == "offline" else None,
+            teacher=teacher if row.mode == "online" else None, fresh_views=row.views == "fresh",
+        )
+        seconds = time.perf_counter() - started
+        val = evaluate.run(Path(result["final"]), split="val")["metrics"]
+        entry = {"seed": seed, "test": {k: result["metrics"][k] for k in METRICS}, "val_mAP": val["mAP"], "seconds": seconds}
+        record.write_text(json.dumps(entry))
+        return entry
+
+    def run(self) -> Dict[str, Any]:
+        started = time.perf_counter()
+        teacher = self.teacher()
+        caches = self.dumps(Path(teacher["path"]))
+        runs: Dict[str, List[Dict[str, Any]]] = {row.name: [] for row in self.rows}
+        for seed in self.seeds:  # seed-major: an interrupted study has whole seeds
+            for row in self.rows:
+                runs[row.name].append(self.student(row, seed, Path(teacher["path"]), caches))
+        readers = {v: sum(len(self.seeds) for r in self.rows if r.mode == "offline" and r.views == v) for v in caches}
+        table = [self.summarise_row(row, runs, caches, readers) for row in self.rows]
+        return {
+            "study": "kd_study", "tool_version": __version__, "config": CONFIG, "seeds": self.seeds,
+            "train_size_students": self.cfg.dataset_params("s").get("train_size"),
+            "train_size_teacher": self.cfg.dataset_params("t").get("train_size"),
+            "teacher": teacher, "dumps": {str(v): c for v, c in caches.items()}, "rows": table,
+            "wall_s": time.perf_counter() - started,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        }
+
+    def summarise_row(self, row: Row, runs, caches, readers) -> Dict[str, Any]:
+        mine = runs[row.name]
+        base = runs["no KD"]
+        online_name = {"l2d": "L2D online fresh", "mld": "MLD online fresh"}.get(row.method)
+        out: Dict[str, Any] = {
+            "name": row.name, "method": row.method, "loss": RECIPES[row.method].label, "mode": row.mode, "views": row.views,
+            "runs": mine,
+            "test": {k: summarise([r["test"][k] for r in mine]) for k in METRICS},
+            "val_mAP": summarise([r["val_mAP"] for r in mine]),
+            "seconds": summarise([r["seconds"] for r in mine]),
+            "vs_no_kd": None if row.mode == "no-kd" else paired([r["test"]["mAP"] for r in mine], [r["test"]["mAP"] for r in base]),
+            "vs_online_fresh": (
+                paired([r["test"]["mAP"] for r in mine], [r["test"]["mAP"] for r in runs[online_name]])
+                if online_name and row.mode == "offline" else None
+            ),
+        }
+        if row.mode == "offline":
+            dump_s = caches[row.views]["seconds"]
+            out["dump"] = {"seconds": dump_s, "bytes": caches[row.views]["bytes"], "students": readers[row.views],
+                           "seconds_per_student": dump_s / readers[row.views]}
+        return out
+
+
+def _pm(s: Dict[str, float], digits: int = 2) -> str:
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if not math.isnan(s["std"]) else f"{s['mean']:.{digits}f}"
+
+
+def _diff(d: Optional[Dict[str, Any]]) -> str:
+    if d is None:
+        return "—"
+    mark = {True: " *", False: "", None: ""}[d["beyond_noise"]]
+    return f"{d['mean']:+.2f} ± {d['std']:.2f}{mark}"
+
+
+def render(result: Dict[str, Any]) -> str:
+    t = result["teacher"]
+    n = len(result["seeds"])
+    lines = [
+        f"KD study, {result['config']} (mlkd-cache {result['tool_version']}), seeds {result['seeds']}: "
+        f"students on {result['train_size_students']} canvases, teacher on {result['train_size_teacher']}",
+        f"teacher: test mAP {t['test']['mAP']:.2f}, OF1 {t['test']['OF1_topk']:.2f}, CF1 {t['test']['CF1_topk']:.2f}, "
+        f"val mAP {t['val_mAP']:.2f}, trained in {t['seconds']:.0f} s (once, in no row's time)",
+        "",
+    ]
+    body = []
+    for r in result["rows"]:
+        dump_cell = "—"
+        if "dump" in r:
+            d = r["dump"]
+            dump_cell = f"{d['seconds']:.0f} s / {d['students']} = {d['seconds_per_student']:.1f} s"
+        body.append([
+            r["name"], _pm(r["test"]["mAP"]), _pm(r["test"]["OF1_topk"], 1), _pm(r["test"]["CF1_topk"], 1),
+            _pm(r["val_mAP"]), _diff(r["vs_no_kd"]), _diff(r["vs_online_fresh"]), f"{r['seconds']['mean']:.0f} s", dump_cell,
+        ])
+    headers = ["row", "test mAP", "OF1 top-k", "CF1 top-k", "val mAP", "Δ mAP vs no KD", "Δ vs online fresh", "student", "dump / students"]
+    lines.append(format_table(body, headers))
+    lines += [
+        "",
+        f"mean ± std over {n} seeds; Δ: paired per-seed differences of test mAP, mean ± std, * = 95% t-interval excludes 0;",
+        "student: wall time of one run (setup, training, final test evaluation); dump: the cache's dump time and that",
+        f"time per student run that read the cache in this study. Study wall time {result['wall_s'] / 60:.1f} min.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="student seeds 0..N-1 (default 3)")
+    parser.add_argument("--views", default="1,2,4,8,16", help="cache view counts of the offline L2D rows (default 1,2,4,8,16)")
+    parser.add_argument("--default-views", type=int, default=None, help="V of the offline MLD and MPSCD rows (default: the config's cache.views)")
+    parser.add_argument("--work", type=Path, default=None, help="work folder; finished runs in it are reused (default: a temporary one, removed)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="smoke run of every row: tiny data, 1 epoch, V in 1,2, 2 seeds")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from mlkd_cache.config import parse_override
+
+    overrides: Dict[str, Any] = dict(QUICK) if args.quick else {}
+    cfg = load_config(CONFIG, overrides, settings=dict(parse_override(s) for s in args.settings))
+    views = [1, 2] if args.quick else [int(v) for v in args.views.split(",")]
+    default_views = args.default_views or (2 if args.quick else int(cfg.cache["views"]))
+    seeds = list(range(2 if args.quick else args.seeds))
+    if args.work is None:
+        with tempfile.TemporaryDirectory(prefix="kd-study-") as tmp:
+            result = Study(cfg, Path(tmp), seeds, views, default_views).run()
+    else:
+        result = Study(cfg, args.work, seeds, views, default_views).run()
+    print(json.dumps(result, indent=1, default=str) if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

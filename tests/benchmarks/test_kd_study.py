@@ -1,0 +1,68 @@
+"""benchmarks/kd_study.py --quick: every row of the KD study runs, and the table's arithmetic
+(paired differences, dump cost per student) is what the runs recorded."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    work = tmp_path_factory.mktemp("kd-study")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "kd_study.py"), "--quick", "--json", "--work", str(work)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), work, cmd
+
+
+def test_every_row_ran_with_every_seed(study):
+    result, work, _ = study
+    names = [r["name"] for r in result["rows"]]
+    assert names == [
+        "no KD", "L2D online fresh", "L2D offline V=1", "L2D offline V=2",
+        "MLD offline V=2", "MPSCD offline V=2", "MLD online fresh",
+    ]
+    assert result["seeds"] == [0, 1]
+    for row in result["rows"]:
+        assert [r["seed"] for r in row["runs"]] == [0, 1]
+        for run in row["runs"]:
+            assert 0.0 < run["test"]["mAP"] <= 100.0 and 0.0 < run["val_mAP"] <= 100.0
+            assert run["seconds"] > 0
+    assert 0.0 < result["teacher"]["test"]["mAP"] <= 100.0
+
+
+def test_paired_differences_and_dump_cost_are_the_runs_arithmetic(study):
+    result, _, _ = study
+    rows = {r["name"]: r for r in result["rows"]}
+    base = [r["test"]["mAP"] for r in rows["no KD"]["runs"]]
+    assert rows["no KD"]["vs_no_kd"] is None and rows["no KD"]["vs_online_fresh"] is None
+    l2d = rows["L2D offline V=2"]
+    mine = [r["test"]["mAP"] for r in l2d["runs"]]
+    online = [r["test"]["mAP"] for r in rows["L2D online fresh"]["runs"]]
+    assert l2d["vs_no_kd"]["per_seed"] == pytest.approx([a - b for a, b in zip(mine, base)])
+    assert l2d["vs_online_fresh"]["per_seed"] == pytest.approx([a - b for a, b in zip(mine, online)])
+    assert rows["MLD offline V=2"]["vs_online_fresh"]["per_seed"] == pytest.approx(
+        [a["test"]["mAP"] - b["test"]["mAP"] for a, b in zip(rows["MLD offline V=2"]["runs"], rows["MLD online fresh"]["runs"])]
+    )
+    assert rows["MPSCD offline V=2"]["vs_online_fresh"] is None  # no online MPSCD row
+    # V=2 serves L2D, MLD and MPSCD with 2 seeds each; V=1 only L2D
+    assert l2d["dump"]["students"] == 6 and rows["L2D offline V=1"]["dump"]["students"] == 2
+    assert l2d["dump"]["seconds_per_student"] == pytest.approx(l2d["dump"]["seconds"] / 6)
+    assert result["dumps"]["2"]["bytes"] > result["dumps"]["1"]["bytes"]
+
+
+def test_rerun_reuses_finished_runs(study):
+    result, _, cmd = study
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(proc.stdout)
+    assert "training the teacher" not in proc.stderr and "seed 0 ..." not in proc.stderr
+    assert [r["runs"] for r in again["rows"]] == [r["runs"] for r in result["rows"]]
