@@ -25,6 +25,12 @@ the teacher can buy.
 
 Goals (printed, not asserted): offline >= 0.95 x vanilla; offline/online >= 0.90 x ideal.
 
+Optimiser implementations, before/after: one training step (forward, hard loss, backward,
+Adam step) of the teacher and of the student with each Adam implementation of
+``mlkd_cache.engine.optim.IMPLEMENTATIONS`` — ``for-loop`` (torch's CPU default, what every
+trainer here ran before), ``foreach`` and ``fused`` (what they run now) — on copies of one
+model, alternating implementation by implementation on the same preloaded batches.
+
     python benchmarks/distill_throughput.py                 # a few minutes on 2 idle CPU cores
     python benchmarks/distill_throughput.py --quick         # smoke run, ~1 min on 2 idle cores
     python benchmarks/distill_throughput.py --samples 1024 --rounds 5 --json
@@ -52,6 +58,9 @@ from mlkd_cache import __version__  # noqa: E402
 from mlkd_cache.config import load_config  # noqa: E402
 from mlkd_cache.engine import dump  # noqa: E402
 from mlkd_cache.engine.distill import DistillTrainer  # noqa: E402
+from mlkd_cache.engine.optim import IMPLEMENTATIONS, build_optimizer  # noqa: E402
+from mlkd_cache.losses.hard import build_hard_loss  # noqa: E402
+from mlkd_cache.models import build_model  # noqa: E402
 from mlkd_cache.engine.train import Trainer  # noqa: E402
 
 CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
@@ -99,6 +108,31 @@ def student_step(trainer: Trainer, image: torch.Tensor, labels: torch.Tensor) ->
     trainer.optimizer.step()
 
 
+def optimizer_step_times(cfg, arch: str, batches: list, repeats: int) -> Dict[str, List[float]]:
+    """Seconds of one training step of ``arch`` per Adam implementation, alternating on ``batches``."""
+    import copy
+
+    torch.manual_seed(0)
+    base = build_model(arch, 10, pretrained=None, embed_dim=cfg.embed_dim, img_size=cfg.img_size).train()
+    hard = build_hard_loss("bce", {})
+    setups = {}
+    for impl in IMPLEMENTATIONS:
+        model = copy.deepcopy(base)
+        setups[impl] = (model, build_optimizer(model, cfg.optimizer, 1e-4, cfg.weight_decay, implementation=impl))
+    times: Dict[str, List[float]] = {impl: [] for impl in IMPLEMENTATIONS}
+    for r in range(repeats + 1):  # the first pass warms up every implementation
+        for image, labels in batches:
+            for impl, (model, opt) in setups.items():
+                start = time.perf_counter()
+                loss = sum(hard(model(image).logits, labels).values())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if r:
+                    times[impl].append(time.perf_counter() - start)
+    return times
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="resnet50", help="timm name of the teacher (default resnet50)")
@@ -112,7 +146,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed epochs per mode (default 5)")
     parser.add_argument("--batches", type=int, default=6, help="preloaded batches for the forward/step timing, per round (default 6)")
-    parser.add_argument("--stat", choices=("best", "median"), default="best", help="statistic over repeats (default best)")
+    parser.add_argument("--stat", choices=("best", "median"), default="median", help="statistic over repeats (default median)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 128 samples, 2 rounds, 2 batches")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one, removed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -228,6 +262,13 @@ def run(args, work: Path) -> int:
         "offline_over_online_of_ideal": of_ideal,
         "goals": goals,
     }
+    say("optimiser implementations: teacher and student steps ...")
+    optim_ms = {}
+    for role, arch in (("teacher", args.teacher), ("student", args.student)):
+        times = optimizer_step_times(cfg, arch, batches, args.rounds)
+        optim_ms[role] = {impl: pick(v, args.stat) * 1e3 for impl, v in times.items()}
+    report["optimizer_step_ms"] = optim_ms
+    report["fused_speedup_over_for_loop"] = {r: v["for-loop"] / v["fused"] for r, v in optim_ms.items()}
     say("done")
     if args.json:
         print(json.dumps(report))
@@ -255,6 +296,13 @@ def run(args, work: Path) -> int:
     print(f"offline / online           {offline_vs_online:.3f}")
     print(f"ideal speed-up             {ideal:.3f}   = (t_teacher_forward + t_student_step) / t_student_step")
     print(f"(offline / online) / ideal {of_ideal:.3f}")
+    print()
+    rows = [(f"{role} {arch}", *(f"{optim_ms[role][impl]:.1f}" for impl in IMPLEMENTATIONS),
+             f"{optim_ms[role]['for-loop'] / optim_ms[role]['fused']:.2f}x")
+            for role, arch in (("teacher", args.teacher), ("student", args.student))]
+    print(format_table(rows, ["training step (ms)", *(f"Adam {i}" for i in IMPLEMENTATIONS), "fused vs for-loop"]))
+    print(f"({args.stat} of {args.rounds} x {len(batches)} steps per implementation, alternating on the same batches; "
+          f"for-loop = torch's CPU default before, fused = now)")
     print()
     for name, text in (("offline_vs_vanilla", "offline >= 0.95 x vanilla"),
                        ("offline_vs_online_of_ideal", "offline/online >= 0.90 x ideal")):
