@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import assert_one_line_error, run_cli, tiny_config
 
 
@@ -15,6 +17,16 @@ def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
     assert [line.split("  ")[0] for line in table] == ["teacher test_resnet"] + ["student test_resnet"] * 4
     for loss in ("BCE (no KD)", "BCE + MLD ", "BCE + MLD + LED", "BCE + MLD + MPSCD"):
         assert any(loss in line for line in table), (loss, table)
+    # every student: its gap to the teacher; every distilled one: its paired difference to no KD
+    cells = [line[44:].split() for line in table]  # after the model (24) and loss (18) columns
+    teacher_map, no_kd_map = float(cells[0][0]), float(cells[1][0])
+    assert len(cells[0]) == 4  # mAP, OF1, CF1, time: no gap for the teacher itself
+    for row in cells[1:]:
+        assert float(row[3]) == pytest.approx(float(row[0]) - teacher_map, abs=0.011), row
+    assert len(cells[1]) == 5  # no KD: no difference to itself
+    for row in cells[2:]:
+        assert float(row[4].rstrip(",")) == pytest.approx(float(row[0]) - no_kd_map, abs=0.011), row
+        assert row[5:7] == ["beat", "on"] and row[7] == ("1/1" if float(row[0]) > no_kd_map else "0/1"), row
     assert (out / "cache" / "manifest.json").is_file() and (out / "cache" / "prototypes.pt").is_file()
     for recipe in ("vanilla", "mld", "l2d", "mpscd"):
         student = out / f"student-{recipe}" / "student.pt"
