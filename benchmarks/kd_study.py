@@ -221,11 +221,22 @@ class Study:
                 if online_name and row.mode == "offline" else None
             ),
         }
+        out["loss_terms"] = self.loss_terms(row)
         if row.mode == "offline":
             dump_s = caches[row.views]["seconds"]
             out["dump"] = {"seconds": dump_s, "bytes": caches[row.views]["bytes"], "students": readers[row.views],
                            "seconds_per_student": dump_s / readers[row.views]}
         return out
+
+
+    def loss_terms(self, row: Row) -> Dict[str, Dict[str, float]]:
+        """Each loss term per batch in the first and the last epoch (``metrics.jsonl``), mean over seeds."""
+        ends: Dict[str, List[Dict[str, float]]] = {"first_epoch": [], "last_epoch": []}
+        for seed in self.seeds:
+            rows = MetricsLog(self.work / row.slug / f"seed{seed}" / "metrics.jsonl").read()
+            for key, r in (("first_epoch", rows[0]), ("last_epoch", rows[-1])):
+                ends[key].append({k[len("loss/"):]: v for k, v in r.items() if k.startswith("loss/")})
+        return {key: {t: statistics.mean(d[t] for d in ds) for t in ds[0]} for key, ds in ends.items()}
 
 
 def _pm(s: Dict[str, float], digits: int = 2) -> str:
@@ -261,6 +272,18 @@ def render(result: Dict[str, Any]) -> str:
         ])
     headers = ["row", "test mAP", "OF1 top-k", "CF1 top-k", "val mAP", "Δ mAP vs no KD", "Δ vs online fresh", "student", "dump / students"]
     lines.append(format_table(body, headers))
+    rows = {r["name"]: r for r in result["rows"]}
+    base = rows["no KD"]["test"]["mAP"]
+    lines += [
+        "",
+        f"benchmark: teacher - no KD = {t['test']['mAP'] - base['mean']:.2f} test mAP (goal >= 5), "
+        f"no-KD seed-to-seed std {base['std']:.2f} (goal <= 1)",
+        "loss terms per batch, first epoch -> last epoch (mean over seeds):",
+    ]
+    for r in result["rows"]:
+        first, last = r["loss_terms"]["first_epoch"], r["loss_terms"]["last_epoch"]
+        terms = "  ".join(f"{k} {first[k]:.1f} -> {last[k]:.1f}" for k in first)
+        lines.append(f"  {r['name']:<20} {terms}")
     lines += [
         "",
         f"mean ± std over {n} seeds; Δ: paired per-seed differences of test mAP, mean ± std, * = 95% t-interval excludes 0;",

@@ -37,6 +37,10 @@ def test_every_row_ran_with_every_seed(study):
             assert 0.0 < run["test"]["mAP"] <= 100.0 and 0.0 < run["val_mAP"] <= 100.0
             assert run["seconds"] > 0
     assert 0.0 < result["teacher"]["test"]["mAP"] <= 100.0
+    terms = {r["name"]: set(r["loss_terms"]["last_epoch"]) for r in result["rows"]}
+    assert terms["no KD"] == {"bce"} and terms["MLD online fresh"] == {"bce", "mld"}
+    assert terms["L2D offline V=1"] == terms["L2D online fresh"] == {"bce", "mld", "led_cd", "led_id"}
+    assert terms["MPSCD offline V=2"] == {"bce", "mld", "mpscd_pcrd", "mpscd_pcsd"}
 
 
 def test_paired_differences_and_dump_cost_are_the_runs_arithmetic(study):
