@@ -73,7 +73,7 @@ def make_config(args, epochs: int):
     """The shipped digits config with this benchmark's pair, sizes and loader settings."""
     return load_config(CONFIG, {
         "model_t": args.teacher, "model_s": args.student,
-        "dataset_para": dict(train_size=args.samples, test_size=64),
+        "dataset_para": dict(train_size=args.samples, test_size=64), "dataset_para_t": {},
         "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
         "embed_dim": args.embed_dim,
         # OneCycle refuses to step past the planned schedule: plan more epochs than we run
@@ -108,12 +108,16 @@ def student_step(trainer: Trainer, image: torch.Tensor, labels: torch.Tensor) ->
     trainer.optimizer.step()
 
 
-def optimizer_step_times(cfg, arch: str, batches: list, repeats: int) -> Dict[str, List[float]]:
+def optimizer_step_times(cfg, arch: str, batches: list, repeats: int, num_classes: int, device: torch.device) -> Dict[str, List[float]]:
     """Seconds of one training step of ``arch`` per Adam implementation, alternating on ``batches``."""
     import copy
 
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     torch.manual_seed(0)
-    base = build_model(arch, 10, pretrained=None, embed_dim=cfg.embed_dim, img_size=cfg.img_size).train()
+    base = build_model(arch, num_classes, pretrained=None, embed_dim=cfg.embed_dim, img_size=cfg.img_size).to(device).train()
     hard = build_hard_loss("bce", {})
     setups = {}
     for impl in IMPLEMENTATIONS:
@@ -122,12 +126,15 @@ def optimizer_step_times(cfg, arch: str, batches: list, repeats: int) -> Dict[st
     times: Dict[str, List[float]] = {impl: [] for impl in IMPLEMENTATIONS}
     for r in range(repeats + 1):  # the first pass warms up every implementation
         for image, labels in batches:
+            labels = labels.to(device)
             for impl, (model, opt) in setups.items():
+                sync()
                 start = time.perf_counter()
                 loss = sum(hard(model(image).logits, labels).values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                sync()
                 if r:
                     times[impl].append(time.perf_counter() - start)
     return times
@@ -265,7 +272,7 @@ def run(args, work: Path) -> int:
     say("optimiser implementations: teacher and student steps ...")
     optim_ms = {}
     for role, arch in (("teacher", args.teacher), ("student", args.student)):
-        times = optimizer_step_times(cfg, arch, batches, args.rounds)
+        times = optimizer_step_times(cfg, arch, batches, args.rounds, len(vanilla.class_names), device)
         optim_ms[role] = {impl: pick(v, args.stat) * 1e3 for impl, v in times.items()}
     report["optimizer_step_ms"] = optim_ms
     report["fused_speedup_over_for_loop"] = {r: v["for-loop"] / v["fused"] for r, v in optim_ms.items()}

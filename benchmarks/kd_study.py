@@ -1,6 +1,6 @@
 """Does the cache teach? Offline vs online distillation and the number of views, paired over seeds.
 
-One teacher (the shipped digits config: ``resnet10t`` trained on ``dataset_para_t``'s 8,000
+One teacher (the shipped digits config: ``resnet10t`` trained on ``dataset_para_t``'s 6,000
 canvases), one cache per view count V (dumped over the students' 1,000 canvases), and these
 student recipes (``test_resnet``, the config's epochs and schedule), each with every seed:
 
@@ -20,7 +20,9 @@ evaluation) and the dump of its cache: seconds, and seconds per student that rea
 study. The teacher is trained once and is not part of any row's time.
 
 Finished runs in ``--work`` are reused (a study can be interrupted and rerun); a work folder of
-another config is refused.
+another config is refused (the tool version is recorded, not compared). The first MPSCD run of
+a cache computes its class prototypes (``prototypes.pt``, a second or two here) and the others
+reuse them, so that run's time includes them.
 
     python benchmarks/kd_study.py                      # the full study, about 75 min on 2 cores
     python benchmarks/kd_study.py --quick              # smoke run of every row, < 60 s
@@ -34,6 +36,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -103,9 +106,11 @@ def summarise(values: List[float]) -> Dict[str, float]:
     return {"mean": mean, "std": std}
 
 
-def paired(a: List[float], b: List[float]) -> Dict[str, Any]:
-    """Per-seed differences a - b: mean, std, and whether the 95% t-interval excludes 0."""
-    diffs = [x - y for x, y in zip(a, b)]
+def paired(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
+    """Per-seed differences ``a[seed] - b[seed]``: mean, std, and whether the 95% t-interval excludes 0."""
+    if set(a) != set(b):
+        raise ValueError(f"unpaired seeds: {sorted(a)} vs {sorted(b)}")
+    diffs = [a[seed] - b[seed] for seed in sorted(a)]
     out: Dict[str, Any] = {"per_seed": diffs, **summarise(diffs)}
     n = len(diffs)
     if n > 1 and out["std"] > 0:
@@ -153,10 +158,10 @@ class Study:
         for v in sorted(set(self.views) | {self.default_views}):
             out = self.work / f"cache-v{v}"
             record = out / "study-dump.json"
-            if not record.is_file():
+            if not record.is_file():  # a dump without its record is redone whole, so that its time is a whole dump's
                 self.log(f"dumping V={v} ...")
                 started = time.perf_counter()
-                info = dump.run(self.cfg.replace(cache={"views": v}), teacher, out, progress=False)
+                info = dump.run(self.cfg.replace(cache={"views": v}), teacher, out, progress=False, overwrite=True)
                 record.write_text(json.dumps({"seconds": time.perf_counter() - started, "bytes": info.get("total_bytes")}))
             result[v] = {"path": str(out), **json.loads(record.read_text())}
         return result
@@ -168,8 +173,7 @@ class Study:
         if record.is_file():
             return json.loads(record.read_text())
         if out.exists():  # an interrupted run: start it again
-            for f in out.iterdir():
-                f.unlink()
+            shutil.rmtree(out)
         self.log(f"{row.name}, seed {seed} ...")
         cfg = student_config(self.cfg, row.method, seed).replace(
             eval_every=self.cfg.epochs("s")[1], cache={"views": row.views if row.mode == "offline" else self.default_views}
@@ -207,19 +211,21 @@ class Study:
 
     def summarise_row(self, row: Row, runs, caches, readers) -> Dict[str, Any]:
         mine = runs[row.name]
-        base = runs["no KD"]
-        online_name = {"l2d": "L2D online fresh", "mld": "MLD online fresh"}.get(row.method)
+        by_kind = {(r.method, r.mode, r.views): r.name for r in self.rows}
+        base = runs[by_kind["vanilla", "no-kd", None]]
+        online_name = by_kind.get((row.method, "online", "fresh"))
+
+        def test_map(rs: List[Dict[str, Any]]) -> Dict[int, float]:
+            return {r["seed"]: r["test"]["mAP"] for r in rs}
+
         out: Dict[str, Any] = {
             "name": row.name, "method": row.method, "loss": RECIPES[row.method].label, "mode": row.mode, "views": row.views,
             "runs": mine,
             "test": {k: summarise([r["test"][k] for r in mine]) for k in METRICS},
             "val_mAP": summarise([r["val_mAP"] for r in mine]),
             "seconds": summarise([r["seconds"] for r in mine]),
-            "vs_no_kd": None if row.mode == "no-kd" else paired([r["test"]["mAP"] for r in mine], [r["test"]["mAP"] for r in base]),
-            "vs_online_fresh": (
-                paired([r["test"]["mAP"] for r in mine], [r["test"]["mAP"] for r in runs[online_name]])
-                if online_name and row.mode == "offline" else None
-            ),
+            "vs_no_kd": None if row.mode == "no-kd" else paired(test_map(mine), test_map(base)),
+            "vs_online_fresh": paired(test_map(mine), test_map(runs[online_name])) if online_name and row.mode == "offline" else None,
         }
         out["loss_terms"] = self.loss_terms(row)
         if row.mode == "offline":
@@ -272,8 +278,7 @@ def render(result: Dict[str, Any]) -> str:
         ])
     headers = ["row", "test mAP", "OF1 top-k", "CF1 top-k", "val mAP", "Δ mAP vs no KD", "Δ vs online fresh", "student", "dump / students"]
     lines.append(format_table(body, headers))
-    rows = {r["name"]: r for r in result["rows"]}
-    base = rows["no KD"]["test"]["mAP"]
+    base = next(r for r in result["rows"] if r["mode"] == "no-kd")["test"]["mAP"]
     lines += [
         "",
         f"benchmark: teacher - no KD = {t['test']['mAP'] - base['mean']:.2f} test mAP (goal >= 5), "
@@ -295,7 +300,7 @@ def render(result: Dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="student seeds 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="student seeds 0..N-1, at least 2 (default 3)")
     parser.add_argument("--views", default="1,2,4,8,16", help="cache view counts of the offline L2D rows (default 1,2,4,8,16)")
     parser.add_argument("--default-views", type=int, default=None, help="V of the offline MLD and MPSCD rows (default: the config's cache.views)")
     parser.add_argument("--work", type=Path, default=None, help="work folder; finished runs in it are reused (default: a temporary one, removed)")
@@ -303,12 +308,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run of every row: tiny data, 1 epoch, V in 1,2, 2 seeds")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error("--seeds must be >= 2: paired differences need a spread")
     logging.basicConfig(level=logging.WARNING)
     from mlkd_cache.config import parse_override
 
-    overrides: Dict[str, Any] = dict(QUICK) if args.quick else {}
+    overrides: Dict[str, Any] = {**(QUICK if args.quick else {}), "eval_split": "test"}  # report test; val is scored apart
     cfg = load_config(CONFIG, overrides, settings=dict(parse_override(s) for s in args.settings))
-    views = [1, 2] if args.quick else [int(v) for v in args.views.split(",")]
+    views = [1, 2] if args.quick else sorted({int(v) for v in args.views.split(",")})
     default_views = args.default_views or (2 if args.quick else int(cfg.cache["views"]))
     seeds = list(range(2 if args.quick else args.seeds))
     if args.work is None:

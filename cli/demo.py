@@ -40,7 +40,7 @@ def _versus_no_kd(group: List[Dict[str, Any]], baseline: Dict[int, float]) -> st
     return f"{statistics.mean(diffs):+.2f}{spread}, beat on {wins}/{len(diffs)}"
 
 
-def _table(rows: List[Dict[str, Any]], seeds: int) -> List[str]:
+def _table(rows: List[Dict[str, Any]], seeds: int, split: str = "test") -> List[str]:
     groups: Dict[str, List[Dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["recipe"], []).append(row)
@@ -64,7 +64,7 @@ def _table(rows: List[Dict[str, Any]], seeds: int) -> List[str]:
             if len(group) > 1:
                 per_seed = " / ".join(f"{r['metrics'].get('mAP', float('nan')):.2f}" for r in group)
                 seed_list = ", ".join(str(r["seed"]) for r in group)
-                lines.append(f"test mAP per seed ({seed_list}), {group[0]['loss']}: {per_seed}")
+                lines.append(f"{split} mAP per seed ({seed_list}), {group[0]['loss']}: {per_seed}")
     return lines
 
 
@@ -82,13 +82,13 @@ def demo(out, config_path, seeds, students, settings, no_progress) -> None:
     is installed."""
     recipes = [s.strip() for s in students.split(",") if s.strip()]
     if not recipes:
-        raise ConfigError(f"--students: no recipe given; choose from {', '.join(demo_engine.STUDENTS)}")
+        raise ConfigError(f"--students: no recipe given; choose from {', '.join(demo_engine.DEFAULT_STUDENTS)}")
     cfg = load_config(config_path, settings=dict(parse_override(s) for s in settings))
     result = demo_engine.run(cfg, out, progress=not no_progress, seeds=seeds, students=recipes)
     rows = result["rows"]
     per_seed = f", students over {seeds} seeds (mean ± std)" if seeds > 1 else ""
-    click.echo(f"\ndigits test split ({cfg.source}){per_seed}; metrics in %, OF1/CF1 under L2D's top-k protocol")
-    for line in _table(rows, seeds):
+    click.echo(f"\ndigits {cfg.eval_split} split ({cfg.source}){per_seed}; metrics in %, OF1/CF1 under L2D's top-k protocol")
+    for line in _table(rows, seeds, cfg.eval_split):
         click.echo(line)
     click.echo("vs teacher: student mAP - teacher mAP; vs no KD: mAP - the no-KD student's of the same seed "
                "(mean ± std over seeds), and on how many seeds it was higher. One seed is no verdict: seed-to-seed "

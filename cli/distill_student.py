@@ -49,7 +49,7 @@ def distill_student(config_path, out, settings, resume, no_progress, cache, teac
             f"({views}), loss {' + '.join(result['terms'])} -> {result['final']}"
         )
         if result["metrics"]:
-            click.echo(f"test {format_metrics(result['metrics'])}")
+            click.echo(f"{cfg.eval_split} {format_metrics(result['metrics'])}")
         click.echo(f"metrics per epoch: {result['metrics_log']}")
         if result["steps_log"]:
             click.echo(f"loss terms per step: {result['steps_log']}")

@@ -29,5 +29,5 @@ def teacher_train(config_path, out, settings, resume, no_progress, **cli) -> Non
         verb = "already trained" if result.get("skipped") else f"trained {result['epochs']} epochs"
         click.echo(f"teacher {cfg.model_t}: {verb} -> {result['final']}")
         if result["metrics"]:
-            click.echo(f"test {format_metrics(result['metrics'])}")
+            click.echo(f"{cfg.eval_split} {format_metrics(result['metrics'])}")
         click.echo(f"metrics per epoch: {result['metrics_log']}")

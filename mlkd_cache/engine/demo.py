@@ -17,20 +17,24 @@ from ..config import Config
 from ..errors import ConfigError
 from . import dump, plot
 from .checkpoint import MetricsLog, load_checkpoint
-from .distill import DistillTrainer
+from .distill import DistillTrainer, NoKDTrainer
 from .recipes import RECIPES, student_config
 from .train import Trainer
 
 DEFAULT_CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
 
-STUDENTS = RECIPES  # the recipes the demo trains, in this order
-DEFAULT_STUDENTS = ("vanilla", "mld", "l2d", "mpscd")
+DEFAULT_STUDENTS = tuple(RECIPES)  # every recipe, in the order of the table
 
 
-def _train_or_reuse(make: Callable[[bool], Trainer], out: Path, final_name: str) -> Dict[str, Any]:
+def _train_or_reuse(make: Callable[[bool], Trainer], out: Path, final_name: str, cfg: Config) -> Dict[str, Any]:
     final = out / final_name
     if final.is_file():
-        metrics, reused = dict(load_checkpoint(final).get("metrics") or {}), True
+        ckpt = load_checkpoint(final)
+        if ckpt.get("config") != cfg.to_dict():
+            raise ConfigError(
+                f"{out} holds a finished run of another config (or of an older version); delete it or choose another --out"
+            )
+        metrics, reused = dict(ckpt.get("metrics") or {}), True
     else:
         metrics, reused = make((out / "checkpoint.pt").is_file()).fit()["metrics"], False
     rows = MetricsLog(out / "metrics.jsonl").read()
@@ -68,11 +72,11 @@ def run(
     reused; ``plot`` is ``out/plot.png`` with the curves of every run, or ``None`` without matplotlib."""
     out = Path(out)
     recipes = list(DEFAULT_STUDENTS if students is None else students)
-    unknown = [r for r in recipes if r not in STUDENTS]
+    unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
-        raise ConfigError(f"--students: unknown recipe {unknown[0]!r}; choose from {', '.join(STUDENTS)}")
+        raise ConfigError(f"--students: unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
     teacher_out = out / "teacher"
-    teacher = _train_or_reuse(lambda resume: Trainer(cfg, "t", teacher_out, resume=resume, progress=progress), teacher_out, "teacher.pt")
+    teacher = _train_or_reuse(lambda resume: Trainer(cfg, "t", teacher_out, resume=resume, progress=progress), teacher_out, "teacher.pt", cfg)
     teacher_file = Path(teacher["checkpoint"])
     cache = _dump_or_reuse(cfg, teacher_file, out / "cache", progress)
     rows = [{"model": f"teacher {cfg.model_t}", "loss": cfg.loss_t.upper(), "recipe": "teacher", "seed": cfg.seed, **teacher}]
@@ -82,14 +86,14 @@ def run(
         for recipe in recipes:
             scfg = student_config(cfg, recipe, seed)
             run_out = home / f"student-{recipe}"
-            if not STUDENTS[recipe].distils:  # what distill-student --no-kd runs
-                make = lambda resume, c=scfg, o=run_out: Trainer(c, "s", o, resume=resume, final_name="student.pt", progress=progress)  # noqa: E731
+            if not RECIPES[recipe].distils:  # what distill-student --no-kd runs
+                make = lambda resume, c=scfg, o=run_out: NoKDTrainer(c, o, resume=resume, progress=progress)  # noqa: E731
             else:
                 make = lambda resume, c=scfg, o=run_out: DistillTrainer(  # noqa: E731
                     c, o, cache=out / "cache", resume=resume, progress=progress
                 )
-            result = _train_or_reuse(make, run_out, "student.pt")
-            rows.append({"model": f"student {cfg.model_s}", "loss": STUDENTS[recipe].label, "recipe": recipe, "seed": seed, **result})
+            result = _train_or_reuse(make, run_out, "student.pt", scfg)
+            rows.append({"model": f"student {cfg.model_s}", "loss": RECIPES[recipe].label, "recipe": recipe, "seed": seed, **result})
     title = f"{cfg.dataset} demo: teacher {cfg.model_t}, students {cfg.model_s}"
     curves = write_curves(out, [Path(row["checkpoint"]).parent for row in rows], title)
     return {"teacher": teacher, "cache": cache, "rows": rows, "plot": None if curves is None else str(curves)}

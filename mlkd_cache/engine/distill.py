@@ -46,7 +46,7 @@ from .train import Trainer
 
 log = logging.getLogger("mlkd_cache")
 
-__all__ = ["CachedTargetsCollate", "CacheTargets", "LiveTeacher", "DistillTrainer", "run"]
+__all__ = ["CachedTargetsCollate", "CacheTargets", "LiveTeacher", "NoKDTrainer", "DistillTrainer", "run"]
 
 
 class CachedTargetsCollate:
@@ -239,6 +239,21 @@ class LiveTeacher:
         return {"z_t": out.logits.float(), "f_t": out.features.float(), "e_t": out.label_emb.float()}
 
 
+class NoKDTrainer(Trainer):
+    """The no-KD student (``distill-student --no-kd``): :class:`Trainer` on ``model_s`` with the
+    hard-label loss alone, a fresh view every epoch; it refuses to resume a distilled run."""
+
+    def __init__(self, cfg: Config, out: Path, resume: bool = False, progress: bool = True) -> None:
+        super().__init__(cfg, "s", out, resume=resume, progress=progress)
+
+    def check_resume(self, ckpt: Dict[str, Any]) -> None:
+        if "distill" in ckpt:
+            raise CheckpointError(
+                f"cannot resume {self.files.checkpoint}: it was distilled ({ckpt['distill'].get('mode')}); "
+                f"drop --no-kd to resume it or start a new run in another --out"
+            )
+
+
 class DistillTrainer(Trainer):
     """The student trainer: hard-label loss + distiller, teacher targets from ``source``."""
 
@@ -303,7 +318,20 @@ class DistillTrainer(Trainer):
         return [*super().resume_keys(), "criterion_t2s_para"]
 
     def check_resume(self, ckpt: Dict[str, Any]) -> None:
-        old, now = ckpt.get("distill") or {}, self.source.identity()
+        if "distill" not in ckpt:
+            raise CheckpointError(
+                f"cannot resume {self.files.checkpoint}: it is a run without distillation (--no-kd); "
+                f"resume it with --no-kd or start a new run in another --out"
+            )
+        old, now = ckpt["distill"], self.source.identity()
+        if old.get("views") != now.get("views") and "fresh" in (old.get("views"), now.get("views")):
+            def said(views):
+                return "--fresh-views" if views == "fresh" else f"{views} cached views"
+
+            raise CheckpointError(
+                f"cannot resume {self.files.checkpoint}: it was trained with {said(old.get('views'))}, this run has "
+                f"{said(now.get('views'))}; pass the same flags or start a new run in another --out"
+            )
         for key in ("mode", "teacher_sha256", "views", "base_seed", "cache_sha256"):
             if old.get(key) != now.get(key):
                 raise CheckpointError(
@@ -341,7 +369,7 @@ def run(
         if cache is not None or teacher is not None or fresh_views:
             given = "--cache" if cache is not None else "--teacher" if teacher is not None else "--fresh-views"
             raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
-        trainer: Trainer = Trainer(cfg, "s", out, resume=resume, final_name="student.pt", progress=progress)
+        trainer: Trainer = NoKDTrainer(cfg, out, resume=resume, progress=progress)
         result = trainer.fit()
         result.update(mode="no-kd", views="fresh", terms=[trainer.hard_loss.name], steps_log=str(trainer.files.steps) if cfg.log_every else None)
         return result

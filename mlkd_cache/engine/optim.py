@@ -19,23 +19,37 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}  # config.optimizer's choices
 
 # How the update runs: "fused" (one kernel over all parameters; CPU and CUDA since torch 2.4),
 # "foreach" (batched tensor ops) or "for-loop" (torch's per-parameter loop, its CPU default).
 # The three compute the same update; fused is the fastest (benchmarks/distill_throughput.py).
-IMPLEMENTATIONS = ("fused", "foreach", "for-loop")
+FLAGS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+IMPLEMENTATIONS = tuple(FLAGS)
+DEFAULT_IMPLEMENTATION = "fused"
 
 
 def build_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float, implementation: str = "fused"
+    model: nn.Module, name: str, lr: float, weight_decay: float, implementation: str = DEFAULT_IMPLEMENTATION
 ) -> torch.optim.Optimizer:
     """``adam`` (L2D: Adam whose per-group weight decay is an L2 term) or ``adamw``, with the
     update ``implementation`` of :data:`IMPLEMENTATIONS` (fused by default)."""
     groups = weight_decay_groups(model, weight_decay)
-    cls = OPTIMIZERS[name]
-    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[implementation]
-    return cls(groups, lr=lr, **flags)
+    return OPTIMIZERS[name](groups, lr=lr, **FLAGS[implementation])
+
+
+def keep_implementation(optimizer: torch.optim.Optimizer, implementation: str = DEFAULT_IMPLEMENTATION) -> None:
+    """After ``load_state_dict``: the groups carry the saved flags, so a checkpoint written by for-loop
+    Adam would resume unfused. Set ``implementation``'s flags again; fused Adam wants each ``step``
+    as a float32 tensor on its parameter's device."""
+    flags = {"fused": None, "foreach": None, **FLAGS[implementation]}
+    for group in optimizer.param_groups:
+        group.update(flags)
+        if flags["fused"]:
+            for p in group["params"]:
+                state = optimizer.state.get(p, {})
+                if "step" in state:
+                    state["step"] = torch.as_tensor(state["step"], dtype=torch.float32, device=p.device)
 
 
 def build_one_cycle(

@@ -32,7 +32,7 @@ from ..metrics import format_metrics
 from ..models import build_model, resolve_model_name
 from .checkpoint import MetricsLog, StepLog, load_checkpoint, save_checkpoint
 from .evaluate import autocast_for, evaluate_model
-from .optim import build_one_cycle, build_optimizer
+from .optim import build_one_cycle, build_optimizer, keep_implementation
 
 log = logging.getLogger("mlkd_cache")
 
@@ -42,7 +42,7 @@ ROLES = {"t": "teacher", "s": "student"}
 # workers, eval_every, stop_epoch_*). batch_size may change with the number of processes as long
 # as the global batch (batch_size x processes) stays: a torchrun run can resume in 1 process.
 RESUME_KEYS = (
-    "dataset", "dataset_para", "img_size", "embed_dim", "seed", "transform",
+    "dataset", "dataset_para", "eval_split", "img_size", "embed_dim", "seed", "transform",
     "optimizer", "weight_decay", "pct_start", "asl_para",
 )
 
@@ -102,9 +102,10 @@ class Trainer:
         self._check_out_dir()
 
         self.spec = TransformSpec.from_config(cfg)
-        params = cfg.dataset_params(role)
-        train_set = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **params)
-        test_set = build_dataset(cfg.dataset, cfg.eval_split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **params)
+        check_eval_split(cfg)
+        # dataset_para_t changes the teacher's train split only: every model is scored on the same split
+        train_set = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params(role))
+        test_set = build_dataset(cfg.dataset, cfg.eval_split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params("s"))
         if list(train_set.class_names) != list(test_set.class_names):
             raise MlkdError(f"train and {cfg.eval_split} splits disagree on the class list; check the dataset files")
         self.class_names = list(train_set.class_names)
@@ -253,7 +254,7 @@ class Trainer:
         now = self.cfg.to_dict()
         changed = [k for k in self.resume_keys() if old.get(k, FIELDS[k].default) != now[k]]  # a key newer than the checkpoint: its default
         if changed:
-            detail = ", ".join(f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in changed[:3])
+            detail = ", ".join(f"{k}: {old.get(k, FIELDS[k].default)!r} -> {now[k]!r}" for k in changed[:3])
             raise CheckpointError(
                 f"cannot resume {self.files.checkpoint}: the config changed ({detail}); "
                 f"restore those values or start a new run in another --out"
@@ -264,6 +265,7 @@ class Trainer:
         for module, state in zip(self.extra_modules, ckpt.get("extra_modules", [])):
             module.load_state_dict(state)
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        keep_implementation(self.optimizer)  # a checkpoint of an older version saved for-loop Adam's flags
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -390,6 +392,18 @@ class Trainer:
             "is_main": self.info.is_main,
             "tool_version": __version__,
         }
+
+
+def check_eval_split(cfg: Config) -> None:
+    """``eval_split`` must be a split of the dataset (only digits has a val split)."""
+    from ..data import DATASETS
+
+    splits = getattr(DATASETS.get(cfg.dataset), "splits", ("train", "test"))
+    if cfg.eval_split not in splits:
+        raise ConfigError(
+            f"config key eval_split={cfg.eval_split!r}: dataset {cfg.dataset} has no {cfg.eval_split} split "
+            f"(it has {', '.join(splits)}); set eval_split='test'"
+        )
 
 
 def run(cfg: Config, out: Path, role: str = "t", resume: bool = False, progress: bool = True) -> Dict[str, Any]:

@@ -70,3 +70,19 @@ def test_rerun_reuses_finished_runs(study):
     again = json.loads(proc.stdout)
     assert "training the teacher" not in proc.stderr and "seed 0 ..." not in proc.stderr
     assert [r["runs"] for r in again["rows"]] == [r["runs"] for r in result["rows"]]
+
+
+def test_paired_statistics():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from kd_study import paired
+    finally:
+        sys.path.pop(0)
+    d = paired({0: 3.0, 1: 5.0, 2: 7.0}, {0: 2.0, 1: 3.0, 2: 4.0})  # differences 1, 2, 3
+    assert d["per_seed"] == [1.0, 2.0, 3.0] and d["mean"] == 2.0 and d["std"] == 1.0
+    half = 4.302652729911275 / 3 ** 0.5  # t(0.975, 2 df) * std / sqrt(n)
+    assert d["ci95"] == pytest.approx([2.0 - half, 2.0 + half]) and d["beyond_noise"] is False
+    tight = paired({0: 3.0, 1: 3.1, 2: 3.2}, {0: 1.0, 1: 1.0, 2: 1.0})
+    assert tight["beyond_noise"] is True
+    with pytest.raises(ValueError, match="unpaired seeds"):
+        paired({0: 1.0, 1: 2.0}, {0: 1.0, 2: 2.0})

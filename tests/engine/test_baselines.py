@@ -12,7 +12,7 @@ import torch
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump, teacher
 from mlkd_cache.engine.checkpoint import MetricsLog, load_checkpoint
-from mlkd_cache.engine.distill import DistillTrainer
+from mlkd_cache.engine.distill import DistillTrainer, NoKDTrainer
 from mlkd_cache.engine.train import Trainer
 
 from ..conftest import assert_one_line_error, run_cli, tiny_config
@@ -124,3 +124,41 @@ def test_resume_of_a_teacher_refuses_a_changed_dataset_para_t(setup, tmp_path):
 
     with pytest.raises(CheckpointError, match="dataset_para_t"):
         Trainer(cfg.replace(max_epoch_t=2, dataset_para_t={"train_size": 192}), "t", out, resume=True, progress=False)
+
+
+def test_resume_refuses_to_switch_between_no_kd_and_distillation(setup):
+    """A distilled run resumed with --no-kd (or the reverse) would silently change its loss."""
+    from mlkd_cache.errors import CheckpointError
+
+    cfg = load_config(setup.cfg_path)
+    online = setup.tmp / "online-fresh"  # written by the fresh-views test, or here
+    if not (online / "checkpoint.pt").exists():
+        DistillTrainer(cfg, online, teacher=setup.teacher_pt, fresh_views=True, progress=False).fit()
+    with pytest.raises(CheckpointError, match="it was distilled .online.; drop --no-kd"):
+        NoKDTrainer(cfg, online, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="trained with --fresh-views, this run has 2 cached views"):
+        DistillTrainer(cfg, online, teacher=setup.teacher_pt, resume=True, progress=False)
+    plain = setup.tmp / "no-kd-for-resume"
+    NoKDTrainer(cfg.replace(max_epoch_s=2, stop_epoch_s=1), plain, progress=False).fit()
+    with pytest.raises(CheckpointError, match="a run without distillation .--no-kd."):
+        DistillTrainer(cfg.replace(max_epoch_s=2), plain, cache=setup.cache, resume=True, progress=False)
+
+
+def test_eval_split_val_scores_the_val_split(setup, tmp_path):
+    from mlkd_cache.data import build_dataset
+    from mlkd_cache.engine.evaluate import run as evaluate_run
+
+    cfg = load_config(setup.cfg_path).replace(eval_split="val", max_epoch_s=1, log_every=0)
+    trainer = NoKDTrainer(cfg, tmp_path / "val", progress=False)
+    assert trainer.test_data.dataset.split == "val"
+    assert len(trainer.test_data) == len(build_dataset("digits", "val", **cfg.dataset_para))
+    metrics = trainer.fit()["metrics"]
+    assert metrics["mAP"] == pytest.approx(evaluate_run(tmp_path / "val" / "student.pt", split="val")["metrics"]["mAP"], abs=1e-6)
+
+
+def test_eval_split_val_on_a_dataset_without_one_is_one_line(tmp_path):
+    cfg_path = tiny_config(tmp_path)
+    proc = run_cli(["teacher-train", "-c", str(cfg_path), "--set", "dataset='voc'", "--set", "eval_split='val'",
+                    "--data-root", str(tmp_path), "-o", str(tmp_path / "t")])
+    assert_one_line_error(proc, r"eval_split='val': dataset voc has no val split .it has train, test.; set eval_split='test'")
+    assert not (tmp_path / "t").exists()

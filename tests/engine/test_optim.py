@@ -19,6 +19,8 @@ def test_every_implementation_gives_the_for_loop_update(name):
     for impl in IMPLEMENTATIONS:
         model = copy.deepcopy(base)
         opt = build_optimizer(model, name, 1e-3, 1e-2, implementation=impl)
+        assert (opt.param_groups[0]["fused"], opt.param_groups[0]["foreach"]) == {
+            "fused": (True, None), "foreach": (None, True), "for-loop": (None, False)}[impl]
         torch.manual_seed(1)  # the same dropout masks in every run
         for _ in range(3):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).logits, y, reduction="sum")
@@ -46,3 +48,28 @@ def test_trainers_use_fused_adam(tmp_path):
 
     trainer = Trainer(load_config(tiny_config(tmp_path)), "s", tmp_path / "out", progress=False)
     assert all(group["fused"] for group in trainer.optimizer.param_groups)
+
+
+def test_a_for_loop_checkpoint_resumes_fused():
+    """Checkpoints of earlier versions hold for-loop Adam's flags; a resume runs fused all the same."""
+    from mlkd_cache.engine.optim import keep_implementation
+
+    torch.manual_seed(0)
+    model = build_model("test_resnet", 5, pretrained=None, embed_dim=16, img_size=32)
+    x, y = torch.rand(4, 3, 32, 32), (torch.rand(4, 5) < 0.4).float()
+
+    def step(opt):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).logits, y, reduction="sum")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    old = build_optimizer(model, "adam", 1e-3, 1e-2, implementation="for-loop")
+    step(old)
+    new = build_optimizer(model, "adam", 1e-3, 1e-2)
+    new.load_state_dict(old.state_dict())
+    assert new.param_groups[0]["fused"] is None  # load_state_dict brought the old flags back
+    keep_implementation(new)
+    assert all(g["fused"] for g in new.param_groups)
+    step(new)
+    assert int(new.state[next(model.parameters())]["step"]) == 2
