@@ -106,6 +106,12 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def bar_disabled(progress: bool, info: DistInfo):
+    """tqdm's ``disable``: True off rank 0 or when not asked; else None, which tqdm reads as "off
+    when stderr is not a terminal", so logs and CI output carry no bars."""
+    return None if (progress and info.is_main) else True
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

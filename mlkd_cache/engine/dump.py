@@ -26,7 +26,7 @@ from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
-from ..distributed import DistInfo, all_gather_objects, barrier, init_distributed
+from ..distributed import bar_disabled, DistInfo, all_gather_objects, barrier, init_distributed
 from ..errors import CacheMismatchError, ConfigError
 from .checkpoint import file_sha256, load_checkpoint
 from ..models.model import feature_dim_of
@@ -294,7 +294,7 @@ def run(
 
     started = time.perf_counter()
     total_pairs = sum((spec.shard_range(k)[1] - spec.shard_range(k)[0]) * views for k in mine)
-    bar = tqdm(total=total_pairs, desc="dump-targets", unit="view", disable=not (progress and info.is_main), dynamic_ncols=True)
+    bar = tqdm(total=total_pairs, desc="dump-targets", unit="view", disable=bar_disabled(progress, info), dynamic_ncols=True)
     try:
         with ShardWriter(out) as writer:  # writes shard k while the teacher runs on shard k+1
             for k in mine:

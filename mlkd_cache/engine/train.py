@@ -25,7 +25,7 @@ from ..config import FIELDS, Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
-from ..distributed import DistInfo, average_gradients, barrier, init_distributed, mean_over_ranks, sync_buffers
+from ..distributed import bar_disabled, DistInfo, average_gradients, barrier, init_distributed, mean_over_ranks, sync_buffers
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
@@ -308,7 +308,7 @@ class Trainer:
         started = time.perf_counter()
         bar = tqdm(
             self.loader, desc=f"{ROLES[self.role]} epoch {epoch + 1}/{self.stop_epoch}", leave=False,
-            disable=not (self.progress and self.info.is_main), dynamic_ncols=True,
+            disable=bar_disabled(self.progress, self.info), dynamic_ncols=True,
         )
         non_blocking = self.info.device.type == "cuda"
         log_every = self.cfg.log_every if self.info.is_main else 0
