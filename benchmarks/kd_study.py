@@ -8,7 +8,8 @@ student recipes (``test_resnet``, the config's epochs and schedule), each with e
 * ``L2D online fresh``: ``--teacher teacher.pt --fresh-views``, L2D's own regime (the teacher
   run live on a fresh augmentation every epoch, the very views the no-KD student sees);
 * ``L2D offline V=...``: ``--cache`` of V views, for every V of ``--views``;
-* ``MLD offline``, ``MPSCD offline``: the default V (``--default-views``);
+* ``MLD offline``, ``MPSCD offline``: for each V of ``--method-views`` (default: the config's
+  ``cache.views``);
 * ``MLD online fresh``.
 
 One seed = the same initialisation and sample order in every recipe (``seed`` of the config).
@@ -82,15 +83,19 @@ class Row:
         return self.name.lower().replace(" ", "-").replace("=", "")
 
 
-def study_rows(views: List[int], default_views: int) -> List[Row]:
+def study_rows(views: List[int], method_views: List[int]) -> List[Row]:
     rows = [Row("no KD", "vanilla", "no-kd", None), Row("L2D online fresh", "l2d", "online", "fresh")]
     rows += [Row(f"L2D offline V={v}", "l2d", "offline", v) for v in views]
-    rows += [
-        Row(f"MLD offline V={default_views}", "mld", "offline", default_views),
-        Row(f"MPSCD offline V={default_views}", "mpscd", "offline", default_views),
-        Row("MLD online fresh", "mld", "online", "fresh"),
-    ]
+    rows += [Row(f"{name} offline V={v}", method, "offline", v) for method, name in (("mld", "MLD"), ("mpscd", "MPSCD")) for v in method_views]
+    rows.append(Row("MLD online fresh", "mld", "online", "fresh"))
     return rows
+
+
+def identity(cfg: Config) -> Dict[str, Any]:
+    """What a work folder's runs depend on: the config, less cache.views (every row names its V)."""
+    values = json.loads(json.dumps(cfg.to_dict(), default=str))
+    values["cache"].pop("views")
+    return values
 
 
 def t_critical(n: int) -> float:
@@ -123,19 +128,21 @@ def paired(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
 
 
 class Study:
-    def __init__(self, cfg: Config, work: Path, seeds: List[int], views: List[int], default_views: int) -> None:
+    def __init__(self, cfg: Config, work: Path, seeds: List[int], views: List[int], method_views: List[int]) -> None:
         self.cfg, self.work, self.seeds = cfg, work, seeds
-        self.views, self.default_views = views, default_views
-        self.rows = study_rows(views, default_views)
+        self.views, self.method_views = views, method_views
+        self.prototype_views = int(cfg.cache["views"])  # online rows: MPSCD prototypes only
+        self.rows = study_rows(views, method_views)
         work.mkdir(parents=True, exist_ok=True)
         stamp = work / "study.json"
-        identity = json.loads(json.dumps({"config": cfg.to_dict(), "tool_version": __version__}, default=str))
+        mine = {"config": identity(cfg), "tool_version": __version__}
         if stamp.is_file():
             old = json.loads(stamp.read_text())
-            if old["config"] != identity["config"]:
+            old["config"].get("cache", {}).pop("views", None)  # folders of earlier versions recorded it
+            if old["config"] != mine["config"]:
                 sys.exit(f"error: {work} holds a study of another config; choose another --work or delete it")
         else:
-            stamp.write_text(json.dumps(identity, indent=1, default=str))
+            stamp.write_text(json.dumps(mine, indent=1, default=str))
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -155,7 +162,7 @@ class Study:
 
     def dumps(self, teacher: Path) -> Dict[int, Dict[str, Any]]:
         result = {}
-        for v in sorted(set(self.views) | {self.default_views}):
+        for v in sorted(set(self.views) | set(self.method_views)):
             out = self.work / f"cache-v{v}"
             record = out / "study-dump.json"
             if not record.is_file():  # a dump without its record is redone whole, so that its time is a whole dump's
@@ -176,7 +183,7 @@ class Study:
             shutil.rmtree(out)
         self.log(f"{row.name}, seed {seed} ...")
         cfg = student_config(self.cfg, row.method, seed).replace(
-            eval_every=self.cfg.epochs("s")[1], cache={"views": row.views if row.mode == "offline" else self.default_views}
+            eval_every=self.cfg.epochs("s")[1], cache={"views": row.views if row.mode == "offline" else self.prototype_views}
         )
         started = time.perf_counter()
         result = distill.run(
@@ -256,6 +263,13 @@ def _diff(d: Optional[Dict[str, Any]]) -> str:
     return f"{d['mean']:+.2f} ± {d['std']:.2f}{mark}"
 
 
+def _run_minutes(result: Dict[str, Any]) -> float:
+    """Minutes of every run the table rests on: teacher, dumps and students (stable across reruns)."""
+    students = sum(run["seconds"] for row in result["rows"] for run in row["runs"])
+    dumps = sum(d["seconds"] for d in result["dumps"].values())
+    return (result["teacher"]["seconds"] + dumps + students) / 60
+
+
 def render(result: Dict[str, Any]) -> str:
     t = result["teacher"]
     n = len(result["seeds"])
@@ -293,7 +307,8 @@ def render(result: Dict[str, Any]) -> str:
         "",
         f"mean ± std over {n} seeds; Δ: paired per-seed differences of test mAP, mean ± std, * = 95% t-interval excludes 0;",
         "student: wall time of one run (setup, training, final test evaluation); dump: the cache's dump time and that",
-        f"time per student run that read the cache in this study. Study wall time {result['wall_s'] / 60:.1f} min.",
+        f"time per student run that read the cache in this study. Runs in this table: {_run_minutes(result):.1f} min "
+        f"(teacher, dumps, students); this invocation {result['wall_s'] / 60:.1f} min (finished runs are reused).",
     ]
     return "\n".join(lines)
 
@@ -302,7 +317,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="student seeds 0..N-1, at least 2 (default 3)")
     parser.add_argument("--views", default="1,2,4,8,16", help="cache view counts of the offline L2D rows (default 1,2,4,8,16)")
-    parser.add_argument("--default-views", type=int, default=None, help="V of the offline MLD and MPSCD rows (default: the config's cache.views)")
+    parser.add_argument("--method-views", default=None, help="view counts of the offline MLD and MPSCD rows, comma-separated (default: the config's cache.views)")
     parser.add_argument("--work", type=Path, default=None, help="work folder; finished runs in it are reused (default: a temporary one, removed)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     parser.add_argument("--quick", action="store_true", help="smoke run of every row: tiny data, 1 epoch, V in 1,2, 2 seeds")
@@ -316,13 +331,13 @@ def main(argv=None) -> int:
     overrides: Dict[str, Any] = {**(QUICK if args.quick else {}), "eval_split": "test"}  # report test; val is scored apart
     cfg = load_config(CONFIG, overrides, settings=dict(parse_override(s) for s in args.settings))
     views = [1, 2] if args.quick else sorted({int(v) for v in args.views.split(",")})
-    default_views = args.default_views or (2 if args.quick else int(cfg.cache["views"]))
+    method_views = [2] if args.quick else sorted({int(v) for v in (args.method_views or str(cfg.cache["views"])).split(",")})
     seeds = list(range(2 if args.quick else args.seeds))
     if args.work is None:
         with tempfile.TemporaryDirectory(prefix="kd-study-") as tmp:
-            result = Study(cfg, Path(tmp), seeds, views, default_views).run()
+            result = Study(cfg, Path(tmp), seeds, views, method_views).run()
     else:
-        result = Study(cfg, args.work, seeds, views, default_views).run()
+        result = Study(cfg, args.work, seeds, views, method_views).run()
     print(json.dumps(result, indent=1, default=str) if args.json else render(result))
     return 0
 
