@@ -1,7 +1,7 @@
 """Planned cache size of every shipped config, computed by the code that writes the files.
 
 For each config under ``configs/`` (teacher ``model_t``, ``embed_dim``, ``img_size``), each
-dtype (float16, float32), each embedding mode (positive, dense) and 1, 4 and 8 views, this
+dtype (float16, float32), each embedding mode (positive, dense) and 1, 4, 8 and 16 views, this
 prints the payload of the cache ``dump-targets`` would write: :meth:`CacheSpec.plan`, the same
 function ``dump-targets --dry-run`` calls and the writer's arrays follow (a test checks plan
 against a real dump). HDF5 headers add a few KiB per shard on top.
@@ -32,7 +32,7 @@ DATASET_STATS: Dict[str, tuple] = {
     "coco": (82081, 80, 2.905, "COCO 2014 train as in L2D's train_anno.json; P measured on its val file (40,137 images)"),
     "nus": (161789, 81, 2.4, "NUS-WIDE 81 concepts, the official TrainImagelist.txt the loader reads; P approximate"),
 }
-VIEWS = (1, 4, 8)
+VIEWS = (1, 4, 8, 16)
 DTYPES = ("float16", "float32")
 
 
