@@ -86,7 +86,7 @@ TRANSFORM_FIELDS: Dict[str, Field] = {
 }
 
 CACHE_FIELDS: Dict[str, Field] = {
-    "views": Field("int", 8, "augmented views stored per training sample", _at_least(1)),
+    "views": Field("int", 16, "augmented views stored per training sample (16 matched online fresh-view distillation on digits, docs/results.md; storage is linear in it)", _at_least(1)),
     "dtype": Field("str", "float16", "dtype of cached logits, features and embeddings", _one_of("float16", "float32")),
     "embedding": Field("str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of("positive", "dense")),
     "shard_size": Field("int", 4096, "samples per HDF5 shard", _at_least(1)),
