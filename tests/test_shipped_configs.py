@@ -67,6 +67,7 @@ def small_config(path: Path, tmp: Path) -> Config:
     root = fixture_root(cfg.dataset, tmp)
     if root is None:
         overrides["dataset_para"] = {**cfg.dataset_para, "train_size": 2, "test_size": 2}
+        overrides["dataset_para_t"] = {**cfg.dataset_para_t, "train_size": 2} if cfg.dataset_para_t else {}
     else:
         overrides["data_root"] = str(root)
     return load_config(path, overrides)
