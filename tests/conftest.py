@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Sequence
 
@@ -13,6 +14,9 @@ import pytest
 from mlkd_cache.engine.checkpoint import load_checkpoint as _load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+# One thread per process for the tiny models: they gain nothing from more, CPU kernels then sum in
+# the same order in every process, and on a busy machine runs are several times faster.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # A digits run small enough for the test suite: timm's test_resnet, 32-px canvases.
@@ -40,6 +44,26 @@ def tiny_config(tmp_path: Path, **extra: str) -> Path:
 @pytest.fixture
 def tiny_cfg_path(tmp_path) -> Path:
     return tiny_config(tmp_path)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads in this process (in-process runs, see ONE_THREAD)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """A module's in-process runs on one torch thread: ``pytest.mark.usefixtures("one_torch_thread")``."""
+    with torch_threads(1):
+        yield
 
 
 def run_cli(args: Sequence[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump, teacher
@@ -15,19 +14,10 @@ from mlkd_cache.engine.checkpoint import MetricsLog, load_checkpoint
 from mlkd_cache.engine.distill import DistillTrainer, NoKDTrainer
 from mlkd_cache.engine.train import Trainer
 
-from ..conftest import assert_one_line_error, run_cli, tiny_config
+from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,9 @@ from mlkd_cache.engine.checkpoint import MetricsLog, file_sha256, load_checkpoin
 from mlkd_cache.engine.evaluate import run as evaluate_run
 from mlkd_cache.errors import CacheCorruptError, CacheMismatchError
 
-from ..conftest import assert_one_line_error, run_cli, tiny_config, wait_for_checkpoint
+from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, tiny_config, wait_for_checkpoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 MPSCD_CRITERION = (
     "dict(name='MPSCD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict()), "
@@ -42,9 +42,6 @@ MPSCD_CRITERION = (
 )
 NO_KD_CRITERION = "dict(name='none', para=dict())"
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
-# One thread per process everywhere: the tiny model gains nothing from more, CPU kernels then sum
-# in the same order in every process, and on a busy machine this runs several times faster.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def read_rows(path: Path):
@@ -60,13 +57,7 @@ def cli(args, **kwargs):
     return run_cli(args, env=ONE_THREAD, **kwargs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """In-process runs use one thread too (see ONE_THREAD)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 @pytest.fixture(scope="module")
