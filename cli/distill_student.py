@@ -42,7 +42,7 @@ def distill_student(config_path, out, settings, resume, no_progress, cache, teac
         fresh_views=fresh_views, no_kd=no_kd,
     )
     if result["is_main"]:
-        views = "a fresh view every epoch" if result["views"] == "fresh" else f"{result['views']} views"
+        views = "a fresh view every epoch" if result["views"] == distill.FRESH else f"{result['views']} views"
         source = {"offline": f"offline from cache {cache}", "online": f"online from live teacher {teacher}", "no-kd": "without distillation"}[result["mode"]]
         click.echo(
             f"student {cfg.model_s}: trained {result['epochs']} epochs, {source} "

@@ -46,7 +46,9 @@ from .train import Trainer
 
 log = logging.getLogger("mlkd_cache")
 
-__all__ = ["CachedTargetsCollate", "CacheTargets", "LiveTeacher", "NoKDTrainer", "DistillTrainer", "run"]
+FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
+
+__all__ = ["FRESH", "CachedTargetsCollate", "CacheTargets", "LiveTeacher", "NoKDTrainer", "DistillTrainer", "run"]
 
 
 class CachedTargetsCollate:
@@ -229,7 +231,7 @@ class LiveTeacher:
     def identity(self) -> Dict[str, Any]:
         return {
             "mode": self.mode, "source": str(self.path), "teacher_arch": str(self.ckpt["arch"]),
-            "teacher_sha256": self.sha256, "views": "fresh" if self.views is None else self.views, "base_seed": self.base_seed,
+            "teacher_sha256": self.sha256, "views": FRESH if self.views is None else self.views, "base_seed": self.base_seed,
         }
 
     @torch.no_grad()
@@ -324,9 +326,9 @@ class DistillTrainer(Trainer):
                 f"resume it with --no-kd or start a new run in another --out"
             )
         old, now = ckpt["distill"], self.source.identity()
-        if old.get("views") != now.get("views") and "fresh" in (old.get("views"), now.get("views")):
+        if old.get("views") != now.get("views") and FRESH in (old.get("views"), now.get("views")):
             def said(views):
-                return "--fresh-views" if views == "fresh" else f"{views} cached views"
+                return "--fresh-views" if views == FRESH else f"{views} cached views"
 
             raise CheckpointError(
                 f"cannot resume {self.files.checkpoint}: it was trained with {said(old.get('views'))}, this run has "
@@ -370,17 +372,14 @@ def run(
             given = "--cache" if cache is not None else "--teacher" if teacher is not None else "--fresh-views"
             raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
         trainer: Trainer = NoKDTrainer(cfg, out, resume=resume, progress=progress)
-        result = trainer.fit()
-        result.update(mode="no-kd", views="fresh", terms=[trainer.hard_loss.name], steps_log=str(trainer.files.steps) if cfg.log_every else None)
-        return result
-    trainer = DistillTrainer(
-        cfg, out, cache=cache, teacher=teacher, resume=resume, progress=progress, verify_checksums=verify_checksums,
-        fresh_views=fresh_views,
-    )
+        mode, views, terms = "no-kd", FRESH, [trainer.hard_loss.name]
+    else:
+        trainer = DistillTrainer(
+            cfg, out, cache=cache, teacher=teacher, resume=resume, progress=progress, verify_checksums=verify_checksums,
+            fresh_views=fresh_views,
+        )
+        mode, views = trainer.source.mode, trainer.source.views
+        views, terms = FRESH if views is None else views, [trainer.hard_loss.name, *trainer.distiller.names()]
     result = trainer.fit()
-    views = trainer.source.views
-    result.update(
-        mode=trainer.source.mode, views="fresh" if views is None else views, terms=[trainer.hard_loss.name, *trainer.distiller.names()],
-        steps_log=str(trainer.files.steps) if cfg.log_every else None,
-    )
+    result.update(mode=mode, views=views, terms=terms, steps_log=str(trainer.files.steps) if cfg.log_every else None)
     return result
