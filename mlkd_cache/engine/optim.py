@@ -2,6 +2,7 @@
 OneCycle over the planned epochs."""
 from __future__ import annotations
 
+import math
 from typing import Dict, List
 
 import torch
@@ -55,7 +56,17 @@ def keep_implementation(optimizer: torch.optim.Optimizer, implementation: str = 
 def build_one_cycle(
     optimizer: torch.optim.Optimizer, lr: float, steps_per_epoch: int, epochs: int, pct_start: float
 ) -> torch.optim.lr_scheduler.OneCycleLR:
-    """OneCycle planned for ``epochs`` x ``steps_per_epoch`` steps (L2D: pct_start 0.2)."""
+    """OneCycle planned for ``epochs`` x ``steps_per_epoch`` steps (L2D: pct_start 0.2), any length
+    from one step on.
+
+    torch's warm-up ends at step ``pct_start * total - 1`` and divides by that phase's length, which
+    is 0 when ``pct_start * total`` is exactly 1 (5 steps at 0.2, 10 at 0.1): ZeroDivisionError.
+    There the warm-up is moved a float's width earlier, so the first step starts at the peak ``lr``
+    (the schedule's limit); every other length keeps torch's schedule bit for bit. As in torch, the
+    last step runs at the final rate (``lr / 25 / 1e4``)."""
+    total = steps_per_epoch * epochs
+    if pct_start * total == 1.0:
+        pct_start = math.nextafter(pct_start, 0.0)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, steps_per_epoch=steps_per_epoch, epochs=epochs, pct_start=pct_start
     )

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
-from mlkd_cache.engine.optim import IMPLEMENTATIONS, build_optimizer
+from mlkd_cache.engine.optim import IMPLEMENTATIONS, build_one_cycle, build_optimizer
 from mlkd_cache.models import build_model
 
 
@@ -73,3 +74,34 @@ def test_a_for_loop_checkpoint_resumes_fused():
     assert all(g["fused"] for g in new.param_groups)
     step(new)
     assert int(new.state[next(model.parameters())]["step"]) == 2
+
+
+@pytest.mark.parametrize("pct_start", [0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 0.99])
+def test_one_cycle_runs_every_length_from_one_step(pct_start):
+    """torch's OneCycle divides by zero whenever pct_start x steps is exactly 1 (5 steps at the default
+    0.2); every length from 1 to 50 steps must run, peak at lr, and keep torch's values elsewhere."""
+    lr = 1e-3
+    for total in range(1, 51):
+        steps_per_epoch, epochs = (total, 1) if total % 2 else (total // 2, 2)
+        param = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([param], lr=lr)
+        sched = build_one_cycle(opt, lr, steps_per_epoch, epochs, pct_start)
+        rates = []
+        for _ in range(total):
+            rates.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert len(rates) == total and all(math.isfinite(r) and 0 < r <= lr * (1 + 1e-9) for r in rates), (total, rates)
+        if total >= 10:
+            assert max(rates) > 0.5 * lr, (total, rates)  # the warm-up reaches the peak
+        if pct_start * total != 1.0:  # the unchanged lengths: torch's own schedule
+            ref_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+            ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=lr, total_steps=total, pct_start=pct_start)
+            expected = []
+            for _ in range(total):
+                expected.append(ref_opt.param_groups[0]["lr"])
+                ref_opt.step()
+                ref.step()
+            assert rates == expected, total
+        else:
+            assert rates[0] == pytest.approx(lr)  # the one-step warm-up: the first step at the peak

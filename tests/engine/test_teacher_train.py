@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -190,3 +191,17 @@ def test_non_finite_loss_stops_with_epoch_step_term_and_samples(tmp_path):
     with pytest.raises(MlkdError, match=r"loss became non-finite at epoch 1 step \d+ \(term bce; batch samples (\d+, ){8}\.\.\.\); lower the learning rate"):
         teacher.run(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "teacher.pt").exists()
+
+
+@pytest.mark.parametrize("train_size, batch_size", [(5, 1), (1, 1), (10, 3)])
+def test_a_handful_of_images_trains_one_epoch(tmp_path, train_size, batch_size):
+    """What a person tries first: 5 images at batch 1 for 1 epoch is 5 steps, where torch's OneCycle
+    at the default pct_start 0.2 divided by zero; one image is one step."""
+    cfg = load_config(tiny_config(
+        tmp_path, max_epoch_t="1", batch_size=str(batch_size), img_size="64", dataset_para=f"dict(train_size={train_size}, test_size=8)",
+    ))
+    result = teacher.run(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "teacher.pt").is_file()
+    assert 0.0 <= result["metrics"]["mAP"] <= 100.0
+    rows = read_rows(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == [1] and math.isfinite(rows[0]["loss"])
