@@ -1,19 +1,25 @@
-"""MS-COCO 2014 (80 classes) in the L2D layout, or with the official instances files.
+"""MS-COCO (80 classes): 2014 or 2017, in the official layout or L2D's, found from the root alone.
 
 ::
 
-    <root>/train2014/COCO_train2014_*.jpg     <root>/train_anno.json   (L2D format)
+    <root>/train2014/COCO_train2014_*.jpg     <root>/train_anno.json   (L2D's files, 2014)
     <root>/val2014/COCO_val2014_*.jpg         <root>/val_anno.json
-    <root>/annotations/instances_{train,val}2014.json                  (official format)
+    <root>/annotations/instances_{train,val}2014.json                  (official 2014)
 
-``train`` is train2014, ``test`` is val2014. L2D's files are a JSON list of
+    <root>/train2017/*.jpg  <root>/val2017/*.jpg
+    <root>/annotations/instances_{train,val}2017.json                  (official 2017)
+
+``train`` is trainYYYY, ``test`` is valYYYY. L2D's files are a JSON list of
 ``{"file_name": ..., "labels": [class indices]}``; the official files give ``images``,
 ``annotations`` (``image_id``, ``category_id``) and ``categories`` (``id``, ``name``).
+``year="auto"`` takes L2D's files, else the 2014 instances files, else the 2017 ones; a root
+holding both years' instances files must name one (``dataset_para=dict(year=2017)``).
 
 Class order: the 80 official category names sorted alphabetically (``sorted`` of the names
-with their spaces: airplane, apple, backpack, ..., person = 49, ..., zebra = 79). That is the
-order L2D's annotation files use; category ids of the official file are mapped through the same
-sorted names, never through their numeric order (the silent class-order bug of L2D issue #4).
+with their spaces: airplane, apple, backpack, ..., person = 49, ..., zebra = 79), in every
+layout and year (2014 and 2017 share the 80 categories and their ids). That is the order L2D's
+annotation files use; category ids of the official file are mapped through the same sorted
+names, never through their numeric order (the silent class-order bug of L2D issue #4).
 
 Image sets differ: official val2014 has 40,504 images, L2D's ``val_anno.json`` 40,137 -- L2D
 dropped the images without any annotation. From the instances file those images are kept with an
@@ -61,11 +67,22 @@ COCO_OFFICIAL_IDS = (
 COCO_CLASSES = tuple(sorted(COCO_OFFICIAL_NAMES))
 assert len(COCO_CLASSES) == 80 and COCO_CLASSES[49] == "person"
 
-_SPLIT_INFO = {
-    # split -> (image folder, L2D file, official instances file)
-    "train": ("train2014", "train_anno.json", os.path.join("annotations", "instances_train2014.json")),
-    "test": ("val2014", "val_anno.json", os.path.join("annotations", "instances_val2014.json")),
-}
+YEARS = (2014, 2017)  # the official releases, both with the 80 categories
+SPLIT_FOLDERS = {"train": "train", "test": "val"}  # split -> image folder prefix (train2017/, val2017/)
+L2D_FILES = {"train": "train_anno.json", "test": "val_anno.json"}  # L2D's annotation files (2014 images)
+L2D_YEAR = 2014
+
+
+def image_folder(split: str, year: int) -> str:
+    """``train2017``, ``val2014``, ...: the image folder of ``split`` in the release ``year``."""
+    return f"{SPLIT_FOLDERS[split]}{year}"
+
+
+def instances_file(split: str, year: int) -> str:
+    """``annotations/instances_val2017.json``, ...: the official annotation file, relative to the root."""
+    return os.path.join("annotations", f"instances_{image_folder(split, year)}.json")
+
+
 ANNOTATION_FORMATS = ("auto", "l2d", "instances")
 
 
@@ -159,52 +176,75 @@ def parse_instances_annotations(path: str, data=None) -> Tuple[List[str], np.nda
     return names, labels
 
 
+def find_layout(root: str, split: str, annotation: str = "auto", year="auto") -> Tuple[str, int, str]:
+    """``(annotation format, year, annotation path)`` of the COCO tree at ``root`` for ``split``:
+    ``annotation`` ``"auto"`` / ``"l2d"`` / ``"instances"``, ``year`` ``"auto"`` / 2014 / 2017.
+    Auto: L2D's file, else the official 2014 file, else the 2017 one; both official years
+    present is ambiguous and names the fix."""
+    if annotation not in ANNOTATION_FORMATS:
+        raise ConfigError(f"coco: unknown annotation format {annotation!r}; valid: {', '.join(ANNOTATION_FORMATS)}")
+    if year != "auto" and year not in YEARS:
+        raise ConfigError(f"coco: unknown year {year!r}; valid: auto, {', '.join(map(str, YEARS))}")
+    l2d_path = os.path.join(root, L2D_FILES[split])
+    years = YEARS if year == "auto" else (year,)
+    official = {y: os.path.join(root, instances_file(split, y)) for y in years}
+    if annotation == "l2d" or (annotation == "auto" and year in ("auto", L2D_YEAR) and os.path.isfile(l2d_path)):
+        if year not in ("auto", L2D_YEAR):
+            raise ConfigError(f"coco: L2D's annotation files cover COCO {L2D_YEAR} only, not {year}")
+        if not os.path.isfile(l2d_path):
+            raise DataError(f"COCO annotations not found: {l2d_path} is missing (annotation='l2d')")
+        return "l2d", L2D_YEAR, l2d_path
+    present = [y for y, path in official.items() if os.path.isfile(path)]
+    if len(present) > 1:
+        raise DataError(
+            f"{root} holds COCO {' and '.join(map(str, present))} ({', '.join(official[y] for y in present)}); "
+            f"choose one with --set \"dataset_para=dict(year={present[-1]})\""
+        )
+    if not present:
+        expected = " or ".join(
+            [f"{L2D_FILES[split]} (L2D)"] * (annotation == "auto" and year in ("auto", L2D_YEAR))
+            + [instances_file(split, y) for y in years]
+        )
+        raise DataError(
+            f"COCO annotations not found in {root}: expected {expected}, "
+            f"with the images in {' or '.join(image_folder(split, y) + '/' for y in years)}"
+        )
+    return "instances", present[0], official[present[0]]
+
+
 @DATASETS.register("coco")
 class COCODataset(MultiLabelDataset):
-    """COCO 2014. ``annotation``: ``"auto"`` (L2D file if present, else the instances file),
-    ``"l2d"`` or ``"instances"``. Keys: ``train2014/<file_name>`` / ``val2014/<file_name>``.
+    """COCO 2014 or 2017. ``annotation``: ``"auto"`` (L2D's file if present, else the official
+    instances file), ``"l2d"`` or ``"instances"``; ``year``: ``"auto"``, 2014 or 2017 (see
+    :func:`find_layout`). Keys: ``<image folder>/<file_name>`` (``train2017/000000005802.jpg``).
     ``check_images=False`` skips the image-existence check (annotation-only use)."""
 
     name = "coco"
 
     def __init__(self, split: str = "train", root: Optional[str] = None, *,
-                 annotation: str = "auto", check_images: bool = True) -> None:
+                 annotation: str = "auto", year="auto", check_images: bool = True) -> None:
         check_split(split)
-        if annotation not in ANNOTATION_FORMATS:
-            raise ConfigError(
-                f"coco: unknown annotation format {annotation!r}; valid: {', '.join(ANNOTATION_FORMATS)}"
-            )
-        img_folder, l2d_name, inst_name = _SPLIT_INFO[split]
-        expected = (
-            f"<root>/{img_folder}/*.jpg and <root>/{l2d_name} (L2D) or <root>/{inst_name} (official)"
+        root = require_root(
+            root, "coco",
+            "a folder holding train2017/, val2017/ and annotations/instances_{train,val}2017.json "
+            "(or the 2014 ones, or L2D's train_anno.json/val_anno.json with train2014/, val2014/)",
         )
-        root = require_root(root, "coco", f"a folder holding {img_folder}/ and {l2d_name}")
-        l2d_path = os.path.join(root, l2d_name)
-        inst_path = os.path.join(root, inst_name)
-        if annotation == "auto":
-            annotation = "l2d" if os.path.isfile(l2d_path) else (
-                "instances" if os.path.isfile(inst_path) else "")
-            if not annotation:
-                raise DataError(
-                    f"COCO annotations not found: neither {l2d_path} nor {inst_path} exists; "
-                    f"expected {expected}"
-                )
-        ann_path = l2d_path if annotation == "l2d" else inst_path
-        if not os.path.isfile(ann_path):
-            raise DataError(f"COCO annotations not found: {ann_path} is missing; expected {expected}")
+        annotation, year, ann_path = find_layout(root, split, annotation, year)
         parse = parse_l2d_annotations if annotation == "l2d" else parse_instances_annotations
         file_names, labels = parse(ann_path)
         if not file_names:
             raise DataError(f"empty split: {ann_path} lists no images")
         self.annotation_file = ann_path
         self.annotation_format = annotation
+        self.year = year
 
+        img_folder = image_folder(split, year)
         img_dir = os.path.join(root, img_folder)
         keys = [f"{img_folder}/{n}" for n in file_names]
         paths = [os.path.join(img_dir, n) for n in file_names]
         if check_images:
             if not os.path.isdir(img_dir):
-                raise DataError(f"COCO layout not found: {img_dir} is missing; expected {expected}")
+                raise DataError(f"COCO images not found: {img_dir} is missing (annotations: {ann_path})")
             check_images_exist(paths, "coco")
         super().__init__(split=split, class_names=COCO_CLASSES, keys=keys, labels=labels,
                          image_paths=paths, root=root)

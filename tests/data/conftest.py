@@ -6,6 +6,7 @@ import pytest
 from tests.data.fixtures import make_coco_tree, make_csv_tree, make_nus_tree, make_voc_tree
 
 REAL_COCO_VAL = Path(__file__).parents[2].parent / "shared" / "data" / "coco2014_val_anno.json"
+COCO2017_TINY = Path(__file__).parents[2].parent / "shared" / "data" / "coco2017-tiny"
 
 
 @pytest.fixture
@@ -33,3 +34,9 @@ def real_coco_val():
     if not REAL_COCO_VAL.is_file():
         pytest.skip(f"L2D's real COCO val annotation file is absent: {REAL_COCO_VAL}")
     return REAL_COCO_VAL
+
+
+@pytest.fixture
+def coco2017_tiny():
+    """100 real COCO 2017 photographs in the official layout (../shared/data/coco2017-tiny)."""
+    return COCO2017_TINY

@@ -46,7 +46,7 @@ def test_real_file_through_build_dataset(tmp_path, real_coco_val):
     assert len(ds) == REAL_N and ds.keys[0] == "val2014/COCO_val2014_000000391895.jpg"
     assert ds.describe() == "coco/test: 40137 images, 80 classes, 2.9 labels/image"
     # without images the default check reports them missing
-    with pytest.raises(DataError, match=r"COCO layout not found: .*val2014 is missing"):
+    with pytest.raises(DataError, match=r"COCO images not found: .*val2014 is missing"):
         build_dataset("coco", "test", str(tmp_path))
 
 
@@ -114,8 +114,11 @@ def test_l2d_bad_index(tmp_path):
 
 def test_missing_annotations_and_bad_format(tmp_path):
     (tmp_path / "train2014").mkdir()
-    with pytest.raises(DataError, match=r"neither .*train_anno\.json nor .*instances_train2014"):
+    with pytest.raises(DataError, match=r"COCO annotations not found in .*: expected train_anno\.json \(L2D\) or "
+                                        r"annotations/instances_train2014\.json or annotations/instances_train2017\.json"):
         build_dataset("coco", "train", str(tmp_path))
+    with pytest.raises(ConfigError, match="unknown year 2016; valid: auto, 2014, 2017"):
+        build_dataset("coco", "train", str(tmp_path), year=2016)
     with pytest.raises(ConfigError, match="unknown annotation format 'xml'"):
         build_dataset("coco", "train", str(tmp_path), annotation="xml")
 
@@ -125,3 +128,37 @@ def test_missing_image(coco_root):
     with pytest.raises(DataError, match=r"1 of 3 image files are missing, first: "
                                         r".*COCO_val2014_000000184613\.jpg"):
         build_dataset("coco", "test", str(coco_root))
+
+
+def test_real_coco2017_tree_by_root_alone(coco2017_tiny):
+    """The official 2017 layout: train2017/, val2017/, annotations/instances_*2017.json."""
+    for split, folder in (("train", "train2017"), ("test", "val2017")):
+        ds = build_dataset("coco", split, str(coco2017_tiny))
+        raw = json.loads((coco2017_tiny / "annotations" / f"instances_{folder}.json").read_text())
+        assert (ds.year, ds.annotation_format, len(ds)) == (2017, "instances", 50)
+        assert ds.keys[0] == f"{folder}/{raw['images'][0]['file_name']}" and list(ds.class_names) == list(COCO_CLASSES)
+        # labels from the official ids through the alphabetical names: person (id 1) is column 49
+        cat_name = {c["id"]: c["name"] for c in raw["categories"]}
+        expected = {im["file_name"]: set() for im in raw["images"]}
+        by_id = {im["id"]: im["file_name"] for im in raw["images"]}
+        for a in raw["annotations"]:
+            expected[by_id[a["image_id"]]].add(cat_name[a["category_id"]])
+        got = {k.split("/", 1)[1]: {COCO_CLASSES[c] for c in np.flatnonzero(row)} for k, row in zip(ds.keys, ds.labels)}
+        assert got == expected
+        assert sum(not v for v in got.values()) == {"train": 1, "test": 2}[split]  # unannotated images stay, all-zero
+
+
+def test_both_official_years_must_be_chosen(tmp_path, coco2017_tiny):
+    root = make_coco_tree(tmp_path / "both", fmt="instances", images=False)
+    (root / "annotations" / "instances_train2017.json").symlink_to(coco2017_tiny / "annotations" / "instances_train2017.json")
+    (root / "train2017").symlink_to(coco2017_tiny / "train2017")
+    with pytest.raises(DataError, match=r"holds COCO 2014 and 2017 .*dataset_para=dict\(year=2017\)"):
+        build_dataset("coco", "train", str(root), check_images=False)
+    assert build_dataset("coco", "train", str(root), year=2017).year == 2017
+    assert build_dataset("coco", "train", str(root), year=2014, check_images=False).keys[0].startswith("train2014/")
+    # L2D's files are 2014 images: auto with L2D's file present still reads it, year=2017 skips it
+    make_coco_tree(root, fmt="l2d", images=False)
+    assert build_dataset("coco", "train", str(root), check_images=False).annotation_format == "l2d"
+    assert build_dataset("coco", "train", str(root), year=2017).annotation_format == "instances"
+    with pytest.raises(ConfigError, match="L2D's annotation files cover COCO 2014 only"):
+        build_dataset("coco", "train", str(root), annotation="l2d", year=2017)
