@@ -8,7 +8,8 @@ against a real dump). HDF5 headers add a few KiB per shard on top.
 
 The datasets themselves are not needed: the size depends on the labels only through the number
 of positives per shard, so each dataset enters as (train images N, classes C, positives per
-image P) from :data:`DATASET_STATS` (the digits numbers are measured on the embedded data). For
+image P) as published (:mod:`mlkd_cache.data.planning`, the numbers ``dump-targets --dry-run``
+uses without a data root; the digits numbers are measured on the embedded data). For
 exact figures on your own copy run ``mlkd-cache dump-targets -c CONFIG --data-root DIR --dry-run``.
 
     python benchmarks/storage_plan.py [--json]
@@ -20,44 +21,29 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-from mlkd_cache.cache.format import planning_labels
 from mlkd_cache.config import load_config, shipped_configs_dir
 from mlkd_cache.data import build_dataset
+from mlkd_cache.data.planning import planned_train_split
 from mlkd_cache.data.transforms import TransformSpec
 from mlkd_cache.engine.dump import build_spec, planned_teacher
 
-# (train images N, classes C, positives per image P, where the numbers come from)
-DATASET_STATS: Dict[str, tuple] = {
-    "voc": (5011, 20, 1.46, "VOC 2007 trainval; P approximate"),
-    "coco": (82081, 80, 2.905, "COCO 2014 train as in L2D's train_anno.json; P measured on its val file (40,137 images)"),
-    "nus": (161789, 81, 2.4, "NUS-WIDE 81 concepts, the official TrainImagelist.txt the loader reads; P approximate"),
-}
 VIEWS = (1, 4, 8, 16)
 DTYPES = ("float16", "float32")
 
 
-class _PlannedData:
-    """What :func:`build_spec` reads of a dataset: class names and labels."""
-
-    def __init__(self, class_names: List[str], labels) -> None:
-        self.class_names, self.labels = class_names, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def planned_data(cfg) -> tuple:
-    """(dataset stand-in, provenance) for ``cfg``'s train split."""
+def planned_data(cfg):
+    """The train split of ``cfg`` for planning: the embedded digits' real labels, else the
+    published split of :mod:`mlkd_cache.data.planning` (what ``--dry-run`` uses without data)."""
     if cfg.dataset == "digits":  # embedded: the real labels
         data = build_dataset("digits", "train", None, **cfg.dataset_para)
-        return _PlannedData(data.class_names, data.labels), "embedded digits, measured"
-    n, c, p, where = DATASET_STATS[cfg.dataset]
-    return _PlannedData([f"class{i}" for i in range(c)], planning_labels(n, c, p)), where
+        data.source = "embedded digits, measured"
+        return data
+    return planned_train_split(cfg.dataset, **cfg.dataset_para)
 
 
 def plan_config(path: Path) -> Dict[str, Any]:
     cfg = load_config(str(path))
-    data, where = planned_data(cfg)
+    data = planned_data(cfg)
     teacher = planned_teacher(cfg, data.class_names)
     transform = TransformSpec.from_config(cfg)
     sizes = {}
@@ -69,7 +55,7 @@ def plan_config(path: Path) -> Dict[str, Any]:
     return {
         "config": f"{path.parent.name}/{path.name}", "teacher": cfg.model_t, "D": teacher["feature_dim"],
         "E": cfg.embed_dim, "N": len(data), "C": len(data.class_names), "positives_per_image": float(data.labels.sum()) / len(data),
-        "data": where, "bytes": sizes,
+        "data": data.source, "bytes": sizes,
     }
 
 
@@ -99,8 +85,8 @@ def main() -> None:
                     if views == VIEWS[0] else " | | ")
             print(f"| {head} | {views} | {human(b16['positive'])} | {human(b16['dense'])} | {human(b32['positive'])} | {human(b32['dense'])} |")
     print()
-    for name, (n, c, p, where) in DATASET_STATS.items():
-        print(f"{name}: N={n:,}, C={c}, P={p} ({where})")
+    for source in dict.fromkeys(r["data"] for r in rows):
+        print(f"- {source}")
 
 
 if __name__ == "__main__":

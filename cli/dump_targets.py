@@ -46,6 +46,7 @@ def dump_targets(config_path, teacher, out, views, data_root, batch_size, worker
         click.echo(f"  per view   {human_size(p['bytes_per_view'])}")
         click.echo(f"  per sample {human_size(p['bytes_per_sample'])}")
         click.echo(f"  total      {human_size(p['payload_bytes'])} (dense embeddings would need {human_size(p['dense_payload_bytes'])})")
+        click.echo(f"  from       {p['source']}")
         return
     click.echo(
         f"cache {result['out']}: {result['samples']} samples x {result['views']} views, "

@@ -271,19 +271,6 @@ def dataset_shapes(spec: CacheSpec, n: int, positives: int) -> Dict[str, Tuple[T
     return shapes
 
 
-def planning_labels(num_samples: int, num_classes: int, positives_per_image: float) -> np.ndarray:
-    """A uint8 ``[N, C]`` label matrix with ``round(N * positives_per_image)`` positives spread
-    as evenly as rows allow, for :meth:`CacheSpec.plan` of a dataset one does not have at hand
-    (cache sizes depend on the labels only through the positives per shard)."""
-    total = int(round(num_samples * positives_per_image))
-    if not 0 <= total <= num_samples * num_classes:
-        raise ValueError(f"{positives_per_image} positives per image do not fit {num_classes} classes")
-    labels = np.zeros((num_samples, num_classes), dtype=np.uint8)
-    flat = np.arange(total)  # column-major fill: positive j goes to row j % N, column j // N
-    labels[flat % num_samples, flat // num_samples] = 1
-    return labels
-
-
 def labels_digest(labels: np.ndarray) -> str:
     """sha256 (hex) of the uint8 ``[N, C]`` label matrix bytes in C order."""
     return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()

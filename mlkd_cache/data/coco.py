@@ -42,6 +42,7 @@ from .base import (
     require_root,
     unknown_class_error,
 )
+from .planning import PublishedSplit
 
 # The 80 official COCO category names, in official id order (ids 1..90 with gaps).
 COCO_OFFICIAL_NAMES = (
@@ -220,6 +221,22 @@ class COCODataset(MultiLabelDataset):
     ``check_images=False`` skips the image-existence check (annotation-only use)."""
 
     name = "coco"
+    planned_class_names = COCO_CLASSES
+
+    @classmethod
+    def published_train_split(cls, annotation: str = "auto", year="auto", **_: object) -> PublishedSplit:
+        """train2014 as in L2D's ``train_anno.json`` (the default layout), or the official train2014 /
+        train2017 instances file (every image, the unannotated ones included)."""
+        # P: measured on L2D's val2014 file (../shared/data/coco2014_val_anno.json: 40,137 images,
+        # 2.905 labels each); the train splits draw from the same photographs
+        if year == 2017:
+            return PublishedSplit(118287, 80, 2.880, "COCO 2017 train: 118,287 images in instances_train2017.json "
+                                  "(1,021 without labels); P 2.88 from L2D's val2014 file, scaled for those")
+        if annotation == "instances":
+            return PublishedSplit(82783, 80, 2.880, "COCO 2014 train: 82,783 images in instances_train2014.json "
+                                  "(702 without labels); P 2.88 from L2D's val2014 file, scaled for those")
+        return PublishedSplit(82081, 80, 2.905, "COCO 2014 train as in L2D's train_anno.json: 82,081 images; "
+                              "P 2.905 measured on L2D's val2014 file (add dataset_para=dict(year=2017) for COCO 2017)")
 
     def __init__(self, split: str = "train", root: Optional[str] = None, *,
                  annotation: str = "auto", year="auto", check_images: bool = True) -> None:

@@ -27,6 +27,7 @@ from .base import (
     require_file,
     require_root,
 )
+from .planning import PublishedSplit
 
 _SPLIT_FILES = {"train": ("TrainImagelist.txt", "Train"), "test": ("TestImagelist.txt", "Test")}
 _EXPECTED = (
@@ -82,6 +83,11 @@ class NUSWideDataset(MultiLabelDataset):
     """NUS-WIDE with the 81 concepts of ``Concepts81.txt`` (in file order)."""
 
     name = "nus"
+
+    @classmethod
+    def published_train_split(cls, **_: object) -> PublishedSplit:
+        return PublishedSplit(161789, 81, 2.4, "NUS-WIDE train: 161,789 images (ImageList/TrainImagelist.txt), 81 concepts; "
+                              "P 2.4 approximate (images whose Flickr files are lost still count)")
 
     def __init__(self, split: str = "train", root: Optional[str] = None, *,
                  check_images: bool = True) -> None:

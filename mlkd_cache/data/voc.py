@@ -28,6 +28,7 @@ from .base import (
     require_root,
     unknown_class_error,
 )
+from .planning import PublishedSplit
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -83,6 +84,12 @@ class VOCDataset(MultiLabelDataset):
     ``VOCtrainval2007/VOCdevkit/VOC2007/JPEGImages/000005.jpg``."""
 
     name = "voc"
+    planned_class_names = VOC_CLASSES
+
+    @classmethod
+    def published_train_split(cls, **_: object) -> PublishedSplit:
+        return PublishedSplit(5011, 20, 1.46, "VOC 2007 trainval: 5,011 images (the devkit's ImageSets/Main/trainval.txt); "
+                              "P 1.46 approximate (distinct classes per image, difficult objects included)")
 
     def __init__(self, split: str = "train", root: Optional[str] = None, *,
                  check_images: bool = True) -> None:

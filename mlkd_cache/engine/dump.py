@@ -24,6 +24,7 @@ from ..cache.format import MANIFEST_NAME, CacheSpec, labels_digest, shard_name
 from ..cache.writer import ShardBuffer, ShardWriter, shard_entry, shard_is_complete, write_manifest
 from ..config import Config
 from ..data import build_dataset
+from ..data.planning import planned_train_split
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
 from ..distributed import bar_disabled, DistInfo, all_gather_objects, barrier, init_distributed
@@ -264,7 +265,8 @@ def run(
 ) -> Dict[str, Any]:
     """Dump the teacher's targets for the train split of ``cfg`` into ``out``. With
     ``dry_run`` nothing is written and only the planned sizes are returned; ``teacher`` may then
-    be ``None`` (sizes from ``model_t`` of the config)."""
+    be ``None`` (sizes from ``model_t`` of the config), and without a data root the published
+    train split of the dataset stands in for its labels (:mod:`mlkd_cache.data.planning`)."""
     info = init_distributed()
     views = int(views if views is not None else cfg.cache["views"])
     if views < 1:
@@ -273,14 +275,25 @@ def run(
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
     ckpt = load_checkpoint(Path(teacher), require=TEACHER_KEYS) if teacher is not None else None
     transform = TransformSpec.from_config(cfg)
-    dataset = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
+    planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if dry_run and not cfg.data_root else None
+    dataset = planned or build_dataset(
+        cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
+    )
     if ckpt is None:  # a dry run before the teacher exists: sizes from the config's model_t
         spec = build_spec(cfg, planned_teacher(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
     else:
+        if planned is not None:  # no data to check the teacher against: plan for its classes
+            if len(ckpt["class_names"]) != len(planned.class_names):
+                raise CacheMismatchError(
+                    f"teacher {teacher} has {len(ckpt['class_names'])} classes, {cfg.dataset} {len(planned.class_names)}; "
+                    f"pass --data-root to plan from the real labels"
+                )
+            planned.class_names = list(ckpt["class_names"])
         check_teacher_fits(cfg, ckpt, dataset, transform, Path(teacher))
         spec = build_spec(cfg, ckpt, file_sha256(Path(teacher)), dataset, views, transform)
     if dry_run:
-        return {"dry_run": True, "plan": plan_text(spec, dataset.labels), "is_main": info.is_main}
+        source = planned.source if planned is not None else f"the labels of {dataset.describe()}"
+        return {"dry_run": True, "plan": {**plan_text(spec, dataset.labels), "source": source}, "is_main": info.is_main}
 
     out = Path(out)
     todo, kept = prepare_out_dir(out, spec, overwrite, info)

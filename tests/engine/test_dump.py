@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from mlkd_cache.cache.format import MANIFEST_NAME, planning_labels
+from mlkd_cache.cache.format import MANIFEST_NAME
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
+from mlkd_cache.data.planning import planning_labels
 from mlkd_cache.data.transforms import TransformSpec, fingerprint
 from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.engine import dump, teacher
@@ -251,3 +252,28 @@ def test_inspect_and_verify(tmp_path, trained):
     assert_one_line_error(proc, r"shard-00000.h5 in .* fails its sha256 check")  # the checksum sees it first
     proc = run_cli(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "192", "--no-verify-checksums"])
     assert proc.returncode == 1 and "verify FAILED" in proc.stderr  # and the teacher comparison too
+
+
+@pytest.mark.parametrize("config, para, samples, source", [
+    ("coco/resnet101_to_resnet34_l2d.py", {}, 82081, "COCO 2014 train as in L2D's train_anno.json"),
+    ("coco/resnet101_to_resnet34_l2d.py", {"year": 2017}, 118287, "COCO 2017 train: 118,287 images"),
+    ("voc/resnet50_to_resnet18_mpscd.py", {}, 5011, "VOC 2007 trainval: 5,011 images"),
+    ("nus/resnet101_to_resnet34_l2d.py", {}, 161789, "NUS-WIDE train: 161,789 images"),
+])
+def test_dry_run_plans_a_public_dataset_before_the_download(config, para, samples, source):
+    """No data root: the published train split stands in for the labels, and says so."""
+    cfg = load_config(config, {"dataset_para": para} if para else {})
+    assert not cfg.data_root
+    plan = dump.run(cfg, None, None, views=8, dry_run=True)["plan"]
+    assert plan["samples"] == samples and plan["views"] == 8 and plan["source"].startswith(source)
+    per_image = {"coco": 2.9, "voc": 1.46, "nus": 2.4}[cfg.dataset]
+    assert plan["positive_tokens"] / samples == pytest.approx(per_image, abs=0.03)
+    assert 0 < plan["payload_bytes"] < plan["dense_payload_bytes"]
+
+
+def test_dry_run_cli_without_data_root_names_its_numbers():
+    proc = run_cli(["dump-targets", "-c", "coco/resnet101_to_resnet34_l2d.py", "--dry-run", "--views", "8"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "planned cache: 82081 samples x 8 views in 21 shard(s), positive embeddings, float16"
+    assert lines[-1].startswith("  from       COCO 2014 train as in L2D's train_anno.json: 82,081 images")
