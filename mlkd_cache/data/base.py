@@ -14,7 +14,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.utils.data
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry, closest
@@ -187,11 +187,34 @@ def check_images_exist(paths: Sequence[str], dataset: str) -> None:
         )
 
 
+# modes whose samples are 16-bit (PNG greyscale opens as I;16, or as I in older Pillows)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation (1 = upright)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as the 8-bit RGB picture a viewer shows: EXIF orientation applied (phone photos),
+    16-bit samples scaled to 8 bits (not clipped), transparency composited on white, greyscale,
+    palette and CMYK converted by Pillow. Teacher and student both load through here."""
+    if im.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(im, dtype=np.uint32)
+        im = Image.fromarray(((np.minimum(wide, 65535) + 128) // 257).astype(np.uint8), "L")
+    if im.mode in _ALPHA_MODES or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Open and fully decode ``path`` as RGB; :class:`DataError` naming the file on failure."""
+    """Open and fully decode ``path`` as RGB (:func:`to_rgb`); :class:`DataError` naming the file
+    on failure."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")  # convert() loads, so truncation surfaces here
+            im.load()  # truncation surfaces here
+            return to_rgb(im)
     except FileNotFoundError:
         raise DataError(f"image file missing: {path}; restore it or fix the data root") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
