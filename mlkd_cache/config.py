@@ -83,6 +83,7 @@ TRANSFORM_FIELDS: Dict[str, Field] = {
     "mean": Field("float3", (0.0, 0.0, 0.0), "per-channel mean subtracted after ToTensor (L2D: none)"),
     "std": Field("float3", (1.0, 1.0, 1.0), "per-channel std divided after ToTensor (L2D: none)", _positive_triple),
     "interpolation": Field("str", "bilinear", "resize filter", _one_of("bilinear", "bicubic", "nearest")),
+    "decode": Field("str", "full", "JPEG decoding: full, or reduced (photographs over twice img_size decoded at 1/2-1/8 scale, sides >= img_size; faster, slightly other pixels)", _one_of("full", "reduced")),
 }
 
 CACHE_FIELDS: Dict[str, Field] = {

@@ -196,5 +196,5 @@ class DigitsDataset(MultiLabelDataset):
         keys = [f"digits/{split}/{i:06d}" for i in range(n)]
         super().__init__(split=split, class_names=DIGIT_CLASSES, keys=keys, labels=labels)
 
-    def load_image(self, index: int) -> Image.Image:
+    def load_image(self, index: int, decode_size: Optional[int] = None) -> Image.Image:
         return Image.fromarray(self.images[index]).convert("RGB")

@@ -136,6 +136,11 @@ _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
 }
 
+# How photographs are decoded: "full" (every pixel) or "reduced" (JPEG files larger than twice
+# img_size decoded at 1/2, 1/4 or 1/8 scale by libjpeg, both sides staying >= img_size; the
+# pixels differ slightly from a full decode, so the mode is part of the spec and of its hash).
+DECODE_MODES = ("full", "reduced")
+
 # RandAugment fill colour (ImageNet mean in 0-255, timm's convention).
 _RA_IMG_MEAN = (124, 116, 104)
 
@@ -151,6 +156,7 @@ class TransformSpec:
     mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     interpolation: str = "bilinear"
+    decode: str = "full"  # a spec without the key (caches written before it existed) decoded in full
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
@@ -178,6 +184,8 @@ class TransformSpec:
                 f"config key 'transform.interpolation' must be one of {', '.join(_INTERPOLATIONS)}, "
                 f"got {self.interpolation!r}"
             )
+        if self.decode not in DECODE_MODES:
+            raise ConfigError(f"config key 'transform.decode' must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
         if self.randaugment is not None:
             if not isinstance(self.randaugment, str):
                 raise ConfigError(f"config key 'transform.randaugment' must be a string or None, got {self.randaugment!r}")
@@ -215,7 +223,14 @@ class TransformSpec:
             "mean": list(self.mean),
             "std": list(self.std),
             "interpolation": self.interpolation,
+            # "full" is left out, so the hashes of specs written before the key existed still match
+            **({"decode": self.decode} if self.decode != "full" else {}),
         }
+
+    @property
+    def decode_size(self) -> Optional[int]:
+        """The side a photograph may be decoded down to (``decode="reduced"``), else ``None``."""
+        return self.img_size if self.decode == "reduced" else None
 
     def spec_hash(self) -> str:
         """16 hex chars of sha256 over the canonical JSON of :meth:`to_dict`."""

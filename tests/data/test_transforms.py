@@ -357,3 +357,24 @@ def test_replay_identical_across_processes():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == ref_fp
+
+
+def test_reduced_decode_is_recorded_and_keeps_old_hashes(tmp_path):
+    """decode='full' (the spec of caches written before the key) hashes as before; 'reduced' is
+    part of the spec and its hash, and a large JPEG decodes at reduced scale, sides >= img_size."""
+    from PIL import Image
+
+    from mlkd_cache.data.base import load_rgb
+
+    full = TransformSpec(img_size=224)
+    assert "decode" not in full.to_dict() and full.decode_size is None
+    reduced = TransformSpec(img_size=224, decode="reduced")
+    assert reduced.to_dict()["decode"] == "reduced" and reduced.spec_hash() != full.spec_hash()
+    assert TransformSpec.from_dict(reduced.to_dict()) == reduced and TransformSpec.from_dict(full.to_dict()) == full
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (1000, 1800, 3), dtype=np.uint8)).resize((1800, 1000))
+    big.save(tmp_path / "big.jpg", quality=90)
+    assert load_rgb(str(tmp_path / "big.jpg")).size == (1800, 1000)
+    assert load_rgb(str(tmp_path / "big.jpg"), reduced.decode_size).size == (450, 250)  # 1/4: the smaller side stays >= 224
+    with pytest.raises(ConfigError, match="transform.decode"):
+        TransformSpec(img_size=224, decode="fast")

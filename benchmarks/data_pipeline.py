@@ -1,0 +1,99 @@
+"""Images per second of one data-loading worker: decode + replayable train view, on real photographs.
+
+On a GPU box the student's step takes milliseconds and the CPU side decides the speed of vanilla,
+online and offline training alike: JPEG decode, resize, Cutout, RandAugment, ToTensor, replayed
+for every sample. This script times what one DataLoader worker process does per sample (one
+thread, as in a worker) on the photographs of ``../shared/data/coco2017-tiny`` (COCO-sized,
+mostly 640 x 480), and on the same photographs re-encoded at 4x their size (4-5 k pixels wide,
+as phone pictures fed to the csv loader are), at 224 and 448 px, with ``transform.decode``
+``full`` and ``reduced`` side by side in one run (median of ``--rounds``, interleaved).
+
+The last columns divide published GPU training rates by one worker's rate: how many workers
+keep that GPU busy. Rates quoted in issue 13 from timm's benchmark CSVs (one RTX 3090, AMP,
+channels-last, 224 px): resnet34 about 2,000 img/s, resnet50 about 1,200 img/s.
+
+    python benchmarks/data_pipeline.py [--rounds 3] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import format_table  # noqa: E402
+
+from mlkd_cache.data.base import load_rgb  # noqa: E402
+from mlkd_cache.data.transforms import DECODE_MODES, ReplayableTransform, TransformSpec  # noqa: E402
+
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2017-tiny"
+GPU_RATES = {"resnet34": 2000.0, "resnet50": 1200.0}  # img/s training, RTX 3090, AMP (timm's CSVs, as quoted in issue 13)
+SIZES = (224, 448)
+
+
+def phone_sized(paths: List[Path], out: Path, factor: int = 4) -> List[Path]:
+    """The photographs upscaled ``factor`` times and saved as JPEG (quality 90), phone-sized."""
+    big = []
+    for p in paths:
+        with Image.open(p) as im:
+            target = out / p.name
+            im.convert("RGB").resize((im.width * factor, im.height * factor), Image.Resampling.BILINEAR).save(target, quality=90)
+        big.append(target)
+    return big
+
+
+def images_per_second(paths: List[Path], size: int, decode: str) -> float:
+    """One pass: decode + train view of every photograph (view seed = its index)."""
+    spec = TransformSpec(img_size=size, decode=decode)
+    transform = ReplayableTransform(spec)
+    started = time.perf_counter()
+    for k, path in enumerate(paths):
+        transform(load_rgb(str(path), spec.decode_size), k)
+    return len(paths) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="passes per (set, size, mode); the median is reported")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # a DataLoader worker's share
+    coco = sorted(PHOTOS.glob("*2017/*.jpg"))
+    if not coco:
+        sys.exit(f"no photographs under {PHOTOS}")
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {"COCO-sized": coco, "phone-sized (4x)": phone_sized(coco[:20], Path(tmp))}
+        rates: Dict[str, Dict[int, Dict[str, List[float]]]] = {s: {z: {m: [] for m in DECODE_MODES} for z in SIZES} for s in sets}
+        for _ in range(args.rounds):  # interleaved, so that drifting machine load hits every mode alike
+            for name, paths in sets.items():
+                for size in SIZES:
+                    for mode in DECODE_MODES:
+                        rates[name][size][mode].append(images_per_second(paths, size, mode))
+    rows, out = [], []
+    for name, by_size in rates.items():
+        for size, by_mode in by_size.items():
+            full, reduced = (statistics.median(by_mode[m]) for m in ("full", "reduced"))
+            record = {"photos": name, "img_size": size, "full_img_s": full, "reduced_img_s": reduced, "ratio": reduced / full,
+                      "workers_needed_full": {m: r / full for m, r in GPU_RATES.items()},
+                      "workers_needed_reduced": {m: r / reduced for m, r in GPU_RATES.items()}}
+            out.append(record)
+            rows.append([name, size, f"{full:.0f}", f"{reduced:.0f}", f"{reduced / full:.2f}x",
+                         *(f"{r / full:.0f} / {r / reduced:.0f}" for r in GPU_RATES.values())])
+    if args.json:
+        print(json.dumps({"rounds": args.rounds, "rows": out}, indent=1))
+        return
+    print(f"one worker (1 thread), decode + train view, median of {args.rounds} rounds; {len(coco)} COCO 2017 photographs")
+    print(format_table(rows, ["photos", "px", "full img/s", "reduced img/s", "reduced/full",
+                              *(f"workers for {m} (full / reduced)" for m in GPU_RATES)]))
+
+
+if __name__ == "__main__":
+    main()
