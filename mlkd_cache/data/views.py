@@ -137,7 +137,8 @@ class ViewDataset(torch.utils.data.Dataset):
         view = operator.index(view)
         if self.views is not None and self.train and not 0 <= view < self.views:
             raise IndexError(f"view {view} out of range for {self.views} views")
-        img = self.dataset.load_image(i, self.spec.decode_size)
+        size = self.spec.decode_size  # asked only when decode='reduced': datasets may define load_image(index)
+        img = self.dataset.load_image(i) if size is None else self.dataset.load_image(i, size)
         if self.train:
             image = self.transform(img, self.seed_of(i, view))
         else:

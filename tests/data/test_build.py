@@ -43,7 +43,7 @@ def test_unknown_param():
     with pytest.raises(ConfigError, match=r"unknown param 'annotations' for dataset 'voc'.*"
                                           r"valid: check_images"):
         build_dataset("voc", "train", "/nonexistent", annotations="x")
-    assert dataset_params("coco") == {"annotation": "auto", "check_images": True}
+    assert dataset_params("coco") == {"annotation": "auto", "year": "auto", "check_images": True}
 
 
 @pytest.mark.parametrize("name", ["voc", "coco", "nus"])
