@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+.PHONY: test demo gpu-check venv clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/mlkd-cache demo
+
+# every CUDA path once on one GPU (a few minutes); one line and nothing run without CUDA
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs

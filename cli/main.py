@@ -19,7 +19,7 @@ import click
 import torch.distributed
 
 from .. import __version__
-from ..distributed import exit_process, lost_peer, process_group_active
+from ..distributed import close_process_group, exit_process, lost_peer, process_group_active
 from ..errors import MlkdError, one_line
 from .common import CONTEXT_SETTINGS
 
@@ -32,7 +32,9 @@ class MlkdGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            close_process_group()
+            return result
         except MlkdError as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
             exit_process(2)  # under torchrun: leave at once, so torchrun stops the other ranks
