@@ -205,3 +205,31 @@ def test_a_handful_of_images_trains_one_epoch(tmp_path, train_size, batch_size):
     assert 0.0 <= result["metrics"]["mAP"] <= 100.0
     rows = read_rows(tmp_path / "run")
     assert [r["epoch"] for r in rows] == [1] and math.isfinite(rows[0]["loss"])
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+def test_torchrun_drop_last_edges(tmp_path):
+    """5 images on 2 ranks at batch 2: each rank holds 2 (the fifth is dropped) and takes one step
+    per epoch, a 2-step schedule; batch 3 x 2 ranks is larger than the 5 images: one line per
+    rank, no traceback, a non-zero exit."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cfg = tiny_config(tmp_path, img_size="64", dataset_para="dict(train_size=5, test_size=8)", log_every="1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(batch: int, out):
+        return subprocess.run(
+            [torchrun, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", "teacher-train",
+             "-c", str(cfg), "-o", str(out), "--batch-size", str(batch), "--no-progress"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+
+    proc = launch(2, tmp_path / "fits")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [(r["epoch"], r["step"]) for r in MetricsLog(tmp_path / "fits" / "steps.jsonl").read()]
+    assert steps == [(1, 1), (2, 1)]
+    proc = launch(3, tmp_path / "too-big")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and all(e == "error: batch_size 3 x 2 process(es) is larger than the train split (5 samples); lower batch_size"
+                          for e in errors), proc.stderr[-2000:]
+    assert "mlkd_cache/" not in proc.stderr  # torchrun reports the failed ranks; no traceback of ours
