@@ -25,7 +25,7 @@ another config is refused (the tool version is recorded, not compared). The firs
 a cache computes its class prototypes (``prototypes.pt``, a second or two here) and the others
 reuse them, so that run's time includes them.
 
-    python benchmarks/kd_study.py                      # the full study, about 75 min on 2 cores
+    python benchmarks/kd_study.py                      # the full study, about 70 min on 2 cores
     python benchmarks/kd_study.py --quick              # smoke run of every row, < 60 s
     python benchmarks/kd_study.py --seeds 5 --json
 """
