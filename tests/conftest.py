@@ -19,6 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data (real photographs and annotation files); the test is skipped,
+    naming the path, on a checkout without that folder."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data absent: {path}")
+    return path
+
 # A digits run small enough for the test suite: timm's test_resnet, 32-px canvases.
 TINY = {
     "dataset_para": "dict(train_size=96, test_size=48)",

@@ -39,4 +39,6 @@ def real_coco_val():
 @pytest.fixture
 def coco2017_tiny():
     """100 real COCO 2017 photographs in the official layout (../shared/data/coco2017-tiny)."""
+    if not COCO2017_TINY.is_dir():
+        pytest.skip(f"shared test data absent: {COCO2017_TINY}")
     return COCO2017_TINY

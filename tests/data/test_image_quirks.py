@@ -11,15 +11,15 @@ from PIL import Image
 
 from mlkd_cache.data.base import EXIF_ORIENTATION, load_rgb
 
-from ..conftest import SHARED_DATA
+from ..conftest import shared_data
 
-PHOTO = SHARED_DATA / "coco2017-tiny" / "val2017" / "000000397133.jpg"  # 640 x 427, RGB
+PHOTO = ("coco2017-tiny", "val2017", "000000397133.jpg")  # under ../shared/data: 640 x 427, RGB
 
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     """The photograph's RGB pixels, uint8 [H, W, 3]."""
-    with Image.open(PHOTO) as im:
+    with Image.open(shared_data(*PHOTO)) as im:
         assert im.mode == "RGB"
         return np.asarray(im.convert("RGB"))
 

@@ -11,21 +11,20 @@ import torch
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.data.coco import COCO_CLASSES
 
-from ..conftest import ONE_THREAD, SHARED_DATA, run_cli
+from ..conftest import ONE_THREAD, run_cli, shared_data
 
 pytestmark = pytest.mark.slow
 
-COCO2017_TINY = SHARED_DATA / "coco2017-tiny"
-
 
 def test_every_stage_on_coco2017_by_data_root_alone(tmp_path):
+    root = shared_data("coco2017-tiny")
     cfg = tmp_path / "coco_tiny.py"
     cfg.write_text(
         "dataset = 'coco'\n"  # no data_root, no year, no annotation format: --data-root finds them
         "model_t = 'test_resnet'\nmodel_s = 'test_resnet'\nimg_size = 64\nbatch_size = 10\nembed_dim = 32\n"
         "workers = 0\nlog_every = 1\nmax_epoch_t = 1\nmax_epoch_s = 1\nlr_t = 3e-3\nlr_s = 3e-3\ncache = dict(views=2)\n"
     )
-    common = ["-c", str(cfg), "--data-root", str(COCO2017_TINY), "--no-progress"]
+    common = ["-c", str(cfg), "--data-root", str(root), "--no-progress"]
 
     def cli(*args):
         proc = run_cli([*args], env=ONE_THREAD)
@@ -40,14 +39,14 @@ def test_every_stage_on_coco2017_by_data_root_alone(tmp_path):
 
     cli("dump-targets", *common, "-t", str(tmp_path / "teacher" / "teacher.pt"), "-o", str(tmp_path / "cache"))
     cache = TargetCache(tmp_path / "cache")
-    train = json.loads((COCO2017_TINY / "annotations" / "instances_train2017.json").read_text())
+    train = json.loads((root / "annotations" / "instances_train2017.json").read_text())
     assert sorted(cache.keys) == sorted(f"train2017/{im['file_name']}" for im in train["images"])
 
     verified = cli("verify", str(tmp_path / "cache"), "-t", str(tmp_path / "teacher" / "teacher.pt"),
-                   "--data-root", str(COCO2017_TINY), "-k", "8")
+                   "--data-root", str(root), "-k", "8")
     assert "input fingerprints: 8/8 equal" in verified.stdout and "verify passed" in verified.stdout, verified.stdout
 
     cli("distill-student", *common, "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "offline"))
     cli("distill-student", *common, "-t", str(tmp_path / "teacher" / "teacher.pt"), "-o", str(tmp_path / "online"))
-    scored = cli("evaluate", str(tmp_path / "offline" / "student.pt"), "--data-root", str(COCO2017_TINY))
+    scored = cli("evaluate", str(tmp_path / "offline" / "student.pt"), "--data-root", str(root))
     assert "mAP" in scored.stdout
