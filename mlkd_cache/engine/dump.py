@@ -276,7 +276,7 @@ def run(
     ckpt = load_checkpoint(Path(teacher), require=TEACHER_KEYS) if teacher is not None else None
     transform = TransformSpec.from_config(cfg)
     planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if dry_run and not cfg.data_root else None
-    dataset = planned or build_dataset(
+    dataset = planned if planned is not None else build_dataset(
         cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
     )
     if ckpt is None:  # a dry run before the teacher exists: sizes from the config's model_t
