@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import format_table  # noqa: E402
 
 from mlkd_cache.data.base import load_rgb  # noqa: E402
-from mlkd_cache.data.transforms import DECODE_MODES, ReplayableTransform, TransformSpec  # noqa: E402
+from mlkd_cache.config import DECODE_MODES  # noqa: E402
+from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2017-tiny"
 GPU_RATES = {"resnet34": 2000.0, "resnet50": 1200.0}  # img/s training, RTX 3090, AMP (timm's CSVs, as quoted in issue 13)

@@ -76,6 +76,11 @@ def _positive_triple(v) -> Optional[str]:
     return None if all(x > 0 for x in v) else "every entry must be > 0"
 
 
+# How photographs are decoded: "full" (every pixel) or "reduced" (JPEG files larger than twice
+# img_size decoded at 1/2, 1/4 or 1/8 scale by libjpeg, both sides staying >= img_size; the
+# pixels differ slightly from a full decode, so the mode is part of the transform spec's hash).
+DECODE_MODES = ("full", "reduced")
+
 TRANSFORM_FIELDS: Dict[str, Field] = {
     "cutout": Field("float", 0.5, "Cutout box side as a fraction of the image side (0 = off)", _unit_interval),
     "randaugment": Field("str?", "rand-m9-n2-mstd0.5", "timm RandAugment config string (None = off)"),
@@ -83,7 +88,7 @@ TRANSFORM_FIELDS: Dict[str, Field] = {
     "mean": Field("float3", (0.0, 0.0, 0.0), "per-channel mean subtracted after ToTensor (L2D: none)"),
     "std": Field("float3", (1.0, 1.0, 1.0), "per-channel std divided after ToTensor (L2D: none)", _positive_triple),
     "interpolation": Field("str", "bilinear", "resize filter", _one_of("bilinear", "bicubic", "nearest")),
-    "decode": Field("str", "full", "JPEG decoding: full, or reduced (photographs over twice img_size decoded at 1/2-1/8 scale, sides >= img_size; faster, slightly other pixels)", _one_of("full", "reduced")),
+    "decode": Field("str", "full", "JPEG decoding: full, or reduced (photographs over twice img_size decoded at 1/2-1/8 scale, sides >= img_size; faster, slightly other pixels)", _one_of(*DECODE_MODES)),
 }
 
 CACHE_FIELDS: Dict[str, Field] = {

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import DECODE_MODES
 from ..errors import ConfigError
 
 __all__ = [
@@ -135,11 +136,6 @@ _INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
-
-# How photographs are decoded: "full" (every pixel) or "reduced" (JPEG files larger than twice
-# img_size decoded at 1/2, 1/4 or 1/8 scale by libjpeg, both sides staying >= img_size; the
-# pixels differ slightly from a full decode, so the mode is part of the spec and of its hash).
-DECODE_MODES = ("full", "reduced")
 
 # RandAugment fill colour (ImageNet mean in 0-255, timm's convention).
 _RA_IMG_MEAN = (124, 116, 104)
