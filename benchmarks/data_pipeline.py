@@ -12,6 +12,12 @@ The last columns divide published GPU training rates by one worker's rate: how m
 keep that GPU busy. Rates quoted in issue 13 from timm's benchmark CSVs (one RTX 3090, AMP,
 channels-last, 224 px): resnet34 about 2,000 img/s, resnet50 about 1,200 img/s.
 
+A second table splits one COCO-sized sample at 224 px into its stages (median ms per image), and
+times two alternatives beside the stage they would replace: torchvision's JPEG decoder (it
+checks and prints whether its pixels equal Pillow's) and torch's uint8 antialiased resize (it
+prints how many pixel values differ from Pillow's). These say where a per-worker speed-up can
+come from and what it would cost in replay compatibility.
+
     python benchmarks/data_pipeline.py [--rounds 3] [--json]
 """
 from __future__ import annotations
@@ -31,9 +37,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import format_table  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from mlkd_cache.data.base import load_rgb  # noqa: E402
 from mlkd_cache.config import DECODE_MODES  # noqa: E402
-from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec  # noqa: E402
+from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec, _to_tensor  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2017-tiny"
 GPU_RATES = {"resnet34": 2000.0, "resnet50": 1200.0}  # img/s training, RTX 3090, AMP (timm's CSVs, as quoted in issue 13)
@@ -61,6 +69,49 @@ def images_per_second(paths: List[Path], size: int, decode: str) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
+def _ms_per_image(fn, items: List, rounds: int) -> float:
+    runs = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for item in items:
+            fn(item)
+        runs.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(runs) / len(items)
+
+
+def stage_breakdown(paths: List[Path], rounds: int, size: int = 224) -> Dict[str, object]:
+    """Median ms per image of each stage of the default train view (RandAugment on), and of the
+    torchvision alternatives for decode and resize, with their pixel agreement with Pillow."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms.v2 import functional as TF
+
+    spec = TransformSpec(img_size=size)
+    transform = ReplayableTransform(spec)
+    filt = Image.Resampling.BILINEAR
+    raw = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]
+    decoded = [load_rgb(str(p)) for p in paths]
+    tensors = [decode_jpeg(r, mode=ImageReadMode.RGB) for r in raw]
+    resized = [im.resize((size, size), filt) for im in decoded]
+    rng = np.random.default_rng(0)
+    stages = {
+        "decode (Pillow, full)": _ms_per_image(lambda p: load_rgb(str(p)), paths, rounds),
+        "decode (Pillow, reduced)": _ms_per_image(lambda p: load_rgb(str(p), size), paths, rounds),
+        "decode (torchvision.io)": _ms_per_image(lambda r: decode_jpeg(r, mode=ImageReadMode.RGB), raw, rounds),
+        "resize (Pillow)": _ms_per_image(lambda im: im.resize((size, size), filt), decoded, rounds),
+        "resize (torch uint8, antialias)": _ms_per_image(lambda x: TF.resize(x, [size, size], antialias=True), tensors, rounds),
+        "cutout": _ms_per_image(lambda im: transform._cutout(im, rng), resized, rounds),
+        "randaugment": _ms_per_image(lambda im: transform._randaugment(im), resized, rounds),
+        "to tensor + normalize": _ms_per_image(lambda im: _to_tensor(im, spec.mean, spec.std), resized, rounds),
+        "whole train view (after decode)": _ms_per_image(lambda im: transform(im, 0), decoded, rounds),
+    }
+    same_decode = all(np.array_equal(np.asarray(im), x.permute(1, 2, 0).numpy()) for im, x in zip(decoded, tensors))
+    diff = [np.asarray(a, dtype=np.int16) - TF.resize(x, [size, size], antialias=True).permute(1, 2, 0).numpy()
+            for a, x in zip(resized, tensors)]
+    return {"img_size": size, "ms": stages, "torchvision_decode_equals_pillow": same_decode,
+            "torch_resize_max_abs_diff": int(max(np.abs(d).max() for d in diff)),
+            "torch_resize_differing_fraction": float(np.mean([np.count_nonzero(d) / d.size for d in diff]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="passes per (set, size, mode); the median is reported")
@@ -78,6 +129,7 @@ def main() -> None:
                 for size in SIZES:
                     for mode in DECODE_MODES:
                         rates[name][size][mode].append(images_per_second(paths, size, mode))
+    breakdown = stage_breakdown(coco, max(args.rounds, 3))
     rows, out = [], []
     for name, by_size in rates.items():
         for size, by_mode in by_size.items():
@@ -89,11 +141,17 @@ def main() -> None:
             rows.append([name, size, f"{full:.0f}", f"{reduced:.0f}", f"{reduced / full:.2f}x",
                          *(f"{r / full:.0f} / {r / reduced:.0f}" for r in GPU_RATES.values())])
     if args.json:
-        print(json.dumps({"rounds": args.rounds, "rows": out}, indent=1))
+        print(json.dumps({"rounds": args.rounds, "rows": out, "stages": breakdown}, indent=1))
         return
     print(f"one worker (1 thread), decode + train view, median of {args.rounds} rounds; {len(coco)} COCO 2017 photographs")
     print(format_table(rows, ["photos", "px", "full img/s", "reduced img/s", "reduced/full",
                               *(f"workers for {m} (full / reduced)" for m in GPU_RATES)]))
+    ms = breakdown["ms"]
+    print(f"\none COCO-sized sample at {breakdown['img_size']} px, by stage (median ms per image; RandAugment on)")
+    print(format_table([[k, f"{v:.2f}"] for k, v in ms.items()], ["stage", "ms"]))
+    print(f"torchvision.io decode equals Pillow's pixels: {breakdown['torchvision_decode_equals_pillow']}; "
+          f"torch resize vs Pillow: max |diff| {breakdown['torch_resize_max_abs_diff']}, "
+          f"{100 * breakdown['torch_resize_differing_fraction']:.2f}% of values differ")
 
 
 if __name__ == "__main__":
