@@ -54,7 +54,7 @@ from _timing import format_table  # noqa: E402
 from mlkd_cache import __version__  # noqa: E402
 from mlkd_cache.config import Config, load_config  # noqa: E402
 from mlkd_cache.engine import distill, dump, evaluate  # noqa: E402
-from mlkd_cache.engine.checkpoint import MetricsLog  # noqa: E402
+from mlkd_cache.engine.runlog import MetricsLog  # noqa: E402
 from mlkd_cache.engine.recipes import RECIPES, student_config  # noqa: E402
 from mlkd_cache.engine.train import Trainer  # noqa: E402
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import demo, evaluate
-from mlkd_cache.engine.checkpoint import MetricsLog
+from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.distill import DistillTrainer
 
 MLD = dict(name="MLD", para=dict())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from mlkd_cache.config import load_config, shipped_configs_dir
 from mlkd_cache.data import build_dataset

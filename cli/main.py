@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import click
 import torch.distributed
 
-from .. import __version__
+from .._version import __version__
 from ..distributed import close_process_group, exit_process, lost_peer, process_group_active
 from ..errors import MlkdError, one_line
 from .common import CONTEXT_SETTINGS

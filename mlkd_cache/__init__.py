@@ -1,3 +1,5 @@
 """mlkd-cache: offline multi-label knowledge distillation from a cached teacher."""
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+__all__ = ["__version__"]

@@ -80,6 +80,11 @@ def _positive_triple(v) -> Optional[str]:
 # img_size decoded at 1/2, 1/4 or 1/8 scale by libjpeg, both sides staying >= img_size; the
 # pixels differ slightly from a full decode, so the mode is part of the transform spec's hash).
 DECODE_MODES = ("full", "reduced")
+# Resize filters (Pillow's of the same name).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+# How the cache stores its floats, and which label-wise embeddings it keeps (docs/cache.md).
+CACHE_DTYPES = ("float16", "float32")
+EMBEDDING_LAYOUTS = ("positive", "dense")
 
 TRANSFORM_FIELDS: Dict[str, Field] = {
     "cutout": Field("float", 0.5, "Cutout box side as a fraction of the image side (0 = off)", _unit_interval),
@@ -87,18 +92,24 @@ TRANSFORM_FIELDS: Dict[str, Field] = {
     "hflip": Field("float", 0.0, "probability of a horizontal flip", _unit_interval),
     "mean": Field("float3", (0.0, 0.0, 0.0), "per-channel mean subtracted after ToTensor (L2D: none)"),
     "std": Field("float3", (1.0, 1.0, 1.0), "per-channel std divided after ToTensor (L2D: none)", _positive_triple),
-    "interpolation": Field("str", "bilinear", "resize filter", _one_of("bilinear", "bicubic", "nearest")),
+    "interpolation": Field("str", "bilinear", "resize filter", _one_of(*INTERPOLATIONS)),
     "decode": Field("str", "full", "JPEG decoding: full, or reduced (photographs over twice img_size decoded at 1/2-1/8 scale, sides >= img_size; faster, slightly other pixels)", _one_of(*DECODE_MODES)),
 }
 
 CACHE_FIELDS: Dict[str, Field] = {
     "views": Field("int", 16, "augmented views stored per training sample (16 matched online fresh-view distillation on digits, docs/results.md; storage is linear in it)", _at_least(1)),
-    "dtype": Field("str", "float16", "dtype of cached logits, features and embeddings", _one_of("float16", "float32")),
-    "embedding": Field("str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of("positive", "dense")),
+    "dtype": Field("str", "float16", "dtype of cached logits, features and embeddings", _one_of(*CACHE_DTYPES)),
+    "embedding": Field("str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of(*EMBEDDING_LAYOUTS)),
     "shard_size": Field("int", 4096, "samples per HDF5 shard", _at_least(1)),
 }
 
-HARD_LOSS_NAMES = ("bce", "asl")
+
+
+def _hard_loss(v) -> Optional[str]:
+    from .losses.hard import HARD_LOSSES  # the registry owns the names; imported here, as the losses need torch
+
+    return None if v in HARD_LOSSES else f"must be one of {', '.join(HARD_LOSSES.names())}"
+
 
 FIELDS: Dict[str, Field] = {
     # L2D seed keys
@@ -125,8 +136,8 @@ FIELDS: Dict[str, Field] = {
     "pretrained_t": Field("str?", None, "local weights file for the teacher backbone (timm/torchvision state dict)"),
     "pretrained_s": Field("str?", None, "local weights file for the student backbone"),
     "embed_dim": Field("int", 768, "ML-Decoder label-wise embedding size E", _at_least(1)),
-    "loss_t": Field("str", "bce", "teacher hard-label loss: bce (sum-reduced, as L2D) or asl", _one_of(*HARD_LOSS_NAMES)),
-    "loss_s": Field("str", "bce", "student hard-label loss: bce or asl", _one_of(*HARD_LOSS_NAMES)),
+    "loss_t": Field("str", "bce", "teacher hard-label loss: bce (sum-reduced, as L2D) or asl", _hard_loss),
+    "loss_s": Field("str", "bce", "student hard-label loss: bce or asl", _hard_loss),
     "asl_para": Field("dict", dict(gamma_neg=4.0, gamma_pos=0.0, clip=0.05), "ASL parameters (used when a loss is asl)"),
     "optimizer": Field("str", "adam", "adam or adamw (L2D: Adam, weight decay on weights only)", _one_of("adam", "adamw")),
     "weight_decay": Field("float", 1e-4, "weight decay of non-bias, non-norm parameters", _at_least(0)),

@@ -7,7 +7,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 import pytest
 

@@ -86,7 +86,7 @@ def test_partial_sub_dict_keeps_other_defaults(tmp_path):
         ("cache = dict(dtype='float64')\n", r"'cache.dtype' must be one of float16, float32"),
         ("transform = dict(std=(1, 0, 1))\n", r"'transform.std' every entry must be > 0"),
         ("transform = dict(mean=(0.5, 0.5))\n", r"'transform.mean' must be 3 numbers"),
-        ("loss_t = 'focal'\n", r"'loss_t' must be one of bce, asl"),
+        ("loss_t = 'focal'\n", r"'loss_t' must be one of asl, bce"),
         ("asl_para = dict(gama_neg=2)\n", r"'asl_para' has unknown entries \['gama_neg'\]"),
         ("criterion_t2s_para = dict(name='L2D')\n", r"criterion_t2s_para' must be dict\(name=..., para=dict"),
         (  # the criterion is checked with the rest of the config, before teacher-train starts

@@ -32,7 +32,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
+from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS
 from ..errors import CacheCorruptError, CacheMismatchError
 
 __all__ = [
@@ -51,8 +52,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-DTYPES = ("float16", "float32")
-EMBEDDINGS = ("positive", "dense")
+DTYPES = CACHE_DTYPES  # the choices live with the config keys that take them
+EMBEDDINGS = EMBEDDING_LAYOUTS
 SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created")  # per-shard, not in the spec
 _JSON_FIELDS = ("class_names", "transform", "normalisation")  # stored as JSON strings in HDF5
 _INT_FIELDS = ("num_samples", "views", "num_classes", "feature_dim", "embed_dim", "shard_size", "img_size", "base_seed")

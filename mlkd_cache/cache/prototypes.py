@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 from torch import Tensor
 
-from ..engine.checkpoint import fsync_dir
+from ..errors import MlkdError
+from ..fileio import atomic_write_bytes
 from .reader import TargetCache
 
 __all__ = ["PROTOTYPES_NAME", "PROTOTYPES_VERSION", "PrototypeAccumulator", "compute_prototypes", "prototype_provenance", "load_or_compute_prototypes"]
@@ -94,21 +93,6 @@ def _load_stored(path: Path, provenance: Dict[str, Any]) -> Tensor | None:
     return prototypes.to(torch.float32)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a unique temporary file + fsync + rename."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def load_or_compute_prototypes(cache: TargetCache) -> Tensor:
     """``[C, E]`` prototypes of ``cache``: read from ``DIR/prototypes.pt`` when its provenance
     matches the cache, otherwise computed with :func:`compute_prototypes` and stored there.
@@ -126,7 +110,7 @@ def load_or_compute_prototypes(cache: TargetCache) -> Tensor:
     buffer = io.BytesIO()
     torch.save({"prototypes": prototypes, "provenance": provenance}, buffer)
     try:
-        _write_atomic(path, buffer.getvalue())
-    except OSError as exc:
-        log.warning("cannot store prototypes in %s (%s); they will be recomputed next run", path.parent, exc.strerror or exc)
+        atomic_write_bytes(path, buffer.getvalue())
+    except MlkdError as exc:
+        log.warning("cannot store prototypes in %s (%s); they will be recomputed next run", path.parent, exc)
     return prototypes

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..engine.checkpoint import file_sha256
+from ..fileio import file_sha256
 from ..errors import CacheCorruptError, CacheMismatchError
 from . import format as fmt
 from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes

@@ -7,7 +7,6 @@ flushed, fsynced and renamed; ``manifest.json`` is written last, the same way.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import queue
@@ -21,8 +20,8 @@ import h5py
 import numpy as np
 import torch
 
-from .. import __version__
-from ..engine.checkpoint import atomic_write_bytes, file_sha256, fsync_dir
+from .._version import __version__
+from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
 from ..errors import MlkdError
 from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes, shard_name
 
@@ -176,15 +175,6 @@ def _strerror(exc: BaseException) -> str:
     return text.strip().splitlines()[0][:160] if text.strip() else type(exc).__name__
 
 
-def _file_sha256_and_fsync(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-        os.fsync(fh.fileno())
-    return digest.hexdigest()
-
-
 def _remove(path: Path) -> None:
     try:
         path.unlink()
@@ -249,7 +239,7 @@ def write_shard(buffer: ShardBuffer, directory: Path) -> Dict[str, Any]:
         directory.mkdir(parents=True, exist_ok=True)
         _reserve(tmp, _size_bound(buffer))  # h5py's "w" then truncates and rewrites the same space
         _write_h5(buffer, tmp)
-        sha256 = _file_sha256_and_fsync(tmp)
+        sha256 = file_sha256(tmp, fsync=True)
         size = tmp.stat().st_size
         os.replace(tmp, final)
     except OSError as exc:

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import DECODE_MODES
+from ..config import DECODE_MODES, INTERPOLATIONS, TRANSFORM_FIELDS
 from ..errors import ConfigError
 
 __all__ = [
@@ -131,11 +131,7 @@ def to_unsigned(s: int) -> int:
 # Spec
 # --------------------------------------------------------------------------------------------
 
-_INTERPOLATIONS = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-}
+_INTERPOLATIONS = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 
 # RandAugment fill colour (ImageNet mean in 0-255, timm's convention).
 _RA_IMG_MEAN = (124, 116, 104)
@@ -146,13 +142,15 @@ class TransformSpec:
     """Everything that determines an augmented view besides the image and the seed."""
 
     img_size: int
-    cutout: float = 0.5
-    randaugment: Optional[str] = "rand-m9-n2-mstd0.5"
-    hflip: float = 0.0
-    mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    interpolation: str = "bilinear"
-    decode: str = "full"  # a spec without the key (caches written before it existed) decoded in full
+    # defaults: config.TRANSFORM_FIELDS (a spec without "decode", from a cache written before the
+    # key existed, means a full decode)
+    cutout: float = TRANSFORM_FIELDS["cutout"].default
+    randaugment: Optional[str] = TRANSFORM_FIELDS["randaugment"].default
+    hflip: float = TRANSFORM_FIELDS["hflip"].default
+    mean: Tuple[float, float, float] = TRANSFORM_FIELDS["mean"].default
+    std: Tuple[float, float, float] = TRANSFORM_FIELDS["std"].default
+    interpolation: str = TRANSFORM_FIELDS["interpolation"].default
+    decode: str = TRANSFORM_FIELDS["decode"].default
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
@@ -191,8 +189,6 @@ class TransformSpec:
     def from_config(cls, cfg: Any) -> "TransformSpec":
         """Build from a :class:`~mlkd_cache.config.Config` (``cfg.img_size``, ``cfg.transform``);
         missing transform keys take the defaults of ``config.TRANSFORM_FIELDS``."""
-        from ..config import TRANSFORM_FIELDS
-
         transform = dict(getattr(cfg, "transform", None) or {})
         unknown = sorted(set(transform) - set(TRANSFORM_FIELDS))
         if unknown:

@@ -16,7 +16,8 @@ from ..cache.format import MANIFEST_NAME
 from ..config import Config
 from ..errors import ConfigError
 from . import dump, plot
-from .checkpoint import MetricsLog, load_checkpoint
+from .checkpoint import load_checkpoint
+from .runlog import MetricsLog
 from .distill import DistillTrainer, NoKDTrainer
 from .recipes import RECIPES, student_config
 from .train import Trainer

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
-from .. import __version__
+from .._version import __version__
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.reader import TargetCache
 from ..config import Config
@@ -39,7 +39,8 @@ from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_d
 from ..errors import CacheCorruptError, CacheMismatchError, CheckpointError, ConfigError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
-from .checkpoint import file_sha256, load_checkpoint
+from ..fileio import file_sha256
+from .checkpoint import load_checkpoint
 from .dump import TEACHER_KEYS, PairDataset, check_teacher_fits, shard_pairs
 from .evaluate import autocast_for, model_from_checkpoint
 from .train import Trainer

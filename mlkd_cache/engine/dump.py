@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..cache.format import MANIFEST_NAME, CacheSpec, labels_digest, shard_name
 from ..cache.writer import ShardBuffer, ShardWriter, shard_entry, shard_is_complete, write_manifest
 from ..config import Config
@@ -29,7 +29,8 @@ from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
 from ..distributed import bar_disabled, DistInfo, all_gather_objects, barrier, init_distributed
 from ..errors import CacheMismatchError, ConfigError
-from .checkpoint import file_sha256, load_checkpoint
+from ..fileio import file_sha256
+from .checkpoint import load_checkpoint
 from ..models.model import feature_dim_of
 from .evaluate import autocast_for, model_from_checkpoint
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import MissingDependencyError, RunFolderError
-from .checkpoint import MetricsLog, StepLog, atomic_write_bytes
+from ..fileio import atomic_write_bytes
+from .runlog import MetricsLog, StepLog
 
 DEFAULT_NAME = "plot.png"
 FIGSIZE = (16.0, 4.8)  # inches; at DPI this is 1600 x 480 pixels

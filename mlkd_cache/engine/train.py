@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..config import FIELDS, Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
@@ -30,7 +30,8 @@ from ..errors import CheckpointError, ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
 from ..models import build_model, resolve_model_name
-from .checkpoint import MetricsLog, StepLog, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
+from .runlog import MetricsLog, StepLog
 from .evaluate import autocast_for, evaluate_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
 

@@ -22,7 +22,8 @@ from ..data.transforms import TransformSpec, to_unsigned
 from ..data.views import ViewDataset
 from ..distributed import pick_device
 from ..errors import CacheMismatchError
-from .checkpoint import file_sha256, load_checkpoint
+from ..fileio import file_sha256
+from .checkpoint import load_checkpoint
 from .dump import TEACHER_KEYS
 from .evaluate import model_from_checkpoint
 

@@ -4,7 +4,7 @@ Importing this package registers every distillation loss: ``MLD``, ``PS`` (logit
 ``MPSCD`` (label embeddings), ``RKD``, ``PKT`` (features).
 """
 from . import feature, led, mld, mpscd, ps  # noqa: F401  (registration)
-from .base import DISTILL_LOSSES, SLOT_NAMES, DistillLoss, KDBatch, check_para, register_loss
+from .base import DISTILL_LOSSES, SLOTS, DistillLoss, KDBatch, check_para, losses_by_slot, register_loss, slot_of
 from .distiller import Distiller
 from .feature import PKT, RKD, pkt, rkd, rkd_angle, rkd_distance
 from .hard import HARD_LOSSES, asl, bce, build_hard_loss
@@ -13,7 +13,7 @@ from .mld import MLD, mld as mld_loss
 from .ps import PS, ps as ps_loss
 from .mpscd import MPSCD
 __all__ = [
-    "DISTILL_LOSSES", "SLOT_NAMES", "DistillLoss", "KDBatch", "check_para", "register_loss", "Distiller",
+    "DISTILL_LOSSES", "SLOTS", "losses_by_slot", "slot_of", "DistillLoss", "KDBatch", "check_para", "register_loss", "Distiller",
     "MLD", "PS", "LED", "MPSCD", "RKD", "PKT", "mld_loss", "ps_loss", "led_loss", "rd", "class_distance",
     "instance_distance", "rkd", "rkd_distance", "rkd_angle", "pkt",
     "HARD_LOSSES", "bce", "asl", "build_hard_loss",

@@ -18,16 +18,14 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-__all__ = ["DISTILL_LOSSES", "SLOT_NAMES", "KDBatch", "DistillLoss", "register_loss", "check_para"]
+__all__ = ["DISTILL_LOSSES", "SLOTS", "KDBatch", "DistillLoss", "register_loss", "slot_of", "losses_by_slot", "check_para"]
 
 DISTILL_LOSSES = Registry("distillation loss")
 
-# Which seed-format slot takes which loss names (``<slot>_dis`` / ``lambda_<slot>``).
-SLOT_NAMES: Dict[str, Tuple[str, ...]] = {
-    "ft": ("RKD", "PKT"),
-    "le": ("LED", "MPSCD"),
-    "logits": ("MLD", "PS"),
-}
+# The seed format's slots (``<slot>_dis`` / ``lambda_<slot>``) and the kind of loss each takes;
+# every loss names its slot when it registers (:func:`register_loss`).
+SLOTS: Dict[str, str] = {"ft": "feature", "le": "label-embedding", "logits": "logits"}
+_SLOT_OF: Dict[str, str] = {}
 
 L = TypeVar("L", bound=Type[nn.Module])
 
@@ -105,12 +103,16 @@ def check_para(factory: Callable, name: str, para: Mapping[str, Any], context: O
     return kwargs
 
 
-def register_loss(name: str) -> Callable[[L], L]:
-    """Class decorator: register a checked factory for the loss class under ``name``.
+def register_loss(name: str, slot: str) -> Callable[[L], L]:
+    """Class decorator: register a checked factory for the loss class under ``name``, taken by
+    the seed-format slot ``slot`` (a key of :data:`SLOTS`).
 
     The factory has the class's signature (``inspect.signature`` follows ``__wrapped__``) and
     raises :class:`ConfigError` instead of ``TypeError`` for a bad parameter.
     """
+
+    if slot not in SLOTS:
+        raise KeyError(f"loss {name!r}: slot {slot!r} is not one of {', '.join(SLOTS)}")
 
     def decorator(cls: L) -> L:
         @functools.wraps(cls, updated=())
@@ -118,6 +120,17 @@ def register_loss(name: str) -> Callable[[L], L]:
             return cls(**check_para(cls, name, para))
 
         DISTILL_LOSSES.register(name)(factory)
+        _SLOT_OF[name] = slot
         return cls
 
     return decorator
+
+
+def slot_of(name: str) -> str:
+    """The slot a registered loss goes in (``ft``, ``le`` or ``logits``)."""
+    return _SLOT_OF[name]
+
+
+def losses_by_slot() -> Dict[str, Tuple[str, ...]]:
+    """``{slot: registered loss names}``, every slot of :data:`SLOTS` present, names sorted."""
+    return {slot: tuple(n for n in DISTILL_LOSSES.names() if _SLOT_OF[n] == slot) for slot in SLOTS}

@@ -19,20 +19,12 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import closest
-from .base import DISTILL_LOSSES, SLOT_NAMES, DistillLoss, KDBatch, check_para
+from .base import DISTILL_LOSSES, SLOTS, DistillLoss, KDBatch, check_para, losses_by_slot, slot_of
 
 __all__ = ["Distiller", "check_criterion", "plan"]
 
-PARA_KEYS = tuple(k for slot in SLOT_NAMES for k in (f"lambda_{slot}", f"{slot}_dis"))
-SLOT_TITLES = {"ft": "feature", "le": "label-embedding", "logits": "logits"}
+PARA_KEYS = tuple(k for slot in SLOTS for k in (f"lambda_{slot}", f"{slot}_dis"))
 WHERE = "criterion_t2s_para"
-
-
-def _slot_of(name: str) -> str:
-    for slot, names in SLOT_NAMES.items():
-        if name in names:
-            return slot
-    raise ConfigError(f"{WHERE}: distillation loss {name!r} belongs to no slot")
 
 
 # What the trainer passes to the loss factories (sizes known only once data and cache are open).
@@ -56,10 +48,10 @@ def _part(slot: str, spec: Any) -> Tuple[str, Any, Dict[str, Any]]:
         factory = DISTILL_LOSSES.get(name)
     except ConfigError as exc:
         raise ConfigError(f"{WHERE}: {key}: {exc}") from None
-    home = _slot_of(name)
+    home = slot_of(name)
     if home != slot:
-        takes = "; ".join(f"{s}_dis takes {', '.join(n)}" for s, n in SLOT_NAMES.items())
-        raise ConfigError(f"{WHERE}: {name} is a {SLOT_TITLES[home]} loss and goes in {home}_dis, not {key} ({takes})")
+        takes = "; ".join(f"{s}_dis takes {', '.join(n)}" for s, n in losses_by_slot().items())
+        raise ConfigError(f"{WHERE}: {name} is a {SLOTS[home]} loss and goes in {home}_dis, not {key} ({takes})")
     return name, factory, dict(para)
 
 
@@ -82,7 +74,7 @@ def plan(criterion_t2s_para: Any) -> List[Part]:
             did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(f"{WHERE}: unknown para key {key!r}{did_you_mean}; valid: {', '.join(PARA_KEYS)}")
     parts: List[Part] = []
-    for slot in SLOT_NAMES:
+    for slot in SLOTS:
         spec, lam_key = para.get(f"{slot}_dis"), f"lambda_{slot}"
         if lam_key in para:
             lam = para[lam_key]

@@ -79,7 +79,7 @@ def pkt(f_s: Tensor, f_t: Tensor, eps: float = 1e-7) -> Tensor:
     return (q_t * torch.log((q_t + eps) / (q_s + eps))).mean()
 
 
-@register_loss("RKD")
+@register_loss("RKD", slot="ft")
 class RKD(DistillLoss):
     """``{"rkd": rkd(f_s, f_t)}`` (feature slot)."""
 
@@ -93,7 +93,7 @@ class RKD(DistillLoss):
         return {"rkd": rkd(batch.f_s, batch.f_t, self.w_dist, self.w_angle)}
 
 
-@register_loss("PKT")
+@register_loss("PKT", slot="ft")
 class PKT(DistillLoss):
     """``{"pkt": pkt(f_s, f_t)}`` (feature slot)."""
 

@@ -105,7 +105,7 @@ def led(
     return lambda_cd * rd(d_s, d_t, token_class) + lambda_id * rd(d_s, d_t, token_sample)
 
 
-@register_loss("LED")
+@register_loss("LED", slot="le")
 class LED(DistillLoss):
     """``{"led_cd": λ_cd·CD, "led_id": λ_id·ID}`` (label-embedding slot); either cache form."""
 

@@ -30,7 +30,7 @@ def mld(z_s: Tensor, z_t: Tensor) -> Tensor:
     return kl.sum() / z_s.shape[0]
 
 
-@register_loss("MLD")
+@register_loss("MLD", slot="logits")
 class MLD(DistillLoss):
     """``{"mld": mld(z_s, z_t)}`` (logits slot)."""
 

@@ -95,7 +95,7 @@ def corrected_prototypes(prototypes: Tensor, v: Tensor, classes: Tensor, momentu
     return torch.where(present, F.normalize(mixed, dim=1), prototypes)
 
 
-@register_loss("MPSCD")
+@register_loss("MPSCD", slot="le")
 class MPSCD(DistillLoss):
     """``{"mpscd_pcrd": λ_pcrd·PCRD, "mpscd_pcsd": λ_pcsd·PCSD}`` over the batch's positive tokens.
 

@@ -40,7 +40,7 @@ def ps(z_s: Tensor, z_t: Tensor, y: Tensor) -> Tensor:
     return (kl * pos).sum() / z_s.shape[0]
 
 
-@register_loss("PS")
+@register_loss("PS", slot="logits")
 class PS(DistillLoss):
     """``{"ps": ps(z_s, z_t, y)}`` (logits slot)."""
 

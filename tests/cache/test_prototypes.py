@@ -13,6 +13,7 @@ import torch
 
 from mlkd_cache.cache import TargetCache
 from mlkd_cache.cache import prototypes as proto_mod
+from mlkd_cache import fileio
 from mlkd_cache.cache.prototypes import PROTOTYPES_NAME, compute_prototypes, load_or_compute_prototypes
 from tests.cache.test_writer_reader import build, make_data
 
@@ -102,10 +103,10 @@ def test_prototypes_of_a_read_only_cache(cache_dir, monkeypatch, caplog):
     try:
         if os.access(cache_dir, os.W_OK):  # root ignores permission bits: refuse the write as the OS would
 
-            def refuse(path, data):
-                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            def refuse(*args, dir=None, **kwargs):
+                raise PermissionError(errno.EACCES, "Permission denied", str(dir))
 
-            monkeypatch.setattr(proto_mod, "_write_atomic", refuse)
+            monkeypatch.setattr(fileio.tempfile, "mkstemp", refuse)
         with caplog.at_level(logging.WARNING, logger="mlkd_cache"):
             got = load_or_compute_prototypes(TargetCache(cache_dir))
     finally:

@@ -220,7 +220,7 @@ CASES: Dict[str, Case] = {
     ),
     "teacher-train: unknown hard loss": Case(
         lambda t, b: _tt(t, tiny_config(t), "--set", "loss_t=focal"),
-        r"'loss_t' must be one of bce, asl, got 'focal'",
+        r"'loss_t' must be one of asl, bce, got 'focal'",
     ),
     "teacher-train: config file missing": Case(
         lambda t, b: _tt(t, t / "missing.py"),

@@ -10,7 +10,8 @@ import pytest
 
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump, teacher
-from mlkd_cache.engine.checkpoint import MetricsLog, load_checkpoint
+from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.distill import DistillTrainer, NoKDTrainer
 from mlkd_cache.engine.train import Trainer
 

@@ -28,7 +28,9 @@ from mlkd_cache.data import build_dataset
 from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec
 from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.engine import distill, dump, teacher
-from mlkd_cache.engine.checkpoint import MetricsLog, file_sha256, load_checkpoint
+from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.engine.runlog import MetricsLog
+from mlkd_cache.fileio import file_sha256
 from mlkd_cache.engine.evaluate import run as evaluate_run
 from mlkd_cache.errors import CacheCorruptError, CacheMismatchError
 

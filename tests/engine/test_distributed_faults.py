@@ -24,7 +24,8 @@ from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
 from mlkd_cache.distributed import exit_process, lost_peer
 from mlkd_cache.engine import teacher
-from mlkd_cache.engine.checkpoint import MetricsLog, load_checkpoint
+from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.engine.runlog import MetricsLog
 
 from ..conftest import assert_one_line_error, run_cli, tiny_config, wait_for_checkpoint
 from ..data.fixtures import truncate_file, write_jpeg

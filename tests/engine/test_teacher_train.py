@@ -15,7 +15,8 @@ import torch
 
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import teacher
-from mlkd_cache.engine.checkpoint import MetricsLog, load_checkpoint
+from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.evaluate import run as evaluate_run
 from mlkd_cache.errors import MlkdError
 

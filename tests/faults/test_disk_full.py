@@ -8,11 +8,9 @@ with no privileges, so the same guarantees are tested everywhere.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

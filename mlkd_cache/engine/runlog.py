@@ -1,0 +1,67 @@
+"""Run logs: ``metrics.jsonl`` (one row per epoch) and ``steps.jsonl`` (loss terms every N steps).
+
+Both are appended and fsynced, so after a kill they hold whole rows; a resume truncates them to
+the epochs its checkpoint has done.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
+
+from ..fileio import append_text, atomic_write_bytes
+
+__all__ = ["MetricsLog", "StepLog"]
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per epoch, appended and fsynced as each epoch ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> List[Dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut by a kill: everything after it is not trusted
+        return rows
+
+    def truncate_to(self, epochs_done: int) -> None:
+        """Keep only the rows of epochs ``<= epochs_done`` (used on resume) - atomically."""
+        rows = [r for r in self.read() if int(r.get("epoch", 0)) <= epochs_done]
+        atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+    def reset(self) -> None:
+        atomic_write_bytes(self.path, b"")
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        append_text(self.path, json.dumps(dict(row)) + "\n")
+
+
+class StepLog(MetricsLog):
+    """``steps.jsonl``: loss terms of every ``log_every``-th training step, one JSON object per
+    line (``epoch`` is 1-based, ``step`` counts from 1 within the epoch). Rows are buffered and
+    appended with one fsync per :meth:`flush` (the trainer flushes at each epoch's end), so
+    after a kill the file holds whole epochs; :meth:`truncate_to` keeps it in step with a resume.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._pending: List[Dict[str, Any]] = []
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self._pending.append(dict(row))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        append_text(self.path, "".join(json.dumps(r) + "\n" for r in self._pending))
+        self._pending = []
+
