@@ -3,6 +3,7 @@
 The same math as :mod:`mlkd_cache.losses.led`, written group by group (the way L2D computes
 LED), for the speed comparison in ``benchmarks/losses.py``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,8 +1,9 @@
 """Shared timing helper for the benchmark scripts: warm-up, repeats, median.
 
-    t = measure(lambda: work(), warmup=1, repeat=5)
-    print(t.median, t.per_call, t.rate(items))
+t = measure(lambda: work(), warmup=1, repeat=5)
+print(t.median, t.per_call, t.rate(items))
 """
+
 from __future__ import annotations
 
 import statistics

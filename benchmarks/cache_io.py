@@ -8,6 +8,7 @@ asserted). The temporary cache directory is deleted at the end.
     python benchmarks/cache_io.py                  # N = 4096 (one shard, ~0.3 GB on disk)
     python benchmarks/cache_io.py --samples 8192 --dir /fast/disk --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,11 +43,25 @@ def coco_labels(n: int, path: Path) -> np.ndarray:
 
 def make_spec(labels: np.ndarray, views: int, shard_size: int) -> CacheSpec:
     return CacheSpec(
-        num_samples=len(labels), views=views, num_classes=C, feature_dim=D, embed_dim=E, dtype="float16",
-        embedding="positive", shard_size=shard_size, class_names=tuple(f"class_{c}" for c in range(C)),
-        dataset="coco-synthetic", split="train", img_size=448, transform={"name": "benchmark"},
-        transform_hash="0" * 16, normalisation={"mean": [0.0] * 3, "std": [1.0] * 3}, base_seed=0,
-        teacher_arch="synthetic", teacher_sha256="0" * 64, labels_sha256=labels_digest(labels),
+        num_samples=len(labels),
+        views=views,
+        num_classes=C,
+        feature_dim=D,
+        embed_dim=E,
+        dtype="float16",
+        embedding="positive",
+        shard_size=shard_size,
+        class_names=tuple(f"class_{c}" for c in range(C)),
+        dataset="coco-synthetic",
+        split="train",
+        img_size=448,
+        transform={"name": "benchmark"},
+        transform_hash="0" * 16,
+        normalisation={"mean": [0.0] * 3, "std": [1.0] * 3},
+        base_seed=0,
+        teacher_arch="synthetic",
+        teacher_sha256="0" * 64,
+        labels_sha256=labels_digest(labels),
     )
 
 
@@ -104,7 +119,9 @@ def run(args: argparse.Namespace) -> dict:
         read_bytes = 0  # bytes of the cached tensors returned by one pass (counted outside the timing)
         for idx, views in batches:
             out = cache.get(idx, views)
-            read_bytes += sum(out[k].numel() * out[k].element_size() for k in ("logits", "features", "tokens", "view_seed", "fingerprint"))
+            read_bytes += sum(
+                out[k].numel() * out[k].element_size() for k in ("logits", "features", "tokens", "view_seed", "fingerprint")
+            )
 
         def read_all():
             for idx, views in batches:
@@ -140,7 +157,11 @@ def run(args: argparse.Namespace) -> dict:
         read_mbs = read_bytes / read.median / 1e6
         copy_mbs = read_bytes / copy.median / 1e6
         result = {
-            "samples": spec.num_samples, "views": spec.views, "shards": spec.num_shards(), "batch": B, "batches": nb,
+            "samples": spec.num_samples,
+            "views": spec.views,
+            "shards": spec.num_shards(),
+            "batch": B,
+            "batches": nb,
             "fill_pairs_s": spec.num_samples * spec.views / fill_s,
             "write_mb_s": disk_bytes / sum(write_s) / 1e6,
             "read_samples_s": read_sps,
@@ -175,18 +196,29 @@ def report(r: dict) -> str:
     rows = [
         ("fill (ShardBuffer.put)", f"{r['fill_pairs_s']:,.0f} sample-views/s", "", ""),
         ("write (write_shard, incl. fsync + sha256)", f"{r['write_mb_s']:,.0f} MB/s", "", ""),
-        (f"read TargetCache.get, batch {r['batch']}", f"{r['read_samples_s']:,.0f} samples/s", f">= {GOALS['read_samples_s']:,}", ok("read_samples_s")),
+        (
+            f"read TargetCache.get, batch {r['batch']}",
+            f"{r['read_samples_s']:,.0f} samples/s",
+            f">= {GOALS['read_samples_s']:,}",
+            ok("read_samples_s"),
+        ),
         ("read bandwidth", f"{r['read_mb_s']:,.0f} MB/s", "", ""),
         ("in-memory numpy gather, same pattern", f"{r['copy_mb_s']:,.0f} MB/s", "", ""),
         ("read / in-memory gather", f"{r['read_vs_copy']:.0%}", f">= {GOALS['read_vs_copy']:.0%}", ok("read_vs_copy")),
         ("on disk vs payload", f"{mb(r['disk_bytes'])} vs {mb(r['payload_bytes'])}", "", ""),
         ("file overhead", f"{r['overhead']:.3%}", f"<= {GOALS['overhead']:.0%}", ok("overhead")),
-        (f"label embeddings dense / positive (C / {r['mean_positives']:.2f})", f"{r['dense_vs_positive']:.1f}x",
-         f">= {GOALS['dense_vs_positive']:.0f}x", ok("dense_vs_positive")),
+        (
+            f"label embeddings dense / positive (C / {r['mean_positives']:.2f})",
+            f"{r['dense_vs_positive']:.1f}x",
+            f">= {GOALS['dense_vs_positive']:.0f}x",
+            ok("dense_vs_positive"),
+        ),
         ("whole cache dense / positive", f"{r['dense_vs_positive_total']:.1f}x ({mb(r['dense_payload_bytes'])})", "", ""),
     ]
-    head = (f"cache_io: {r['samples']} samples x {r['views']} views, {r['shards']} shard(s), C={C} D={D} E={E} float16 "
-            f"positive; {r['batches']} random batches of {r['batch']} ({r['bytes_per_read_sample']:,.0f} B/sample)")
+    head = (
+        f"cache_io: {r['samples']} samples x {r['views']} views, {r['shards']} shard(s), C={C} D={D} E={E} float16 "
+        f"positive; {r['batches']} random batches of {r['batch']} ({r['bytes_per_read_sample']:,.0f} B/sample)"
+    )
     return head + "\n" + format_table(rows, ["metric", "value", "goal", "status"])
 
 

@@ -20,6 +20,7 @@ come from and what it would cost in replay compatibility.
 
     python benchmarks/data_pipeline.py [--rounds 3] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
 from _timing import format_table  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-from mlkd_cache.data.base import load_rgb  # noqa: E402
 from mlkd_cache.config import DECODE_MODES  # noqa: E402
+from mlkd_cache.data.base import load_rgb  # noqa: E402
 from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec, _to_tensor  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2017-tiny"
@@ -105,11 +105,17 @@ def stage_breakdown(paths: List[Path], rounds: int, size: int = 224) -> Dict[str
         "whole train view (after decode)": _ms_per_image(lambda im: transform(im, 0), decoded, rounds),
     }
     same_decode = all(np.array_equal(np.asarray(im), x.permute(1, 2, 0).numpy()) for im, x in zip(decoded, tensors))
-    diff = [np.asarray(a, dtype=np.int16) - TF.resize(x, [size, size], antialias=True).permute(1, 2, 0).numpy()
-            for a, x in zip(resized, tensors)]
-    return {"img_size": size, "ms": stages, "torchvision_decode_equals_pillow": same_decode,
-            "torch_resize_max_abs_diff": int(max(np.abs(d).max() for d in diff)),
-            "torch_resize_differing_fraction": float(np.mean([np.count_nonzero(d) / d.size for d in diff]))}
+    diff = [
+        np.asarray(a, dtype=np.int16) - TF.resize(x, [size, size], antialias=True).permute(1, 2, 0).numpy()
+        for a, x in zip(resized, tensors)
+    ]
+    return {
+        "img_size": size,
+        "ms": stages,
+        "torchvision_decode_equals_pillow": same_decode,
+        "torch_resize_max_abs_diff": int(max(np.abs(d).max() for d in diff)),
+        "torch_resize_differing_fraction": float(np.mean([np.count_nonzero(d) / d.size for d in diff])),
+    }
 
 
 def main() -> None:
@@ -134,24 +140,51 @@ def main() -> None:
     for name, by_size in rates.items():
         for size, by_mode in by_size.items():
             full, reduced = (statistics.median(by_mode[m]) for m in ("full", "reduced"))
-            record = {"photos": name, "img_size": size, "full_img_s": full, "reduced_img_s": reduced, "ratio": reduced / full,
-                      "workers_needed_full": {m: r / full for m, r in GPU_RATES.items()},
-                      "workers_needed_reduced": {m: r / reduced for m, r in GPU_RATES.items()}}
+            record = {
+                "photos": name,
+                "img_size": size,
+                "full_img_s": full,
+                "reduced_img_s": reduced,
+                "ratio": reduced / full,
+                "workers_needed_full": {m: r / full for m, r in GPU_RATES.items()},
+                "workers_needed_reduced": {m: r / reduced for m, r in GPU_RATES.items()},
+            }
             out.append(record)
-            rows.append([name, size, f"{full:.0f}", f"{reduced:.0f}", f"{reduced / full:.2f}x",
-                         *(f"{r / full:.0f} / {r / reduced:.0f}" for r in GPU_RATES.values())])
+            rows.append(
+                [
+                    name,
+                    size,
+                    f"{full:.0f}",
+                    f"{reduced:.0f}",
+                    f"{reduced / full:.2f}x",
+                    *(f"{r / full:.0f} / {r / reduced:.0f}" for r in GPU_RATES.values()),
+                ]
+            )
     if args.json:
         print(json.dumps({"rounds": args.rounds, "rows": out, "stages": breakdown}, indent=1))
         return
     print(f"one worker (1 thread), decode + train view, median of {args.rounds} rounds; {len(coco)} COCO 2017 photographs")
-    print(format_table(rows, ["photos", "px", "full img/s", "reduced img/s", "reduced/full",
-                              *(f"workers for {m} (full / reduced)" for m in GPU_RATES)]))
+    print(
+        format_table(
+            rows,
+            [
+                "photos",
+                "px",
+                "full img/s",
+                "reduced img/s",
+                "reduced/full",
+                *(f"workers for {m} (full / reduced)" for m in GPU_RATES),
+            ],
+        )
+    )
     ms = breakdown["ms"]
     print(f"\none COCO-sized sample at {breakdown['img_size']} px, by stage (median ms per image; RandAugment on)")
     print(format_table([[k, f"{v:.2f}"] for k, v in ms.items()], ["stage", "ms"]))
-    print(f"torchvision.io decode equals Pillow's pixels: {breakdown['torchvision_decode_equals_pillow']}; "
-          f"torch resize vs Pillow: max |diff| {breakdown['torch_resize_max_abs_diff']}, "
-          f"{100 * breakdown['torch_resize_differing_fraction']:.2f}% of values differ")
+    print(
+        f"torchvision.io decode equals Pillow's pixels: {breakdown['torchvision_decode_equals_pillow']}; "
+        f"torch resize vs Pillow: max |diff| {breakdown['torch_resize_max_abs_diff']}, "
+        f"{100 * breakdown['torch_resize_differing_fraction']:.2f}% of values differ"
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ model, alternating implementation by implementation on the same preloaded batche
     python benchmarks/distill_throughput.py --quick         # smoke run, ~1 min on 2 idle cores
     python benchmarks/distill_throughput.py --samples 1024 --rounds 5 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,9 @@ from mlkd_cache.config import load_config  # noqa: E402
 from mlkd_cache.engine import dump  # noqa: E402
 from mlkd_cache.engine.distill import DistillTrainer  # noqa: E402
 from mlkd_cache.engine.optim import IMPLEMENTATIONS, build_optimizer  # noqa: E402
+from mlkd_cache.engine.train import Trainer  # noqa: E402
 from mlkd_cache.losses.hard import build_hard_loss  # noqa: E402
 from mlkd_cache.models import build_model  # noqa: E402
-from mlkd_cache.engine.train import Trainer  # noqa: E402
 
 CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
 MODES = ("vanilla", "online", "offline")
@@ -71,15 +72,25 @@ GOAL_OF_IDEAL = 0.90
 
 def make_config(args, epochs: int):
     """The shipped digits config with this benchmark's pair, sizes and loader settings."""
-    return load_config(CONFIG, {
-        "model_t": args.teacher, "model_s": args.student,
-        "dataset_para": dict(train_size=args.samples, test_size=64), "dataset_para_t": {},
-        "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
-        "embed_dim": args.embed_dim,
-        # OneCycle refuses to step past the planned schedule: plan more epochs than we run
-        "max_epoch_s": epochs + 10, "stop_epoch_s": epochs + 10, "max_epoch_t": 1,
-        "cache.views": args.views, "cache.dtype": "float16",
-    })
+    return load_config(
+        CONFIG,
+        {
+            "model_t": args.teacher,
+            "model_s": args.student,
+            "dataset_para": dict(train_size=args.samples, test_size=64),
+            "dataset_para_t": {},
+            "img_size": args.img_size,
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "embed_dim": args.embed_dim,
+            # OneCycle refuses to step past the planned schedule: plan more epochs than we run
+            "max_epoch_s": epochs + 10,
+            "stop_epoch_s": epochs + 10,
+            "max_epoch_t": 1,
+            "cache.views": args.views,
+            "cache.dtype": "float16",
+        },
+    )
 
 
 def pick(values: List[float], stat: str) -> float:
@@ -108,7 +119,9 @@ def student_step(trainer: Trainer, image: torch.Tensor, labels: torch.Tensor) ->
     trainer.optimizer.step()
 
 
-def optimizer_step_times(cfg, arch: str, batches: list, repeats: int, num_classes: int, device: torch.device) -> Dict[str, List[float]]:
+def optimizer_step_times(
+    cfg, arch: str, batches: list, repeats: int, num_classes: int, device: torch.device
+) -> Dict[str, List[float]]:
     """Seconds of one training step of ``arch`` per Adam implementation, alternating on ``batches``."""
     import copy
 
@@ -149,10 +162,17 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--embed-dim", type=int, default=128, help="ML-Decoder embedding size (default 128)")
     parser.add_argument("--views", type=int, default=2, help="cached views per sample (default 2)")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (default 1: on 2 cores, 2 workers oversubscribe the CPU and the epoch times scatter by ±20%%)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="DataLoader workers (default 1: on 2 cores, 2 workers oversubscribe the CPU and the epoch times scatter by ±20%%)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed epochs per mode (default 5)")
-    parser.add_argument("--batches", type=int, default=6, help="preloaded batches for the forward/step timing, per round (default 6)")
+    parser.add_argument(
+        "--batches", type=int, default=6, help="preloaded batches for the forward/step timing, per round (default 6)"
+    )
     parser.add_argument("--stat", choices=("best", "median"), default="median", help="statistic over repeats (default median)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 128 samples, 2 rounds, 2 batches")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one, removed)")
@@ -231,8 +251,11 @@ def run(args, work: Path) -> int:
             student_step(vanilla, image, labels)
             sync()
             t_student.append(time.perf_counter() - start)
-        say(f"round {r + 1}/{args.rounds}: " + "  ".join(f"{m} {steps_per_epoch / epoch_s[m][-1]:.2f} steps/s" for m in MODES)
-            + f"  teacher fwd {t_teacher[-1] * 1e3:.0f} ms  student step {t_student[-1] * 1e3:.0f} ms")
+        say(
+            f"round {r + 1}/{args.rounds}: "
+            + "  ".join(f"{m} {steps_per_epoch / epoch_s[m][-1]:.2f} steps/s" for m in MODES)
+            + f"  teacher fwd {t_teacher[-1] * 1e3:.0f} ms  student step {t_student[-1] * 1e3:.0f} ms"
+        )
 
     per_step = {m: pick(v, args.stat) / steps_per_epoch for m, v in epoch_s.items()}
     steps_per_s = {m: 1.0 / v for m, v in per_step.items()}
@@ -242,17 +265,35 @@ def run(args, work: Path) -> int:
     offline_vs_online = steps_per_s["offline"] / steps_per_s["online"]
     of_ideal = offline_vs_online / ideal
     goals = {
-        "offline_vs_vanilla": {"value": offline_vs_vanilla, "goal": GOAL_OFFLINE_VS_VANILLA, "pass": offline_vs_vanilla >= GOAL_OFFLINE_VS_VANILLA},
+        "offline_vs_vanilla": {
+            "value": offline_vs_vanilla,
+            "goal": GOAL_OFFLINE_VS_VANILLA,
+            "pass": offline_vs_vanilla >= GOAL_OFFLINE_VS_VANILLA,
+        },
         "offline_vs_online_of_ideal": {"value": of_ideal, "goal": GOAL_OF_IDEAL, "pass": of_ideal >= GOAL_OF_IDEAL},
     }
     report = {
-        "teacher": args.teacher, "student": args.student, "weights": "random init",
-        "img_size": args.img_size, "batch_size": args.batch_size, "samples": args.samples,
-        "steps_per_epoch": steps_per_epoch, "embed_dim": args.embed_dim, "workers": args.workers,
-        "views": args.views, "criterion": cfg.criterion_t2s_para.get("name"), "replay_check": cfg.replay_check,
-        "rounds": args.rounds, "batches": args.batches, "stat": args.stat,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "device": str(device),
-        "torch": torch.__version__, "python": platform.python_version(), "mlkd_cache": __version__,
+        "teacher": args.teacher,
+        "student": args.student,
+        "weights": "random init",
+        "img_size": args.img_size,
+        "batch_size": args.batch_size,
+        "samples": args.samples,
+        "steps_per_epoch": steps_per_epoch,
+        "embed_dim": args.embed_dim,
+        "workers": args.workers,
+        "views": args.views,
+        "criterion": cfg.criterion_t2s_para.get("name"),
+        "replay_check": cfg.replay_check,
+        "rounds": args.rounds,
+        "batches": args.batches,
+        "stat": args.stat,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "mlkd_cache": __version__,
         "steps_per_s": steps_per_s,
         "ms_per_step": {m: v * 1e3 for m, v in per_step.items()},
         "epoch_s_runs": epoch_s,
@@ -281,19 +322,32 @@ def run(args, work: Path) -> int:
         print(json.dumps(report))
         return 0
 
-    print(f"pair {args.teacher} -> {args.student} (timm, random init, nothing downloaded), {report['criterion']} distiller, "
-          f"digits @ {args.img_size}px, {args.samples} samples, batch {args.batch_size} ({steps_per_epoch} steps/epoch), "
-          f"{args.workers} worker(s), embed_dim {args.embed_dim}")
-    print(f"machine: {os.cpu_count()} CPU(s), device {device}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"python {platform.python_version()}")
-    print(f"cache: {args.views} views float16, {report['cache_mb']:.1f} MB, dumped in {dumped['seconds']:.1f} s "
-          f"({report['dump_views_per_s']:.0f} views/s); offline replay_check {cfg.replay_check}")
+    print(
+        f"pair {args.teacher} -> {args.student} (timm, random init, nothing downloaded), {report['criterion']} distiller, "
+        f"digits @ {args.img_size}px, {args.samples} samples, batch {args.batch_size} ({steps_per_epoch} steps/epoch), "
+        f"{args.workers} worker(s), embed_dim {args.embed_dim}"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPU(s), device {device}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"python {platform.python_version()}"
+    )
+    print(
+        f"cache: {args.views} views float16, {report['cache_mb']:.1f} MB, dumped in {dumped['seconds']:.1f} s "
+        f"({report['dump_views_per_s']:.0f} views/s); offline replay_check {cfg.replay_check}"
+    )
     print()
-    rows = [(m, f"{steps_per_s[m]:.2f}", f"{per_step[m] * 1e3:.0f}", f"{steps_per_s[m] * args.batch_size:.0f}",
-             f"{steps_per_s[m] / steps_per_s['vanilla']:.3f}") for m in MODES]
+    rows = [
+        (
+            m,
+            f"{steps_per_s[m]:.2f}",
+            f"{per_step[m] * 1e3:.0f}",
+            f"{steps_per_s[m] * args.batch_size:.0f}",
+            f"{steps_per_s[m] / steps_per_s['vanilla']:.3f}",
+        )
+        for m in MODES
+    ]
     print(format_table(rows, ["mode", "steps/s", "ms/step", "samples/s", "x vanilla"]))
-    print(f"({args.stat} of {args.rounds} interleaved epochs per mode after 1 warm-up epoch; "
-          f"epoch time includes data loading)")
+    print(f"({args.stat} of {args.rounds} interleaved epochs per mode after 1 warm-up epoch; epoch time includes data loading)")
     print()
     print(f"teacher forward (no grad, eval)   {tf * 1e3:8.1f} ms/batch")
     print(f"student step (fwd+bwd+optimiser)  {ts * 1e3:8.1f} ms/batch")
@@ -304,15 +358,24 @@ def run(args, work: Path) -> int:
     print(f"ideal speed-up             {ideal:.3f}   = (t_teacher_forward + t_student_step) / t_student_step")
     print(f"(offline / online) / ideal {of_ideal:.3f}")
     print()
-    rows = [(f"{role} {arch}", *(f"{optim_ms[role][impl]:.1f}" for impl in IMPLEMENTATIONS),
-             f"{optim_ms[role]['for-loop'] / optim_ms[role]['fused']:.2f}x")
-            for role, arch in (("teacher", args.teacher), ("student", args.student))]
+    rows = [
+        (
+            f"{role} {arch}",
+            *(f"{optim_ms[role][impl]:.1f}" for impl in IMPLEMENTATIONS),
+            f"{optim_ms[role]['for-loop'] / optim_ms[role]['fused']:.2f}x",
+        )
+        for role, arch in (("teacher", args.teacher), ("student", args.student))
+    ]
     print(format_table(rows, ["training step (ms)", *(f"Adam {i}" for i in IMPLEMENTATIONS), "fused vs for-loop"]))
-    print(f"({args.stat} of {args.rounds} x {len(batches)} steps per implementation, alternating on the same batches; "
-          f"for-loop = torch's CPU default before, fused = now)")
+    print(
+        f"({args.stat} of {args.rounds} x {len(batches)} steps per implementation, alternating on the same batches; "
+        f"for-loop = torch's CPU default before, fused = now)"
+    )
     print()
-    for name, text in (("offline_vs_vanilla", "offline >= 0.95 x vanilla"),
-                       ("offline_vs_online_of_ideal", "offline/online >= 0.90 x ideal")):
+    for name, text in (
+        ("offline_vs_vanilla", "offline >= 0.95 x vanilla"),
+        ("offline_vs_online_of_ideal", "offline/online >= 0.90 x ideal"),
+    ):
         g = goals[name]
         print(f"goal: {text:32} {'PASS' if g['pass'] else 'FAIL'} ({g['value']:.3f})")
     return 0

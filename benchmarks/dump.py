@@ -12,6 +12,7 @@ Goals (issue 3): dump >= 0.90 x inference; peak memory does not grow with N.
 
     python benchmarks/dump.py [--samples 512] [--views 4] [--model resnet18] [--img-size 64] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,13 +51,27 @@ def write_teacher(directory: Path, cfg) -> Path:
     model = build_model(cfg.model_t, 10, embed_dim=cfg.embed_dim, img_size=cfg.img_size)
     spec = TransformSpec.from_config(cfg)
     path = directory / "teacher.pt"
-    save_checkpoint(path, dict(
-        role="teacher", arch=cfg.model_t, timm_name=model.timm_name, num_classes=10,
-        class_names=[str(d) for d in range(10)], embed_dim=cfg.embed_dim, feature_dim=model.feature_dim,
-        img_size=cfg.img_size, transform=spec.to_dict(), transform_hash=spec.spec_hash(),
-        normalisation={"mean": list(spec.mean), "std": list(spec.std)}, dataset="digits",
-        config=cfg.to_dict(), model=model.state_dict(), epoch=0, metrics={},
-    ))
+    save_checkpoint(
+        path,
+        dict(
+            role="teacher",
+            arch=cfg.model_t,
+            timm_name=model.timm_name,
+            num_classes=10,
+            class_names=[str(d) for d in range(10)],
+            embed_dim=cfg.embed_dim,
+            feature_dim=model.feature_dim,
+            img_size=cfg.img_size,
+            transform=spec.to_dict(),
+            transform_hash=spec.spec_hash(),
+            normalisation={"mean": list(spec.mean), "std": list(spec.std)},
+            dataset="digits",
+            config=cfg.to_dict(),
+            model=model.state_dict(),
+            epoch=0,
+            metrics={},
+        ),
+    )
     return path
 
 
@@ -121,8 +136,13 @@ def main() -> None:
         rss_4n = peak_rss_mb(config, teacher_pt, tmp / "rss4", args.views, 4 * args.samples)
 
     report = {
-        "model": args.model, "img_size": args.img_size, "samples": args.samples, "views": args.views,
-        "batch_size": args.batch_size, "workers": args.workers, "shard_size": args.shard_size,
+        "model": args.model,
+        "img_size": args.img_size,
+        "samples": args.samples,
+        "views": args.views,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "shard_size": args.shard_size,
         "inference_views_per_s": pairs / t_infer,
         "dump_views_per_s": pairs / t_dump,
         "dump_over_inference": t_infer / t_dump,
@@ -134,16 +154,20 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
         return
-    print(f"teacher {args.model} @ {args.img_size}px, {args.samples} samples x {args.views} views, "
-          f"batch {args.batch_size}, {args.workers} worker(s), torch threads {torch.get_num_threads()}")
+    print(
+        f"teacher {args.model} @ {args.img_size}px, {args.samples} samples x {args.views} views, "
+        f"batch {args.batch_size}, {args.workers} worker(s), torch threads {torch.get_num_threads()}"
+    )
     print(f"{'':28}{'views/s':>10}   (best of {args.repeat}, interleaved)")
     print(f"{'teacher inference only':28}{report['inference_views_per_s']:>10.1f}")
     print(f"{'dump-targets':28}{report['dump_views_per_s']:>10.1f}")
     ok = "PASS" if report["dump_over_inference"] >= 0.90 else "FAIL"
     print(f"dump / inference = {report['dump_over_inference']:.3f}   (goal >= 0.90: {ok})")
     ok = "PASS" if report["rss_4N_over_N"] <= 1.10 else "FAIL"
-    print(f"peak RSS: {rss_n:.0f} MB for N={args.samples}, {rss_4n:.0f} MB for 4N "
-          f"= {report['rss_4N_over_N']:.3f}x   (goal: flat, <= 1.10x: {ok})")
+    print(
+        f"peak RSS: {rss_n:.0f} MB for N={args.samples}, {rss_4n:.0f} MB for 4N "
+        f"= {report['rss_4N_over_N']:.3f}x   (goal: flat, <= 1.10x: {ok})"
+    )
 
 
 if __name__ == "__main__":

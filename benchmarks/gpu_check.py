@@ -19,6 +19,7 @@ without CUDA it prints one line and exits 0 without running anything.
 
     make gpu-check            # or: python benchmarks/gpu_check.py [--samples 4096] [--work DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ cache = dict(views=2)
 
 
 FULL = dict(img_size=224, batch_size=64, teacher="resnet50", student="resnet18", embed_dim=256, bench_samples=2048, rounds=3)
-SMOKE = dict(img_size=32, batch_size=16, teacher="test_resnet", student="test_resnet", embed_dim=32, bench_samples=64,
-             rounds=1, samples=64)
+SMOKE = dict(
+    img_size=32, batch_size=16, teacher="test_resnet", student="test_resnet", embed_dim=32, bench_samples=64, rounds=1, samples=64
+)
 
 
 def run(step: str, args: List[str]) -> str:
@@ -77,8 +79,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4096, help="digits training canvases (default 4096)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one, removed)")
-    parser.add_argument("--cpu-smoke", action="store_true",
-                        help="run the same sequence on CPU with tiny models (checks the script, not CUDA)")
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="run the same sequence on CPU with tiny models (checks the script, not CUDA)"
+    )
     args = parser.parse_args()
     size = SMOKE if args.cpu_smoke else FULL
     if not torch.cuda.is_available() and not args.cpu_smoke:
@@ -91,24 +94,70 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         cfg = work / "gpu_check.py"
         samples = size.get("samples", args.samples)
-        cfg.write_text(CONFIG.format(samples=samples, workers=args.workers, **{k: size[k] for k in ("img_size", "batch_size", "teacher", "student", "embed_dim")}))
+        cfg.write_text(
+            CONFIG.format(
+                samples=samples,
+                workers=args.workers,
+                **{k: size[k] for k in ("img_size", "batch_size", "teacher", "student", "embed_dim")},
+            )
+        )
         cli = [sys.executable, "-m", "mlkd_cache"]
         common = ["-c", str(cfg), "--no-progress"]
         teacher = work / "teacher" / "teacher.pt"
         run("teacher-train (AMP)", [*cli, "teacher-train", *common, "-o", str(work / "teacher")])
         run("dump-targets (AMP)", [*cli, "dump-targets", *common, "-t", str(teacher), "-o", str(work / "cache")])
         print(run("verify", [*cli, "verify", str(work / "cache"), "-t", str(teacher), "-k", "256"]).rstrip())
-        run("distill-student offline", [*cli, "distill-student", *common, "--cache", str(work / "cache"), "-o", str(work / "offline")])
+        run(
+            "distill-student offline",
+            [*cli, "distill-student", *common, "--cache", str(work / "cache"), "-o", str(work / "offline")],
+        )
         run("distill-student online", [*cli, "distill-student", *common, "-t", str(teacher), "-o", str(work / "online")])
         run("distill-student --no-kd", [*cli, "distill-student", *common, "--no-kd", "-o", str(work / "no-kd")])
         py = [sys.executable]
-        print(run("benchmarks/dump.py", [*py, str(HERE / "dump.py"), "--model", size["teacher"], "--img-size", str(size["img_size"]),
-                                         "--samples", str(size["bench_samples"] // 2), "--views", "2",
-                                         "--batch-size", str(size["batch_size"]), "--workers", str(args.workers)]).rstrip())
-        print(run("benchmarks/distill_throughput.py", [*py, str(HERE / "distill_throughput.py"), "--teacher", size["teacher"],
-                                                       "--student", size["student"], "--img-size", str(size["img_size"]),
-                                                       "--samples", str(size["bench_samples"]), "--batch-size", str(size["batch_size"]),
-                                                       "--workers", str(args.workers), "--rounds", str(size["rounds"])]).rstrip())
+        print(
+            run(
+                "benchmarks/dump.py",
+                [
+                    *py,
+                    str(HERE / "dump.py"),
+                    "--model",
+                    size["teacher"],
+                    "--img-size",
+                    str(size["img_size"]),
+                    "--samples",
+                    str(size["bench_samples"] // 2),
+                    "--views",
+                    "2",
+                    "--batch-size",
+                    str(size["batch_size"]),
+                    "--workers",
+                    str(args.workers),
+                ],
+            ).rstrip()
+        )
+        print(
+            run(
+                "benchmarks/distill_throughput.py",
+                [
+                    *py,
+                    str(HERE / "distill_throughput.py"),
+                    "--teacher",
+                    size["teacher"],
+                    "--student",
+                    size["student"],
+                    "--img-size",
+                    str(size["img_size"]),
+                    "--samples",
+                    str(size["bench_samples"]),
+                    "--batch-size",
+                    str(size["batch_size"]),
+                    "--workers",
+                    str(args.workers),
+                    "--rounds",
+                    str(size["rounds"]),
+                ],
+            ).rstrip()
+        )
     print("gpu-check passed")
 
 

@@ -29,6 +29,7 @@ reuse them, so that run's time includes them.
     python benchmarks/kd_study.py --quick              # smoke run of every row, < 60 s
     python benchmarks/kd_study.py --seeds 5 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,8 @@ from _timing import format_table  # noqa: E402
 from mlkd_cache import __version__  # noqa: E402
 from mlkd_cache.config import Config, load_config  # noqa: E402
 from mlkd_cache.engine import distill, dump, evaluate  # noqa: E402
-from mlkd_cache.engine.runlog import MetricsLog  # noqa: E402
 from mlkd_cache.engine.recipes import RECIPES, student_config  # noqa: E402
+from mlkd_cache.engine.runlog import MetricsLog  # noqa: E402
 from mlkd_cache.engine.train import Trainer  # noqa: E402
 
 CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
@@ -63,8 +64,13 @@ METRICS = ("mAP", "OF1_topk", "CF1_topk")
 QUICK = {  # every row, tiny: 96 canvases at 32 px, one epoch each
     "dataset_para": dict(train_size=96, test_size=64, val_size=64),
     "dataset_para_t": dict(train_size=96),
-    "img_size": 32, "batch_size": 16, "workers": 0, "embed_dim": 32,
-    "max_epoch_t": 1, "max_epoch_s": 1, "log_every": 0,
+    "img_size": 32,
+    "batch_size": 16,
+    "workers": 0,
+    "embed_dim": 32,
+    "max_epoch_t": 1,
+    "max_epoch_s": 1,
+    "log_every": 0,
 }
 
 
@@ -86,7 +92,11 @@ class Row:
 def study_rows(views: List[int], method_views: List[int]) -> List[Row]:
     rows = [Row("no KD", "vanilla", "no-kd", None), Row("L2D online fresh", "l2d", "online", "fresh")]
     rows += [Row(f"L2D offline V={v}", "l2d", "offline", v) for v in views]
-    rows += [Row(f"{name} offline V={v}", method, "offline", v) for method, name in (("mld", "MLD"), ("mpscd", "MPSCD")) for v in method_views]
+    rows += [
+        Row(f"{name} offline V={v}", method, "offline", v)
+        for method, name in (("mld", "MLD"), ("mpscd", "MPSCD"))
+        for v in method_views
+    ]
     rows.append(Row("MLD online fresh", "mld", "online", "fresh"))
     return rows
 
@@ -187,9 +197,13 @@ class Study:
         )
         started = time.perf_counter()
         result = distill.run(
-            cfg, out, progress=False, no_kd=row.mode == "no-kd",
+            cfg,
+            out,
+            progress=False,
+            no_kd=row.mode == "no-kd",
             cache=Path(caches[row.views]["path"]) if row.mode == "offline" else None,
-            teacher=teacher if row.mode == "online" else None, fresh_views=row.views == "fresh",
+            teacher=teacher if row.mode == "online" else None,
+            fresh_views=row.views == "fresh",
         )
         seconds = time.perf_counter() - started
         val = evaluate.run(Path(result["final"]), split="val")["metrics"]
@@ -208,12 +222,22 @@ class Study:
         readers = {v: sum(len(self.seeds) for r in self.rows if r.mode == "offline" and r.views == v) for v in caches}
         table = [self.summarise_row(row, runs, caches, readers) for row in self.rows]
         return {
-            "study": "kd_study", "tool_version": __version__, "config": CONFIG, "seeds": self.seeds,
+            "study": "kd_study",
+            "tool_version": __version__,
+            "config": CONFIG,
+            "seeds": self.seeds,
             "train_size_students": self.cfg.dataset_params("s").get("train_size"),
             "train_size_teacher": self.cfg.dataset_params("t").get("train_size"),
-            "teacher": teacher, "dumps": {str(v): c for v, c in caches.items()}, "rows": table,
+            "teacher": teacher,
+            "dumps": {str(v): c for v, c in caches.items()},
+            "rows": table,
             "wall_s": time.perf_counter() - started,
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            },
         }
 
     def summarise_row(self, row: Row, runs, caches, readers) -> Dict[str, Any]:
@@ -226,21 +250,30 @@ class Study:
             return {r["seed"]: r["test"]["mAP"] for r in rs}
 
         out: Dict[str, Any] = {
-            "name": row.name, "method": row.method, "loss": RECIPES[row.method].label, "mode": row.mode, "views": row.views,
+            "name": row.name,
+            "method": row.method,
+            "loss": RECIPES[row.method].label,
+            "mode": row.mode,
+            "views": row.views,
             "runs": mine,
             "test": {k: summarise([r["test"][k] for r in mine]) for k in METRICS},
             "val_mAP": summarise([r["val_mAP"] for r in mine]),
             "seconds": summarise([r["seconds"] for r in mine]),
             "vs_no_kd": None if row.mode == "no-kd" else paired(test_map(mine), test_map(base)),
-            "vs_online_fresh": paired(test_map(mine), test_map(runs[online_name])) if online_name and row.mode == "offline" else None,
+            "vs_online_fresh": paired(test_map(mine), test_map(runs[online_name]))
+            if online_name and row.mode == "offline"
+            else None,
         }
         out["loss_terms"] = self.loss_terms(row)
         if row.mode == "offline":
             dump_s = caches[row.views]["seconds"]
-            out["dump"] = {"seconds": dump_s, "bytes": caches[row.views]["bytes"], "students": readers[row.views],
-                           "seconds_per_student": dump_s / readers[row.views]}
+            out["dump"] = {
+                "seconds": dump_s,
+                "bytes": caches[row.views]["bytes"],
+                "students": readers[row.views],
+                "seconds_per_student": dump_s / readers[row.views],
+            }
         return out
-
 
     def loss_terms(self, row: Row) -> Dict[str, Dict[str, float]]:
         """Each loss term per batch in the first and the last epoch (``metrics.jsonl``), mean over seeds."""
@@ -248,7 +281,7 @@ class Study:
         for seed in self.seeds:
             rows = MetricsLog(self.work / row.slug / f"seed{seed}" / "metrics.jsonl").read()
             for key, r in (("first_epoch", rows[0]), ("last_epoch", rows[-1])):
-                ends[key].append({k[len("loss/"):]: v for k, v in r.items() if k.startswith("loss/")})
+                ends[key].append({k[len("loss/") :]: v for k, v in r.items() if k.startswith("loss/")})
         return {key: {t: statistics.mean(d[t] for d in ds) for t in ds[0]} for key, ds in ends.items()}
 
 
@@ -286,11 +319,30 @@ def render(result: Dict[str, Any]) -> str:
         if "dump" in r:
             d = r["dump"]
             dump_cell = f"{d['seconds']:.0f} s / {d['students']} = {d['seconds_per_student']:.1f} s"
-        body.append([
-            r["name"], _pm(r["test"]["mAP"]), _pm(r["test"]["OF1_topk"], 1), _pm(r["test"]["CF1_topk"], 1),
-            _pm(r["val_mAP"]), _diff(r["vs_no_kd"]), _diff(r["vs_online_fresh"]), f"{r['seconds']['mean']:.0f} s", dump_cell,
-        ])
-    headers = ["row", "test mAP", "OF1 top-k", "CF1 top-k", "val mAP", "Δ mAP vs no KD", "Δ vs online fresh", "student", "dump / students"]
+        body.append(
+            [
+                r["name"],
+                _pm(r["test"]["mAP"]),
+                _pm(r["test"]["OF1_topk"], 1),
+                _pm(r["test"]["CF1_topk"], 1),
+                _pm(r["val_mAP"]),
+                _diff(r["vs_no_kd"]),
+                _diff(r["vs_online_fresh"]),
+                f"{r['seconds']['mean']:.0f} s",
+                dump_cell,
+            ]
+        )
+    headers = [
+        "row",
+        "test mAP",
+        "OF1 top-k",
+        "CF1 top-k",
+        "val mAP",
+        "Δ mAP vs no KD",
+        "Δ vs online fresh",
+        "student",
+        "dump / students",
+    ]
     lines.append(format_table(body, headers))
     base = next(r for r in result["rows"] if r["mode"] == "no-kd")["test"]["mAP"]
     lines += [
@@ -317,9 +369,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="student seeds 0..N-1, at least 2 (default 3)")
     parser.add_argument("--views", default="1,2,4,8,16", help="cache view counts of the offline L2D rows (default 1,2,4,8,16)")
-    parser.add_argument("--method-views", default=None, help="view counts of the offline MLD and MPSCD rows, comma-separated (default: the config's cache.views)")
-    parser.add_argument("--work", type=Path, default=None, help="work folder; finished runs in it are reused (default: a temporary one, removed)")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument(
+        "--method-views",
+        default=None,
+        help="view counts of the offline MLD and MPSCD rows, comma-separated (default: the config's cache.views)",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="work folder; finished runs in it are reused (default: a temporary one, removed)"
+    )
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run of every row: tiny data, 1 epoch, V in 1,2, 2 seeds")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ median time per batch; the speed-up goal is printed, not asserted.
     python benchmarks/losses.py
     python benchmarks/losses.py --batches 3 --repeat 3 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,14 +90,28 @@ def main(argv=None) -> int:
     y, e_s, e_t = data[0]
     b = KDBatch(y=y, z_s=y, z_t=y, f_s=y, f_t=y, e_s=e_s, e_t=e_t)
     cd, id_ = loop_led(e_s, e_t, y)
-    torch.testing.assert_close(100.0 * class_distance(*b.positive_tokens()) + 1000.0 * instance_distance(*b.positive_tokens()), cd + id_, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(
+        100.0 * class_distance(*b.positive_tokens()) + 1000.0 * instance_distance(*b.positive_tokens()),
+        cd + id_,
+        rtol=1e-4,
+        atol=1e-3,
+    )
     sample, cls = y.nonzero(as_tuple=True)
     with torch.no_grad():
         u = torch.nn.functional.normalize(mpscd_loss.proj(e_s[sample, cls]), dim=1)
-        want = sum(loop_mpscd(u, torch.nn.functional.normalize(e_t[sample, cls], dim=1), cls, prototypes, mpscd_loss.tau, mpscd_loss.tau_s))
+        want = sum(
+            loop_mpscd(
+                u, torch.nn.functional.normalize(e_t[sample, cls], dim=1), cls, prototypes, mpscd_loss.tau, mpscd_loss.tau_s
+            )
+        )
         torch.testing.assert_close(sum(mpscd_loss(b).values()), want, rtol=1e-4, atol=1e-4)
 
-    variants = (("led_loop", loop), ("led_vectorised", vectorised), ("mpscd_loop", mpscd_loop), ("mpscd_vectorised", mpscd_vectorised))
+    variants = (
+        ("led_loop", loop),
+        ("led_vectorised", vectorised),
+        ("mpscd_loop", mpscd_loop),
+        ("mpscd_vectorised", mpscd_vectorised),
+    )
     timings = {name: measure(fn, warmup=1, repeat=args.repeat) for name, fn in variants}
     per_batch = {k: t.median / args.batches * 1e3 for k, t in timings.items()}
     speedup = per_batch["led_loop"] / per_batch["led_vectorised"]
@@ -118,7 +133,9 @@ def main(argv=None) -> int:
     print(f"LED and MPSCD forward+backward, N={N} C={C} E={E}, {positives:.1f} positives/batch (COCO val), float32 CPU")
     print(format_table(rows, ["variant", "ms", "speed-up"]))
     for name, x in (("LED", speedup), ("MPSCD", mpscd_speedup)):
-        print(f"goal: {name} vectorised >= {GOAL_SPEEDUP:.0f}x faster than its loop -> {'met' if x >= GOAL_SPEEDUP else 'NOT met'} ({x:.1f}x)")
+        print(
+            f"goal: {name} vectorised >= {GOAL_SPEEDUP:.0f}x faster than its loop -> {'met' if x >= GOAL_SPEEDUP else 'NOT met'} ({x:.1f}x)"
+        )
     return 0
 
 

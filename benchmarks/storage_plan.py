@@ -14,6 +14,7 @@ exact figures on your own copy run ``mlkd-cache dump-targets -c CONFIG --data-ro
 
     python benchmarks/storage_plan.py [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +54,15 @@ def plan_config(path: Path) -> Dict[str, Any]:
             plan = build_spec(cfg_dtype, teacher, "0" * 64, data, views, transform).plan(data.labels)
             sizes[f"{dtype}/V{views}"] = {"positive": plan["payload_bytes"], "dense": plan["dense_payload_bytes"]}
     return {
-        "config": f"{path.parent.name}/{path.name}", "teacher": cfg.model_t, "D": teacher["feature_dim"],
-        "E": cfg.embed_dim, "N": len(data), "C": len(data.class_names), "positives_per_image": float(data.labels.sum()) / len(data),
-        "data": data.source, "bytes": sizes,
+        "config": f"{path.parent.name}/{path.name}",
+        "teacher": cfg.model_t,
+        "D": teacher["feature_dim"],
+        "E": cfg.embed_dim,
+        "N": len(data),
+        "C": len(data.class_names),
+        "positives_per_image": float(data.labels.sum()) / len(data),
+        "data": data.source,
+        "bytes": sizes,
     }
 
 
@@ -81,9 +88,14 @@ def main() -> None:
     for r in rows:
         for views in VIEWS:
             b16, b32 = r["bytes"][f"float16/V{views}"], r["bytes"][f"float32/V{views}"]
-            head = (f"`{r['config']}` | {r['teacher']} ({r['D']}, {r['E']}) | {r['N']:,} × {r['C']}, {r['positives_per_image']:.2f}"
-                    if views == VIEWS[0] else " | | ")
-            print(f"| {head} | {views} | {human(b16['positive'])} | {human(b16['dense'])} | {human(b32['positive'])} | {human(b32['dense'])} |")
+            head = (
+                f"`{r['config']}` | {r['teacher']} ({r['D']}, {r['E']}) | {r['N']:,} × {r['C']}, {r['positives_per_image']:.2f}"
+                if views == VIEWS[0]
+                else " | | "
+            )
+            print(
+                f"| {head} | {views} | {human(b16['positive'])} | {human(b16['dense'])} | {human(b32['positive'])} | {human(b32['dense'])} |"
+            )
     print()
     for source in dict.fromkeys(r["data"] for r in rows):
         print(f"- {source}")

@@ -1,4 +1,5 @@
 """Options shared by several commands, declared once."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,18 +17,56 @@ def config_options(role: str, out_default: str = "runs/<config name>") -> Callab
 
     def decorate(fn: Callable) -> Callable:
         options = [
-            click.option("--config", "-c", "config_path", required=True, help="config file (.py), or a shipped one such as digits/resnet10t_to_test_resnet_l2d.py"),
-            click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, help=f"output folder  [default: {out_default}]"),
+            click.option(
+                "--config",
+                "-c",
+                "config_path",
+                required=True,
+                help="config file (.py), or a shipped one such as digits/resnet10t_to_test_resnet_l2d.py",
+            ),
+            click.option(
+                "--out",
+                "-o",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=None,
+                help=f"output folder  [default: {out_default}]",
+            ),
             click.option("--data-root", default=None, help="dataset folder (overrides data_root)"),
             click.option("--model", default=None, help=f"backbone (overrides model_{role}): seed name or timm name"),
-            click.option("--pretrained", default=None, metavar="PATH", help=f"local backbone weights file (overrides pretrained_{role}); nothing is ever downloaded"),
-            click.option("--epochs", type=click.IntRange(min=1), default=None, help=f"epochs to plan and run (sets max_epoch_{role}, clears stop_epoch_{role})"),
-            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help=f"peak learning rate (overrides lr_{role})"),
+            click.option(
+                "--pretrained",
+                default=None,
+                metavar="PATH",
+                help=f"local backbone weights file (overrides pretrained_{role}); nothing is ever downloaded",
+            ),
+            click.option(
+                "--epochs",
+                type=click.IntRange(min=1),
+                default=None,
+                help=f"epochs to plan and run (sets max_epoch_{role}, clears stop_epoch_{role})",
+            ),
+            click.option(
+                "--lr",
+                type=click.FloatRange(min=0, min_open=True),
+                default=None,
+                help=f"peak learning rate (overrides lr_{role})",
+            ),
             click.option("--batch-size", type=click.IntRange(min=1), default=None, help="batch size per process"),
             click.option("--img-size", type=click.IntRange(min=16), default=None, help="input side in pixels"),
             click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per process"),
-            click.option("--seed", type=click.IntRange(min=0), default=None, help="seed of initialisation, shuffling and augmented views (views from a cache keep the cache's seed)"),
-            click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="any config key, value as a Python literal (repeatable; cache.views=4 for sub-keys)"),
+            click.option(
+                "--seed",
+                type=click.IntRange(min=0),
+                default=None,
+                help="seed of initialisation, shuffling and augmented views (views from a cache keep the cache's seed)",
+            ),
+            click.option(
+                "--set",
+                "settings",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="any config key, value as a Python literal (repeatable; cache.views=4 for sub-keys)",
+            ),
             click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint"),
             click.option("--no-progress", is_flag=True, help="hide progress bars"),
         ]

@@ -1,4 +1,5 @@
 """``mlkd-cache demo``: run the three stages on the embedded digits data and print a results table."""
+
 from __future__ import annotations
 
 import statistics
@@ -47,8 +48,11 @@ def _table(rows: List[Dict[str, Any]], seeds: int, split: str = "test") -> List[
     teacher_map = groups["teacher"][0]["metrics"].get("mAP", float("nan"))
     baseline = {r["seed"]: r["metrics"]["mAP"] for r in groups.get("vanilla", [])}
     width = 14 if seeds > 1 else 6
-    header = (f"{'model':<24} {'loss':<18} " + " ".join(f"{name:>{width}}" for name, _ in METRICS)
-              + f" {'vs teacher':>10} {'vs no KD (paired)':>26} {'time':>8}")
+    header = (
+        f"{'model':<24} {'loss':<18} "
+        + " ".join(f"{name:>{width}}" for name, _ in METRICS)
+        + f" {'vs teacher':>10} {'vs no KD (paired)':>26} {'time':>8}"
+    )
     lines = [header, "-" * len(header)]
     for recipe, group in groups.items():
         cells = [_mean_std([r["metrics"].get(key, float("nan")) for r in group], width) for _, key in METRICS]
@@ -56,8 +60,9 @@ def _table(rows: List[Dict[str, Any]], seeds: int, split: str = "test") -> List[
         gap_cell = "" if recipe == "teacher" else f"{gap:+.2f}"
         versus = "" if recipe in ("teacher", "vanilla") else _versus_no_kd(group, baseline)
         seconds = statistics.mean(r["wall_time_s"] for r in group)
-        lines.append(f"{group[0]['model']:<24} {group[0]['loss']:<18} " + " ".join(cells)
-                     + f" {gap_cell:>10} {versus:>26} {seconds:7.1f}s")
+        lines.append(
+            f"{group[0]['model']:<24} {group[0]['loss']:<18} " + " ".join(cells) + f" {gap_cell:>10} {versus:>26} {seconds:7.1f}s"
+        )
     if seeds > 1:  # the values behind each mean, so that paired differences can be read off
         lines.append("")
         for recipe, group in groups.items():
@@ -69,9 +74,19 @@ def _table(rows: List[Dict[str, Any]], seeds: int, split: str = "test") -> List[
 
 
 @click.command("demo", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), help="output folder (finished runs in it are reused)")
-@click.option("--config", "-c", "config_path", default=demo_engine.DEFAULT_CONFIG, help="digits config (a file or a shipped name)")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, help="train every student with this many seeds and report mean ± std")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/demo"),
+    help="output folder (finished runs in it are reused)",
+)
+@click.option(
+    "--config", "-c", "config_path", default=demo_engine.DEFAULT_CONFIG, help="digits config (a file or a shipped name)"
+)
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=1, help="train every student with this many seeds and report mean ± std"
+)
 @click.option("--students", default=",".join(demo_engine.DEFAULT_STUDENTS), help="student recipes to train, comma-separated")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="override any config key (repeatable)")
 @click.option("--no-progress", is_flag=True, help="hide progress bars")
@@ -90,9 +105,11 @@ def demo(out, config_path, seeds, students, settings, no_progress) -> None:
     click.echo(f"\ndigits {cfg.eval_split} split ({cfg.source}){per_seed}; metrics in %, OF1/CF1 under L2D's top-k protocol")
     for line in _table(rows, seeds, cfg.eval_split):
         click.echo(line)
-    click.echo("vs teacher: student mAP - teacher mAP; vs no KD: mAP - the no-KD student's of the same seed "
-               "(mean ± std over seeds), and on how many seeds it was higher. One seed is no verdict: seed-to-seed "
-               "noise and the 3-seed study are in docs/results.md")
+    click.echo(
+        "vs teacher: student mAP - teacher mAP; vs no KD: mAP - the no-KD student's of the same seed "
+        "(mean ± std over seeds), and on how many seeds it was higher. One seed is no verdict: seed-to-seed "
+        "noise and the 3-seed study are in docs/results.md"
+    )
     cache = result["cache"]
     cache_note = "reused" if cache["reused"] else f"{cache['seconds']:.1f}s, {human_size(cache['bytes'])}"
     click.echo("\nartefacts:")

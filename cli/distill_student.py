@@ -1,5 +1,6 @@
 """``mlkd-cache distill-student``: stage 2, train a student from the cache (or, as a baseline,
 from the live teacher)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,13 +25,35 @@ Examples:
 
 
 @click.command("distill-student", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
-@click.option("--cache", type=click.Path(path_type=Path), default=None, help="cache folder written by dump-targets (offline distillation)")
-@click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), default=None, help="teacher.pt to run live on the same views instead (online baseline)")
-@click.option("--fresh-views", is_flag=True, help="with --teacher: a fresh augmentation every epoch (L2D's regime) instead of cycling cache.views replayed views")
-@click.option("--no-kd", is_flag=True, help="no distillation: the hard-label loss alone, a fresh view every epoch, same loop and schedule (the baseline row of a KD table)")
-@click.option("--verify-checksums/--no-verify-checksums", default=True, help="compare every shard's sha256 with the manifest before training (each rank hashes its share of the shards)")
+@click.option(
+    "--cache", type=click.Path(path_type=Path), default=None, help="cache folder written by dump-targets (offline distillation)"
+)
+@click.option(
+    "--teacher",
+    "-t",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="teacher.pt to run live on the same views instead (online baseline)",
+)
+@click.option(
+    "--fresh-views",
+    is_flag=True,
+    help="with --teacher: a fresh augmentation every epoch (L2D's regime) instead of cycling cache.views replayed views",
+)
+@click.option(
+    "--no-kd",
+    is_flag=True,
+    help="no distillation: the hard-label loss alone, a fresh view every epoch, same loop and schedule (the baseline row of a KD table)",
+)
+@click.option(
+    "--verify-checksums/--no-verify-checksums",
+    default=True,
+    help="compare every shard's sha256 with the manifest before training (each rank hashes its share of the shards)",
+)
 @config_options("s", out_default="runs/<config name>/student")
-def distill_student(config_path, out, settings, resume, no_progress, cache, teacher, fresh_views, no_kd, verify_checksums, **cli) -> None:
+def distill_student(
+    config_path, out, settings, resume, no_progress, cache, teacher, fresh_views, no_kd, verify_checksums, **cli
+) -> None:
     """Train the student (model_s) with the hard-label loss plus the distiller of
     criterion_t2s_para, the teacher's logits, features and label-wise embeddings read from
     --cache (or computed by a live --teacher; or, with --no-kd, no distillation at all);
@@ -38,12 +61,23 @@ def distill_student(config_path, out, settings, resume, no_progress, cache, teac
     cfg = build_config("s", config_path, settings, **cli)
     out = out if out is not None else default_out(config_path, None) / "student"
     result = distill.run(
-        cfg, out, cache=cache, teacher=teacher, resume=resume, progress=not no_progress, verify_checksums=verify_checksums,
-        fresh_views=fresh_views, no_kd=no_kd,
+        cfg,
+        out,
+        cache=cache,
+        teacher=teacher,
+        resume=resume,
+        progress=not no_progress,
+        verify_checksums=verify_checksums,
+        fresh_views=fresh_views,
+        no_kd=no_kd,
     )
     if result["is_main"]:
         views = "a fresh view every epoch" if result["views"] == distill.FRESH else f"{result['views']} views"
-        source = {"offline": f"offline from cache {cache}", "online": f"online from live teacher {teacher}", "no-kd": "without distillation"}[result["mode"]]
+        source = {
+            "offline": f"offline from cache {cache}",
+            "online": f"online from live teacher {teacher}",
+            "no-kd": "without distillation",
+        }[result["mode"]]
         click.echo(
             f"student {cfg.model_s}: trained {result['epochs']} epochs, {source} "
             f"({views}), loss {' + '.join(result['terms'])} -> {result['final']}"

@@ -1,4 +1,5 @@
 """``mlkd-cache dump-targets``: run the teacher once over the train split and cache its outputs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,9 +21,23 @@ Examples:
 
 @click.command("dump-targets", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.option("--config", "-c", "config_path", required=True, help="config file (.py) or a shipped name")
-@click.option("--teacher", "-t", type=click.Path(dir_okay=False, path_type=Path), default=None, help="teacher.pt from teacher-train (required, except with --dry-run: sizes from the config's model_t)")
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, help="cache folder (required, except with --dry-run)")
-@click.option("--views", type=click.IntRange(min=1), default=None, help="augmented views per sample  [default: config cache.views]")
+@click.option(
+    "--teacher",
+    "-t",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="teacher.pt from teacher-train (required, except with --dry-run: sizes from the config's model_t)",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="cache folder (required, except with --dry-run)",
+)
+@click.option(
+    "--views", type=click.IntRange(min=1), default=None, help="augmented views per sample  [default: config cache.views]"
+)
 @click.option("--data-root", default=None, help="dataset folder (overrides data_root)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="teacher batch size per process")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per process")
@@ -30,7 +45,9 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="delete the shards already in --out and start over")
 @click.option("--dry-run", is_flag=True, help="print the planned size and exit")
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
-def dump_targets(config_path, teacher, out, views, data_root, batch_size, workers, settings, overwrite, dry_run, no_progress) -> None:
+def dump_targets(
+    config_path, teacher, out, views, data_root, batch_size, workers, settings, overwrite, dry_run, no_progress
+) -> None:
     """Write the teacher's logits, pooled features and label-wise embeddings for every training
     sample under V replayable views into OUT/shard-*.h5 and OUT/manifest.json."""
     cfg = build_config("t", config_path, settings, data_root=data_root, batch_size=batch_size, workers=workers)
@@ -45,7 +62,9 @@ def dump_targets(config_path, teacher, out, views, data_root, batch_size, worker
         )
         click.echo(f"  per view   {human_size(p['bytes_per_view'])}")
         click.echo(f"  per sample {human_size(p['bytes_per_sample'])}")
-        click.echo(f"  total      {human_size(p['payload_bytes'])} (dense embeddings would need {human_size(p['dense_payload_bytes'])})")
+        click.echo(
+            f"  total      {human_size(p['payload_bytes'])} (dense embeddings would need {human_size(p['dense_payload_bytes'])})"
+        )
         click.echo(f"  from       {p['source']}")
         return
     click.echo(

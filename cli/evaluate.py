@@ -1,4 +1,5 @@
 """``mlkd-cache evaluate``: score any checkpoint on its dataset's test split."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """``mlkd-cache inspect``: summarise a target cache."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,11 @@ Examples:
 @click.command("inspect", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.argument("cache_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-@click.option("--verify-checksums/--no-verify-checksums", default=True, help="compare every shard's sha256 with the manifest first (reads the whole cache once)")
+@click.option(
+    "--verify-checksums/--no-verify-checksums",
+    default=True,
+    help="compare every shard's sha256 with the manifest first (reads the whole cache once)",
+)
 def inspect_command(cache_dir, as_json, verify_checksums) -> None:
     """Samples, views, sizes, dtypes, teacher, classes and the mAP of each view's cached logits."""
     r = inspect_cache.run(cache_dir, verify_checksums=verify_checksums)
@@ -28,11 +33,19 @@ def inspect_command(cache_dir, as_json, verify_checksums) -> None:
         return
     click.echo(f"cache      {r['cache']}")
     click.echo(f"data       {r['dataset']}: {r['samples']} samples x {r['views']} views, {r['shards']} shard(s)")
-    click.echo(f"size       {human_size(r['total_bytes'])} total, {human_size(r['bytes_per_sample'])}/sample, {human_size(r['bytes_per_view'])}/view")
-    click.echo(f"layout     {r['embedding']} embeddings ({r['positive_tokens']} positive tokens), {r['dtype']}; C={r['num_classes']} D={r['feature_dim']} E={r['embed_dim']}")
-    click.echo(f"teacher    {r['teacher_arch']} sha256 {r['teacher_sha256'][:16]}…  img_size {r['img_size']}  transform {r['transform_hash']}")
+    click.echo(
+        f"size       {human_size(r['total_bytes'])} total, {human_size(r['bytes_per_sample'])}/sample, {human_size(r['bytes_per_view'])}/view"
+    )
+    click.echo(
+        f"layout     {r['embedding']} embeddings ({r['positive_tokens']} positive tokens), {r['dtype']}; C={r['num_classes']} D={r['feature_dim']} E={r['embed_dim']}"
+    )
+    click.echo(
+        f"teacher    {r['teacher_arch']} sha256 {r['teacher_sha256'][:16]}…  img_size {r['img_size']}  transform {r['transform_hash']}"
+    )
     names = r["class_names"]
     click.echo(f"classes    {len(names)}: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}")
     maps = "  ".join(f"v{v}: {m:.2f}" for v, m in enumerate(r["cached_logit_map_per_view"]))
     click.echo(f"cached mAP {maps}")
-    click.echo(f"checksums  {'every shard matches its sha256 in manifest.json' if r['checksums_verified'] else 'not checked (--no-verify-checksums)'}")
+    click.echo(
+        f"checksums  {'every shard matches its sha256 in manifest.json' if r['checksums_verified'] else 'not checked (--no-verify-checksums)'}"
+    )

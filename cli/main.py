@@ -7,6 +7,7 @@ rank that fails leaves at once (:func:`~mlkd_cache.distributed.exit_process`), s
 the other ranks within seconds; a rank whose collective failed because another rank is gone
 says so in one line.
 """
+
 from __future__ import annotations
 
 import errno
@@ -22,7 +23,6 @@ from .._version import __version__
 from ..distributed import close_process_group, exit_process, lost_peer, process_group_active
 from ..errors import MlkdError, one_line
 from .common import CONTEXT_SETTINGS
-
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a write the disk refused: the user's to fix
 
@@ -112,7 +112,9 @@ def main(args: Optional[Sequence[str]] = None) -> None:
             raise
         if lost_peer(exc):  # the rank that failed reports why; this one only stopped waiting for it
             rank = torch.distributed.get_rank()
-            click.echo(f"error: rank {rank}: another rank failed or was killed while this one waited for it; see its message", err=True)
+            click.echo(
+                f"error: rank {rank}: another rank failed or was killed while this one waited for it; see its message", err=True
+            )
         else:
             traceback.print_exc()
         exit_process(1)

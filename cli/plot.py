@@ -1,4 +1,5 @@
 """``mlkd-cache plot``: training curves of one or several runs in one PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,14 @@ def _png_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
 
 @click.command("plot", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...", type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path(plot_engine.DEFAULT_NAME), callback=_png_path, help="PNG file to write (in the current folder unless a path is given)")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(plot_engine.DEFAULT_NAME),
+    callback=_png_path,
+    help="PNG file to write (in the current folder unless a path is given)",
+)
 @click.option("--title", default=None, help="title above the panels  [default: none]")
 def plot(run_dirs, out, title) -> None:
     """Draw the training curves of RUN_DIR... (the --out folders of teacher-train or

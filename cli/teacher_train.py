@@ -1,4 +1,5 @@
 """``mlkd-cache teacher-train``: stage 1, train the teacher."""
+
 from __future__ import annotations
 
 import click

@@ -10,6 +10,7 @@ The whole config is validated once, before any work: an unknown key, a wrong typ
 impossible value raises :class:`~mlkd_cache.errors.ConfigError` naming the key (and the closest
 valid key for a typo).
 """
+
 from __future__ import annotations
 
 import ast
@@ -93,16 +94,27 @@ TRANSFORM_FIELDS: Dict[str, Field] = {
     "mean": Field("float3", (0.0, 0.0, 0.0), "per-channel mean subtracted after ToTensor (L2D: none)"),
     "std": Field("float3", (1.0, 1.0, 1.0), "per-channel std divided after ToTensor (L2D: none)", _positive_triple),
     "interpolation": Field("str", "bilinear", "resize filter", _one_of(*INTERPOLATIONS)),
-    "decode": Field("str", "full", "JPEG decoding: full, or reduced (photographs over twice img_size decoded at 1/2-1/8 scale, sides >= img_size; faster, slightly other pixels)", _one_of(*DECODE_MODES)),
+    "decode": Field(
+        "str",
+        "full",
+        "JPEG decoding: full, or reduced (photographs over twice img_size decoded at 1/2-1/8 scale, sides >= img_size; faster, slightly other pixels)",
+        _one_of(*DECODE_MODES),
+    ),
 }
 
 CACHE_FIELDS: Dict[str, Field] = {
-    "views": Field("int", 16, "augmented views stored per training sample (16 matched online fresh-view distillation on digits, docs/results.md; storage is linear in it)", _at_least(1)),
+    "views": Field(
+        "int",
+        16,
+        "augmented views stored per training sample (16 matched online fresh-view distillation on digits, docs/results.md; storage is linear in it)",
+        _at_least(1),
+    ),
     "dtype": Field("str", "float16", "dtype of cached logits, features and embeddings", _one_of(*CACHE_DTYPES)),
-    "embedding": Field("str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of(*EMBEDDING_LAYOUTS)),
+    "embedding": Field(
+        "str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of(*EMBEDDING_LAYOUTS)
+    ),
     "shard_size": Field("int", 4096, "samples per HDF5 shard", _at_least(1)),
 }
-
 
 
 def _hard_loss(v) -> Optional[str]:
@@ -125,14 +137,30 @@ FIELDS: Dict[str, Field] = {
     "lr_s": Field("float", 1e-4, "student peak learning rate (OneCycle)", _positive),
     "max_epoch_s": Field("int", 80, "student epochs the OneCycle schedule is planned for", _at_least(1)),
     "stop_epoch_s": Field("int?", None, "student stops after this many epochs (None = max_epoch_s)", _at_least(1)),
-    "criterion_t2s_para": Field("dict", L2D_CRITERION, "distiller in the L2D seed format (lambda_ft/ft_dis, lambda_le/le_dis, lambda_logits/logits_dis)"),
+    "criterion_t2s_para": Field(
+        "dict", L2D_CRITERION, "distiller in the L2D seed format (lambda_ft/ft_dis, lambda_le/le_dis, lambda_logits/logits_dis)"
+    ),
     # this tool's keys
     "data_root": Field("str?", None, "dataset folder (not needed for digits)"),
     "dataset_para": Field("dict", {}, "extra dataset arguments (e.g. csv file names, digits sizes)"),
-    "dataset_para_t": Field("dict", {}, "dataset arguments for teacher-train only, over dataset_para (e.g. a larger digits train_size: a teacher that saw more images than its students; the cache covers dataset_para's train split)"),
-    "bad_images": Field("str", "error", "an image file that cannot be decoded: error (stop, naming it) or skip (decode every image once at start-up, leave out the bad ones, warn with their count)", _one_of("error", "skip")),
+    "dataset_para_t": Field(
+        "dict",
+        {},
+        "dataset arguments for teacher-train only, over dataset_para (e.g. a larger digits train_size: a teacher that saw more images than its students; the cache covers dataset_para's train split)",
+    ),
+    "bad_images": Field(
+        "str",
+        "error",
+        "an image file that cannot be decoded: error (stop, naming it) or skip (decode every image once at start-up, leave out the bad ones, warn with their count)",
+        _one_of("error", "skip"),
+    ),
     "workers": Field("int", 2, "DataLoader worker processes per rank", _at_least(0)),
-    "seed": Field("int", 0, "base seed of initialisation, shuffling and every augmented view (a student distilled from a cache replays the cache's views)", _at_least(0)),
+    "seed": Field(
+        "int",
+        0,
+        "base seed of initialisation, shuffling and every augmented view (a student distilled from a cache replays the cache's views)",
+        _at_least(0),
+    ),
     "pretrained_t": Field("str?", None, "local weights file for the teacher backbone (timm/torchvision state dict)"),
     "pretrained_s": Field("str?", None, "local weights file for the student backbone"),
     "embed_dim": Field("int", 768, "ML-Decoder label-wise embedding size E", _at_least(1)),
@@ -144,9 +172,19 @@ FIELDS: Dict[str, Field] = {
     "pct_start": Field("float", 0.2, "OneCycle warm-up fraction", _open_unit_interval),
     "amp": Field("bool", True, "mixed precision on CUDA (ignored on CPU)"),
     "eval_every": Field("int", 1, "evaluate on eval_split every this many epochs (and after the last)", _at_least(1)),
-    "eval_split": Field("str", "test", "split scored during training and reported: test, or val to choose epochs and hyper-parameters without the test split (digits has one)", _one_of("test", "val")),
+    "eval_split": Field(
+        "str",
+        "test",
+        "split scored during training and reported: test, or val to choose epochs and hyper-parameters without the test split (digits has one)",
+        _one_of("test", "val"),
+    ),
     "log_every": Field("int", 10, "write the loss terms of every N-th training step to OUT/steps.jsonl (0 = off)", _at_least(0)),
-    "replay_check": Field("float", 0.05, "share of each epoch's student inputs whose fingerprints are compared with the cache (0 = off)", _unit_interval),
+    "replay_check": Field(
+        "float",
+        0.05,
+        "share of each epoch's student inputs whose fingerprints are compared with the cache (0 = off)",
+        _unit_interval,
+    ),
     "transform": Field("dict", {k: f.default for k, f in TRANSFORM_FIELDS.items()}, "train augmentation spec"),
     "cache": Field("dict", {k: f.default for k, f in CACHE_FIELDS.items()}, "target cache settings"),
 }
@@ -192,8 +230,7 @@ def _coerce(key: str, value: Any, kind: str) -> Any:
     if not ok:
         expected = "3 numbers" if base == "float3" else base
         raise ConfigError(
-            f"config key {key!r} must be {expected}{' or None' if optional else ''}, "
-            f"got {type(value).__name__} {value!r}"
+            f"config key {key!r} must be {expected}{' or None' if optional else ''}, got {type(value).__name__} {value!r}"
         )
     return value
 
@@ -222,16 +259,16 @@ def _check_relations(v: Dict[str, Any]) -> None:
     for role in ("t", "s"):
         stop, total = v[f"stop_epoch_{role}"], v[f"max_epoch_{role}"]
         if stop is not None and stop > total:
-            raise ConfigError(
-                f"config key 'stop_epoch_{role}' ({stop}) must not exceed 'max_epoch_{role}' ({total})"
-            )
+            raise ConfigError(f"config key 'stop_epoch_{role}' ({stop}) must not exceed 'max_epoch_{role}' ({total})")
     unknown = sorted(set(v["asl_para"]) - {"gamma_neg", "gamma_pos", "clip"})
     if unknown:
         raise ConfigError(f"config key 'asl_para' has unknown entries {unknown}; valid: gamma_neg, gamma_pos, clip")
     for key in ("dataset_para", "dataset_para_t"):
         top_level = sorted({"bad_images", "workers"} & set(v[key]))  # build_dataset takes these itself
         if top_level:
-            raise ConfigError(f"config key {key!r} holds {top_level[0]!r}, a top-level key; set {top_level[0]} = ... outside {key}")
+            raise ConfigError(
+                f"config key {key!r} holds {top_level[0]!r}, a top-level key; set {top_level[0]} = ... outside {key}"
+            )
     crit = v["criterion_t2s_para"]
     if "para" not in crit or not isinstance(crit.get("para"), Mapping):
         raise ConfigError("config key 'criterion_t2s_para' must be dict(name=..., para=dict(...))")

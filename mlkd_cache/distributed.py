@@ -21,6 +21,7 @@ When one rank fails, the whole run ends within seconds, whatever the backend:
 * Every file is written atomically (``.tmp`` + rename) and ``manifest.json`` only after every
   rank's shards are complete, so a run that fails leaves no file that looks complete.
 """
+
 from __future__ import annotations
 
 import datetime

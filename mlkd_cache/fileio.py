@@ -6,6 +6,7 @@ the bytes go to a unique ``NAME.XXXX.tmp`` in the same folder, are fsynced, and 
 file is renamed over ``NAME`` (then the folder is fsynced so the rename survives a power cut).
 Two processes writing the same name never share a temporary file.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -16,6 +16,7 @@
   per-class precision/recall averaged over classes (0 where undefined), CF1 = 2·CP·CR/(CP+CR),
   OP/OR/OF1 overall.
 """
+
 from __future__ import annotations
 
 import math
@@ -172,8 +173,18 @@ def threshold_f1(logits, labels, threshold: float = 0.5) -> Dict[str, float]:
 
 METRIC_KEYS = (
     "mAP",
-    "CP_topk", "CR_topk", "CF1_topk", "OP_topk", "OR_topk", "OF1_topk",
-    "CP@0.5", "CR@0.5", "CF1@0.5", "OP@0.5", "OR@0.5", "OF1@0.5",
+    "CP_topk",
+    "CR_topk",
+    "CF1_topk",
+    "OP_topk",
+    "OR_topk",
+    "OF1_topk",
+    "CP@0.5",
+    "CR@0.5",
+    "CF1@0.5",
+    "OP@0.5",
+    "OR@0.5",
+    "OF1@0.5",
 )
 
 

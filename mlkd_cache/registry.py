@@ -4,6 +4,7 @@
 ``DATASETS.get("voc")`` returns it; an unknown name raises :class:`ConfigError` listing the
 valid names and the closest one.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -41,9 +42,7 @@ class Registry:
         except KeyError:
             hint = closest(name, self._entries)
             did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}{did_you_mean}; valid: {', '.join(self.names())}"
-            ) from None
+            raise ConfigError(f"unknown {self.kind} {name!r}{did_you_mean}; valid: {', '.join(self.names())}") from None
 
     def names(self) -> List[str]:
         return sorted(self._entries)

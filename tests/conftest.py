@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny digits recipe that trains in seconds on CPU, and CLI runners."""
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,7 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared test data absent: {path}")
     return path
+
 
 # A digits run small enough for the test suite: timm's test_resnet, 32-px canvases.
 TINY = {

@@ -1,4 +1,5 @@
 """Config files: seed-format keys, defaults, validation, overrides."""
+
 import textwrap
 
 import pytest
@@ -7,7 +8,7 @@ from mlkd_cache.config import FIELDS, Config, load_config, parse_override, resol
 from mlkd_cache.errors import ConfigError
 
 L2D_COCO = textwrap.dedent(
-    '''
+    """
     dataset = "coco"
 
     teacher_pretrained = True
@@ -36,7 +37,7 @@ L2D_COCO = textwrap.dedent(
             logits_dis=dict(name="MLD", para=dict()),
         ),
     )
-    '''
+    """
 )
 
 
@@ -142,9 +143,9 @@ def test_parse_override_literals_and_strings():
     assert parse_override("transform={'hflip': 0.5}") == ("transform", {"hflip": 0.5})
     assert parse_override("pretrained_t=None") == ("pretrained_t", None)
     # dict(...) as written in config files, nested; other calls stay strings
-    assert parse_override("criterion_t2s_para=dict(name='MLD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict())))") == (
-        "criterion_t2s_para", {"name": "MLD", "para": {"lambda_logits": 10.0, "logits_dis": {"name": "MLD", "para": {}}}}
-    )
+    assert parse_override(
+        "criterion_t2s_para=dict(name='MLD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict())))"
+    ) == ("criterion_t2s_para", {"name": "MLD", "para": {"lambda_logits": 10.0, "logits_dis": {"name": "MLD", "para": {}}}})
     assert parse_override("dataset_para=dict(train_size=80)") == ("dataset_para", {"train_size": 80})
     assert parse_override("model_t=open('x')") == ("model_t", "open('x')")
     with pytest.raises(ConfigError, match="key=value"):

@@ -1,4 +1,5 @@
 """Imports only point down: the layers of docs/architecture.md, checked on every import of the package."""
+
 from __future__ import annotations
 
 import ast
@@ -90,10 +91,10 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     path = tmp_path / "reader.py"
     path.write_text("def f():\n    from ..engine.checkpoint import load_checkpoint\n")
     table = layers()
-    (target, line), = imports("mlkd_cache.cache.reader", path)
+    ((target, line),) = imports("mlkd_cache.cache.reader", path)
     assert (target, line) == ("mlkd_cache.engine.checkpoint", 2)
     assert layer_of(target, table) < layer_of("mlkd_cache.cache.reader", table)
-    (target, _), = imports("mlkd_cache.losses", _write(tmp_path / "__init__.py", "from . import mld\n"))
+    ((target, _),) = imports("mlkd_cache.losses", _write(tmp_path / "__init__.py", "from . import mld\n"))
     assert target == "mlkd_cache.losses.mld"
 
 

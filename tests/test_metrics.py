@@ -1,4 +1,5 @@
 """Metrics against hand-computed values and scikit-learn."""
+
 from __future__ import annotations
 
 import warnings
@@ -31,9 +32,9 @@ Y = np.array(
 )
 Z = np.array(
     [
-        [2.0, 1.0, -1.0],   # k=2 -> top-2 {c0, c1}
+        [2.0, 1.0, -1.0],  # k=2 -> top-2 {c0, c1}
         [0.5, -0.5, -2.0],  # k=1 -> {c0}
-        [1.5, 3.0, 0.0],    # k=2 -> {c1, c0}
+        [1.5, 3.0, 0.0],  # k=2 -> {c1, c0}
         [-3.0, -1.0, 0.2],  # k=1 -> {c2}
     ]
 )
@@ -102,10 +103,10 @@ def test_topk_k_zero_k_all_and_ties():
     y = np.array([[0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0]], dtype=np.uint8)
     s = np.array(
         [
-            [5.0, 4.0, 3.0],          # k=0: nothing predicted
-            [-np.inf, -1.0, -2.0],    # k=C: everything predicted, even -inf
-            [1.0, 1.0, 0.0],          # k=1 with a tie at the top: > 2nd largest (1.0) -> nothing
-            [0.0, 2.0, 1.0],          # k=1 -> {c1}
+            [5.0, 4.0, 3.0],  # k=0: nothing predicted
+            [-np.inf, -1.0, -2.0],  # k=C: everything predicted, even -inf
+            [1.0, 1.0, 0.0],  # k=1 with a tie at the top: > 2nd largest (1.0) -> nothing
+            [0.0, 2.0, 1.0],  # k=1 -> {c1}
         ]
     )
     pred = topk_predictions(s, y)

@@ -1,6 +1,7 @@
 """Every config under ``configs/`` (discovered, so a new one is tested without edits): it loads,
 resolves by its short name, and drives the real engine on fixture data at 32 px - one teacher
 training step, one dump batch written as a real cache, one student step with its distiller."""
+
 from __future__ import annotations
 
 import hashlib
@@ -87,7 +88,7 @@ def assert_moved(model: MultiLabelModel, before: Dict[str, Tensor]) -> None:
 
 
 def assert_finite_terms(row: Dict[str, float], role: str) -> Dict[str, float]:
-    terms = {k[len("loss/"):]: v for k, v in row.items() if k.startswith("loss/")}
+    terms = {k[len("loss/") :]: v for k, v in row.items() if k.startswith("loss/")}
     assert terms, row
     bad = {k: v for k, v in terms.items() if not torch.isfinite(torch.tensor(v))}
     assert not bad, f"{role}: non-finite loss terms {bad}"

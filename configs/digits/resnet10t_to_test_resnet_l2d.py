@@ -51,4 +51,6 @@ criterion_t2s_para = dict(
     ),
 )
 
-cache = dict(views=16)  # chosen on the val split of docs/results.md: 16 views gave the best L2D val mAP (96.02; 8: 95.68, online fresh: 95.87)
+cache = dict(
+    views=16
+)  # chosen on the val split of docs/results.md: 16 views gave the best L2D val mAP (96.02; 8: 95.68, online fresh: 95.87)

@@ -3,6 +3,7 @@
 :mod:`.format` defines the schema and the checks, :mod:`.writer` writes shards atomically,
 :mod:`.reader` serves random (sample, view) batches through memory maps.
 """
+
 from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, check_request, labels_digest, shard_name
 from .reader import TargetCache
 from .writer import ShardBuffer, ShardWriter, shard_entry, shard_is_complete, write_manifest, write_shard

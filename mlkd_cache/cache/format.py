@@ -22,6 +22,7 @@ Every shard carries :meth:`CacheSpec.to_attrs` as HDF5 attributes plus ``shard_i
 ``sample_start``, ``sample_stop`` and ``created``. :func:`check_request` is the one place that
 compares a cache with what a config asks for.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -334,7 +335,8 @@ def check_request(
         if labels.shape != (spec.num_samples, spec.num_classes):
             hint = (
                 " (a dump with bad_images='skip' leaves out undecodable images: set it here too)"
-                if labels.shape[0] > spec.num_samples else ""
+                if labels.shape[0] > spec.num_samples
+                else ""
             )
             fail(
                 f"cache built for labels of shape ({spec.num_samples}, {spec.num_classes}), the dataset has "
@@ -354,4 +356,6 @@ def check_request(
             f"re-run dump-targets or restore the transform settings"
         )
     if views is not None and int(views) != spec.views:
-        fail(f"cache built with {spec.views} views, config asks for {views}; re-run dump-targets or set cache.views = {spec.views}")
+        fail(
+            f"cache built with {spec.views} views, config asks for {views}; re-run dump-targets or set cache.views = {spec.views}"
+        )

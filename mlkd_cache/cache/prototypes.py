@@ -5,6 +5,7 @@ positive label-wise embeddings, so they are computed once per cache and stored b
 ``DIR/prototypes.pt`` together with the provenance of the cache they came from; a later run
 reuses the file only when that provenance still matches the cache.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,14 @@ from ..errors import MlkdError
 from ..fileio import atomic_write_bytes
 from .reader import TargetCache
 
-__all__ = ["PROTOTYPES_NAME", "PROTOTYPES_VERSION", "PrototypeAccumulator", "compute_prototypes", "prototype_provenance", "load_or_compute_prototypes"]
+__all__ = [
+    "PROTOTYPES_NAME",
+    "PROTOTYPES_VERSION",
+    "PrototypeAccumulator",
+    "compute_prototypes",
+    "prototype_provenance",
+    "load_or_compute_prototypes",
+]
 
 PROTOTYPES_NAME = "prototypes.pt"
 PROTOTYPES_VERSION = 1

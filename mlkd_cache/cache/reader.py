@@ -6,6 +6,7 @@ gathered with numpy advanced indexing on read-only memory maps (h5py fancy index
 slower). Maps are opened lazily per process, so a cache handed to DataLoader workers (fork or
 pickle) never shares a handle across a fork.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,8 @@ import h5py
 import numpy as np
 import torch
 
-from ..fileio import file_sha256
 from ..errors import CacheCorruptError, CacheMismatchError
+from ..fileio import file_sha256
 from . import format as fmt
 from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes
 
@@ -158,7 +159,9 @@ class TargetCache:
                 for name, (shape, _) in shapes.items():
                     dset = f[name]
                     if dset.shape != shape:
-                        raise CacheCorruptError(f"{shard.file} in {where}: {name} has shape {dset.shape}, expected {shape}; {fix}")
+                        raise CacheCorruptError(
+                            f"{shard.file} in {where}: {name} has shape {dset.shape}, expected {shape}; {fix}"
+                        )
                     if name in _MAPPED:
                         offset = dset.id.get_offset() if dset.size else None
                         shard.layout[name] = (offset, shape, dset.dtype)

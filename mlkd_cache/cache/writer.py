@@ -4,6 +4,7 @@ a background :class:`ShardWriter`, :func:`shard_is_complete` for resuming, and t
 A file named ``shard-NNNNN.h5`` is always complete: it is written as ``shard-NNNNN.h5.tmp``,
 flushed, fsynced and renamed; ``manifest.json`` is written last, the same way.
 """
+
 from __future__ import annotations
 
 import errno
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
 from ..errors import MlkdError
+from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
 from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes, shard_name
 
 __all__ = ["ShardBuffer", "write_shard", "ShardWriter", "shard_is_complete", "shard_entry", "write_manifest"]
@@ -139,9 +140,7 @@ class ShardBuffer:
             else:
                 _, first = np.unique(pairs, return_index=True)
                 b = int(np.setdiff1d(np.arange(B), first)[0])
-            raise ValueError(
-                f"(row {rows[b]}, view {views[b]}) of shard {self.index} was already put; each goes in exactly once"
-            )
+            raise ValueError(f"(row {rows[b]}, view {views[b]}) of shard {self.index} was already put; each goes in exactly once")
 
         a = self.arrays
         a["view_seed"][rows, views] = view_seed
@@ -252,7 +251,14 @@ def write_shard(buffer: ShardBuffer, directory: Path) -> Dict[str, Any]:
         _remove(tmp)
         raise
     fsync_dir(directory)
-    return {"file": final.name, "index": buffer.index, "start": buffer.start, "stop": buffer.stop, "bytes": size, "sha256": sha256}
+    return {
+        "file": final.name,
+        "index": buffer.index,
+        "start": buffer.start,
+        "stop": buffer.stop,
+        "bytes": size,
+        "sha256": sha256,
+    }
 
 
 _STOP = object()
@@ -369,7 +375,14 @@ def shard_entry(directory: Path, spec: CacheSpec, k: int) -> Dict[str, Any]:
     """The manifest entry of an existing shard ``k`` (e.g. one a resumed dump skipped)."""
     path = Path(directory) / shard_name(k)
     start, stop = spec.shard_range(k)
-    return {"file": path.name, "index": int(k), "start": start, "stop": stop, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    return {
+        "file": path.name,
+        "index": int(k),
+        "start": start,
+        "stop": stop,
+        "bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+    }
 
 
 def write_manifest(directory: Path, spec: CacheSpec, entries: Sequence[Dict[str, Any]]) -> Path:

@@ -5,6 +5,7 @@ point; every dataset is a :class:`MultiLabelDataset` (string ``keys``, ``uint8 [
 ``labels``, ``load_image``).
 Importing this package registers all datasets in :data:`DATASETS`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -12,9 +13,9 @@ from typing import Optional
 
 from ..errors import ConfigError
 from ..registry import closest
+from . import coco, csv_folder, digits, nus, voc  # noqa: F401  (registration side effects)
 from .bad_images import BAD_IMAGE_POLICIES, apply_bad_images
 from .base import DATASETS, SPLITS, MultiLabelDataset, check_split
-from . import coco, csv_folder, digits, nus, voc  # noqa: F401  (registration side effects)
 
 __all__ = ["BAD_IMAGE_POLICIES", "DATASETS", "SPLITS", "MultiLabelDataset", "build_dataset", "dataset_params"]
 
@@ -50,8 +51,5 @@ def build_dataset(
         if key not in valid:
             hint = closest(key, valid)
             dym = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(
-                f"unknown param {key!r} for dataset {name!r}{dym}; valid: "
-                f"{', '.join(sorted(valid)) or 'none'}"
-            )
+            raise ConfigError(f"unknown param {key!r} for dataset {name!r}{dym}; valid: {', '.join(sorted(valid)) or 'none'}")
     return apply_bad_images(factory(split=split, root=root, **params), bad_images, workers)

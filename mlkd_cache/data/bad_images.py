@@ -9,6 +9,7 @@
 
 Datasets that hold their pixels in memory (``digits``) have no files and are left alone.
 """
+
 from __future__ import annotations
 
 import logging

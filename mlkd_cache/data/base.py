@@ -5,6 +5,7 @@ their files are checked to exist, with one ``listdir`` per image folder, so a mi
 reported at start-up rather than in epoch 3). Every sample has a stable string ``key`` and a
 ``uint8`` label row; :meth:`MultiLabelDataset.load_image` returns an RGB ``PIL.Image``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,18 +48,14 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         check_split(split, self.splits)
         labels = np.ascontiguousarray(labels, dtype=np.uint8)
         if labels.ndim != 2 or labels.shape != (len(keys), len(class_names)):
-            raise ValueError(
-                f"labels shape {labels.shape} != ({len(keys)}, {len(class_names)})"
-            )
+            raise ValueError(f"labels shape {labels.shape} != ({len(keys)}, {len(class_names)})")
         if image_paths is not None and len(image_paths) != len(keys):
             raise ValueError("image_paths and keys differ in length")
         self.split = split
         self.class_names: List[str] = list(class_names)
         self.keys: List[str] = list(keys)
         self.labels: np.ndarray = labels
-        self.image_paths: Optional[List[str]] = (
-            list(image_paths) if image_paths is not None else None
-        )
+        self.image_paths: Optional[List[str]] = list(image_paths) if image_paths is not None else None
         self.root = root
 
     # -- sizes ---------------------------------------------------------------------------
@@ -102,8 +99,7 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 
     def describe(self) -> str:
         return (
-            f"{self.name}/{self.split}: {len(self)} images, {self.num_classes} classes, "
-            f"{self.labels_per_image:.1f} labels/image"
+            f"{self.name}/{self.split}: {len(self)} images, {self.num_classes} classes, {self.labels_per_image:.1f} labels/image"
         )
 
     def fingerprint(self) -> str:
@@ -138,15 +134,10 @@ def require_root(root, dataset: str, expected: str) -> str:
     """The data root as an absolute path; :class:`DataError` mentioning ``--data-root`` when it
     is ``None`` or not a folder. ``expected`` describes the layout for the message."""
     if root is None or str(root) == "":
-        raise DataError(
-            f"dataset {dataset!r} needs a data root: pass --data-root (config data_root) "
-            f"pointing at {expected}"
-        )
+        raise DataError(f"dataset {dataset!r} needs a data root: pass --data-root (config data_root) pointing at {expected}")
     path = os.path.abspath(os.path.expanduser(str(root)))
     if not os.path.isdir(path):
-        raise DataError(
-            f"data root not found: {path} is not a folder; pass --data-root pointing at {expected}"
-        )
+        raise DataError(f"data root not found: {path} is not a folder; pass --data-root pointing at {expected}")
     return path
 
 
@@ -223,14 +214,11 @@ def load_rgb(path: str, decode_size: Optional[int] = None) -> Image.Image:
         raise DataError(f"image file missing: {path}; restore it or fix the data root") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(
-            f"cannot decode image {path} ({e}); the file is truncated or not an image: "
-            "re-download or replace it"
+            f"cannot decode image {path} ({e}); the file is truncated or not an image: re-download or replace it"
         ) from None
 
 
-def labels_from_index_lists(
-    index_lists: Sequence[Iterable[int]], num_classes: int
-) -> np.ndarray:
+def labels_from_index_lists(index_lists: Sequence[Iterable[int]], num_classes: int) -> np.ndarray:
     """``uint8 [N, C]`` from per-sample lists of class indices (duplicates allowed), built with
     one flat scatter instead of a per-row loop. Indices must already be validated."""
     lists = [list(x) for x in index_lists]
@@ -239,9 +227,7 @@ def labels_from_index_lists(
     total = int(lengths.sum())
     if total:
         rows = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
-        cols = np.fromiter(
-            (c for x in lists for c in x), dtype=np.int64, count=total
-        )
+        cols = np.fromiter((c for x in lists for c in x), dtype=np.int64, count=total)
         labels[rows, cols] = 1
     return labels
 
@@ -249,6 +235,4 @@ def labels_from_index_lists(
 def unknown_class_error(name: str, where: str, class_names: Sequence[str]) -> DataError:
     hint = closest(name, class_names)
     dym = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return DataError(
-        f"unknown class {name!r}{dym} in {where}; valid classes: {', '.join(class_names)}"
-    )
+    return DataError(f"unknown class {name!r}{dym} in {where}; valid classes: {', '.join(class_names)}")

@@ -25,6 +25,7 @@ Image sets differ: official val2014 has 40,504 images, L2D's ``val_anno.json`` 4
 dropped the images without any annotation. From the instances file those images are kept with an
 all-zero label row.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,23 +47,169 @@ from .planning import PublishedSplit
 
 # The 80 official COCO category names, in official id order (ids 1..90 with gaps).
 COCO_OFFICIAL_NAMES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
-    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
-    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
-    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 )
 # The official category ids of the names above.
 COCO_OFFICIAL_IDS = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
-    28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
-    54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80,
-    81, 82, 84, 85, 86, 87, 88, 89, 90,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    67,
+    70,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
 )
 # The class order of this tool and of L2D's annotation files.
 COCO_CLASSES = tuple(sorted(COCO_OFFICIAL_NAMES))
@@ -104,12 +251,12 @@ def parse_l2d_annotations(path: str, data=None) -> Tuple[List[str], np.ndarray]:
         data = _load_json(path)
     bad = f"malformed L2D annotation file {path}"
     if not isinstance(data, list):
-        raise DataError(f"{bad}: expected a JSON list of {{\"file_name\", \"labels\"}} objects")
+        raise DataError(f'{bad}: expected a JSON list of {{"file_name", "labels"}} objects')
     try:
         names = [e["file_name"] for e in data]
         lists = [e["labels"] for e in data]
     except (TypeError, KeyError) as e:
-        raise DataError(f"{bad}: every entry needs \"file_name\" and \"labels\" ({e!r})") from None
+        raise DataError(f'{bad}: every entry needs "file_name" and "labels" ({e!r})') from None
     try:
         lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
         flat = [c for x in lists for c in x]
@@ -137,7 +284,7 @@ def parse_instances_annotations(path: str, data=None) -> Tuple[List[str], np.nda
         data = _load_json(path)
     bad = f"malformed COCO instances file {path}"
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
-        raise DataError(f"{bad}: expected an object with \"images\", \"annotations\", \"categories\"")
+        raise DataError(f'{bad}: expected an object with "images", "annotations", "categories"')
     try:
         cats = {int(c["id"]): str(c["name"]).strip() for c in data["categories"]}
         names = [im["file_name"] for im in data["images"]]
@@ -199,7 +346,7 @@ def find_layout(root: str, split: str, annotation: str = "auto", year="auto") ->
     if len(present) > 1:
         raise DataError(
             f"{root} holds COCO {' and '.join(map(str, present))} ({', '.join(official[y] for y in present)}); "
-            f"choose one with --set \"dataset_para=dict(year={present[-1]})\""
+            f'choose one with --set "dataset_para=dict(year={present[-1]})"'
         )
     if not present:
         expected = " or ".join(
@@ -230,19 +377,42 @@ class COCODataset(MultiLabelDataset):
         # P: measured on L2D's val2014 file (../shared/data/coco2014_val_anno.json: 40,137 images,
         # 2.905 labels each); the train splits draw from the same photographs
         if year == 2017:
-            return PublishedSplit(118287, 80, 2.880, "COCO 2017 train: 118,287 images in instances_train2017.json "
-                                  "(1,021 without labels); P 2.88 from L2D's val2014 file, scaled for those")
+            return PublishedSplit(
+                118287,
+                80,
+                2.880,
+                "COCO 2017 train: 118,287 images in instances_train2017.json "
+                "(1,021 without labels); P 2.88 from L2D's val2014 file, scaled for those",
+            )
         if annotation == "instances":
-            return PublishedSplit(82783, 80, 2.880, "COCO 2014 train: 82,783 images in instances_train2014.json "
-                                  "(702 without labels); P 2.88 from L2D's val2014 file, scaled for those")
-        return PublishedSplit(82081, 80, 2.905, "COCO 2014 train as in L2D's train_anno.json: 82,081 images; "
-                              "P 2.905 measured on L2D's val2014 file (add dataset_para=dict(year=2017) for COCO 2017)")
+            return PublishedSplit(
+                82783,
+                80,
+                2.880,
+                "COCO 2014 train: 82,783 images in instances_train2014.json "
+                "(702 without labels); P 2.88 from L2D's val2014 file, scaled for those",
+            )
+        return PublishedSplit(
+            82081,
+            80,
+            2.905,
+            "COCO 2014 train as in L2D's train_anno.json: 82,081 images; "
+            "P 2.905 measured on L2D's val2014 file (add dataset_para=dict(year=2017) for COCO 2017)",
+        )
 
-    def __init__(self, split: str = "train", root: Optional[str] = None, *,
-                 annotation: str = "auto", year="auto", check_images: bool = True) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        root: Optional[str] = None,
+        *,
+        annotation: str = "auto",
+        year="auto",
+        check_images: bool = True,
+    ) -> None:
         check_split(split)
         root = require_root(
-            root, "coco",
+            root,
+            "coco",
             "a folder holding train2017/, val2017/ and annotations/instances_{train,val}2017.json "
             "(or the 2014 ones, or L2D's train_anno.json/val_anno.json with train2014/, val2014/)",
         )
@@ -263,5 +433,4 @@ class COCODataset(MultiLabelDataset):
             if not os.path.isdir(img_dir):
                 raise DataError(f"COCO images not found: {img_dir} is missing (annotations: {ann_path})")
             check_images_exist(paths, "coco")
-        super().__init__(split=split, class_names=COCO_CLASSES, keys=keys, labels=labels,
-                         image_paths=paths, root=root)
+        super().__init__(split=split, class_names=COCO_CLASSES, keys=keys, labels=labels, image_paths=paths, root=root)

@@ -11,6 +11,7 @@ absolute), ``image_dir`` (default: the root; relative to the root, or absolute),
 
 Keys are the image paths exactly as given in the file (``/`` or ``\\`` both resolve).
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,7 +19,6 @@ import json
 import os
 import re
 from typing import List, Optional, Sequence, Tuple
-
 
 from ..errors import ConfigError, DataError
 from .base import (
@@ -48,16 +48,16 @@ def read_label_file(path: str) -> Tuple[List[str], List[List[str]]]:
         except json.JSONDecodeError as e:
             raise DataError(f"malformed JSON in {path}: {e}") from None
         if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of {{\"image\": ..., \"labels\": [...]}}")
+            raise DataError(f'{path}: expected a JSON list of {{"image": ..., "labels": [...]}}')
         images, names = [], []
         for n, entry in enumerate(data):
             if not isinstance(entry, dict) or "image" not in entry or "labels" not in entry:
-                raise DataError(f"{path}: entry {n} needs \"image\" and \"labels\" keys")
+                raise DataError(f'{path}: entry {n} needs "image" and "labels" keys')
             labels = entry["labels"]
             if isinstance(labels, str):
                 labels = _split_labels(labels)
             elif not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-                raise DataError(f"{path}: entry {n} \"labels\" must be a list of class names")
+                raise DataError(f'{path}: entry {n} "labels" must be a list of class names')
             images.append(str(entry["image"]))
             names.append([x.strip() for x in labels if x.strip()])
         return images, names
@@ -66,12 +66,12 @@ def read_label_file(path: str) -> Tuple[List[str], List[List[str]]]:
             reader = csv.reader(f, delimiter="\t" if ext == ".tsv" else ",")
             header = next(reader, None)
             if header is None:
-                raise DataError(f"{path} is empty; expected a header line \"image,labels\"")
+                raise DataError(f'{path} is empty; expected a header line "image,labels"')
             header = [h.strip().lower() for h in header]
             if "image" not in header or "labels" not in header:
                 raise DataError(
                     f"{path}: header {','.join(header)!r} lacks the columns image and labels; "
-                    "the first line must be \"image,labels\""
+                    'the first line must be "image,labels"'
                 )
             ii, li = header.index("image"), header.index("labels")
             images, names = [], []
@@ -89,9 +89,7 @@ def read_label_file(path: str) -> Tuple[List[str], List[List[str]]]:
                 images.append(image)
                 names.append(_split_labels(row[li]))
         return images, names
-    raise DataError(
-        f"unsupported label file {path}: use a .csv (header image,labels) or a .json list"
-    )
+    raise DataError(f"unsupported label file {path}: use a .csv (header image,labels) or a .json list")
 
 
 def _resolve(path: str, root: Optional[str], what: str) -> str:
@@ -112,10 +110,17 @@ class CSVDataset(MultiLabelDataset):
 
     name = "csv"
 
-    def __init__(self, split: str = "train", root: Optional[str] = None, *,
-                 train_file: Optional[str] = None, test_file: Optional[str] = None,
-                 image_dir: Optional[str] = None, classes: Optional[Sequence[str]] = None,
-                 check_images: bool = True) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        root: Optional[str] = None,
+        *,
+        train_file: Optional[str] = None,
+        test_file: Optional[str] = None,
+        image_dir: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None,
+        check_images: bool = True,
+    ) -> None:
         check_split(split)
         if root is not None:
             root = os.path.abspath(os.path.expanduser(str(root)))
@@ -125,10 +130,7 @@ class CSVDataset(MultiLabelDataset):
                     "the folder of your images and label files"
                 )
         if train_file is None:
-            raise ConfigError(
-                "dataset csv needs the param train_file (dataset_para=dict(train_file=..., "
-                "test_file=...))"
-            )
+            raise ConfigError("dataset csv needs the param train_file (dataset_para=dict(train_file=..., test_file=...))")
         if split == "test" and test_file is None:
             raise ConfigError("dataset csv: the test split needs the param test_file")
         if classes is not None:
@@ -142,14 +144,11 @@ class CSVDataset(MultiLabelDataset):
         split_path = train_path if split == "train" else _resolve(test_file, root, "test_file")
         if image_dir is None:
             if root is None:
-                raise DataError(
-                    "csv: no image folder: pass --data-root (config data_root) or the param image_dir"
-                )
+                raise DataError("csv: no image folder: pass --data-root (config data_root) or the param image_dir")
             img_dir = root
         else:
             img_dir = _resolve(image_dir, root, "image_dir")
-        for p, what in ((split_path, f"{split} label file"),) + (
-                ((train_path, "train label file"),) if classes is None else ()):
+        for p, what in ((split_path, f"{split} label file"),) + (((train_path, "train label file"),) if classes is None else ()):
             if not os.path.isfile(p):
                 raise DataError(f"csv: {what} not found: {p} is missing; fix train_file/test_file")
         if not os.path.isdir(img_dir):
@@ -184,10 +183,8 @@ class CSVDataset(MultiLabelDataset):
                 err = unknown_class_error(e.args[0], f"{split_path} (image {image})", classes)
                 raise DataError(f"{err} ({class_source})") from None
         labels = labels_from_index_lists(idx_lists, len(classes))
-        paths = [os.path.join(img_dir, *im.replace("\\", "/").split("/")) if not os.path.isabs(im)
-                 else im for im in images]
+        paths = [os.path.join(img_dir, *im.replace("\\", "/").split("/")) if not os.path.isabs(im) else im for im in images]
         if check_images:
             check_images_exist(paths, "csv")
         self.label_file = split_path
-        super().__init__(split=split, class_names=classes, keys=images, labels=labels,
-                         image_paths=paths, root=root)
+        super().__init__(split=split, class_names=classes, keys=images, labels=labels, image_paths=paths, root=root)

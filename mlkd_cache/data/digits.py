@@ -23,6 +23,7 @@ of the training seed); the global RNGs are never touched. So a split of n canvas
 the first n canvases of any larger split with the same params: a teacher trained on
 ``train_size=8000`` has seen every canvas of a student's ``train_size=1000``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -61,10 +62,7 @@ def _resized_scans(digit_size: int) -> np.ndarray:
     """All 1,797 scans as uint8 [1797, d, d], 0..255, upscaled with PIL (bicubic)."""
     images, _ = _source_scans()
     u8 = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    out = np.stack([
-        np.asarray(Image.fromarray(im).resize((digit_size, digit_size), Image.BICUBIC))
-        for im in u8
-    ])
+    out = np.stack([np.asarray(Image.fromarray(im).resize((digit_size, digit_size), Image.BICUBIC)) for im in u8])
     out.setflags(write=False)
     return out
 
@@ -163,9 +161,19 @@ class DigitsDataset(MultiLabelDataset):
     name = "digits"
     splits = ("train", "val", "test")
 
-    def __init__(self, split: str = "train", root: Optional[str] = None, *,
-                 train_size: int = 2000, test_size: int = 1000, canvas: int = 32,
-                 digit_size: int = 12, seed: int = 0, max_digits: int = 4, val_size: int = 500) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        root: Optional[str] = None,
+        *,
+        train_size: int = 2000,
+        test_size: int = 1000,
+        canvas: int = 32,
+        digit_size: int = 12,
+        seed: int = 0,
+        max_digits: int = 4,
+        val_size: int = 500,
+    ) -> None:
         check_split(split, self.splits)
         # root is accepted and ignored: the data is embedded.
         train_size = _check_int("train_size", train_size, 1)
@@ -175,8 +183,15 @@ class DigitsDataset(MultiLabelDataset):
         canvas = _check_int("canvas", canvas, digit_size)
         seed = _check_int("seed", seed, 0)
         max_digits = _check_int("max_digits", max_digits, 1)
-        self.params = dict(train_size=train_size, test_size=test_size, val_size=val_size, canvas=canvas,
-                           digit_size=digit_size, seed=seed, max_digits=max_digits)
+        self.params = dict(
+            train_size=train_size,
+            test_size=test_size,
+            val_size=val_size,
+            canvas=canvas,
+            digit_size=digit_size,
+            seed=seed,
+            max_digits=max_digits,
+        )
 
         n = {"train": train_size, "val": val_size, "test": test_size}[split]
         train_pool, test_pool = split_source_pools(seed)

@@ -11,6 +11,7 @@ Class order is the order of ``Concepts81.txt``. Line ``i`` of ``Labels_<concept>
 the 0/1 label of image ``i`` of ``TrainImagelist.txt`` (likewise for Test). Image-list lines use
 Windows separators (``actor\\0001_2124494179.jpg``); keys are ``Flickr/actor/0001_2124494179.jpg``.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,7 +53,7 @@ def normalise_image_path(line: str) -> str:
     p = line.strip().replace("\\", "/")
     marker = p.rfind("Flickr/")
     if marker >= 0:
-        p = p[marker + len("Flickr/"):]
+        p = p[marker + len("Flickr/") :]
     return "Flickr/" + p.lstrip("/")
 
 
@@ -86,14 +87,17 @@ class NUSWideDataset(MultiLabelDataset):
 
     @classmethod
     def published_train_split(cls, **_: object) -> PublishedSplit:
-        return PublishedSplit(161789, 81, 2.4, "NUS-WIDE train: 161,789 images (ImageList/TrainImagelist.txt), 81 concepts; "
-                              "P 2.4 approximate (images whose Flickr files are lost still count)")
+        return PublishedSplit(
+            161789,
+            81,
+            2.4,
+            "NUS-WIDE train: 161,789 images (ImageList/TrainImagelist.txt), 81 concepts; "
+            "P 2.4 approximate (images whose Flickr files are lost still count)",
+        )
 
-    def __init__(self, split: str = "train", root: Optional[str] = None, *,
-                 check_images: bool = True) -> None:
+    def __init__(self, split: str = "train", root: Optional[str] = None, *, check_images: bool = True) -> None:
         check_split(split)
-        root = require_root(root, "nus", "a folder holding Flickr/, ImageList/, "
-                            "TrainTestLabels/ and Concepts81.txt")
+        root = require_root(root, "nus", "a folder holding Flickr/, ImageList/, TrainTestLabels/ and Concepts81.txt")
         list_name, tag = _SPLIT_FILES[split]
         concepts_path = require_file(os.path.join(root, "Concepts81.txt"), "NUS-WIDE layout", _EXPECTED)
         list_path = require_file(os.path.join(root, "ImageList", list_name), "NUS-WIDE layout", _EXPECTED)
@@ -107,12 +111,10 @@ class NUSWideDataset(MultiLabelDataset):
         labels = np.empty((len(keys), len(concepts)), dtype=np.uint8)
         label_dir = os.path.join(root, "TrainTestLabels")
         for k, concept in enumerate(concepts):
-            path = require_file(os.path.join(label_dir, f"Labels_{concept}_{tag}.txt"),
-                                "NUS-WIDE label file", _EXPECTED)
+            path = require_file(os.path.join(label_dir, f"Labels_{concept}_{tag}.txt"), "NUS-WIDE label file", _EXPECTED)
             labels[:, k] = read_label_file(path, len(keys), list_path)
 
         paths = [os.path.join(root, *key.split("/")) for key in keys]
         if check_images:
             check_images_exist(paths, "nus")
-        super().__init__(split=split, class_names=concepts, keys=keys, labels=labels,
-                         image_paths=paths, root=root)
+        super().__init__(split=split, class_names=concepts, keys=keys, labels=labels, image_paths=paths, root=root)

@@ -5,6 +5,7 @@ A cache's size depends on the labels only through the number of positives per sh
 (images N, classes C, positives per image P). ``dump-targets --dry-run`` uses these numbers when
 no ``--data-root`` is given, and the real labels when it is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -41,6 +41,7 @@ All tensor work is elementwise float32 (exactly rounded IEEE operations) on CPU,
 does not depend on the thread count or the machine; PIL's 8-bit resize and RandAugment ops are
 integer/fixed-point and deterministic for a given Pillow version.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -175,8 +176,7 @@ class TransformSpec:
             set_(key, t)
         if self.interpolation not in _INTERPOLATIONS:
             raise ConfigError(
-                f"config key 'transform.interpolation' must be one of {', '.join(_INTERPOLATIONS)}, "
-                f"got {self.interpolation!r}"
+                f"config key 'transform.interpolation' must be one of {', '.join(_INTERPOLATIONS)}, got {self.interpolation!r}"
             )
         if self.decode not in DECODE_MODES:
             raise ConfigError(f"config key 'transform.decode' must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
@@ -237,8 +237,10 @@ def _build_randaugment(spec: TransformSpec):
     sections = spec.randaugment.split("-")
     # timm silently skips a section without a number ("rand-mfoo"); refuse it instead
     if sections[0] != "rand" or any(not (c.startswith("t") or re.fullmatch(r"[a-z]+\d[\d.e+]*", c)) for c in sections[1:]):
-        raise ConfigError(f"config key 'transform.randaugment' must be a timm RandAugment string like "
-                          f"'rand-m9-n2-mstd0.5', got {spec.randaugment!r}")
+        raise ConfigError(
+            f"config key 'transform.randaugment' must be a timm RandAugment string like "
+            f"'rand-m9-n2-mstd0.5', got {spec.randaugment!r}"
+        )
     try:
         return rand_augment_transform(spec.randaugment, hparams)
     except (AssertionError, ValueError, KeyError, TypeError) as exc:

@@ -24,6 +24,7 @@ Which view an epoch uses (:meth:`ViewDataset.view_of`):
   not all on the same view in the same epoch;
 * evaluation (``train=False``): view 0 (the deterministic eval transform).
 """
+
 from __future__ import annotations
 
 import operator
@@ -130,7 +131,9 @@ class ViewDataset(torch.utils.data.Dataset):
 
     # -- items ------------------------------------------------------------------------------
 
-    def get(self, index: int, view: int, with_fingerprint: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
+    def get(
+        self, index: int, view: int, with_fingerprint: Optional[bool] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
         """The item of an explicit ``(sample, view)`` (used by the cache dump); fingerprinted when
         ``with_fingerprint`` says so (None: when the share is 1)."""
         i = self._index(index)

@@ -9,6 +9,7 @@
 makes its class positive, ``difficult`` ones included (L2D's convention); the ``<part>``
 children of person objects (head, hand, foot) are not objects and never become labels.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,26 @@ from .base import (
 from .planning import PublishedSplit
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 # split -> (top folder under root, image-set file name)
@@ -42,10 +60,7 @@ _DEVKIT = os.path.join("VOCdevkit", "VOC2007")
 
 
 def _expected(top: str, imageset: str) -> str:
-    return (
-        f"<root>/{top}/VOCdevkit/VOC2007/{{JPEGImages,Annotations,ImageSets/Main/{imageset}.txt}}"
-        " (the L2D layout)"
-    )
+    return f"<root>/{top}/VOCdevkit/VOC2007/{{JPEGImages,Annotations,ImageSets/Main/{imageset}.txt}} (the L2D layout)"
 
 
 def parse_voc_xml(path: str) -> List[str]:
@@ -59,9 +74,7 @@ def parse_voc_xml(path: str) -> List[str]:
         raise DataError(f"cannot read VOC annotation {path}: {e}") from None
     root = tree.getroot()
     if root.tag != "annotation":
-        raise DataError(
-            f"malformed VOC annotation {path}: root element is <{root.tag}>, expected <annotation>"
-        )
+        raise DataError(f"malformed VOC annotation {path}: root element is <{root.tag}>, expected <annotation>")
     names = []
     for obj in root.findall("object"):  # direct children only: <part> lives inside <object>
         name = obj.findtext("name")
@@ -88,11 +101,15 @@ class VOCDataset(MultiLabelDataset):
 
     @classmethod
     def published_train_split(cls, **_: object) -> PublishedSplit:
-        return PublishedSplit(5011, 20, 1.46, "VOC 2007 trainval: 5,011 images (the devkit's ImageSets/Main/trainval.txt); "
-                              "P 1.46 approximate (distinct classes per image, difficult objects included)")
+        return PublishedSplit(
+            5011,
+            20,
+            1.46,
+            "VOC 2007 trainval: 5,011 images (the devkit's ImageSets/Main/trainval.txt); "
+            "P 1.46 approximate (distinct classes per image, difficult objects included)",
+        )
 
-    def __init__(self, split: str = "train", root: Optional[str] = None, *,
-                 check_images: bool = True) -> None:
+    def __init__(self, split: str = "train", root: Optional[str] = None, *, check_images: bool = True) -> None:
         check_split(split)
         top, imageset = _SPLIT_DIRS[split]
         expected = _expected(top, imageset)
@@ -134,5 +151,4 @@ class VOCDataset(MultiLabelDataset):
         paths = [os.path.join(img_dir, i + ".jpg") for i in ids]
         if check_images:
             check_images_exist(paths, "voc")
-        super().__init__(split=split, class_names=VOC_CLASSES, keys=keys, labels=labels,
-                         image_paths=paths, root=root)
+        super().__init__(split=split, class_names=VOC_CLASSES, keys=keys, labels=labels, image_paths=paths, root=root)

@@ -6,6 +6,7 @@ img_size, transform spec, config snapshot). It is written to a temporary file, f
 and renamed (:func:`~mlkd_cache.fileio.atomic_write_bytes`), so a file named ``NAME`` is always
 complete.
 """
+
 from __future__ import annotations
 
 import io

@@ -6,6 +6,7 @@ without distillation (the baseline every KD result is measured against), with ML
 reused and interrupted ones resumed, so the demo can be run again cheaply; ``seeds > 1``
 repeats the students with student seeds ``seed, seed+1, ...`` (same teacher and cache).
 """
+
 from __future__ import annotations
 
 import time
@@ -17,9 +18,9 @@ from ..config import Config
 from ..errors import ConfigError
 from . import dump, plot
 from .checkpoint import load_checkpoint
-from .runlog import MetricsLog
 from .distill import DistillTrainer, NoKDTrainer
 from .recipes import RECIPES, student_config
+from .runlog import MetricsLog
 from .train import Trainer
 
 DEFAULT_CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
@@ -77,7 +78,9 @@ def run(
     if unknown:
         raise ConfigError(f"--students: unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
     teacher_out = out / "teacher"
-    teacher = _train_or_reuse(lambda resume: Trainer(cfg, "t", teacher_out, resume=resume, progress=progress), teacher_out, "teacher.pt", cfg)
+    teacher = _train_or_reuse(
+        lambda resume: Trainer(cfg, "t", teacher_out, resume=resume, progress=progress), teacher_out, "teacher.pt", cfg
+    )
     teacher_file = Path(teacher["checkpoint"])
     cache = _dump_or_reuse(cfg, teacher_file, out / "cache", progress)
     rows = [{"model": f"teacher {cfg.model_t}", "loss": cfg.loss_t.upper(), "recipe": "teacher", "seed": cfg.seed, **teacher}]
@@ -94,7 +97,9 @@ def run(
                     c, o, cache=out / "cache", resume=resume, progress=progress
                 )
             result = _train_or_reuse(make, run_out, "student.pt", scfg)
-            rows.append({"model": f"student {cfg.model_s}", "loss": RECIPES[recipe].label, "recipe": recipe, "seed": seed, **result})
+            rows.append(
+                {"model": f"student {cfg.model_s}", "loss": RECIPES[recipe].label, "recipe": recipe, "seed": seed, **result}
+            )
     title = f"{cfg.dataset} demo: teacher {cfg.model_t}, students {cfg.model_s}"
     curves = write_curves(out, [Path(row["checkpoint"]).parent for row in rows], title)
     return {"teacher": teacher, "cache": cache, "rows": rows, "plot": None if curves is None else str(curves)}

@@ -18,6 +18,7 @@ Before the first step the cache is checked against the dataset and config (class
 img_size, transform); during training the fingerprints of a share ``replay_check`` of every
 epoch's inputs are compared with the cached ones, and a divergence stops the run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,9 +38,9 @@ from ..data.transforms import TransformSpec, to_unsigned
 from ..data.views import ViewDataset
 from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
 from ..errors import CacheCorruptError, CacheMismatchError, CheckpointError, ConfigError
+from ..fileio import file_sha256
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
-from ..fileio import file_sha256
 from .checkpoint import load_checkpoint
 from .dump import TEACHER_KEYS, PairDataset, check_teacher_fits, shard_pairs
 from .evaluate import autocast_for, model_from_checkpoint
@@ -108,7 +109,9 @@ class CacheTargets:
                 f"pass the cache of this dataset"
             )
         self.cache.check_request(
-            class_names=train_set.class_names, labels=train_set.labels, img_size=cfg.img_size,
+            class_names=train_set.class_names,
+            labels=train_set.labels,
+            img_size=cfg.img_size,
             transform_hash=transform.spec_hash(),
         )
 
@@ -123,9 +126,14 @@ class CacheTargets:
     def identity(self) -> Dict[str, Any]:
         spec = self.cache.spec
         return {
-            "mode": self.mode, "source": str(self.directory), "teacher_arch": spec.teacher_arch,
-            "teacher_sha256": spec.teacher_sha256, "views": spec.views, "base_seed": spec.base_seed,
-            "cache_sha256": self.cache.content_sha256(), "cache_dtype": spec.dtype,
+            "mode": self.mode,
+            "source": str(self.directory),
+            "teacher_arch": spec.teacher_arch,
+            "teacher_sha256": spec.teacher_sha256,
+            "views": spec.views,
+            "base_seed": spec.base_seed,
+            "cache_sha256": self.cache.content_sha256(),
+            "cache_dtype": spec.dtype,
         }
 
     def _check_replay(self, batch: tuple, cached: Dict[str, Tensor], keys) -> None:
@@ -231,8 +239,12 @@ class LiveTeacher:
 
     def identity(self) -> Dict[str, Any]:
         return {
-            "mode": self.mode, "source": str(self.path), "teacher_arch": str(self.ckpt["arch"]),
-            "teacher_sha256": self.sha256, "views": FRESH if self.views is None else self.views, "base_seed": self.base_seed,
+            "mode": self.mode,
+            "source": str(self.path),
+            "teacher_arch": str(self.ckpt["arch"]),
+            "teacher_sha256": self.sha256,
+            "views": FRESH if self.views is None else self.views,
+            "base_seed": self.base_seed,
         }
 
     @torch.no_grad()
@@ -277,7 +289,9 @@ class DistillTrainer(Trainer):
                 + ("both" if cache is not None else "neither")
             )
         if fresh_views and teacher is None:
-            raise ConfigError("--fresh-views needs --teacher: a cache holds a fixed set of views; drop --fresh-views or pass --teacher")
+            raise ConfigError(
+                "--fresh-views needs --teacher: a cache holds a fixed set of views; drop --fresh-views or pass --teacher"
+            )
         # The teacher is built before the student's seed is set, so both modes initialise alike.
         self.source = CacheTargets(cache, verify_checksums) if cache is not None else LiveTeacher(teacher, cfg, fresh_views)
         super().__init__(cfg, "s", out, resume=resume, final_name="student.pt", progress=progress)
@@ -286,7 +300,9 @@ class DistillTrainer(Trainer):
     def make_train_data(self, train_set) -> ViewDataset:
         self.source.check_fits(self.cfg, train_set, self.spec)
         share = self.cfg.replay_check if self.source.mode == "offline" else 0.0
-        return ViewDataset(train_set, self.spec, self.source.base_seed, train=True, views=self.source.views, with_fingerprint=share)
+        return ViewDataset(
+            train_set, self.spec, self.source.base_seed, train=True, views=self.source.views, with_fingerprint=share
+        )
 
     def make_collate(self):
         return self.source.collate()
@@ -328,6 +344,7 @@ class DistillTrainer(Trainer):
             )
         old, now = ckpt["distill"], self.source.identity()
         if old.get("views") != now.get("views") and FRESH in (old.get("views"), now.get("views")):
+
             def said(views):
                 return "--fresh-views" if views == FRESH else f"{views} cached views"
 
@@ -376,7 +393,13 @@ def run(
         mode, views, terms = "no-kd", FRESH, [trainer.hard_loss.name]
     else:
         trainer = DistillTrainer(
-            cfg, out, cache=cache, teacher=teacher, resume=resume, progress=progress, verify_checksums=verify_checksums,
+            cfg,
+            out,
+            cache=cache,
+            teacher=teacher,
+            resume=resume,
+            progress=progress,
+            verify_checksums=verify_checksums,
             fresh_views=fresh_views,
         )
         mode, views = trainer.source.mode, trainer.source.views

@@ -6,6 +6,7 @@ batches whatever the world size, so a torchrun dump equals a single-process dump
 atomic; a re-run skips complete shards whose attributes match and redoes the rest;
 ``manifest.json`` is written last, by rank 0, once every shard is complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,11 +28,11 @@ from ..data import build_dataset
 from ..data.planning import planned_train_split
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
-from ..distributed import bar_disabled, DistInfo, all_gather_objects, barrier, init_distributed
+from ..distributed import DistInfo, all_gather_objects, bar_disabled, barrier, init_distributed
 from ..errors import CacheMismatchError, ConfigError
 from ..fileio import file_sha256
-from .checkpoint import load_checkpoint
 from ..models.model import feature_dim_of
+from .checkpoint import load_checkpoint
 from .evaluate import autocast_for, model_from_checkpoint
 
 log = logging.getLogger("mlkd_cache")
@@ -95,8 +96,7 @@ def check_teacher_fits(cfg: Config, ckpt: Dict, dataset, transform: TransformSpe
         )
     if int(ckpt["img_size"]) != cfg.img_size:
         raise CacheMismatchError(
-            f"teacher {teacher} was trained at img_size {ckpt['img_size']}, config asks for {cfg.img_size}; "
-            f"fix img_size"
+            f"teacher {teacher} was trained at img_size {ckpt['img_size']}, config asks for {cfg.img_size}; fix img_size"
         )
     norm = ckpt["normalisation"]
     if [float(x) for x in norm["mean"]] != list(transform.mean) or [float(x) for x in norm["std"]] != list(transform.std):
@@ -147,7 +147,9 @@ def _reusable_entry(out: Path, spec: CacheSpec, k: int, previous: Optional[Dict[
         return shard_entry(out, spec, k)
     if path.stat().st_size == int(previous["bytes"]) and file_sha256(path) == previous["sha256"]:
         return previous
-    log.warning("dump-targets: %s changed since the dump that wrote it (sha256 differs from %s); rewriting it", path.name, MANIFEST_NAME)
+    log.warning(
+        "dump-targets: %s changed since the dump that wrote it (sha256 differs from %s); rewriting it", path.name, MANIFEST_NAME
+    )
     return None
 
 
@@ -207,7 +209,10 @@ def dump_shard(
     cuda = info.device.type == "cuda"
     loader = DataLoader(
         PairDataset(view_data, shard_pairs(start, stop, spec.views)),
-        batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=cuda,
     )
     for image, _labels, index, view, fp in loader:
         image = image.to(info.device, non_blocking=cuda)
@@ -250,8 +255,11 @@ def planned_teacher(cfg: Config, class_names: Sequence[str]) -> Dict[str, Any]:
     """What a dump needs to know of the teacher, from the config alone (``--dry-run`` before
     the teacher is trained): ``model_t``'s pooled feature size, ``embed_dim``, the classes."""
     return {
-        "arch": cfg.model_t, "num_classes": len(class_names), "class_names": list(class_names),
-        "embed_dim": cfg.embed_dim, "feature_dim": feature_dim_of(cfg.model_t, cfg.img_size),
+        "arch": cfg.model_t,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "embed_dim": cfg.embed_dim,
+        "feature_dim": feature_dim_of(cfg.model_t, cfg.img_size),
     }
 
 
@@ -277,8 +285,12 @@ def run(
     ckpt = load_checkpoint(Path(teacher), require=TEACHER_KEYS) if teacher is not None else None
     transform = TransformSpec.from_config(cfg)
     planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if dry_run and not cfg.data_root else None
-    dataset = planned if planned is not None else build_dataset(
-        cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
+    dataset = (
+        planned
+        if planned is not None
+        else build_dataset(
+            cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
+        )
     )
     if ckpt is None:  # a dry run before the teacher exists: sizes from the config's model_t
         spec = build_spec(cfg, planned_teacher(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
@@ -336,8 +348,12 @@ def run(
         result.update(manifest=str(manifest), total_bytes=sum(e["bytes"] for e in entries))
         log.info(
             "dump-targets: %d shards (%d written, %d already complete), %d samples x %d views, %.1f s",
-            spec.num_shards(), len(todo), result["shards_skipped"], spec.num_samples, views, elapsed,
+            spec.num_shards(),
+            len(todo),
+            result["shards_skipped"],
+            spec.num_samples,
+            views,
+            elapsed,
         )
     barrier(info)
     return result
-

@@ -1,4 +1,5 @@
 """Scoring a model on a split: logits for every sample (gathered across ranks), then metrics."""
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -68,7 +69,9 @@ def predict(model: nn.Module, loader: DataLoader, info: DistInfo, amp: bool, tot
     return z[order].cpu().numpy(), y[order].cpu().numpy().astype(np.uint8)
 
 
-def evaluate_model(model: nn.Module, dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo, amp: bool) -> Dict[str, float]:
+def evaluate_model(
+    model: nn.Module, dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo, amp: bool
+) -> Dict[str, float]:
     """Metrics (percent) of ``model`` on ``dataset``; identical on every rank."""
     z, y = predict(model, eval_loader(dataset, batch_size, workers, info), info, amp, len(dataset))
     metrics = evaluate_logits(z, y) if info.is_main else None

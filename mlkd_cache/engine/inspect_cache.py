@@ -1,4 +1,5 @@
 """``inspect``: what a cache holds, how big it is, and how good its cached logits are."""
+
 from __future__ import annotations
 
 from pathlib import Path

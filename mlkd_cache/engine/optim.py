@@ -1,5 +1,6 @@
 """Optimiser and schedule as L2D trains: Adam (or AdamW) with weight decay on weights only,
 OneCycle over the planned epochs."""
+
 from __future__ import annotations
 
 import math

@@ -16,6 +16,7 @@ matplotlib is an optional extra (``pip install 'mlkd-cache[plot]'``); it is impo
 plot is drawn, and drawn with its Agg canvas, never through pyplot, so nothing global (backend,
 open figures) changes. The PNG is written to ``NAME.tmp`` and renamed.
 """
+
 from __future__ import annotations
 
 import io
@@ -48,7 +49,7 @@ class RunCurves:
         """Loss term names (``loss/<term>`` keys) in first-seen order."""
         names: Dict[str, None] = {}
         for row in self.epochs:
-            names.update((k[len("loss/"):], None) for k in row if k.startswith("loss/"))
+            names.update((k[len("loss/") :], None) for k in row if k.startswith("loss/"))
         return list(names)
 
 
@@ -76,7 +77,8 @@ def load_run(folder: Path, label: Optional[str] = None) -> RunCurves:
     steps = _rows(StepLog(folder / "steps.jsonl"))
     last = max(r["epoch"] for r in epochs)  # a kill between the two appends can leave steps of an unlogged epoch
     steps = [
-        r for r in steps
+        r
+        for r in steps
         if r["epoch"] <= last and isinstance(r.get("step"), (int, float)) and isinstance(r.get("loss"), (int, float))
     ]
     return RunCurves(folder=folder, label=label or folder.name, epochs=epochs, steps=steps)
@@ -153,10 +155,19 @@ def figure(runs: Sequence[RunCurves], title: Optional[str] = None) -> Any:
         x, y, how = _loss_points(run)
         sampled.add(how)
         all_loss += y
-        ax_loss.plot(x, y, color=colour, linewidth=1.0 if how == "step" else 1.5,
-                     marker=None if how == "step" else "o", markersize=3, label=run.label)
-    ax_loss.set_title("(a) training loss " + ("per logged step" if sampled == {"step"} else
-                                              "per epoch" if sampled == {"epoch"} else "per step / per epoch"))
+        ax_loss.plot(
+            x,
+            y,
+            color=colour,
+            linewidth=1.0 if how == "step" else 1.5,
+            marker=None if how == "step" else "o",
+            markersize=3,
+            label=run.label,
+        )
+    ax_loss.set_title(
+        "(a) training loss "
+        + ("per logged step" if sampled == {"step"} else "per epoch" if sampled == {"epoch"} else "per step / per epoch")
+    )
     if _log_scale_fits(all_loss):
         ax_loss.set_yscale("log", nonpositive="mask")
 

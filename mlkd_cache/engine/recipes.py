@@ -5,6 +5,7 @@ has none (the no-KD baseline, ``distill-student --no-kd``); ``l2d`` takes the co
 criterion (for the shipped digits config, L2D's MLD + LED); ``mld`` and ``mpscd`` are fixed
 here, with L2D's logit weight.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ RECIPES: Dict[str, Recipe] = {
     "vanilla": Recipe("BCE (no KD)", None),
     "mld": Recipe("BCE + MLD", dict(name="MLD", para=dict(lambda_logits=10.0, logits_dis=_MLD))),
     "l2d": Recipe("BCE + MLD + LED", "config"),
-    "mpscd": Recipe("BCE + MLD + MPSCD", dict(name="MPSCD", para=dict(
-        lambda_logits=10.0, logits_dis=_MLD, lambda_le=1.0, le_dis=dict(name="MPSCD", para=dict())))),
+    "mpscd": Recipe(
+        "BCE + MLD + MPSCD",
+        dict(name="MPSCD", para=dict(lambda_logits=10.0, logits_dis=_MLD, lambda_le=1.0, le_dis=dict(name="MPSCD", para=dict()))),
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 Both are appended and fsynced, so after a kill they hold whole rows; a resume truncates them to
 the epochs its checkpoint has done.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,4 +65,3 @@ class StepLog(MetricsLog):
             return
         append_text(self.path, "".join(json.dumps(r) + "\n" for r in self._pending))
         self._pending = []
-

@@ -1,5 +1,6 @@
 """Stage 1: ``teacher-train``. Trains ``model_t`` with the hard-label loss and writes
 ``OUT/teacher.pt`` - everything ``dump-targets`` needs to rebuild the teacher and its inputs."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -6,6 +6,7 @@ and atomic checkpoints; a stage supplies the loss terms through :meth:`Trainer.l
 ``teacher-train`` uses it as is (hard-label loss only); the same loop trained on ``model_s``
 is the "vanilla" student baseline.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,15 +26,15 @@ from ..config import FIELDS, Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
-from ..distributed import bar_disabled, DistInfo, average_gradients, barrier, init_distributed, mean_over_ranks, sync_buffers
+from ..distributed import DistInfo, average_gradients, bar_disabled, barrier, init_distributed, mean_over_ranks, sync_buffers
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
 from ..models import build_model, resolve_model_name
 from .checkpoint import load_checkpoint, save_checkpoint
-from .runlog import MetricsLog, StepLog
 from .evaluate import autocast_for, evaluate_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
+from .runlog import MetricsLog, StepLog
 
 log = logging.getLogger("mlkd_cache")
 
@@ -43,8 +44,17 @@ ROLES = {"t": "teacher", "s": "student"}
 # workers, eval_every, stop_epoch_*). batch_size may change with the number of processes as long
 # as the global batch (batch_size x processes) stays: a torchrun run can resume in 1 process.
 RESUME_KEYS = (
-    "dataset", "dataset_para", "eval_split", "img_size", "embed_dim", "seed", "transform",
-    "optimizer", "weight_decay", "pct_start", "asl_para",
+    "dataset",
+    "dataset_para",
+    "eval_split",
+    "img_size",
+    "embed_dim",
+    "seed",
+    "transform",
+    "optimizer",
+    "weight_decay",
+    "pct_start",
+    "asl_para",
 )
 
 
@@ -89,7 +99,9 @@ class Trainer:
     batch stays. A rank that fails ends the run (see :mod:`mlkd_cache.distributed`).
     """
 
-    def __init__(self, cfg: Config, role: str, out: Path, resume: bool = False, final_name: Optional[str] = None, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: Config, role: str, out: Path, resume: bool = False, final_name: Optional[str] = None, progress: bool = True
+    ) -> None:
         if role not in ROLES:
             raise ValueError(role)
         self.cfg, self.role, self.resume, self.progress = cfg, role, resume, progress
@@ -105,8 +117,12 @@ class Trainer:
         self.spec = TransformSpec.from_config(cfg)
         check_eval_split(cfg)
         # dataset_para_t changes the teacher's train split only: every model is scored on the same split
-        train_set = build_dataset(cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params(role))
-        test_set = build_dataset(cfg.dataset, cfg.eval_split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params("s"))
+        train_set = build_dataset(
+            cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params(role)
+        )
+        test_set = build_dataset(
+            cfg.dataset, cfg.eval_split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params("s")
+        )
         if list(train_set.class_names) != list(test_set.class_names):
             raise MlkdError(f"train and {cfg.eval_split} splits disagree on the class list; check the dataset files")
         self.class_names = list(train_set.class_names)
@@ -119,13 +135,23 @@ class Trainer:
                 f"train split ({len(self.train_data)} samples); lower batch_size"
             )
         self.sampler = DistributedSampler(
-            self.train_data, num_replicas=self.info.world_size, rank=self.info.rank,
-            shuffle=True, seed=cfg.seed, drop_last=True,
+            self.train_data,
+            num_replicas=self.info.world_size,
+            rank=self.info.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
         )
         cuda = self.info.device.type == "cuda"
         self.loader = DataLoader(
-            self.train_data, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
-            drop_last=True, pin_memory=cuda, persistent_workers=False, collate_fn=self.make_collate(),
+            self.train_data,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            drop_last=True,
+            pin_memory=cuda,
+            persistent_workers=False,
+            collate_fn=self.make_collate(),
         )
 
         torch.manual_seed(cfg.seed)
@@ -198,8 +224,7 @@ class Trainer:
         existing = [p.name for p in (self.files.checkpoint, self.files.final) if p.exists()]
         if existing and not self.resume:
             raise ConfigError(
-                f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it "
-                f"or choose another --out"
+                f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or choose another --out"
             )
         if self.resume and not self.files.checkpoint.exists():
             raise CheckpointError(f"--resume: no {self.files.checkpoint} to resume from; drop --resume to start")
@@ -253,7 +278,9 @@ class Trainer:
         ckpt = load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch", "config"))
         old = ckpt["config"]
         now = self.cfg.to_dict()
-        changed = [k for k in self.resume_keys() if old.get(k, FIELDS[k].default) != now[k]]  # a key newer than the checkpoint: its default
+        changed = [
+            k for k in self.resume_keys() if old.get(k, FIELDS[k].default) != now[k]
+        ]  # a key newer than the checkpoint: its default
         if changed:
             detail = ", ".join(f"{k}: {old.get(k, FIELDS[k].default)!r} -> {now[k]!r}" for k in changed[:3])
             raise CheckpointError(
@@ -285,7 +312,8 @@ class Trainer:
         batch, world = self.cfg.batch_size, self.info.world_size
         if old_batch * old_world != batch * world:
             hint = (
-                f"--batch-size {old_batch * old_world // world}" if (old_batch * old_world) % world == 0
+                f"--batch-size {old_batch * old_world // world}"
+                if (old_batch * old_world) % world == 0
                 else f"{old_world} process(es) with --batch-size {old_batch}"
             )
             raise CheckpointError(
@@ -308,8 +336,11 @@ class Trainer:
         steps, samples = 0, 0
         started = time.perf_counter()
         bar = tqdm(
-            self.loader, desc=f"{ROLES[self.role]} epoch {epoch + 1}/{self.stop_epoch}", leave=False,
-            disable=bar_disabled(self.progress, self.info), dynamic_ncols=True,
+            self.loader,
+            desc=f"{ROLES[self.role]} epoch {epoch + 1}/{self.stop_epoch}",
+            leave=False,
+            disable=bar_disabled(self.progress, self.info),
+            dynamic_ncols=True,
         )
         non_blocking = self.info.device.type == "cuda"
         log_every = self.cfg.log_every if self.info.is_main else 0
@@ -366,9 +397,7 @@ class Trainer:
             last = epoch + 1 == self.stop_epoch
             if last or (epoch + 1) % cfg.eval_every == 0:
                 eval_started = time.perf_counter()
-                self.last_metrics = evaluate_model(
-                    self.model, self.test_data, cfg.batch_size, cfg.workers, self.info, self.amp
-                )
+                self.last_metrics = evaluate_model(self.model, self.test_data, cfg.batch_size, cfg.workers, self.info, self.amp)
                 row.update(self.last_metrics)
                 row["eval_time_s"] = time.perf_counter() - eval_started
             if self.info.is_main:
@@ -378,7 +407,12 @@ class Trainer:
                 scores = format_metrics(self.last_metrics) if "mAP" in row else "(not evaluated)"
                 log.info(
                     "%s epoch %d/%d  loss %.4f  %s  %.1fs",
-                    ROLES[self.role], epoch + 1, self.stop_epoch, row["loss"], scores, row["train_time_s"],
+                    ROLES[self.role],
+                    epoch + 1,
+                    self.stop_epoch,
+                    row["loss"],
+                    scores,
+                    row["train_time_s"],
                 )
             barrier(self.info)
         if self.info.is_main:

@@ -7,6 +7,7 @@ error is within ``RTOL[dtype]`` of its largest magnitude and every row keeps cos
 >= ``MIN_COSINE`` (fp16 storage rounds at 2^-11 relative; the tolerance also covers a dump made
 with CUDA AMP and verified in fp32 on CPU).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +46,13 @@ def compare(name: str, ref: torch.Tensor, got: torch.Tensor, rtol: float) -> Dic
 
 @torch.no_grad()
 def run(
-    cache_dir: Path, teacher: Path, samples: int = 64, data_root: Optional[str] = None, seed: int = 0,
-    batch_size: int = 32, verify_checksums: bool = True,
+    cache_dir: Path,
+    teacher: Path,
+    samples: int = 64,
+    data_root: Optional[str] = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    verify_checksums: bool = True,
 ) -> Dict[str, Any]:
     """Re-run ``teacher`` on ``samples`` random cached (sample, view) pairs and compare; with
     ``verify_checksums`` every shard's sha256 is first compared with the manifest."""
@@ -61,7 +67,9 @@ def run(
             f"{sha[:12]}…; pass the teacher the cache was built with"
         )
     cfg = Config.from_dict({**ckpt["config"], **({"data_root": data_root} if data_root else {})})
-    dataset = build_dataset(spec.dataset, spec.split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
+    dataset = build_dataset(
+        spec.dataset, spec.split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
+    )
     cache.check_request(class_names=dataset.class_names, labels=dataset.labels)
     transform = TransformSpec.from_dict(spec.transform)
     view_data = ViewDataset(dataset, transform, spec.base_seed, train=True, views=spec.views, with_fingerprint=True)
@@ -76,7 +84,7 @@ def run(
     model = model_from_checkpoint(ckpt).to(device).eval()
     logits, features, label_emb, fingerprints = [], [], [], []
     for lo in range(0, count, batch_size):
-        items = [view_data.get(int(i), int(v)) for i, v in zip(indices[lo:lo + batch_size], views[lo:lo + batch_size])]
+        items = [view_data.get(int(i), int(v)) for i, v in zip(indices[lo : lo + batch_size], views[lo : lo + batch_size])]
         image = torch.stack([item[0] for item in items]).to(device)
         fingerprints += [to_unsigned(int(item[4])) for item in items]
         out = model(image)

@@ -6,6 +6,7 @@ tensors, never a teacher model. A loss is built as ``DISTILL_LOSSES.get(name)(**
 factory registered with :func:`register_loss` rejects unknown or missing parameters with a
 :class:`ConfigError` that lists the valid ones.
 """
+
 from __future__ import annotations
 
 import functools
@@ -82,7 +83,9 @@ class DistillLoss(nn.Module):
     # run a module without one)
 
 
-def check_para(factory: Callable, name: str, para: Mapping[str, Any], context: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def check_para(
+    factory: Callable, name: str, para: Mapping[str, Any], context: Optional[Mapping[str, Any]] = None
+) -> Dict[str, Any]:
     """The keyword arguments to call ``factory`` with: ``para`` plus the ``context`` entries
     its signature declares. Raises :class:`ConfigError` for an unknown or a missing parameter."""
     params = inspect.signature(factory).parameters
@@ -90,9 +93,7 @@ def check_para(factory: Callable, name: str, para: Mapping[str, Any], context: O
     named = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = [k for k in para if k not in named]
     if unknown and not accepts_any:
-        raise ConfigError(
-            f"{name} got unknown parameter {unknown[0]!r}; valid: {', '.join(named) if named else '(none)'}"
-        )
+        raise ConfigError(f"{name} got unknown parameter {unknown[0]!r}; valid: {', '.join(named) if named else '(none)'}")
     kwargs = dict(para)
     for key, value in (context or {}).items():
         if key in named and key not in kwargs:

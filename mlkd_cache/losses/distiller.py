@@ -10,6 +10,7 @@
 The top-level ``name`` is only a label. A slot whose lambda is 0 or whose ``*_dis`` is None is
 not built and not computed. The trainer sums and logs the returned dict.
 """
+
 from __future__ import annotations
 
 from numbers import Real

@@ -4,6 +4,7 @@ Both compare relations among the N samples of a batch, so the student and teache
 widths may differ (``f_s [N, D_s]``, ``f_t [N, D_t]``). Reductions follow L2D's ``rkd.py`` and
 ``pkt.py``; the only change is RKD's default weights, see :func:`rkd`.
 """
+
 from __future__ import annotations
 
 from typing import Dict

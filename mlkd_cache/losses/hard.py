@@ -3,6 +3,7 @@
 Both take logits ``z [N, C]`` and 0/1 labels ``y [N, C]`` and return a scalar summed over N·C,
 so L2D's learning rates and distillation weights carry over unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict
@@ -21,9 +22,7 @@ def bce(z: Tensor, y: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="sum")
 
 
-def asl(
-    z: Tensor, y: Tensor, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8
-) -> Tensor:
+def asl(z: Tensor, y: Tensor, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8) -> Tensor:
     """Asymmetric loss, summed over N·C.
 
     ``p = sigmoid(z)``; negatives use the shifted probability ``p_m = max(p - clip, 0)``;

@@ -17,6 +17,7 @@ with < 2 members skipped, summed over groups):
 - L2D's pairwise matrix includes the (zero) diagonal in the smooth-L1 sum; it contributes 0,
   so excluding it, as here, gives the same value.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Tuple

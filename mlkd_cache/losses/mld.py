@@ -5,6 +5,7 @@ plain logs. Here the logs come from ``logsigmoid`` (``log(1 - sigmoid(z)) = logs
 which is exact at any logit: the two agree wherever no probability is within 1e-8 of 0 or 1,
 and this one stays correct (value and gradient) beyond that.
 """
+
 from __future__ import annotations
 
 from typing import Dict

@@ -18,6 +18,7 @@ A prototype row that is all zero (a class with no positive in the cache) is left
 key set and distribution. The full derivation and the differences from the public MPSCD code
 are in ``docs/losses.md``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
@@ -151,7 +152,9 @@ class MPSCD(DistillLoss):
 
     def forward(self, batch: KDBatch) -> Dict[str, Tensor]:
         if not self.has_prototypes:
-            raise ConfigError("MPSCD has no class prototypes; build them with load_or_compute_prototypes(cache) and call set_prototypes")
+            raise ConfigError(
+                "MPSCD has no class prototypes; build them with load_or_compute_prototypes(cache) and call set_prototypes"
+            )
         s, t, _, classes = batch.positive_tokens()  # [P, E_s], [P, E_t], [P], [P]
         projected = self.proj(s.to(self.proj.weight.dtype))  # [P, E_t]
         u = F.normalize(projected, dim=1)
@@ -167,4 +170,3 @@ class MPSCD(DistillLoss):
         if self.training:  # every rank, even one without tokens: the update may all-reduce
             self.prototypes.copy_(corrected_prototypes(self.prototypes, v.detach(), classes, self.momentum))
         return {"mpscd_pcrd": self.lambda_pcrd * loss_pcrd, "mpscd_pcsd": self.lambda_pcsd * loss_pcsd}
-

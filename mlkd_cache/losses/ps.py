@@ -5,6 +5,7 @@ the sample, for student and teacher; KL(teacher ‖ student) of each such distri
 over all (sample, positive label) pairs and divided by N. Samples without positives add 0.
 Same math as L2D's per-sample loop, computed for all pairs at once on ``[N, C, C]`` tensors.
 """
+
 from __future__ import annotations
 
 from typing import Dict

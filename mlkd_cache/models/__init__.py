@@ -4,6 +4,7 @@
 model name works besides the seed names in :data:`SEED_MODELS`. Nothing is ever downloaded:
 ``pretrained`` is None or the path of a local weights file.
 """
+
 from .ml_decoder import MLDecoderHead
 from .model import MultiLabelModel, Outputs, build_model, load_backbone_weights
 from .names import SEED_MODELS, resolve_model_name

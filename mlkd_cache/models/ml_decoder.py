@@ -8,6 +8,7 @@ connected" layer is exactly a per-class dot product, done here in one ``einsum``
 
 Shapes: ``N`` batch, ``L`` tokens, ``T`` token_dim, ``C`` classes, ``E`` embed_dim.
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -45,14 +46,17 @@ class MLDecoderHead(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        for label, value in (("token_dim", token_dim), ("num_classes", num_classes),
-                             ("embed_dim", embed_dim), ("ff_dim", ff_dim), ("heads", heads)):
+        for label, value in (
+            ("token_dim", token_dim),
+            ("num_classes", num_classes),
+            ("embed_dim", embed_dim),
+            ("ff_dim", ff_dim),
+            ("heads", heads),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ModelError(f"ML-Decoder {label} must be a positive integer, got {value!r}")
         if embed_dim % heads:
-            raise ModelError(
-                f"ML-Decoder embed_dim ({embed_dim}) must be divisible by heads ({heads})"
-            )
+            raise ModelError(f"ML-Decoder embed_dim ({embed_dim}) must be divisible by heads ({heads})")
         if not 0.0 <= float(dropout) < 1.0:
             raise ModelError(f"ML-Decoder dropout must be in [0, 1), got {dropout!r}")
         self.token_dim = token_dim
@@ -88,10 +92,8 @@ class MLDecoderHead(nn.Module):
     def decode(self, tokens: Tensor) -> Tensor:
         """Tokens ``[N, L, T]`` -> label-wise embeddings ``[N, C, E]``."""
         if tokens.dim() != 3 or tokens.shape[-1] != self.token_dim:
-            raise ValueError(
-                f"MLDecoderHead expects tokens [N, L, {self.token_dim}], got {tuple(tokens.shape)}"
-            )
-        memory = torch.relu(self.embed(tokens))                       # [N, L, E]
+            raise ValueError(f"MLDecoderHead expects tokens [N, L, {self.token_dim}], got {tuple(tokens.shape)}")
+        memory = torch.relu(self.embed(tokens))  # [N, L, E]
         q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)  # [N, C, E]
         q = self.norm1(q + self.dropout1(q))
         attn, _ = self.cross_attn(q, memory, memory, need_weights=False)
@@ -110,5 +112,4 @@ class MLDecoderHead(nn.Module):
         return emb, self.classify(emb)
 
     def extra_repr(self) -> str:
-        return (f"token_dim={self.token_dim}, num_classes={self.num_classes}, "
-                f"embed_dim={self.embed_dim}")
+        return f"token_dim={self.token_dim}, num_classes={self.num_classes}, embed_dim={self.embed_dim}"

@@ -4,6 +4,7 @@ Building a model never touches the network: the timm backbone is always created 
 ``pretrained=False`` and, when asked, weights are read from a local file given by path
 (``torch.load(weights_only=True)`` or safetensors) and loaded with explicit key checks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,11 +25,30 @@ _logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: ``pretrained`` values that ask for hub weights, which this tool never downloads
-_HUB_WORDS = frozenset({
-    "true", "yes", "1", "on", "hub", "timm", "default", "pretrained", "imagenet", "imagenet1k",
-    "imagenet-1k", "imagenet_1k", "in1k", "imagenet21k", "imagenet-21k", "in21k", "in22k",
-    "torchvision", "huggingface", "hf",
-})
+_HUB_WORDS = frozenset(
+    {
+        "true",
+        "yes",
+        "1",
+        "on",
+        "hub",
+        "timm",
+        "default",
+        "pretrained",
+        "imagenet",
+        "imagenet1k",
+        "imagenet-1k",
+        "imagenet_1k",
+        "in1k",
+        "imagenet21k",
+        "imagenet-21k",
+        "in21k",
+        "in22k",
+        "torchvision",
+        "huggingface",
+        "hf",
+    }
+)
 _HUB_PREFIXES = ("hf-hub:", "hf_hub:", "http://", "https://", "timm:", "torchvision:", "hub:")
 
 #: common classifier module names, dropped from a weights file when the model lacks them
@@ -83,7 +103,11 @@ class MultiLabelModel(nn.Module):
         fmt = str(getattr(backbone, "output_fmt", "NCHW") or "NCHW").upper()
         self.feature_format = fmt if fmt in ("NCHW", "NHWC", "NLC") else "NCHW"
         self.head = MLDecoderHead(
-            self.token_dim, num_classes, embed_dim=embed_dim, ff_dim=ff_dim, heads=heads,
+            self.token_dim,
+            num_classes,
+            embed_dim=embed_dim,
+            ff_dim=ff_dim,
+            heads=heads,
             dropout=dropout,
         )
 
@@ -111,8 +135,7 @@ class MultiLabelModel(nn.Module):
             )
         if out.shape[-1] != self.token_dim:
             raise RuntimeError(
-                f"{self.timm_name}: feature map {tuple(fmap.shape)} has no axis of "
-                f"token_dim={self.token_dim} channels"
+                f"{self.timm_name}: feature map {tuple(fmap.shape)} has no axis of token_dim={self.token_dim} channels"
             )
         return out
 
@@ -271,7 +294,7 @@ def _match_prefix(state: Dict[str, Tensor], expected: set) -> Dict[str, Tensor]:
     for _ in range(2):  # e.g. "module.backbone."
         improved = False
         for prefix in _KEY_PREFIXES:
-            cand = {k[len(prefix):]: v for k, v in best.items() if k.startswith(prefix)}
+            cand = {k[len(prefix) :]: v for k, v in best.items() if k.startswith(prefix)}
             hits = len(expected & cand.keys())
             if hits > best_hits:
                 best, best_hits, improved = cand, hits, True
@@ -323,9 +346,7 @@ def load_backbone_weights(backbone: nn.Module, path: PathLike, timm_name: str = 
     extra = [k for k in unexpected if not k.startswith(head_prefixes)]
     missing = [k for k in expected - state.keys() if not k.endswith("num_batches_tracked")]
     wrong_shape = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in expected & state.keys()
-        if state[k].shape != own[k].shape
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in expected & state.keys() if state[k].shape != own[k].shape
     ]
     problems = []
     if missing:
@@ -336,8 +357,7 @@ def load_backbone_weights(backbone: nn.Module, path: PathLike, timm_name: str = 
         problems.append(f"{len(extra)} keys the model does not have: {_few(extra)}")
     if problems:
         raise ModelError(
-            f"pretrained weights {path} do not fit {name}: " + "; ".join(problems)
-            + " (weights for a different architecture?)"
+            f"pretrained weights {path} do not fit {name}: " + "; ".join(problems) + " (weights for a different architecture?)"
         )
     if dropped:
         _logger.info("pretrained weights %s: dropped classifier keys %s", path, _few(dropped))
@@ -382,6 +402,12 @@ def build_model(
     if weights is not None:
         load_backbone_weights(backbone, weights, timm_name)
     return MultiLabelModel(
-        name, timm_name, backbone, num_classes, embed_dim=embed_dim, ff_dim=ff_dim,
-        dropout=dropout, img_size=img_size,
+        name,
+        timm_name,
+        backbone,
+        num_classes,
+        embed_dim=embed_dim,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        img_size=img_size,
     )

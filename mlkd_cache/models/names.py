@@ -5,6 +5,7 @@ The seed configs (L2D / MPSCD) name backbones ``resnet101``, ``wrn101``, ``swin_
 (``timm.list_models()``), optionally with a pretrained tag (``resnet50.a1_in1k``): the tag is
 kept (timm ignores it when ``pretrained=False``) but only the architecture part is checked.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -62,6 +63,4 @@ def resolve_model_name(name: str) -> str:
         return name
     hints = closest(arch, sorted(names | set(SEED_MODELS)), n=5, cutoff=0.6)
     did_you_mean = f"; did you mean {', '.join(hints)}?" if hints else ""
-    raise ModelError(
-        f"unknown model {name!r}{did_you_mean} (seed names: {seeds}; any timm model name works)"
-    )
+    raise ModelError(f"unknown model {name!r}{did_you_mean} (seed names: {seeds}; any timm model name works)")

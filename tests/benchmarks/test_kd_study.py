@@ -1,5 +1,6 @@
 """benchmarks/kd_study.py --quick: every row of the KD study runs, and the table's arithmetic
 (paired differences, dump cost per student) is what the runs recorded."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ def test_every_row_ran_with_every_seed(study):
     result, work, _ = study
     names = [r["name"] for r in result["rows"]]
     assert names == [
-        "no KD", "L2D online fresh", "L2D offline V=1", "L2D offline V=2",
-        "MLD offline V=2", "MPSCD offline V=2", "MLD online fresh",
+        "no KD",
+        "L2D online fresh",
+        "L2D offline V=1",
+        "L2D offline V=2",
+        "MLD offline V=2",
+        "MPSCD offline V=2",
+        "MLD online fresh",
     ]
     assert result["seeds"] == [0, 1]
     for row in result["rows"]:
@@ -80,7 +86,7 @@ def test_paired_statistics():
         sys.path.pop(0)
     d = paired({0: 3.0, 1: 5.0, 2: 7.0}, {0: 2.0, 1: 3.0, 2: 4.0})  # differences 1, 2, 3
     assert d["per_seed"] == [1.0, 2.0, 3.0] and d["mean"] == 2.0 and d["std"] == 1.0
-    half = 4.302652729911275 / 3 ** 0.5  # t(0.975, 2 df) * std / sqrt(n)
+    half = 4.302652729911275 / 3**0.5  # t(0.975, 2 df) * std / sqrt(n)
     assert d["ci95"] == pytest.approx([2.0 - half, 2.0 + half]) and d["beyond_noise"] is False
     tight = paired({0: 3.0, 1: 3.1, 2: 3.2}, {0: 1.0, 1: 1.0, 2: 1.0})
     assert tight["beyond_noise"] is True

@@ -1,4 +1,5 @@
 """The cache schema: CacheSpec geometry, attribute round trip, sizes and request checks."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Class prototypes of a cache: values, the stored file's reuse and invalidation, read-only caches."""
+
 from __future__ import annotations
 
 import errno
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from mlkd_cache import fileio
 from mlkd_cache.cache import TargetCache
 from mlkd_cache.cache import prototypes as proto_mod
-from mlkd_cache import fileio
 from mlkd_cache.cache.prototypes import PROTOTYPES_NAME, compute_prototypes, load_or_compute_prototypes
 from tests.cache.test_writer_reader import build, make_data
 

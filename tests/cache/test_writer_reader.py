@@ -1,4 +1,5 @@
 """Writing shards and reading them back: round trips, atomicity, resume checks, refusals, workers."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,7 +67,10 @@ def fill(spec: CacheSpec, k: int, data: dict, order: str = "sequential", seed: i
         g = rows + start
         args = [data[name][g, views] for name in ("view_seed", "fingerprint", "logits", "features", "label_emb")]
         if as_torch:  # the dump engine's types: int64 seeds carrying uint64 bits, float64 outputs
-            args = [torch.from_numpy(a.view(np.int64)) if a.dtype == np.uint64 else torch.from_numpy(a.astype(np.float64)) for a in args]
+            args = [
+                torch.from_numpy(a.view(np.int64)) if a.dtype == np.uint64 else torch.from_numpy(a.astype(np.float64))
+                for a in args
+            ]
             rows, views = torch.from_numpy(rows), torch.from_numpy(views)
         buf.put(rows, views, *args)
         i += size
@@ -310,13 +314,18 @@ def test_shard_is_complete(caches, tmp_path):
 
 def test_refuses_missing_manifest(cache_copy):
     (cache_copy / MANIFEST_NAME).unlink()
-    with pytest.raises(CacheCorruptError, match=r"^no manifest.json in .*cache: the dump did not finish; re-run dump-targets \(it resumes\)$"):
+    with pytest.raises(
+        CacheCorruptError, match=r"^no manifest.json in .*cache: the dump did not finish; re-run dump-targets \(it resumes\)$"
+    ):
         TargetCache(cache_copy)
 
 
 def test_refuses_missing_shard(cache_copy):
     (cache_copy / shard_name(1)).unlink()
-    with pytest.raises(CacheCorruptError, match=r"^shard-00001.h5 listed in .*manifest.json is missing; re-run dump-targets with the same config and teacher to rewrite it$"):
+    with pytest.raises(
+        CacheCorruptError,
+        match=r"^shard-00001.h5 listed in .*manifest.json is missing; re-run dump-targets with the same config and teacher to rewrite it$",
+    ):
         TargetCache(cache_copy)
 
 
@@ -338,7 +347,9 @@ def test_refuses_shard_of_another_cache(cache_copy, tmp_path):
     manifest = json.loads((cache_copy / MANIFEST_NAME).read_text())
     manifest["shards"][1]["bytes"] = (cache_copy / shard_name(1)).stat().st_size
     (cache_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
-    with pytest.raises(CacheCorruptError, match=r"^shard-00001.h5 in .* belongs to another cache \(teacher_sha256 cdcd.* vs abab.*\)"):
+    with pytest.raises(
+        CacheCorruptError, match=r"^shard-00001.h5 in .* belongs to another cache \(teacher_sha256 cdcd.* vs abab.*\)"
+    ):
         TargetCache(cache_copy)
 
 
@@ -360,7 +371,9 @@ def test_verify_checksums_catches_a_flipped_byte(cache_copy):
         fh.seek(offset)
         fh.write(bytes([byte[0] ^ 0x10]))
     TargetCache(cache_copy)  # size and attributes still fine
-    with pytest.raises(CacheCorruptError, match=r"^shard-00000.h5 in .* fails its sha256 check \(\w{8}… vs \w{8}… in manifest.json\)"):
+    with pytest.raises(
+        CacheCorruptError, match=r"^shard-00000.h5 in .* fails its sha256 check \(\w{8}… vs \w{8}… in manifest.json\)"
+    ):
         TargetCache(cache_copy, verify_checksums=True)
     with pytest.raises(CacheCorruptError, match=r"^shard-00000.h5 .* sha256 .*re-run dump-targets"):
         TargetCache(cache_copy).verify_checksums([0])
@@ -392,8 +405,9 @@ def test_overhead_is_small_for_real_sizes(tmp_path):
     rng = np.random.default_rng(3)
     n, c, v, d, e = 64, 20, 2, 1024, 96
     labels = (rng.random((n, c)) < 0.15).astype(np.uint8)
-    spec = make_spec(labels, views=v, feature_dim=d, embed_dim=e, shard_size=n, dtype="float16",
-                     class_names=tuple(f"c{i}" for i in range(c)))
+    spec = make_spec(
+        labels, views=v, feature_dim=d, embed_dim=e, shard_size=n, dtype="float16", class_names=tuple(f"c{i}" for i in range(c))
+    )
     buf = ShardBuffer(spec, 0, [str(i) for i in range(n)], labels)
     rows, views = np.repeat(np.arange(n), v), np.tile(np.arange(v), n)
     B = len(rows)

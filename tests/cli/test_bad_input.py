@@ -7,6 +7,7 @@ processes of the selected cases run side by side, one per core. The expensive ar
 ``built`` fixture. Every case's folder is snapshotted (size, mtime, sha256) before and after its
 run, the shared artefacts before and after all runs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -122,8 +123,15 @@ def _tt(tmp: Path, cfg: Path, *extra: str) -> List[str]:
 def _ds(tmp: Path, b: Built, *extra: str, cache: Path | None = None, out: Path | None = None) -> List[str]:
     config = tiny_config(tmp, cache="dict(views=2)")  # the recipe the shared cache was dumped with
     return [
-        "distill-student", "-c", str(config), "--cache", str(cache or b.cache), "-o", str(out or tmp / "out"),
-        "--no-progress", *extra,
+        "distill-student",
+        "-c",
+        str(config),
+        "--cache",
+        str(cache or b.cache),
+        "-o",
+        str(out or tmp / "out"),
+        "--no-progress",
+        *extra,
     ]
 
 
@@ -285,7 +293,15 @@ CASES: Dict[str, Case] = {
         r"Option '--split' requires an argument.*\(see 'mlkd-cache evaluate --help'\)$",
     ),
     "dump-targets: output folder not writable (below a file)": Case(
-        lambda t, b: ["dump-targets", "-c", str(tiny_config(t)), "--teacher", str(b.teacher), "-o", str(garbage(t / "file") / "sub")],
+        lambda t, b: [
+            "dump-targets",
+            "-c",
+            str(tiny_config(t)),
+            "--teacher",
+            str(b.teacher),
+            "-o",
+            str(garbage(t / "file") / "sub"),
+        ],
         r"--out .*file/sub is not writable",
     ),
     # ---- distill-student
@@ -398,8 +414,10 @@ def outcomes(request, built, tmp_path_factory) -> Tuple[Dict[str, Outcome], Dict
     process spends most of its life importing torch); returns the outcomes and the state of the
     shared artefacts before and after all of them."""
     selected = [
-        item.callspec.params["case"] for item in request.session.items
-        if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
+        item.callspec.params["case"]
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+        and hasattr(item, "callspec")
         and item.originalname == "test_bad_input_is_one_line_exit_2"
     ]
     prepared = []

@@ -1,4 +1,5 @@
 """`mlkd-cache demo`: all three stages on digits, one table, artefacts where it says, reuse."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
     for row in cells[1:]:
         assert float(row[3]) == pytest.approx(float(row[0]) - teacher_map, abs=0.011), row
     assert len(cells[1]) == 5  # no KD: no difference to itself
-    exact = {r: load_checkpoint(out / f"student-{r}" / "student.pt")["metrics"]["mAP"] for r in ("vanilla", "mld", "l2d", "mpscd")}
+    exact = {
+        r: load_checkpoint(out / f"student-{r}" / "student.pt")["metrics"]["mAP"] for r in ("vanilla", "mld", "l2d", "mpscd")
+    }
     for recipe, row in zip(("mld", "l2d", "mpscd"), cells[2:]):
         assert float(row[4].rstrip(",")) == pytest.approx(float(row[0]) - no_kd_map, abs=0.011), row
         assert row[5:7] == ["beat", "on"] and row[7] == ("1/1" if exact[recipe] > exact["vanilla"] else "0/1"), row

@@ -1,4 +1,5 @@
 """`mlkd-cache plot`: training curves of real runs in one PNG; bad input in one line; the demo's hook."""
+
 from __future__ import annotations
 
 import ast
@@ -103,14 +104,19 @@ def test_loss_terms_spanning_orders_of_magnitude_get_a_log_axis(tmp_path):
 
 def test_labels_are_folder_names_made_unique():
     assert plot.run_labels([Path("/r/x/teacher"), Path("/r/y/teacher"), Path("/r/x/student-mld")]) == [
-        "x/teacher", "y/teacher", "student-mld"]
+        "x/teacher",
+        "y/teacher",
+        "student-mld",
+    ]
     assert plot.run_labels([Path("/r/teacher"), Path("/r/teacher")]) == ["teacher", "teacher (2)"]
 
 
 def test_folder_without_metrics_is_one_line_exit_2(runs, tmp_path):
     out = tmp_path / "p.png"
     result = invoke(runs[0], runs[0].parent, "-o", out)
-    line = assert_one_line_error(result, r"is not a run folder \(no metrics.jsonl\); pass the --out folder of teacher-train or distill-student")
+    line = assert_one_line_error(
+        result, r"is not a run folder \(no metrics.jsonl\); pass the --out folder of teacher-train or distill-student"
+    )
     assert str(runs[0].parent) in line and not out.exists()
     assert_one_line_error(invoke(tmp_path / "nowhere"), r"nowhere does not exist")
 
@@ -153,6 +159,9 @@ def test_matplotlib_is_imported_only_inside_functions():
         tree = ast.parse(source.read_text(), str(source))
         for node in tree.body:  # module level, including ``if``/``try`` blocks there
             for inner in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
-                names = [a.name for a in inner.names] if isinstance(inner, ast.Import) else (
-                    [inner.module or ""] if isinstance(inner, ast.ImportFrom) else [])
+                names = (
+                    [a.name for a in inner.names]
+                    if isinstance(inner, ast.Import)
+                    else ([inner.module or ""] if isinstance(inner, ast.ImportFrom) else [])
+                )
                 assert not any(n.split(".")[0] == "matplotlib" for n in names), f"{source}:{inner.lineno}"

@@ -1,4 +1,5 @@
 """Thin pytest fixtures over the plain builders in :mod:`tests.data.fixtures`."""
+
 from pathlib import Path
 
 import pytest

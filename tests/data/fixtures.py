@@ -7,6 +7,7 @@ Plain functions (no pytest), so any test module can use them::
 
 Each builder returns the root folder; the ``*_EXPECTED`` constants give the labels it writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,8 @@ def truncate_file(path, keep_fraction: float = 0.5) -> Path:
 # VOC 2007
 # --------------------------------------------------------------------------------------------
 
-def _voc_object(name: str, difficult: int = 0, truncated: int = 0, parts: Sequence[str] = (),
-                pad_name: bool = False) -> str:
+
+def _voc_object(name: str, difficult: int = 0, truncated: int = 0, parts: Sequence[str] = (), pad_name: bool = False) -> str:
     shown = f"\n\t\t\t{name}\n\t\t" if pad_name else name
     part_xml = "".join(
         f"""
@@ -102,16 +103,13 @@ def voc_xml(image_id: str, objects: Sequence[dict]) -> str:
 # image id -> objects; expected positive classes below
 VOC_TRAIN_OBJECTS: Dict[str, List[dict]] = {
     # chairs, one of them difficult and one truncated (as the real 000005)
-    "000005": [dict(name="chair"), dict(name="chair", truncated=1),
-               dict(name="chair", difficult=1)],
+    "000005": [dict(name="chair"), dict(name="chair", truncated=1), dict(name="chair", difficult=1)],
     # a person with head/hand/foot parts and a horse: parts must not become labels
-    "000009": [dict(name="horse"),
-               dict(name="person", parts=("head", "hand", "hand", "foot"))],
+    "000009": [dict(name="horse"), dict(name="person", parts=("head", "hand", "hand", "foot"))],
     # only a difficult object: still positive
     "000012": [dict(name="car", difficult=1, truncated=1)],
     # whitespace around the name
-    "000017": [dict(name="pottedplant", pad_name=True), dict(name="tvmonitor"),
-               dict(name="aeroplane")],
+    "000017": [dict(name="pottedplant", pad_name=True), dict(name="tvmonitor"), dict(name="aeroplane")],
 }
 VOC_TRAIN_EXPECTED = {
     "000005": {"chair"},
@@ -131,12 +129,13 @@ VOC_TEST_EXPECTED = {
 }
 
 
-def make_voc_tree(root, train: Optional[Dict[str, List[dict]]] = None,
-                  test: Optional[Dict[str, List[dict]]] = None) -> Path:
+def make_voc_tree(root, train: Optional[Dict[str, List[dict]]] = None, test: Optional[Dict[str, List[dict]]] = None) -> Path:
     """``<root>/VOCtrainval2007/...`` and ``<root>/VOCtest2007/...`` in the L2D layout."""
     root = Path(root)
-    splits = (("VOCtrainval2007", "trainval", VOC_TRAIN_OBJECTS if train is None else train),
-              ("VOCtest2007", "test", VOC_TEST_OBJECTS if test is None else test))
+    splits = (
+        ("VOCtrainval2007", "trainval", VOC_TRAIN_OBJECTS if train is None else train),
+        ("VOCtest2007", "test", VOC_TEST_OBJECTS if test is None else test),
+    )
     for n, (top, imageset, objects) in enumerate(splits):
         base = root / top / "VOCdevkit" / "VOC2007"
         for sub in ("Annotations", "JPEGImages"):
@@ -145,8 +144,7 @@ def make_voc_tree(root, train: Optional[Dict[str, List[dict]]] = None,
         for k, (image_id, objs) in enumerate(objects.items()):
             write_jpeg(base / "JPEGImages" / f"{image_id}.jpg", seed=100 * n + k)
             (base / "Annotations" / f"{image_id}.xml").write_text(voc_xml(image_id, objs))
-        (base / "ImageSets" / "Main" / f"{imageset}.txt").write_text(
-            "".join(f"{i}\n" for i in objects))
+        (base / "ImageSets" / "Main" / f"{imageset}.txt").write_text("".join(f"{i}\n" for i in objects))
     return root
 
 
@@ -174,8 +172,7 @@ def coco_categories() -> List[dict]:
     from mlkd_cache.data.coco import COCO_OFFICIAL_IDS, COCO_OFFICIAL_NAMES
 
     supers = {"person": "person", "bicycle": "vehicle"}
-    return [{"supercategory": supers.get(n, "thing"), "id": i, "name": n}
-            for i, n in zip(COCO_OFFICIAL_IDS, COCO_OFFICIAL_NAMES)]
+    return [{"supercategory": supers.get(n, "thing"), "id": i, "name": n} for i, n in zip(COCO_OFFICIAL_IDS, COCO_OFFICIAL_NAMES)]
 
 
 def coco_instances_json(images: Dict[str, List[str]], first_id: int = 1000) -> dict:
@@ -186,16 +183,32 @@ def coco_instances_json(images: Dict[str, List[str]], first_id: int = 1000) -> d
     # image ids deliberately not in file order
     for k, (file_name, names) in enumerate(images.items()):
         image_id = first_id + 7 * (len(images) - k)
-        imgs.append({"license": 3, "file_name": file_name, "coco_url": "", "height": IMAGE_SIZE,
-                     "width": IMAGE_SIZE, "date_captured": "2013-11-14 16:28:13",
-                     "flickr_url": "", "id": image_id})
+        imgs.append(
+            {
+                "license": 3,
+                "file_name": file_name,
+                "coco_url": "",
+                "height": IMAGE_SIZE,
+                "width": IMAGE_SIZE,
+                "date_captured": "2013-11-14 16:28:13",
+                "flickr_url": "",
+                "id": image_id,
+            }
+        )
         for name in names:
-            anns.append({"segmentation": [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]], "area": 16.0,
-                         "iscrowd": 0, "image_id": image_id, "bbox": [1.0, 1.0, 4.0, 4.0],
-                         "category_id": name_to_id[name], "id": len(anns) + 1})
+            anns.append(
+                {
+                    "segmentation": [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]],
+                    "area": 16.0,
+                    "iscrowd": 0,
+                    "image_id": image_id,
+                    "bbox": [1.0, 1.0, 4.0, 4.0],
+                    "category_id": name_to_id[name],
+                    "id": len(anns) + 1,
+                }
+            )
     anns = anns[::-1]  # annotations in no particular image order
-    return {"info": {"description": "fixture"}, "images": imgs, "licenses": [],
-            "annotations": anns, "categories": cats}
+    return {"info": {"description": "fixture"}, "images": imgs, "licenses": [], "annotations": anns, "categories": cats}
 
 
 def coco_l2d_json(images: Dict[str, List[str]]) -> list:
@@ -215,17 +228,25 @@ def coco_l2d_json(images: Dict[str, List[str]]) -> list:
     return out
 
 
-def make_coco_tree(root, fmt: str = "l2d", train: Optional[Dict[str, List[str]]] = None,
-                   val: Optional[Dict[str, List[str]]] = None, images: bool = True) -> Path:
+def make_coco_tree(
+    root,
+    fmt: str = "l2d",
+    train: Optional[Dict[str, List[str]]] = None,
+    val: Optional[Dict[str, List[str]]] = None,
+    images: bool = True,
+) -> Path:
     """``<root>/{train2014,val2014}/*.jpg`` plus annotations in ``fmt``: ``"l2d"``
     (``train_anno.json``/``val_anno.json``), ``"instances"`` (``annotations/instances_*.json``)
     or ``"both"``."""
     root = Path(root)
     train = COCO_TRAIN_IMAGES if train is None else train
     val = COCO_VAL_IMAGES if val is None else val
-    for n, (folder, l2d_name, inst_name, content) in enumerate((
+    for n, (folder, l2d_name, inst_name, content) in enumerate(
+        (
             ("train2014", "train_anno.json", "instances_train2014.json", train),
-            ("val2014", "val_anno.json", "instances_val2014.json", val))):
+            ("val2014", "val_anno.json", "instances_val2014.json", val),
+        )
+    ):
         (root / folder).mkdir(parents=True, exist_ok=True)
         if images:
             for k, file_name in enumerate(content):
@@ -268,8 +289,7 @@ def make_nus_tree(root, concepts: Sequence[str] = NUS_CONCEPTS, train=None, test
     (root / "TrainTestLabels").mkdir(parents=True, exist_ok=True)
     (root / "Concepts81.txt").write_text("".join(f"{c}\n" for c in concepts))
     every = []
-    for n, (list_name, tag, items) in enumerate((("TrainImagelist.txt", "Train", train),
-                                                 ("TestImagelist.txt", "Test", test))):
+    for n, (list_name, tag, items) in enumerate((("TrainImagelist.txt", "Train", train), ("TestImagelist.txt", "Test", test))):
         lines = []
         for k, ((folder, file_name), _) in enumerate(items):
             write_jpeg(root / "Flickr" / folder / file_name, seed=300 + 50 * n + k)
@@ -287,8 +307,7 @@ def make_nus_tree(root, concepts: Sequence[str] = NUS_CONCEPTS, train=None, test
 # CSV / JSON (a user's own data)
 # --------------------------------------------------------------------------------------------
 
-CSV_TRAIN = [("img/a.jpg", ["cat", "dog"]), ("img/b.jpg", ["dog"]),
-             ("img/sub/c.jpg", ["bird", "cat"]), ("img/d.jpg", [])]
+CSV_TRAIN = [("img/a.jpg", ["cat", "dog"]), ("img/b.jpg", ["dog"]), ("img/sub/c.jpg", ["bird", "cat"]), ("img/d.jpg", [])]
 CSV_TEST = [("img/e.jpg", ["bird"]), ("img/f.jpg", ["dog", "cat"])]
 
 
@@ -303,8 +322,7 @@ def make_csv_tree(root, fmt: str = "csv", train=None, test=None) -> Path:
             if not (root / image).exists():
                 write_jpeg(root / image, seed=400 + 50 * n + k)
         if fmt == "json":
-            (root / f"{name}.json").write_text(
-                json.dumps([{"image": im, "labels": list(labels)} for im, labels in rows]))
+            (root / f"{name}.json").write_text(json.dumps([{"image": im, "labels": list(labels)} for im, labels in rows]))
         else:
             lines = ["image,labels"]
             for k, (image, labels) in enumerate(rows):
@@ -316,5 +334,4 @@ def make_csv_tree(root, fmt: str = "csv", train=None, test=None) -> Path:
 
 def label_sets(dataset) -> Dict[str, set]:
     """key -> set of positive class names of a built dataset."""
-    return {k: {dataset.class_names[c] for c in np.nonzero(row)[0]}
-            for k, row in zip(dataset.keys, dataset.labels)}
+    return {k: {dataset.class_names[c] for c in np.nonzero(row)[0]} for k, row in zip(dataset.keys, dataset.labels)}

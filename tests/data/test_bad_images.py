@@ -1,5 +1,6 @@
 """The ``bad_images`` policy: ``error`` leaves undecodable files to fail when read, ``skip``
 decodes every image once at construction and leaves the bad ones out with one warning."""
+
 import logging
 
 import numpy as np
@@ -46,7 +47,9 @@ def test_skip_leaves_out_the_bad_images_with_one_warning(damaged, caplog, worker
     assert ds.class_names == ["bird", "cat", "dog"]  # classes come from the label file, not the survivors
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert warnings[0].startswith(f"skipped 2 of 4 images of csv/train that cannot be decoded (first: {damaged / 'img' / 'b.jpg'}: ")
+    assert warnings[0].startswith(
+        f"skipped 2 of 4 images of csv/train that cannot be decoded (first: {damaged / 'img' / 'b.jpg'}: "
+    )
     assert "truncated" in warnings[0] and "\n" not in warnings[0]
     assert ds.load_image(1).mode == "RGB"
 

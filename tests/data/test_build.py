@@ -12,8 +12,11 @@ def test_registry_names():
 
 
 def test_unknown_name():
-    with pytest.raises(ConfigError, match=r"unknown dataset 'vocc' \(did you mean 'voc'\?\); "
-                                          r"valid: coco, csv, digits, nus, voc"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown dataset 'vocc' \(did you mean 'voc'\?\); "
+        r"valid: coco, csv, digits, nus, voc",
+    ):
         build_dataset("vocc", "train")
 
 
@@ -37,11 +40,17 @@ def test_digits_val_split_is_new_canvases_of_training_scans():
 
 
 def test_unknown_param():
-    with pytest.raises(ConfigError, match=r"unknown param 'trainsize' for dataset 'digits' "
-                                          r"\(did you mean 'train_size'\?\); valid: canvas"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown param 'trainsize' for dataset 'digits' "
+        r"\(did you mean 'train_size'\?\); valid: canvas",
+    ):
         build_dataset("digits", "train", trainsize=10)
-    with pytest.raises(ConfigError, match=r"unknown param 'annotations' for dataset 'voc'.*"
-                                          r"valid: check_images"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown param 'annotations' for dataset 'voc'.*"
+        r"valid: check_images",
+    ):
         build_dataset("voc", "train", "/nonexistent", annotations="x")
     assert dataset_params("coco") == {"annotation": "auto", "year": "auto", "check_images": True}
 
@@ -51,8 +60,11 @@ def test_unknown_param():
 def test_missing_root(name, tmp_path):
     with pytest.raises(DataError, match=rf"dataset '{name}' needs a data root: pass --data-root"):
         build_dataset(name, "train", None)
-    with pytest.raises(DataError, match=r"data root not found: .*nothere is not a folder; "
-                                        r"pass --data-root"):
+    with pytest.raises(
+        DataError,
+        match=r"data root not found: .*nothere is not a folder; "
+        r"pass --data-root",
+    ):
         build_dataset(name, "train", str(tmp_path / "nothere"))
 
 

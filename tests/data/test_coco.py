@@ -5,11 +5,15 @@ import numpy as np
 import pytest
 
 from mlkd_cache.data import build_dataset
-from mlkd_cache.data.coco import (COCO_CLASSES, COCO_OFFICIAL_IDS, COCO_OFFICIAL_NAMES,
-                                  parse_instances_annotations, parse_l2d_annotations)
+from mlkd_cache.data.coco import (
+    COCO_CLASSES,
+    COCO_OFFICIAL_IDS,
+    COCO_OFFICIAL_NAMES,
+    parse_instances_annotations,
+    parse_l2d_annotations,
+)
 from mlkd_cache.errors import ConfigError, DataError
-from tests.data.fixtures import (COCO_TRAIN_IMAGES, COCO_VAL_IMAGES, coco_instances_json,
-                                 label_sets, make_coco_tree)
+from tests.data.fixtures import COCO_TRAIN_IMAGES, COCO_VAL_IMAGES, coco_instances_json, label_sets, make_coco_tree
 
 # Statistics of L2D's real val2014 file, computed once from the file itself.
 REAL_N, REAL_POSITIVES, REAL_PERSON = 40137, 116592, 21634
@@ -114,8 +118,11 @@ def test_l2d_bad_index(tmp_path):
 
 def test_missing_annotations_and_bad_format(tmp_path):
     (tmp_path / "train2014").mkdir()
-    with pytest.raises(DataError, match=r"COCO annotations not found in .*: expected train_anno\.json \(L2D\) or "
-                                        r"annotations/instances_train2014\.json or annotations/instances_train2017\.json"):
+    with pytest.raises(
+        DataError,
+        match=r"COCO annotations not found in .*: expected train_anno\.json \(L2D\) or "
+        r"annotations/instances_train2014\.json or annotations/instances_train2017\.json",
+    ):
         build_dataset("coco", "train", str(tmp_path))
     with pytest.raises(ConfigError, match="unknown year 2016; valid: auto, 2014, 2017"):
         build_dataset("coco", "train", str(tmp_path), year=2016)
@@ -125,8 +132,11 @@ def test_missing_annotations_and_bad_format(tmp_path):
 
 def test_missing_image(coco_root):
     os.remove(coco_root / "val2014" / "COCO_val2014_000000184613.jpg")
-    with pytest.raises(DataError, match=r"1 of 3 image files are missing, first: "
-                                        r".*COCO_val2014_000000184613\.jpg"):
+    with pytest.raises(
+        DataError,
+        match=r"1 of 3 image files are missing, first: "
+        r".*COCO_val2014_000000184613\.jpg",
+    ):
         build_dataset("coco", "test", str(coco_root))
 
 

@@ -22,17 +22,26 @@ def test_both_forms(tmp_path, fmt):
 
 def test_explicit_classes_and_absolute_paths(tmp_path):
     root = make_csv_tree(tmp_path)
-    ds = build_dataset("csv", "test", None, train_file=str(root / "train.csv"),
-                       test_file=str(root / "test.csv"), image_dir=str(root),
-                       classes=["dog", "cat", "bird", "fish"])
+    ds = build_dataset(
+        "csv",
+        "test",
+        None,
+        train_file=str(root / "train.csv"),
+        test_file=str(root / "test.csv"),
+        image_dir=str(root),
+        classes=["dog", "cat", "bird", "fish"],
+    )
     assert ds.class_names == ["dog", "cat", "bird", "fish"]
     assert label_sets(ds) == {"img/e.jpg": {"bird"}, "img/f.jpg": {"dog", "cat"}}
 
 
 def test_unknown_class_in_test_file(tmp_path):
     root = make_csv_tree(tmp_path, test=[("img/e.jpg", ["bird"]), ("img/f.jpg", ["horse"])])
-    with pytest.raises(DataError, match=r"unknown class 'horse' in .*test\.csv \(image img/f\.jpg\)"
-                                        r".*valid classes: bird, cat, dog \(derived from .*train\.csv\)"):
+    with pytest.raises(
+        DataError,
+        match=r"unknown class 'horse' in .*test\.csv \(image img/f\.jpg\)"
+        r".*valid classes: bird, cat, dog \(derived from .*train\.csv\)",
+    ):
         build_dataset("csv", "test", str(root), train_file="train.csv", test_file="test.csv")
 
 

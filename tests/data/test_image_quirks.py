@@ -1,6 +1,7 @@
 """Real image quirks become the RGB picture a viewer shows, through the loader teacher and student
 share: grayscale, CMYK and palette files, transparency, 16-bit PNG and EXIF-rotated phone photos,
 all made from a real COCO 2017 photograph of ../shared/data/coco2017-tiny."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,8 +88,9 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path, photo):
     assert np.array_equal(got[..., 0], gray) and np.array_equal(got[..., 2], gray)
 
 
-@pytest.mark.parametrize("orientation, undo", [(3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_90),
-                                               (8, Image.Transpose.ROTATE_270)])
+@pytest.mark.parametrize(
+    "orientation, undo", [(3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)]
+)
 def test_exif_rotated_phone_photo_is_upright(tmp_path, photo, orientation, undo):
     """A phone stores the sensor's pixels and an orientation tag; the loader shows them upright."""
     upright = Image.fromarray(photo)
@@ -123,12 +125,24 @@ def test_teacher_and_student_see_the_same_pixels_of_every_quirk(tmp_path, photo)
     exif[EXIF_ORIENTATION] = 6
     base.transpose(Image.Transpose.ROTATE_90).save(img / "phone.jpg", exif=exif)
     files = ["gray.jpg", "cmyk.jpg", "palette.png", "rgba.png", "16bit.png", "phone.jpg"]
-    root = make_csv_tree(tmp_path / "csv", train=[(f"img/{f}", ["a", "b"][: 1 + k % 2]) for k, f in enumerate(files)],
-                         test=[(f"img/{f}", ["a"]) for f in files[:2]])
-    cfg = load_config(tiny_config(
-        tmp_path, dataset="'csv'", data_root=repr(str(root)), batch_size="2", max_epoch_t="1", max_epoch_s="2",
-        dataset_para="dict(train_file='train.csv', test_file='test.csv')", cache="dict(views=2)", replay_check="1.0",
-    ))
+    root = make_csv_tree(
+        tmp_path / "csv",
+        train=[(f"img/{f}", ["a", "b"][: 1 + k % 2]) for k, f in enumerate(files)],
+        test=[(f"img/{f}", ["a"]) for f in files[:2]],
+    )
+    cfg = load_config(
+        tiny_config(
+            tmp_path,
+            dataset="'csv'",
+            data_root=repr(str(root)),
+            batch_size="2",
+            max_epoch_t="1",
+            max_epoch_s="2",
+            dataset_para="dict(train_file='train.csv', test_file='test.csv')",
+            cache="dict(views=2)",
+            replay_check="1.0",
+        )
+    )
     teacher.run(cfg, tmp_path / "teacher", progress=False)
     dump.run(cfg, tmp_path / "teacher" / "teacher.pt", tmp_path / "cache", progress=False)
     result = distill.run(cfg, tmp_path / "student", cache=tmp_path / "cache", progress=False)

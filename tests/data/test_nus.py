@@ -33,8 +33,11 @@ def test_path_normalisation():
 def test_label_count_mismatch(nus_root):
     p = nus_root / "TrainTestLabels" / "Labels_beach_Train.txt"
     p.write_text(p.read_text() + "0\n0\n")
-    with pytest.raises(DataError, match=r"Labels_beach_Train\.txt has 7 lines but "
-                                        r".*TrainImagelist\.txt lists 5 images"):
+    with pytest.raises(
+        DataError,
+        match=r"Labels_beach_Train\.txt has 7 lines but "
+        r".*TrainImagelist\.txt lists 5 images",
+    ):
         build_dataset("nus", "train", str(nus_root))
 
 
@@ -55,6 +58,9 @@ def test_missing_label_file_and_concepts(nus_root):
 
 def test_missing_image(nus_root):
     (nus_root / "Flickr" / "bear" / "0005_3099811321.jpg").unlink()
-    with pytest.raises(DataError, match=r"1 of 5 image files are missing, first: "
-                                        r".*Flickr/bear/0005_3099811321\.jpg"):
+    with pytest.raises(
+        DataError,
+        match=r"1 of 5 image files are missing, first: "
+        r".*Flickr/bear/0005_3099811321\.jpg",
+    ):
         build_dataset("nus", "train", str(nus_root))

@@ -1,4 +1,5 @@
 """Replayable augmentation: a view is a pure function of (image, seed), in any process."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,7 @@ from mlkd_cache.errors import ConfigError
 # A tiny in-memory stand-in for mlkd_cache.data.base.MultiLabelDataset. Kept as source text so
 # the fresh-subprocess test builds exactly the same dataset.
 STANDIN_SRC = textwrap.dedent(
-    '''
+    """
     import numpy as np
     from PIL import Image
 
@@ -54,7 +55,7 @@ STANDIN_SRC = textwrap.dedent(
 
         def load_image(self, index):
             return Image.fromarray(self._images[index])
-    '''
+    """
 )
 exec(STANDIN_SRC, globals())  # defines TinyDataset
 

@@ -1,4 +1,5 @@
 """ViewDataset: which view each epoch uses, and what an item holds."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mlkd_cache.data.transforms import EvalTransform, ReplayableTransform, TransformSpec, fingerprint, to_signed, to_unsigned, view_seed
+from mlkd_cache.data.transforms import (
+    EvalTransform,
+    ReplayableTransform,
+    TransformSpec,
+    fingerprint,
+    to_signed,
+    to_unsigned,
+    view_seed,
+)
 from mlkd_cache.data.views import ViewDataset
 
 SIZE = 24

@@ -7,17 +7,34 @@ import pytest
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.voc import VOC_CLASSES, parse_voc_xml
 from mlkd_cache.errors import DataError
-from tests.data.fixtures import (VOC_TEST_EXPECTED, VOC_TRAIN_EXPECTED, label_sets,
-                                 make_voc_tree, voc_xml)
+from tests.data.fixtures import VOC_TEST_EXPECTED, VOC_TRAIN_EXPECTED, label_sets, make_voc_tree, voc_xml
 
 TRAIN_DIR = "VOCtrainval2007/VOCdevkit/VOC2007"
 
 
 def test_class_order_is_standard():
     assert VOC_CLASSES == (
-        "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-        "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-        "train", "tvmonitor")
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "diningtable",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+    )
 
 
 def test_train_labels_keys_and_rows(voc_root):
@@ -49,8 +66,7 @@ def test_test_split(voc_root):
 
 def test_parts_are_not_objects(tmp_path):
     p = tmp_path / "a.xml"
-    p.write_text(voc_xml("a", [dict(name="person", parts=("head", "hand", "foot")),
-                               dict(name="dog", difficult=1)]))
+    p.write_text(voc_xml("a", [dict(name="person", parts=("head", "hand", "foot")), dict(name="dog", difficult=1)]))
     assert parse_voc_xml(str(p)) == ["person", "dog"]
 
 
@@ -62,15 +78,21 @@ def test_missing_annotations_dir(voc_root):
 
 def test_missing_trainval_txt(voc_root):
     (voc_root / TRAIN_DIR / "ImageSets/Main/trainval.txt").unlink()
-    with pytest.raises(DataError, match=r"ImageSets/Main/trainval\.txt is missing; expected "
-                                        r"<root>/VOCtrainval2007/.*L2D layout"):
+    with pytest.raises(
+        DataError,
+        match=r"ImageSets/Main/trainval\.txt is missing; expected "
+        r"<root>/VOCtrainval2007/.*L2D layout",
+    ):
         build_dataset("voc", "train", str(voc_root))
 
 
 def test_unknown_class_in_xml(tmp_path):
     root = make_voc_tree(tmp_path, train={"000001": [dict(name="dog"), dict(name="aeroplan")]})
-    with pytest.raises(DataError, match=r"unknown class 'aeroplan'.*did you mean 'aeroplane'.*"
-                                        r"000001\.xml.*valid classes: aeroplane, bicycle"):
+    with pytest.raises(
+        DataError,
+        match=r"unknown class 'aeroplan'.*did you mean 'aeroplane'.*"
+        r"000001\.xml.*valid classes: aeroplane, bicycle",
+    ):
         build_dataset("voc", "train", str(root))
 
 

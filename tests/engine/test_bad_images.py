@@ -1,6 +1,7 @@
 """``bad_images = 'skip'`` through the stages: the teacher trains and the cache is dumped on the
 N-K decodable images (one warning line), and distill-student accepts that cache under the same
 policy. The default policy (``error``) is covered by tests/cli/test_bad_input.py."""
+
 from __future__ import annotations
 
 import json
@@ -26,12 +27,22 @@ def test_skip_trains_dumps_and_distils_on_the_decodable_images(tmp_path):
     truncate_file(root / "img" / "2.jpg", keep_fraction=0.9)
     (root / "img" / "5.jpg").write_text("not a picture\n")
     cfg_path = tiny_config(
-        tmp_path, dataset="'csv'", data_root=repr(str(root)), bad_images="'skip'", batch_size="2", workers="1",
+        tmp_path,
+        dataset="'csv'",
+        data_root=repr(str(root)),
+        bad_images="'skip'",
+        batch_size="2",
+        workers="1",
         dataset_para=f"dict(train_file='train.csv', test_file='test.csv', classes={DIGITS})",
-        max_epoch_t="1", max_epoch_s="1", log_every="1", cache="dict(views=2)",
+        max_epoch_t="1",
+        max_epoch_s="1",
+        log_every="1",
+        cache="dict(views=2)",
     )
 
-    proc = run_cli(["teacher-train", "-c", str(cfg_path), "-o", str(tmp_path / "teacher"), "--no-progress"], env={"OMP_NUM_THREADS": "1"})
+    proc = run_cli(
+        ["teacher-train", "-c", str(cfg_path), "-o", str(tmp_path / "teacher"), "--no-progress"], env={"OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "cannot be decoded" in line]
     assert warnings == [warnings[0]] and warnings[0].startswith(

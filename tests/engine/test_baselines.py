@@ -1,6 +1,7 @@
 """The two baselines of every KD table: the no-KD student (``distill-student --no-kd``) and the
 online teacher on a fresh view every epoch (``--teacher T --fresh-views``, L2D's regime); and
 the teacher's own dataset arguments (``dataset_para_t``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump, teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.distill import DistillTrainer, NoKDTrainer
+from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.train import Trainer
 
 from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, tiny_config
@@ -20,14 +21,11 @@ from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, tiny_config
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A 1-epoch teacher trained on 3x the students' canvases (dataset_para_t) and its cache."""
     tmp = tmp_path_factory.mktemp("baselines")
-    cfg_path = tiny_config(
-        tmp, dataset_para_t="dict(train_size=288)", cache="dict(views=2)", max_epoch_t="1", log_every="1"
-    )
+    cfg_path = tiny_config(tmp, dataset_para_t="dict(train_size=288)", cache="dict(views=2)", max_epoch_t="1", log_every="1")
     teacher.run(load_config(cfg_path), tmp / "teacher", progress=False)
     teacher_pt = tmp / "teacher" / "teacher.pt"
     dump.run(load_config(cfg_path), teacher_pt, tmp / "cache", progress=False)
@@ -149,7 +147,20 @@ def test_eval_split_val_scores_the_val_split(setup, tmp_path):
 
 def test_eval_split_val_on_a_dataset_without_one_is_one_line(tmp_path):
     cfg_path = tiny_config(tmp_path)
-    proc = run_cli(["teacher-train", "-c", str(cfg_path), "--set", "dataset='voc'", "--set", "eval_split='val'",
-                    "--data-root", str(tmp_path), "-o", str(tmp_path / "t")])
+    proc = run_cli(
+        [
+            "teacher-train",
+            "-c",
+            str(cfg_path),
+            "--set",
+            "dataset='voc'",
+            "--set",
+            "eval_split='val'",
+            "--data-root",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "t"),
+        ]
+    )
     assert_one_line_error(proc, r"eval_split='val': dataset voc has no val split .it has train, test.; set eval_split='test'")
     assert not (tmp_path / "t").exists()

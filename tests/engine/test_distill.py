@@ -1,6 +1,7 @@
 """distill-student end to end: offline (cache) distillation teaches what online (live teacher)
 distillation teaches, replay is checked, mismatching or damaged caches stop the run before or
 at the first bad step, SIGKILL + --resume reproduces the uninterrupted run, torchrun works."""
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,10 @@ from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec
 from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.engine import distill, dump, teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.runlog import MetricsLog
-from mlkd_cache.fileio import file_sha256
 from mlkd_cache.engine.evaluate import run as evaluate_run
+from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.errors import CacheCorruptError, CacheMismatchError
+from mlkd_cache.fileio import file_sha256
 
 from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, tiny_config, wait_for_checkpoint
 
@@ -59,9 +60,6 @@ def cli(args, **kwargs):
     return run_cli(args, env=ONE_THREAD, **kwargs)
 
 
-
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A 2-epoch teacher and its float32 cache of 2 views (tiny recipe, batch 8, a step log
@@ -79,8 +77,20 @@ def offline(setup):
     """The offline L2D student of the CLI (every input fingerprinted): the reference several
     tests compare with."""
     out = setup.tmp / "offline-l2d"
-    proc = cli(["distill-student", "-c", str(setup.cfg_path), "--cache", str(setup.cache), "-o", str(out),
-                "--no-progress", "--set", "replay_check=1.0"])
+    proc = cli(
+        [
+            "distill-student",
+            "-c",
+            str(setup.cfg_path),
+            "--cache",
+            str(setup.cache),
+            "-o",
+            str(out),
+            "--no-progress",
+            "--set",
+            "replay_check=1.0",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "offline from cache" in proc.stdout and "loss bce + led_cd + led_id + mld" in proc.stdout, proc.stdout
     return out
@@ -247,7 +257,10 @@ def test_replay_divergence_stops_the_run(setup, tmp_path, monkeypatch):
 MISMATCHES = {
     "img_size": (["--img-size", "48"], r"cache built for img_size 32, config asks for 48"),
     "transform": (["--set", "transform.cutout=0.3"], r"cache built with transform .* restore the transform"),
-    "labels": (["--set", "dataset_para=dict(train_size=80, test_size=48)"], r"cache built for labels of shape \(96, 10\), the dataset has \(80, 10\)"),
+    "labels": (
+        ["--set", "dataset_para=dict(train_size=80, test_size=48)"],
+        r"cache built for labels of shape \(96, 10\), the dataset has \(80, 10\)",
+    ),
     "both": (["--teacher", "{teacher}"], r"either --cache .* not both"),
     "neither": (None, r"either --cache .* not neither"),
     "no_manifest": (["--cache", "{empty}"], r"no manifest\.json in .*empty"),
@@ -305,10 +318,24 @@ def test_sigkill_then_resume_matches_uninterrupted_run(setup, tmp_path):
     distill.run(load_config(setup.cfg_path, overrides), reference, cache=setup.cache, progress=False)
 
     out = tmp_path / "killed"
-    args = ["distill-student", "-c", str(setup.cfg_path), "--cache", str(setup.cache), "-o", str(out), "--no-progress",
-            *(a for k, v in overrides.items() for a in ("--set", f"{k}={v}"))]
-    proc = subprocess.Popen([sys.executable, "-m", "mlkd_cache", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **ONE_THREAD})
+    args = [
+        "distill-student",
+        "-c",
+        str(setup.cfg_path),
+        "--cache",
+        str(setup.cache),
+        "-o",
+        str(out),
+        "--no-progress",
+        *(a for k, v in overrides.items() for a in ("--set", f"{k}={v}")),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlkd_cache", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **ONE_THREAD},
+    )
     wait_for_checkpoint(out, proc, epochs_done=1)
     time.sleep(0.1)  # into the next epoch
     proc.send_signal(signal.SIGKILL)
@@ -349,11 +376,18 @@ def test_sigkill_then_resume_matches_uninterrupted_run(setup, tmp_path):
 
 def _torchrun(args, timeout=400):
     env = {**os.environ, **ONE_THREAD, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", *args],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
-needs_torchrun = pytest.mark.skipif(not os.path.exists(TORCHRUN) and shutil.which("torchrun") is None, reason="torchrun not installed")
+needs_torchrun = pytest.mark.skipif(
+    not os.path.exists(TORCHRUN) and shutil.which("torchrun") is None, reason="torchrun not installed"
+)
 
 
 @needs_torchrun
@@ -390,8 +424,20 @@ def test_torchrun_mpscd(setup, tmp_path):
     gradients are averaged over ranks; the run finishes with finite losses and a projection
     head and prototypes in checkpoint.pt."""
     out = tmp_path / "ddp-mpscd"
-    proc = _torchrun(["distill-student", "-c", str(setup.cfg_path), "--cache", str(setup.cache), "-o", str(out),
-                      "--no-progress", "--set", f"criterion_t2s_para={MPSCD_CRITERION}"])
+    proc = _torchrun(
+        [
+            "distill-student",
+            "-c",
+            str(setup.cfg_path),
+            "--cache",
+            str(setup.cache),
+            "-o",
+            str(out),
+            "--no-progress",
+            "--set",
+            f"criterion_t2s_para={MPSCD_CRITERION}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_rows(out / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2]

@@ -2,6 +2,7 @@
 waits in a collective, ends the whole run within seconds with a non-zero exit and the failing
 rank's message; the files left behind are complete ones only, and ``--resume`` or a re-run
 finishes the work."""
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,10 @@ def start_torchrun(args: Sequence[str]) -> subprocess.Popen:
     env = {**os.environ, **ONE_THREAD, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -122,7 +126,9 @@ def test_sigkill_one_rank_mid_training_fails_fast_then_resume_in_one_process(tmp
     # one process resumes the 2 x 8 run with the same global batch, and only with it
     args = ["teacher-train", "-c", str(cfg_path), "-o", str(out)]
     refused = run_cli([*args, "--resume"], env=ONE_THREAD)
-    assert_one_line_error(refused, r"cannot resume .*global batch was 8 x 2 process\(es\), this run has 8 x 1; use --batch-size 16")
+    assert_one_line_error(
+        refused, r"cannot resume .*global batch was 8 x 2 process\(es\), this run has 8 x 1; use --batch-size 16"
+    )
     resumed = run_cli([*args, "--resume", "--batch-size", "16"], env=ONE_THREAD)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {out / 'checkpoint.pt'} after epoch {done}" in resumed.stderr
@@ -137,8 +143,20 @@ def test_sigkill_one_rank_mid_dump_leaves_no_manifest_then_rerun_completes(tmp_p
     small = {"dataset_para": {"train_size": 96, "test_size": 16}}  # the teacher needs no more to be dumped
     teacher.run(load_config(cfg_path, small), tmp_path / "teacher", progress=False)
     out = tmp_path / "cache"
-    args = ["dump-targets", "-c", cfg_path, "--teacher", tmp_path / "teacher" / "teacher.pt", "-o", out,
-            "--views", "4", "--set", "cache.shard_size=16", "--no-progress"]  # 20 shards, 10 per rank
+    args = [
+        "dump-targets",
+        "-c",
+        cfg_path,
+        "--teacher",
+        tmp_path / "teacher" / "teacher.pt",
+        "-o",
+        out,
+        "--views",
+        "4",
+        "--set",
+        "cache.shard_size=16",
+        "--no-progress",
+    ]  # 20 shards, 10 per rank
     proc = start_torchrun(args)
     try:
         deadline = time.time() + 240
@@ -185,7 +203,10 @@ def test_one_rank_failing_alone_ends_the_run_fast_with_its_message(tmp_path):
     gradient all-reduce: the run ends within seconds, the DataError in one line on stderr."""
     root, bad_key = corrupt_csv_dataset(tmp_path / "data", rank=1, step=1)
     cfg_path = tiny_config(
-        tmp_path, dataset="'csv'", data_root=repr(str(root)), batch_size="8",
+        tmp_path,
+        dataset="'csv'",
+        data_root=repr(str(root)),
+        batch_size="8",
         dataset_para="dict(train_file='train.csv', test_file='test.csv')",
     )
     out = tmp_path / "run"

@@ -1,5 +1,6 @@
 """dump-targets end to end: the cache equals the teacher's own outputs, survives SIGKILL, is the
 same under torchrun, refuses mismatches; inspect and verify read it."""
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,9 @@ def test_round_trip_equals_the_teachers_own_outputs(tmp_path, trained):
     torch.testing.assert_close(got["features"], out.features, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["tokens"], out.label_emb[got["token_sample"], got["token_class"]], rtol=1e-4, atol=1e-5)
     labels = torch.as_tensor(data.labels[idx])
-    assert torch.equal(torch.sort(got["token_sample"] * 10 + got["token_class"]).values,
-                       torch.nonzero(labels).mul(torch.tensor([10, 1])).sum(1))
+    assert torch.equal(
+        torch.sort(got["token_sample"] * 10 + got["token_class"]).values, torch.nonzero(labels).mul(torch.tensor([10, 1])).sum(1)
+    )
     fps = np.array([fingerprint(it[0]) for it in items], dtype=np.uint64)
     assert np.array_equal(got["fingerprint"].numpy().view(np.uint64), fps)
     seeds = np.array([views.seed_of(int(i), int(v)) for i, v in zip(idx, vw)], dtype=np.uint64)
@@ -117,8 +119,12 @@ def test_positive_and_dense_agree_and_dry_run_plans_the_real_size(tmp_path, trai
     a, b = pos.get(idx, vw), dense.get(idx, vw)
     assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["features"], b["features"])
     assert torch.equal(a["tokens"], b["label_emb"][a["token_sample"], a["token_class"]])
-    payload = sum(arr.nbytes for datasets, _ in shard_contents(tmp_path / "pos").values()
-                  for name, arr in datasets.items() if name != "keys")
+    payload = sum(
+        arr.nbytes
+        for datasets, _ in shard_contents(tmp_path / "pos").values()
+        for name, arr in datasets.items()
+        if name != "keys"
+    )
     assert plan["payload_bytes"] == pytest.approx(payload, rel=0.01)
     assert plan["dense_payload_bytes"] > plan["payload_bytes"]
 
@@ -139,16 +145,31 @@ def test_rerun_skips_complete_shards_and_refuses_another_dump(tmp_path, trained)
     again = dump.run(dump_cfg(cfg_path), teacher_pt, out, progress=False)
     assert again["shards_written"] == 0 and again["shards_skipped"] == 5
     before = {p.name: p.read_bytes() for p in out.glob("shard-*.h5")}
-    proc = run_cli(["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(out),
-                    "--set", "cache.shard_size=40", "--views", "2", "--no-progress"])
+    proc = run_cli(
+        [
+            "dump-targets",
+            "-c",
+            str(cfg_path),
+            "--teacher",
+            str(teacher_pt),
+            "-o",
+            str(out),
+            "--set",
+            "cache.shard_size=40",
+            "--views",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert_one_line_error(proc, r"holds shards of another dump .*--overwrite")
     assert {p.name: p.read_bytes() for p in out.glob("shard-*.h5")} == before
 
 
 def test_teacher_for_other_settings_is_refused(tmp_path, trained):
     cfg_path, teacher_pt = trained
-    proc = run_cli(["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(tmp_path / "c"),
-                    "--set", "img_size=32"])
+    proc = run_cli(
+        ["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(tmp_path / "c"), "--set", "img_size=32"]
+    )
     assert_one_line_error(proc, r"trained at img_size 64, config asks for 32")
     assert not (tmp_path / "c").exists()
 
@@ -178,8 +199,23 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_cache(tmp_
     ref_shards = shard_contents(reference)
 
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "mlkd_cache", "dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt),
-            "-o", str(out), "--views", "3", "--set", "cache.shard_size=16", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "mlkd_cache",
+        "dump-targets",
+        "-c",
+        str(cfg_path),
+        "--teacher",
+        str(teacher_pt),
+        "-o",
+        str(out),
+        "--views",
+        "3",
+        "--set",
+        "cache.shard_size=16",
+        "--no-progress",
+    ]
     rng = random.Random(6)
     done = 0
     for kill in range(KILLS):
@@ -215,10 +251,29 @@ def test_torchrun_two_ranks_equals_one_process(tmp_path, trained):
     assert proc.returncode == 0, proc.stderr
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", "dump-targets", "-c", str(cfg_path),
-         "--teacher", str(teacher_pt), "-o", str(tmp_path / "ddp"), "--views", "3", "--set", "cache.shard_size=40",
-         "--no-progress"],
-        capture_output=True, text=True, timeout=300, env=one_thread,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mlkd_cache",
+            "dump-targets",
+            "-c",
+            str(cfg_path),
+            "--teacher",
+            str(teacher_pt),
+            "-o",
+            str(tmp_path / "ddp"),
+            "--views",
+            "3",
+            "--set",
+            "cache.shard_size=40",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=one_thread,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("cache ") == 1  # rank 0 alone reports
@@ -254,12 +309,15 @@ def test_inspect_and_verify(tmp_path, trained):
     assert proc.returncode == 1 and "verify FAILED" in proc.stderr  # and the teacher comparison too
 
 
-@pytest.mark.parametrize("config, para, samples, source", [
-    ("coco/resnet101_to_resnet34_l2d.py", {}, 82081, "COCO 2014 train as in L2D's train_anno.json"),
-    ("coco/resnet101_to_resnet34_l2d.py", {"year": 2017}, 118287, "COCO 2017 train: 118,287 images"),
-    ("voc/resnet50_to_resnet18_mpscd.py", {}, 5011, "VOC 2007 trainval: 5,011 images"),
-    ("nus/resnet101_to_resnet34_l2d.py", {}, 161789, "NUS-WIDE train: 161,789 images"),
-])
+@pytest.mark.parametrize(
+    "config, para, samples, source",
+    [
+        ("coco/resnet101_to_resnet34_l2d.py", {}, 82081, "COCO 2014 train as in L2D's train_anno.json"),
+        ("coco/resnet101_to_resnet34_l2d.py", {"year": 2017}, 118287, "COCO 2017 train: 118,287 images"),
+        ("voc/resnet50_to_resnet18_mpscd.py", {}, 5011, "VOC 2007 trainval: 5,011 images"),
+        ("nus/resnet101_to_resnet34_l2d.py", {}, 161789, "NUS-WIDE train: 161,789 images"),
+    ],
+)
 def test_dry_run_plans_a_public_dataset_before_the_download(config, para, samples, source):
     """No data root: the published train split stands in for the labels, and says so."""
     cfg = load_config(config, {"dataset_para": para} if para else {})

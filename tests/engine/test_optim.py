@@ -1,4 +1,5 @@
 """Optimiser: the fused Adam the trainers use computes the update of torch's for-loop Adam (within float32 rounding)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,10 @@ def test_every_implementation_gives_the_for_loop_update(name):
         model = copy.deepcopy(base)
         opt = build_optimizer(model, name, 1e-3, 1e-2, implementation=impl)
         assert (opt.param_groups[0]["fused"], opt.param_groups[0]["foreach"]) == {
-            "fused": (True, None), "foreach": (None, True), "for-loop": (None, False)}[impl]
+            "fused": (True, None),
+            "foreach": (None, True),
+            "for-loop": (None, False),
+        }[impl]
         torch.manual_seed(1)  # the same dropout masks in every run
         for _ in range(3):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).logits, y, reduction="sum")

@@ -1,6 +1,7 @@
 """Every stage on real photographs: the 100 COCO 2017 images of ../shared/data/coco2017-tiny in
 the official layout (train2017/, val2017/, annotations/instances_*2017.json), found from
 ``--data-root`` alone, through the CLI as a user runs it."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def test_every_stage_on_coco2017_by_data_root_alone(tmp_path):
     train = json.loads((root / "annotations" / "instances_train2017.json").read_text())
     assert sorted(cache.keys) == sorted(f"train2017/{im['file_name']}" for im in train["images"])
 
-    verified = cli("verify", str(tmp_path / "cache"), "-t", str(tmp_path / "teacher" / "teacher.pt"),
-                   "--data-root", str(root), "-k", "8")
+    verified = cli(
+        "verify", str(tmp_path / "cache"), "-t", str(tmp_path / "teacher" / "teacher.pt"), "--data-root", str(root), "-k", "8"
+    )
     assert "input fingerprints: 8/8 equal" in verified.stdout and "verify passed" in verified.stdout, verified.stdout
 
     cli("distill-student", *common, "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "offline"))

@@ -1,4 +1,5 @@
 """teacher-train end to end: real training, checkpoints, evaluate, resume after SIGKILL, torchrun."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ import torch
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.evaluate import run as evaluate_run
+from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.errors import MlkdError
 
 from ..conftest import run_cli, tiny_config, wait_for_checkpoint
@@ -40,8 +41,19 @@ def test_train_writes_complete_checkpoint_and_evaluate_reproduces_map(tmp_path, 
 
     # teacher.pt loads with weights_only=True and carries what dump-targets needs
     raw = torch.load(out / "teacher.pt", map_location="cpu", weights_only=True)
-    for key in ("arch", "num_classes", "class_names", "img_size", "transform", "transform_hash",
-                "normalisation", "config", "model", "embed_dim", "feature_dim"):
+    for key in (
+        "arch",
+        "num_classes",
+        "class_names",
+        "img_size",
+        "transform",
+        "transform_hash",
+        "normalisation",
+        "config",
+        "model",
+        "embed_dim",
+        "feature_dim",
+    ):
         assert key in raw, key
     assert raw["class_names"] == [str(d) for d in range(10)]
     assert raw["img_size"] == 32 and raw["arch"] == "test_resnet"
@@ -56,10 +68,18 @@ def test_train_writes_complete_checkpoint_and_evaluate_reproduces_map(tmp_path, 
 
 def test_training_learns_something(tmp_path):
     """A short run on more data lifts test mAP well above chance and the loss well down."""
-    cfg = load_config(tiny_config(
-        tmp_path, max_epoch_t="6", img_size="64", batch_size="32", embed_dim="128", lr_t="2e-3",
-        dataset_para="dict(train_size=1024, test_size=200)", transform="dict(cutout=0.2, randaugment=None)",
-    ))
+    cfg = load_config(
+        tiny_config(
+            tmp_path,
+            max_epoch_t="6",
+            img_size="64",
+            batch_size="32",
+            embed_dim="128",
+            lr_t="2e-3",
+            dataset_para="dict(train_size=1024, test_size=200)",
+            transform="dict(cutout=0.2, randaugment=None)",
+        )
+    )
     result = teacher.run(cfg, tmp_path / "run", progress=False)
     rows = read_rows(tmp_path / "run")
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]  # measured: 210 -> 113
@@ -96,7 +116,9 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlkd_cache", "teacher-train", "-c", str(cfg_path), "-o", str(out), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     wait_for_checkpoint(out, proc, epochs_done=1)
     time.sleep(0.3)  # into the next epoch
@@ -127,7 +149,10 @@ def test_changed_config_refuses_resume(tmp_path, tiny_cfg_path):
         teacher.run(load_config(tiny_cfg_path, {"img_size": 48}), out, resume=True, progress=False)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="torchrun not installed",
+)
 def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
     """2 gloo ranks x batch 8 train like 1 process x batch 16 (same samples in every global
     batch); rank 0 alone writes, so the folder equals the 1-process run's."""
@@ -135,9 +160,27 @@ def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", "teacher-train",
-         "-c", str(tiny_cfg_path), "-o", str(out), "--batch-size", "8", "--set", "log_every=1", "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mlkd_cache",
+            "teacher-train",
+            "-c",
+            str(tiny_cfg_path),
+            "-o",
+            str(out),
+            "--batch-size",
+            "8",
+            "--set",
+            "log_every=1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_rows(out)
@@ -156,11 +199,17 @@ def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
         teacher.run(load_config(tiny_cfg_path, {"batch_size": 16, "log_every": 1}), single, progress=False)
     finally:
         torch.set_num_threads(threads)
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in single.iterdir()) == [
-        "checkpoint.pt", "metrics.jsonl", "steps.jsonl", "teacher.pt"]
+    assert (
+        sorted(p.name for p in out.iterdir())
+        == sorted(p.name for p in single.iterdir())
+        == ["checkpoint.pt", "metrics.jsonl", "steps.jsonl", "teacher.pt"]
+    )
     steps = [(r["epoch"], r["step"]) for r in MetricsLog(out / "steps.jsonl").read()]
-    assert steps == [(r["epoch"], r["step"]) for r in MetricsLog(single / "steps.jsonl").read()] == [
-        (e, s) for e in (1, 2) for s in range(1, 7)]  # 96 / 16 steps per epoch, each logged once
+    assert (
+        steps
+        == [(r["epoch"], r["step"]) for r in MetricsLog(single / "steps.jsonl").read()]
+        == [(e, s) for e in (1, 2) for s in range(1, 7)]
+    )  # 96 / 16 steps per epoch, each logged once
     # The BCE loss is a sum over the batch, so a rank's loss (batch 8, averaged over ranks) x 2 is
     # the loss of batch 16. Measured over seeds 0-4 (OMP_NUM_THREADS=1): within 2.5% per epoch;
     # final mAP gap <= 4.3 points (seed 0: 4.3), while 1-process runs alone spread over 6.0
@@ -189,7 +238,10 @@ def test_non_finite_loss_stops_with_epoch_step_term_and_samples(tmp_path):
     """A learning rate of 1e9 blows the weights up within two steps: the run stops at that step,
     naming the loss term and the batch's sample indices, and writes no checkpoint."""
     cfg = load_config(tiny_config(tmp_path, lr_t="1e9"))
-    with pytest.raises(MlkdError, match=r"loss became non-finite at epoch 1 step \d+ \(term bce; batch samples (\d+, ){8}\.\.\.\); lower the learning rate"):
+    with pytest.raises(
+        MlkdError,
+        match=r"loss became non-finite at epoch 1 step \d+ \(term bce; batch samples (\d+, ){8}\.\.\.\); lower the learning rate",
+    ):
         teacher.run(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "teacher.pt").exists()
 
@@ -198,9 +250,15 @@ def test_non_finite_loss_stops_with_epoch_step_term_and_samples(tmp_path):
 def test_a_handful_of_images_trains_one_epoch(tmp_path, train_size, batch_size):
     """What a person tries first: 5 images at batch 1 for 1 epoch is 5 steps, where torch's OneCycle
     at the default pct_start 0.2 divided by zero; one image is one step."""
-    cfg = load_config(tiny_config(
-        tmp_path, max_epoch_t="1", batch_size=str(batch_size), img_size="64", dataset_para=f"dict(train_size={train_size}, test_size=8)",
-    ))
+    cfg = load_config(
+        tiny_config(
+            tmp_path,
+            max_epoch_t="1",
+            batch_size=str(batch_size),
+            img_size="64",
+            dataset_para=f"dict(train_size={train_size}, test_size=8)",
+        )
+    )
     result = teacher.run(cfg, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "teacher.pt").is_file()
     assert 0.0 <= result["metrics"]["mAP"] <= 100.0
@@ -208,7 +266,10 @@ def test_a_handful_of_images_trains_one_epoch(tmp_path, train_size, batch_size):
     assert [r["epoch"] for r in rows] == [1] and math.isfinite(rows[0]["loss"])
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="torchrun not installed",
+)
 def test_torchrun_drop_last_edges(tmp_path):
     """5 images on 2 ranks at batch 2: each rank holds 2 (the fifth is dropped) and takes one step
     per epoch, a 2-step schedule; batch 3 x 2 ranks is larger than the 5 images: one line per
@@ -219,9 +280,25 @@ def test_torchrun_drop_last_edges(tmp_path):
 
     def launch(batch: int, out):
         return subprocess.run(
-            [torchrun, "--standalone", "--nproc_per_node=2", "-m", "mlkd_cache", "teacher-train",
-             "-c", str(cfg), "-o", str(out), "--batch-size", str(batch), "--no-progress"],
-            capture_output=True, text=True, env=env, timeout=300,
+            [
+                torchrun,
+                "--standalone",
+                "--nproc_per_node=2",
+                "-m",
+                "mlkd_cache",
+                "teacher-train",
+                "-c",
+                str(cfg),
+                "-o",
+                str(out),
+                "--batch-size",
+                str(batch),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
         )
 
     proc = launch(2, tmp_path / "fits")
@@ -231,6 +308,7 @@ def test_torchrun_drop_last_edges(tmp_path):
     proc = launch(3, tmp_path / "too-big")
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert errors and all(e == "error: batch_size 3 x 2 process(es) is larger than the train split (5 samples); lower batch_size"
-                          for e in errors), proc.stderr[-2000:]
+    assert errors and all(
+        e == "error: batch_size 3 x 2 process(es) is larger than the train split (5 samples); lower batch_size" for e in errors
+    ), proc.stderr[-2000:]
     assert "mlkd_cache/" not in proc.stderr  # torchrun reports the failed ranks; no traceback of ours

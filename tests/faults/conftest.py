@@ -1,4 +1,5 @@
 """One tiny teacher and its reference cache for the fault tests, built once per session."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

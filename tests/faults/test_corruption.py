@@ -5,6 +5,7 @@ The four kinds of damage: a truncated shard, flipped bytes inside a data block (
 in manifest.json can tell), a shard of another cache copied over ours, and a shard the manifest
 lists but that is gone.
 """
+
 from __future__ import annotations
 
 import json

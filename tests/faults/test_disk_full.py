@@ -5,6 +5,7 @@ mid-run; it needs the right to mount (root here and in CI) and is skipped withou
 file-size limit (``RLIMIT_FSIZE``, set on the running process with ``prlimit``) gives ``EFBIG``
 with no privileges, so the same guarantees are tested everywhere.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def tmpfs(tmp_path):
     def mount(size: str) -> Path:
         proc = _mount(disk, size, remount=bool(mounted))
         if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}); the RLIMIT_FSIZE tests cover this")
+            pytest.skip(
+                f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}); the RLIMIT_FSIZE tests cover this"
+            )
         mounted.append(size)
         return disk
 
@@ -60,7 +63,9 @@ def test_dump_fills_the_disk_then_resumes_where_it_stopped(built, tmpfs):
     shard and the cache equals the reference."""
     out = tmpfs("96k") / "cache"
     proc = run_cli(built.dump_args(out))
-    assert_one_line_error(proc, r"cannot write .*shard-00002\.h5: No space left on device; free space in .* then re-run dump-targets \(it resumes\)")
+    assert_one_line_error(
+        proc, r"cannot write .*shard-00002\.h5: No space left on device; free space in .* then re-run dump-targets \(it resumes\)"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["shard-00000.h5", "shard-00001.h5"]
     spec = TargetCache(built.cache).spec
     assert all(shard_is_complete(out / f"shard-0000{k}.h5", spec, k) for k in (0, 1))
@@ -105,7 +110,9 @@ def test_file_size_limit_mid_training_keeps_the_last_checkpoint(tmp_path):
     proc.stdout.close(), proc.stderr.close()
     done = load_checkpoint(out / "checkpoint.pt", require=("epoch",))["epoch"]
     assert 1 <= done < 3
-    assert_ends_with_error(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), r"cannot write .*checkpoint\.pt: File too large")
+    assert_ends_with_error(
+        subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), r"cannot write .*checkpoint\.pt: File too large"
+    )
     assert not list(out.glob("*.tmp")) and not (out / "teacher.pt").exists()
 
     resumed = subprocess.run(_train_args(cfg_path, out, "--resume"), capture_output=True, text=True, timeout=300)

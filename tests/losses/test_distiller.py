@@ -1,4 +1,5 @@
 """Distiller from the seed format: named, weighted terms; skipped slots; pinned config errors."""
+
 import copy
 
 import pytest
@@ -56,16 +57,32 @@ def test_every_slot_and_feature_losses():
     "para, match",
     [
         (dict(logits_dis=dict(name="MDL", para={})), r"logits_dis: unknown distillation loss 'MDL' \(did you mean 'MLD'\?\)"),
-        (dict(logits_dis=dict(name="LED", para={})), r"LED is a label-embedding loss and goes in le_dis, not logits_dis \(.*logits_dis takes MLD, PS"),
+        (
+            dict(logits_dis=dict(name="LED", para={})),
+            r"LED is a label-embedding loss and goes in le_dis, not logits_dis \(.*logits_dis takes MLD, PS",
+        ),
         (dict(ft_dis=dict(name="MLD"), lambda_ft=1.0), r"MLD is a logits loss and goes in logits_dis, not ft_dis"),
-        (dict(le_dis=dict(name="LED", para=dict(lambda_x=1.0))), r"le_dis: LED got unknown parameter 'lambda_x'; valid: lambda_cd, lambda_id"),
+        (
+            dict(le_dis=dict(name="LED", para=dict(lambda_x=1.0))),
+            r"le_dis: LED got unknown parameter 'lambda_x'; valid: lambda_cd, lambda_id",
+        ),
         (dict(lambda_le2=1.0), r"unknown para key 'lambda_le2' \(did you mean 'lambda_le'\?\); valid: lambda_ft, ft_dis"),
         (dict(lambda_logits=-1.0), r"lambda_logits must be >= 0, got -1.0"),
         (dict(lambda_le="1"), r"lambda_le must be a number, got '1'"),
         (dict(le_dis=dict(name="LED", params={})), r"le_dis has unknown key 'params'; valid: name, para"),
         (dict(le_dis="LED"), r"le_dis must be None or dict\(name=..., para=dict\(...\)\)"),
     ],
-    ids=["unknown-name", "wrong-slot", "wrong-slot-ft", "bad-loss-para", "bad-para-key", "negative", "not-number", "bad-dis-key", "bad-dis"],
+    ids=[
+        "unknown-name",
+        "wrong-slot",
+        "wrong-slot-ft",
+        "bad-loss-para",
+        "bad-para-key",
+        "negative",
+        "not-number",
+        "bad-dis-key",
+        "bad-dis",
+    ],
 )
 def test_config_errors(para, match):
     with pytest.raises(ConfigError, match=match):

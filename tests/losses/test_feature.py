@@ -1,4 +1,5 @@
 """RKD and PKT against loops over sample pairs / triples (float64), D_s != D_t."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,10 @@ N, D_S, D_T = 5, 6, 9
 
 def loop_distance_term(f_s, f_t):
     def normalised(f):
-        d = [[((f[i] - f[j]) ** 2).sum().clamp(min=1e-12).sqrt() if i != j else f.new_zeros(()) for j in range(N)] for i in range(N)]
+        d = [
+            [((f[i] - f[j]) ** 2).sum().clamp(min=1e-12).sqrt() if i != j else f.new_zeros(()) for j in range(N)]
+            for i in range(N)
+        ]
         mean = sum(d[i][j] for i in range(N) for j in range(N) if i != j) / (N * (N - 1))
         return [[d[i][j] / mean for j in range(N)] for i in range(N)]
 
@@ -28,7 +32,12 @@ def loop_angle_term(f_s, f_t):
         return (u * v).sum() / (u.norm() * v.norm())
 
     f_t = f_t.detach()
-    terms = [F.smooth_l1_loss(cos(f_s, a, b, c), cos(f_t, a, b, c), reduction="sum") for a in range(N) for b in range(N) for c in range(N)]
+    terms = [
+        F.smooth_l1_loss(cos(f_s, a, b, c), cos(f_t, a, b, c), reduction="sum")
+        for a in range(N)
+        for b in range(N)
+        for c in range(N)
+    ]
     return sum(terms) / N**3
 
 

@@ -1,4 +1,5 @@
 """Hard-label losses against readable per-entry loops (float64)."""
+
 import math
 
 import pytest
@@ -26,7 +27,7 @@ def loop_asl(z, y, gamma_neg, gamma_pos, clip):
                 total -= (1 - p) ** gamma_pos * math.log(p)
             else:
                 pm = max(p - clip, 0.0)
-                total -= pm ** gamma_neg * math.log(1 - pm)
+                total -= pm**gamma_neg * math.log(1 - pm)
     return total
 
 

@@ -1,4 +1,5 @@
 """LED (CD + ID) against per-class / per-image loops over explicit distance matrices (float64)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,9 @@ def make(y, seed=0):
 
 
 def batch_of(y, e_s, e_t, form):
-    common = dict(y=y, z_s=torch.zeros(y.shape), z_t=torch.zeros(y.shape), f_s=torch.zeros(len(y), 1), f_t=torch.zeros(len(y), 1), e_s=e_s)
+    common = dict(
+        y=y, z_s=torch.zeros(y.shape), z_t=torch.zeros(y.shape), f_s=torch.zeros(len(y), 1), f_t=torch.zeros(len(y), 1), e_s=e_s
+    )
     if form == "dense":
         return KDBatch(e_t=e_t, **common)
     sample, cls = y.nonzero(as_tuple=True)
@@ -90,7 +93,9 @@ Y_EDGE = torch.tensor(
 )
 
 
-@pytest.mark.parametrize("y", [Y_EDGE, (torch.rand(N, C, generator=torch.Generator().manual_seed(3)) < 0.5).double()], ids=["edge", "random"])
+@pytest.mark.parametrize(
+    "y", [Y_EDGE, (torch.rand(N, C, generator=torch.Generator().manual_seed(3)) < 0.5).double()], ids=["edge", "random"]
+)
 def test_matches_loop_value_and_gradient(y):
     e_s, e_t = make(y)
     out, grads = led_terms(y, e_s, e_t)

@@ -1,4 +1,5 @@
 """MLD against a per-entry loop (float64): values, gradients, extreme logits, the zero floor."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """MPSCD against readable loop implementations (float64): values, gradients, prototype correction."""
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,9 @@ def loop_kl(t_scores, s_scores):
     """KL(softmax(t) || softmax(s)) for two lists of scalars."""
     zt = sum(torch.exp(x) for x in t_scores)
     zs = sum(torch.exp(x) for x in s_scores)
-    return sum((torch.exp(a) / zt) * (torch.log(torch.exp(a) / zt) - torch.log(torch.exp(b) / zs)) for a, b in zip(t_scores, s_scores))
+    return sum(
+        (torch.exp(a) / zt) * (torch.log(torch.exp(a) / zt) - torch.log(torch.exp(b) / zs)) for a, b in zip(t_scores, s_scores)
+    )
 
 
 def loop_pcsd(u, v, protos, tau_s):

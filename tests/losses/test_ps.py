@@ -1,4 +1,5 @@
 """PS (partial softmax) against a per-sample, per-positive-label loop (float64)."""
+
 import torch
 
 from mlkd_cache.losses.base import DISTILL_LOSSES, KDBatch

@@ -1,4 +1,5 @@
 """build_model / resolve_model_name / pretrained loading, on timm's tiny test models."""
+
 import socket
 
 import pytest
@@ -250,8 +251,7 @@ def test_pretrained_missing_file(tmp_path):
         build("test_resnet", pretrained=tmp_path)
 
 
-@pytest.mark.parametrize("value", ["imagenet", "hub", True, "hf-hub:timm/resnet50.a1_in1k",
-                                   "https://example.com/w.pth"])
+@pytest.mark.parametrize("value", ["imagenet", "hub", True, "hf-hub:timm/resnet50.a1_in1k", "https://example.com/w.pth"])
 def test_pretrained_hub_values_refused(value):
     with pytest.raises(MissingWeightsError, match=r"never downloaded.*--pretrained PATH"):
         build("test_resnet", pretrained=value)

@@ -1,4 +1,5 @@
 """MLDecoderHead: shapes, the per-class classifier, fixed queries, gradients, init."""
+
 import math
 
 import pytest
