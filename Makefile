@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo gpu-check venv clean
+.PHONY: test test-fast lint demo gpu-check venv clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,16 @@ $(STAMP): setup.cfg pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
+
+# the inner loop: everything but the tests that train models or start processes (about 4 min)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+# ruff (lint + format check) and mypy on the library, as CI runs them before the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 demo: $(STAMP)
 	$(VENV)/bin/mlkd-cache demo

@@ -99,21 +99,20 @@ def pick(values: List[float], stat: str) -> float:
 
 
 def preload_batches(trainer: Trainer, count: int, batch_size: int) -> list:
-    """``count`` train batches of ``trainer`` as (image, labels), built in this process."""
+    """``count`` train batches of ``trainer`` (``ViewItem``, image on the device), built in this process."""
     data = trainer.train_data
     batches = []
     for b in range(count):
-        items = [data[(b * batch_size + j) % len(data)] for j in range(batch_size)]
-        image, labels, *_ = default_collate(items)
-        batches.append((image.to(trainer.info.device), labels))
+        batch = default_collate([data[(b * batch_size + j) % len(data)] for j in range(batch_size)])
+        batches.append(batch._replace(image=batch.image.to(trainer.info.device)))
     return batches
 
 
-def student_step(trainer: Trainer, image: torch.Tensor, labels: torch.Tensor) -> None:
+def student_step(trainer: Trainer, batch) -> None:
     """One hard-label training step of the vanilla student, as ``train_one_epoch`` does it."""
     trainer.ddp.train()
-    outputs = trainer.ddp(image)
-    loss = sum(trainer.loss_terms((image, labels), outputs).values())
+    outputs = trainer.ddp(batch.image)
+    loss = sum(trainer.loss_terms(batch, outputs).values())
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     trainer.optimizer.step()
@@ -138,8 +137,8 @@ def optimizer_step_times(
         setups[impl] = (model, build_optimizer(model, cfg.optimizer, 1e-4, cfg.weight_decay, implementation=impl))
     times: Dict[str, List[float]] = {impl: [] for impl in IMPLEMENTATIONS}
     for r in range(repeats + 1):  # the first pass warms up every implementation
-        for image, labels in batches:
-            labels = labels.to(device)
+        for batch in batches:
+            image, labels = batch.image, batch.labels.to(device)
             for impl, (model, opt) in setups.items():
                 sync()
                 start = time.perf_counter()
@@ -224,16 +223,16 @@ def run(args, work: Path) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def teacher_forward(image: torch.Tensor) -> None:
-        live.targets((image,), device, None)
+    def teacher_forward(batch) -> None:
+        live.targets(batch, device, ())
         sync()
 
     say("warm-up: one epoch per mode, untimed ...")
-    for mode, trainer in trainers.items():
+    for trainer in trainers.values():
         trainer.train_one_epoch(0)
-    for image, labels in batches[:1]:
-        teacher_forward(image)
-        student_step(vanilla, image, labels)
+    for batch in batches[:1]:
+        teacher_forward(batch)
+        student_step(vanilla, batch)
 
     epoch_s: Dict[str, List[float]] = {m: [] for m in MODES}
     t_teacher: List[float] = []
@@ -242,13 +241,13 @@ def run(args, work: Path) -> int:
         for mode in MODES:
             row = trainers[mode].train_one_epoch(1 + r)
             epoch_s[mode].append(row["train_time_s"])
-        for image, labels in batches:  # alternate on the same batch: side by side
+        for batch in batches:  # alternate on the same batch: side by side
             sync()
             start = time.perf_counter()
-            teacher_forward(image)
+            teacher_forward(batch)
             t_teacher.append(time.perf_counter() - start)
             start = time.perf_counter()
-            student_step(vanilla, image, labels)
+            student_step(vanilla, batch)
             sync()
             t_student.append(time.perf_counter() - start)
         say(

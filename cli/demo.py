@@ -65,7 +65,7 @@ def _table(rows: List[Dict[str, Any]], seeds: int, split: str = "test") -> List[
         )
     if seeds > 1:  # the values behind each mean, so that paired differences can be read off
         lines.append("")
-        for recipe, group in groups.items():
+        for group in groups.values():
             if len(group) > 1:
                 per_seed = " / ".join(f"{r['metrics'].get('mAP', float('nan')):.2f}" for r in group)
                 seed_list = ", ".join(str(r["seed"]) for r in group)

@@ -85,11 +85,46 @@ def run_cli(args: Sequence[str], env: dict | None = None, timeout: float = 300) 
     )
 
 
+def run_cli_in_process(args: Sequence[str]) -> subprocess.CompletedProcess:
+    """Run the CLI's ``main(ARGS)`` in this process, as ``python -m mlkd_cache ARGS`` would:
+    stdout, stderr (log lines included) and the exit code captured; an exception that escapes
+    ``main`` becomes exit code 1 with its traceback on stderr, as the interpreter prints it.
+    Much cheaper than a process (no torch import); torch's thread count and the logging set-up
+    are restored afterwards."""
+    import contextlib
+    import io
+    import logging
+    import traceback
+
+    import torch
+
+    from mlkd_cache.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root, threads = logging.getLogger(), torch.get_num_threads()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers = []  # so that the command's logging.basicConfig writes to the captured stderr
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["mlkd-cache", *args], code, out.getvalue(), err.getvalue())
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> str:
     """Exit code 2, no traceback, one line on stderr that contains ``match``."""
     import re
 
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1, proc.stderr
@@ -102,11 +137,11 @@ def assert_ends_with_error(proc: subprocess.CompletedProcess, match: str) -> str
     and log lines allowed) ends with one ``error:`` line that contains ``match``."""
     import re
 
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert lines and lines[-1].startswith("error: "), proc.stderr
-    assert sum(l.startswith("error: ") for l in lines) == 1, proc.stderr
+    assert sum(line.startswith("error: ") for line in lines) == 1, proc.stderr
     assert re.search(match, lines[-1]), lines[-1]
     return lines[-1]
 

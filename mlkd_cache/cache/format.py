@@ -18,9 +18,12 @@ memory-map them at ``dset.id.get_offset()``):
 ``emb``         ``[P, V, E]``      positive mode (``[n, V, C, E]`` in dense mode), ``spec.dtype``
 ==============  =================  ===========================================================
 
-Every shard carries :meth:`CacheSpec.to_attrs` as HDF5 attributes plus ``shard_index``,
-``sample_start``, ``sample_stop`` and ``created``. :func:`check_request` is the one place that
-compares a cache with what a config asks for.
+The per-view datasets are declared once, in :data:`VIEW_FIELDS` (name, trailing dims, dtype,
+the teacher output that fills it, the ``KDBatch`` field it feeds), and the label-wise embeddings'
+two layouts in :data:`LAYOUTS`; the writer, the reader, ``dump-targets``, ``verify`` and the
+distillation batch derive from them. Every shard carries :meth:`CacheSpec.to_attrs` as HDF5
+attributes plus ``shard_index``, ``sample_start``, ``sample_stop`` and ``created``.
+:func:`check_request` is the one place that compares a cache with what a config asks for.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS
 from ..errors import CacheCorruptError, CacheMismatchError
 
 __all__ = [
+    "ViewField",
+    "VIEW_FIELDS",
+    "EmbeddingLayout",
+    "LAYOUTS",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "DTYPES",
@@ -59,6 +66,65 @@ SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created")  # per-s
 _JSON_FIELDS = ("class_names", "transform", "normalisation")  # stored as JSON strings in HDF5
 _INT_FIELDS = ("num_samples", "views", "num_classes", "feature_dim", "embed_dim", "shard_size", "img_size", "base_seed")
 _KEY_ITEMSIZE = 8  # h5py reports a vlen-string dataset's nbytes as 8 bytes per element
+
+
+@dataclass(frozen=True)
+class ViewField:
+    """One dataset holding a value per (sample, view): shape ``[n, V, *dims]``."""
+
+    name: str  # HDF5 dataset name, and the key TargetCache.get() returns it under
+    dims: Tuple[str, ...]  # trailing dims, as CacheSpec attributes: ("num_classes",) -> [n, V, C]
+    dtype: Optional[str]  # numpy dtype name; None = the cache's float dtype (cache.dtype)
+    output: Optional[str] = None  # the teacher output (models.Outputs field) dump-targets stores; None = from the data
+    kd: Optional[str] = None  # the KDBatch field it feeds (losses.base.KDBatch), None = bookkeeping only
+
+    def shape(self, spec: "CacheSpec", n: int) -> Tuple[int, ...]:
+        return (n, spec.views, *(int(getattr(spec, d)) for d in self.dims))
+
+    def np_dtype(self, spec: "CacheSpec") -> np.dtype:
+        return np.dtype(self.dtype) if self.dtype is not None else spec.np_dtype
+
+
+# In file order. A uint64 field is returned by TargetCache.get() as int64 with the same bits.
+VIEW_FIELDS: Tuple[ViewField, ...] = (
+    ViewField("view_seed", (), "uint64"),  # the seed the view was augmented from
+    ViewField("fingerprint", (), "uint64"),  # 64-bit fingerprint of the view's input tensor
+    ViewField("logits", ("num_classes",), None, output="logits", kd="z_t"),
+    ViewField("features", ("feature_dim",), None, output="features", kd="f_t"),
+)
+
+
+@dataclass(frozen=True)
+class EmbeddingLayout:
+    """How a cache stores the teacher's label-wise embeddings ``[V, C, E]`` per sample.
+
+    ``positive``: only the rows of the sample's positive labels, CSR-style (``emb_offsets``
+    ``[n + 1]``, ``emb_class`` ``[P]``, ``emb`` ``[P, V, E]``): a few per cent of dense for
+    COCO-like label densities. ``dense``: every class (``emb`` ``[n, V, C, E]``).
+    ``batch_keys`` maps what ``TargetCache.get`` returns for this layout to ``KDBatch`` fields.
+    """
+
+    name: str
+    batch_keys: Tuple[Tuple[str, str], ...]  # (TargetCache.get key, KDBatch field)
+
+    @property
+    def positive(self) -> bool:
+        return self.name == "positive"
+
+    def shapes(self, spec: "CacheSpec", n: int, positives: int) -> Dict[str, Tuple[Tuple[int, ...], int]]:
+        """``{dataset: (shape, itemsize)}`` of this layout's datasets, in file order."""
+        V, C, E, s = spec.views, spec.num_classes, spec.embed_dim, spec.np_dtype.itemsize
+        if self.positive:
+            return {"emb_offsets": ((n + 1,), 8), "emb_class": ((positives,), 2), "emb": ((positives, V, E), s)}
+        return {"emb": ((n, V, C, E), s)}
+
+
+LAYOUTS: Dict[str, EmbeddingLayout] = {
+    "positive": EmbeddingLayout(
+        "positive", (("tokens", "t_tokens"), ("token_sample", "token_sample"), ("token_class", "token_class"))
+    ),
+    "dense": EmbeddingLayout("dense", (("label_emb", "e_t"),)),
+}
 
 
 def shard_name(k: int) -> str:
@@ -155,6 +221,10 @@ class CacheSpec:
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
+    @property
+    def layout(self) -> EmbeddingLayout:
+        return LAYOUTS[self.embedding]
+
     # -- serialisation -------------------------------------------------------------------------
 
     def to_dict(self) -> Dict[str, Any]:
@@ -241,7 +311,7 @@ class CacheSpec:
             dense_payload += dense.shard_nbytes(labels[start:stop])
         tokens = int(np.count_nonzero(labels))
         row = self.views * self.embed_dim * self.np_dtype.itemsize  # bytes of one token over all views
-        emb = (tokens if self.embedding == "positive" else self.num_samples * self.num_classes) * row
+        emb = (tokens if self.layout.positive else self.num_samples * self.num_classes) * row
         return {
             "bytes_per_view": payload / (self.num_samples * self.views),
             "bytes_per_sample": payload / self.num_samples,
@@ -255,21 +325,10 @@ class CacheSpec:
 
 def dataset_shapes(spec: CacheSpec, n: int, positives: int) -> Dict[str, Tuple[Tuple[int, ...], int]]:
     """``{name: (shape, itemsize)}`` of every dataset of a shard with ``n`` samples and ``positives`` tokens."""
-    V, C, D, E, s = spec.views, spec.num_classes, spec.feature_dim, spec.embed_dim, spec.np_dtype.itemsize
-    shapes = {
-        "keys": ((n,), _KEY_ITEMSIZE),
-        "labels": ((n, C), 1),
-        "view_seed": ((n, V), 8),
-        "fingerprint": ((n, V), 8),
-        "logits": ((n, V, C), s),
-        "features": ((n, V, D), s),
-    }
-    if spec.embedding == "positive":
-        shapes["emb_offsets"] = ((n + 1,), 8)
-        shapes["emb_class"] = ((positives,), 2)
-        shapes["emb"] = ((positives, V, E), s)
-    else:
-        shapes["emb"] = ((n, V, C, E), s)
+    shapes = {"keys": ((n,), _KEY_ITEMSIZE), "labels": ((n, spec.num_classes), 1)}
+    for field in VIEW_FIELDS:
+        shapes[field.name] = (field.shape(spec, n), field.np_dtype(spec).itemsize)
+    shapes.update(spec.layout.shapes(spec, n, positives))
     return shapes
 
 

@@ -27,7 +27,7 @@ from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes
 
 __all__ = ["TargetCache"]
 
-_MAPPED = ("view_seed", "fingerprint", "logits", "features", "emb")  # gathered per batch
+_MAPPED = (*(f.name for f in fmt.VIEW_FIELDS), "emb")  # memory-mapped and gathered per batch
 
 
 def _index_array(x: Any) -> np.ndarray:
@@ -165,7 +165,7 @@ class TargetCache:
                     if name in _MAPPED:
                         offset = dset.id.get_offset() if dset.size else None
                         shard.layout[name] = (offset, shape, dset.dtype)
-                if self.spec.embedding == "positive":
+                if self.spec.layout.positive:
                     shard.emb_offsets = np.asarray(f["emb_offsets"][()], dtype=np.int64)
                     shard.emb_class = np.asarray(f["emb_class"][()], dtype=np.int64)
                     shard.emb_counts = np.diff(shard.emb_offsets)
@@ -339,11 +339,12 @@ class TargetCache:
         """
         spec = self.spec
         groups, local, view = self._locate(indices, views)  # no groups: an empty batch, empty outputs
-        names = ("logits", "features", "view_seed", "fingerprint") + (("emb",) if spec.embedding == "dense" else ())
+        names = tuple(f.name for f in fmt.VIEW_FIELDS) + (() if spec.layout.positive else ("emb",))
         out = self._gather(names, groups, local, view)
-        out["view_seed"] = out["view_seed"].view(np.int64)
-        out["fingerprint"] = out["fingerprint"].view(np.int64)
-        if spec.embedding == "positive":
+        for field in fmt.VIEW_FIELDS:
+            if field.dtype == "uint64":  # torch has no uint64 arithmetic: the same bits as int64
+                out[field.name] = out[field.name].view(np.int64)
+        if spec.layout.positive:
             out["tokens"], out["token_sample"], out["token_class"] = self._gather_tokens(groups, local, view)
         else:
             out["label_emb"] = out.pop("emb")
@@ -354,7 +355,7 @@ class TargetCache:
         spec = self.spec
         groups, local, view = self._locate(indices, views)
         B, C, E = len(local), spec.num_classes, spec.embed_dim
-        if spec.embedding == "dense":
+        if not spec.layout.positive:
             return torch.from_numpy(self._gather(("emb",), groups, local, view)["emb"])
         tokens, sample, classes = self._gather_tokens(groups, local, view)
         dense = np.zeros((B, C, E), spec.np_dtype)
@@ -369,7 +370,9 @@ class TargetCache:
         views = range(self.views) if view is None else [int(view)]
         for k, shard in enumerate(self._shards):
             emb = self._arrays(k)["emb"]
-            if self.spec.embedding == "positive":
+            if self.spec.layout.positive:
+                if shard.emb_class is None:  # read when the shard was opened
+                    raise CacheCorruptError(f"{shard.path}: a positive-layout shard without emb_class")
                 rows = np.arange(len(shard.emb_class))
                 classes = shard.emb_class
             else:
@@ -378,9 +381,9 @@ class TargetCache:
                 for lo in range(0, len(rows), batch):
                     r, c = rows[lo : lo + batch], classes[lo : lo + batch]
                     if isinstance(emb, np.ndarray):  # memory map: a strided slice or one gather
-                        tokens = emb[lo : lo + len(r), v] if self.spec.embedding == "positive" else emb[r, v, c]
+                        tokens = emb[lo : lo + len(r), v] if self.spec.layout.positive else emb[r, v, c]
                     else:
                         tokens = self._take(emb, r, np.full(len(r), v))
-                        if self.spec.embedding == "dense":
+                        if not self.spec.layout.positive:
                             tokens = tokens[np.arange(len(r)), c]
                     yield torch.from_numpy(np.array(tokens, dtype=np.float32)), torch.from_numpy(np.array(c, dtype=np.int64))

@@ -15,7 +15,7 @@ import re
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import h5py
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 from .._version import __version__
 from ..errors import MlkdError
 from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
-from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes, shard_name
+from .format import FORMAT_VERSION, MANIFEST_NAME, VIEW_FIELDS, CacheSpec, dataset_shapes, shard_name
 
 __all__ = ["ShardBuffer", "write_shard", "ShardWriter", "shard_is_complete", "shard_entry", "write_manifest"]
 
@@ -81,13 +81,14 @@ class ShardBuffer:
         self.keys = keys
         self.labels = np.ascontiguousarray(labels, dtype=np.uint8)
         positives = int(np.count_nonzero(self.labels))
+        dtypes = {f.name: f.np_dtype(spec) for f in VIEW_FIELDS}
+        dtypes.update(emb_offsets=np.dtype(np.int64), emb_class=np.dtype(np.int16))
         arrays: Dict[str, np.ndarray] = {}
         for name, (shape, _) in dataset_shapes(spec, n, positives).items():
             if name in ("keys", "labels"):
                 continue
-            dtype = {"view_seed": np.uint64, "fingerprint": np.uint64, "emb_offsets": np.int64, "emb_class": np.int16}
-            arrays[name] = np.zeros(shape, dtype=dtype.get(name, spec.np_dtype))
-        if spec.embedding == "positive":
+            arrays[name] = np.zeros(shape, dtype=dtypes.get(name, spec.np_dtype))
+        if spec.layout.positive:
             token_sample, token_class = np.nonzero(self.labels)  # row-major: classes ascend within a sample
             arrays["emb_offsets"][1:] = np.cumsum(np.count_nonzero(self.labels, axis=1))
             arrays["emb_class"][:] = token_class
@@ -109,29 +110,33 @@ class ShardBuffer:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values()) + self.labels.nbytes
 
-    def put(self, rows, views, view_seed, fingerprint, logits, features, label_emb) -> None:
+    def put(self, rows: Any, views: Any, label_emb: Any, **fields: Any) -> None:
         """Store one batch: ``rows`` int [B] local sample indices, ``views`` int [B],
-        ``view_seed`` / ``fingerprint`` uint64 [B], ``logits`` [B, C], ``features`` [B, D],
-        ``label_emb`` [B, C, E] (torch tensors on any device, or numpy).
+        ``label_emb`` [B, C, E], and one keyword per :data:`~mlkd_cache.cache.format.VIEW_FIELDS`
+        entry, ``[B, *dims]`` (here ``view_seed`` / ``fingerprint`` uint64 [B], ``logits``
+        [B, C], ``features`` [B, D]); torch tensors on any device, or numpy.
 
-        Values are cast to ``spec.dtype``; positive mode keeps ``label_emb[b, c]`` only where
-        ``labels[rows[b], c] == 1``. Each (row, view) pair may be put once.
+        Float values are cast to ``spec.dtype``; the positive layout keeps ``label_emb[b, c]``
+        only where ``labels[rows[b], c] == 1``. Each (row, view) pair may be put once.
         """
         spec = self.spec
         rows, views = _index_array(rows), _index_array(views)
         B = len(rows)
-        n, V, C, D, E = self.num_samples, spec.views, spec.num_classes, spec.feature_dim, spec.embed_dim
+        n, V, C, E = self.num_samples, spec.views, spec.num_classes, spec.embed_dim
         _check_shape("views", views, (B,))
         if B and (rows.min() < 0 or rows.max() >= n):
             raise ValueError(f"rows must lie in [0, {n}), got {rows.min()}..{rows.max()}")
         if B and (views.min() < 0 or views.max() >= V):
             raise ValueError(f"views must lie in [0, {V}), got {views.min()}..{views.max()}")
-        _check_shape("logits", logits, (B, C))
-        _check_shape("features", features, (B, D))
+        names = [f.name for f in VIEW_FIELDS]
+        if sorted(fields) != sorted(names):
+            raise TypeError(f"put() takes the fields {', '.join(names)}; got {', '.join(sorted(fields)) or 'none'}")
+        values: Dict[str, Any] = {}
+        for field in VIEW_FIELDS:
+            value = fields[field.name]
+            values[field.name] = _uint64_array(value) if field.dtype == "uint64" else value
+            _check_shape(field.name, values[field.name], (B, *field.shape(spec, 0)[2:]))
         _check_shape("label_emb", label_emb, (B, C, E))
-        view_seed, fingerprint = _uint64_array(view_seed), _uint64_array(fingerprint)
-        _check_shape("view_seed", view_seed, (B,))
-        _check_shape("fingerprint", fingerprint, (B,))
         pairs = rows * V + views
         seen = self._filled[rows, views]
         if seen.any() or len(np.unique(pairs)) != B:
@@ -143,14 +148,14 @@ class ShardBuffer:
             raise ValueError(f"(row {rows[b]}, view {views[b]}) of shard {self.index} was already put; each goes in exactly once")
 
         a = self.arrays
-        a["view_seed"][rows, views] = view_seed
-        a["fingerprint"][rows, views] = fingerprint
-        a["logits"][rows, views] = _values(logits, spec.dtype)
-        a["features"][rows, views] = _values(features, spec.dtype)
-        if spec.embedding == "dense":
+        for field in VIEW_FIELDS:
+            value = values[field.name]
+            a[field.name][rows, views] = value if field.dtype is not None else _values(value, spec.dtype)
+        if not spec.layout.positive:
             a["emb"][rows, views] = _values(label_emb, spec.dtype)
         else:
             b_idx, c_idx = np.nonzero(self.labels[rows])  # the batch's positive (b, c) pairs
+            e_t: Union[torch.Tensor, np.ndarray]
             if isinstance(label_emb, torch.Tensor):  # gather on the device: only P of B*C rows move
                 dev = label_emb.device
                 e_t = label_emb[torch.from_numpy(b_idx).to(dev), torch.from_numpy(c_idx).to(dev)]  # [T, E]
@@ -331,12 +336,11 @@ class ShardWriter:
     def __enter__(self) -> "ShardWriter":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.close()
         else:
             self._abort()
-        return False
 
 
 def _attr_equal(a: Any, b: Any) -> bool:

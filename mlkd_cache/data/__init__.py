@@ -1,7 +1,7 @@
 """Datasets: ``voc``, ``coco``, ``nus``, ``csv`` and the embedded ``digits``.
 
 ``build_dataset(name, split, root, bad_images=..., workers=..., **params)`` is the one entry
-point; every dataset is a :class:`MultiLabelDataset` (string ``keys``, ``uint8 [N, C]``
+point (``dataset_from_config(cfg, split)`` calls it with a config's keys); every dataset is a :class:`MultiLabelDataset` (string ``keys``, ``uint8 [N, C]``
 ``labels``, ``load_image``).
 Importing this package registers all datasets in :data:`DATASETS`.
 """
@@ -11,13 +11,22 @@ from __future__ import annotations
 import inspect
 from typing import Optional
 
+from ..config import Config
 from ..errors import ConfigError
 from ..registry import closest
 from . import coco, csv_folder, digits, nus, voc  # noqa: F401  (registration side effects)
 from .bad_images import BAD_IMAGE_POLICIES, apply_bad_images
 from .base import DATASETS, SPLITS, MultiLabelDataset, check_split
 
-__all__ = ["BAD_IMAGE_POLICIES", "DATASETS", "SPLITS", "MultiLabelDataset", "build_dataset", "dataset_params"]
+__all__ = [
+    "BAD_IMAGE_POLICIES",
+    "DATASETS",
+    "SPLITS",
+    "MultiLabelDataset",
+    "build_dataset",
+    "dataset_from_config",
+    "dataset_params",
+]
 
 
 def dataset_params(name: str) -> dict:
@@ -53,3 +62,12 @@ def build_dataset(
             dym = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(f"unknown param {key!r} for dataset {name!r}{dym}; valid: {', '.join(sorted(valid)) or 'none'}")
     return apply_bad_images(factory(split=split, root=root, **params), bad_images, workers)
+
+
+def dataset_from_config(cfg: Config, split: str, role: str = "s") -> MultiLabelDataset:
+    """``split`` of ``cfg.dataset`` under ``cfg.data_root``, with the config's ``bad_images`` and
+    ``workers`` and the params of ``role``: ``"s"`` (``dataset_para``: the data students train
+    on and a cache covers) or ``"t"`` (``dataset_para_t`` over it: teacher-train's train split)."""
+    return build_dataset(
+        cfg.dataset, split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params(role)
+    )

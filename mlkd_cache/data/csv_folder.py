@@ -141,7 +141,7 @@ class CSVDataset(MultiLabelDataset):
                 raise ConfigError("dataset csv: param classes has an empty or repeated name")
 
         train_path = _resolve(train_file, root, "train_file")
-        split_path = train_path if split == "train" else _resolve(test_file, root, "test_file")
+        split_path = train_path if split == "train" or test_file is None else _resolve(test_file, root, "test_file")
         if image_dir is None:
             if root is None:
                 raise DataError("csv: no image folder: pass --data-root (config data_root) or the param image_dir")

@@ -62,7 +62,7 @@ def _resized_scans(digit_size: int) -> np.ndarray:
     """All 1,797 scans as uint8 [1797, d, d], 0..255, upscaled with PIL (bicubic)."""
     images, _ = _source_scans()
     u8 = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    out = np.stack([np.asarray(Image.fromarray(im).resize((digit_size, digit_size), Image.BICUBIC)) for im in u8])
+    out = np.stack([np.asarray(Image.fromarray(im).resize((digit_size, digit_size), Image.Resampling.BICUBIC)) for im in u8])
     out.setflags(write=False)
     return out
 

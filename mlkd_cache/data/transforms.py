@@ -230,8 +230,11 @@ class TransformSpec:
         return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
-def _build_randaugment(spec: TransformSpec):
+def _build_randaugment(spec: TransformSpec) -> Any:
     from timm.data.auto_augment import rand_augment_transform
+
+    if spec.randaugment is None:
+        raise ValueError("the spec has no RandAugment")
 
     hparams = dict(translate_const=int(spec.img_size * 0.45), img_mean=_RA_IMG_MEAN)
     sections = spec.randaugment.split("-")
@@ -353,7 +356,7 @@ class ReplayableTransform:
         return {"spec": self.spec}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__init__(state["spec"])
+        ReplayableTransform.__init__(self, state["spec"])
 
     def _cutout(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
         """L2D/ASL-style Cutout: a box of side ``round(cutout * side)`` centred at a uniformly

@@ -1,13 +1,14 @@
 """The dataset wrapper every trainer uses: items with replayable augmented views.
 
-An item is ``(image, labels, index, view, fingerprint)``:
+An item is a :class:`ViewItem` ``(image, labels, sample, view, fingerprint)``, and torch's
+default collation turns a list of them into one ``ViewItem`` of batched tensors:
 
 * ``image``: float32 ``[3, img_size, img_size]``; for training the output of
   :class:`~mlkd_cache.data.transforms.ReplayableTransform` seeded with
   ``view_seed(base_seed, keys[index], view)``, for evaluation of
   :class:`~mlkd_cache.data.transforms.EvalTransform`;
 * ``labels``: float32 ``[C]`` (0/1);
-* ``index``, ``view``: Python ints (collated into int64 tensors);
+* ``sample`` (the sample's index in the split), ``view``: Python ints (collated into int64 ``[N]``);
 * ``fingerprint``: the 64-bit :func:`~mlkd_cache.data.transforms.fingerprint` of ``image``
   as a *signed* int64 (``to_signed``; ``to_unsigned`` gives back the value stored in the
   cache), or 0 when the item is not fingerprinted: ``with_fingerprint=True`` fingerprints
@@ -28,18 +29,28 @@ Which view an epoch uses (:meth:`ViewDataset.view_of`):
 from __future__ import annotations
 
 import operator
-from typing import Any, Optional, Tuple, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
 
 from .transforms import EvalTransform, ReplayableTransform, TransformSpec, fingerprint, to_signed, view_seed
 
-__all__ = ["ViewDataset"]
+__all__ = ["ViewItem", "ViewDataset"]
+
+
+class ViewItem(NamedTuple):
+    """One item of a :class:`ViewDataset`, or a batch of them (``[N, ...]`` once collated)."""
+
+    image: torch.Tensor  # float32 [3, H, W] (batch: [N, 3, H, W])
+    labels: torch.Tensor  # float32 [C] 0/1 (batch: [N, C])
+    sample: Any  # int index of the sample in the split (batch: int64 [N])
+    view: Any  # int view (batch: int64 [N])
+    fingerprint: Any  # signed int64 fingerprint of image, 0 = not fingerprinted (batch: int64 [N])
 
 
 class ViewDataset(torch.utils.data.Dataset):
-    """(image, labels, index, view, fingerprint) items for one split, with replayable views."""
+    """:class:`ViewItem` items for one split, with replayable views."""
 
     def __init__(
         self,
@@ -131,9 +142,7 @@ class ViewDataset(torch.utils.data.Dataset):
 
     # -- items ------------------------------------------------------------------------------
 
-    def get(
-        self, index: int, view: int, with_fingerprint: Optional[bool] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
+    def get(self, index: int, view: int, with_fingerprint: Optional[bool] = None) -> ViewItem:
         """The item of an explicit ``(sample, view)`` (used by the cache dump); fingerprinted when
         ``with_fingerprint`` says so (None: when the share is 1)."""
         i = self._index(index)
@@ -142,7 +151,7 @@ class ViewDataset(torch.utils.data.Dataset):
             raise IndexError(f"view {view} out of range for {self.views} views")
         size = self.spec.decode_size  # asked only when decode='reduced': datasets may define load_image(index)
         img = self.dataset.load_image(i) if size is None else self.dataset.load_image(i, size)
-        if self.train:
+        if isinstance(self.transform, ReplayableTransform):  # train=True
             image = self.transform(img, self.seed_of(i, view))
         else:
             image = self.transform(img)
@@ -150,9 +159,9 @@ class ViewDataset(torch.utils.data.Dataset):
         if with_fingerprint is None:
             with_fingerprint = self.fingerprint_share >= 1.0
         fp = to_signed(fingerprint(image)) if with_fingerprint else 0
-        return image, labels, i, int(view), fp
+        return ViewItem(image, labels, i, int(view), fp)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, int, int, int]:
+    def __getitem__(self, index: int) -> ViewItem:
         return self.get(index, self.view_of(index, self.epoch), self.is_checked(index, self.epoch))
 
     def __repr__(self) -> str:

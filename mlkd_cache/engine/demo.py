@@ -90,6 +90,7 @@ def run(
         for recipe in recipes:
             scfg = student_config(cfg, recipe, seed)
             run_out = home / f"student-{recipe}"
+            make: Callable[..., Trainer]
             if not RECIPES[recipe].distils:  # what distill-student --no-kd runs
                 make = lambda resume, c=scfg, o=run_out: NoKDTrainer(c, o, resume=resume, progress=progress)  # noqa: E731
             else:

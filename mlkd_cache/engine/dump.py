@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .._version import __version__
-from ..cache.format import MANIFEST_NAME, CacheSpec, labels_digest, shard_name
+from ..cache.format import MANIFEST_NAME, VIEW_FIELDS, CacheSpec, labels_digest, shard_name
 from ..cache.writer import ShardBuffer, ShardWriter, shard_entry, shard_is_complete, write_manifest
 from ..config import Config
-from ..data import build_dataset
-from ..data.planning import planned_train_split
+from ..data import MultiLabelDataset, dataset_from_config
+from ..data.planning import PlannedSplit, planned_train_split
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
 from ..distributed import DistInfo, all_gather_objects, bar_disabled, barrier, init_distributed
@@ -224,15 +224,9 @@ def dump_shard(
         seeds = np.fromiter(
             (view_data.seed_of(int(i), int(v)) for i, v in zip(index_np, view_np)), dtype=np.uint64, count=len(index_np)
         )
-        buffer.put(
-            rows=index_np - start,
-            views=view_np,
-            view_seed=seeds,
-            fingerprint=fp.numpy().view(np.uint64),
-            logits=out.logits.float(),
-            features=out.features.float(),
-            label_emb=out.label_emb.float(),
-        )
+        from_data = {"view_seed": seeds, "fingerprint": fp.numpy().view(np.uint64)}
+        from_teacher = {f.name: getattr(out, f.output).float() for f in VIEW_FIELDS if f.output is not None}
+        buffer.put(rows=index_np - start, views=view_np, label_emb=out.label_emb.float(), **from_data, **from_teacher)
         if bar is not None:
             bar.update(len(index_np))
     return buffer
@@ -285,14 +279,13 @@ def run(
     ckpt = load_checkpoint(Path(teacher), require=TEACHER_KEYS) if teacher is not None else None
     transform = TransformSpec.from_config(cfg)
     planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if dry_run and not cfg.data_root else None
-    dataset = (
-        planned
-        if planned is not None
-        else build_dataset(
-            cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
-        )
-    )
-    if ckpt is None:  # a dry run before the teacher exists: sizes from the config's model_t
+    dataset: Union[PlannedSplit, MultiLabelDataset]
+    if planned is not None:  # a dry run without data: the published train split stands in
+        dataset, source = planned, planned.source
+    else:
+        real = dataset_from_config(cfg, "train")
+        dataset, source = real, f"the labels of {real.describe()}"
+    if teacher is None or ckpt is None:  # a dry run before the teacher exists: sizes from the config's model_t
         spec = build_spec(cfg, planned_teacher(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
     else:
         if planned is not None:  # no data to check the teacher against: plan for its classes
@@ -305,8 +298,9 @@ def run(
         check_teacher_fits(cfg, ckpt, dataset, transform, Path(teacher))
         spec = build_spec(cfg, ckpt, file_sha256(Path(teacher)), dataset, views, transform)
     if dry_run:
-        source = planned.source if planned is not None else f"the labels of {dataset.describe()}"
         return {"dry_run": True, "plan": {**plan_text(spec, dataset.labels), "source": source}, "is_main": info.is_main}
+    if out is None or ckpt is None:  # refused above; this tells the type checker
+        raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
 
     out = Path(out)
     todo, kept = prepare_out_dir(out, spec, overwrite, info)

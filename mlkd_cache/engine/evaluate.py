@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..config import Config
-from ..data import build_dataset
+from ..data import dataset_from_config
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
 from ..distributed import DistInfo, all_gather_cat, broadcast_object, init_distributed
@@ -59,7 +59,8 @@ def predict(model: nn.Module, loader: DataLoader, info: DistInfo, amp: bool, tot
         labels.append(label.to(info.device))
         indices.append(index.to(info.device))
     model.train(was_training)
-    num_classes = getattr(model, "module", model).num_classes
+    bare: Any = getattr(model, "module", model)  # DDP wraps the model in .module
+    num_classes: int = bare.num_classes
     z = torch.cat(logits) if logits else torch.zeros((0, num_classes), device=info.device)
     y = torch.cat(labels) if labels else torch.zeros((0, num_classes), device=info.device)
     i = torch.cat(indices) if indices else torch.zeros((0,), dtype=torch.long, device=info.device)
@@ -106,7 +107,7 @@ def run(
     ckpt = load_checkpoint(checkpoint, require=("model", "arch", "num_classes", "class_names", "config", "transform"))
     overrides = {"data_root": data_root, "batch_size": batch_size, "workers": workers}
     cfg = Config.from_dict({**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}})
-    dataset = build_dataset(cfg.dataset, split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para)
+    dataset = dataset_from_config(cfg, split)
     if list(dataset.class_names) != list(ckpt["class_names"]):
         raise CheckpointError(
             f"checkpoint {checkpoint} was trained for {len(ckpt['class_names'])} classes "

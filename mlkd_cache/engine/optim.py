@@ -13,7 +13,8 @@ from torch import nn
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     """L2D's two parameter groups: biases and 1-D parameters (norm scales) without decay,
     everything else with ``weight_decay``. Frozen parameters are left out."""
-    decay, no_decay = [], []
+    decay: List[nn.Parameter] = []
+    no_decay: List[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue

@@ -33,7 +33,9 @@ FIGSIZE = (16.0, 4.8)  # inches; at DPI this is 1600 x 480 pixels
 DPI = 100
 LOG_SPAN = 100.0  # panels (a) and (b) turn logarithmic when max / min of the positive values reaches this
 INSTALL_HINT = "plotting needs matplotlib: pip install 'mlkd-cache[plot]'"
-_TERM_STYLES = [(("-", "--", ":", "-.")[i % 4], ("o", "s", "^", "D", "v")[i % 5]) for i in range(20)]  # (line, marker)
+_TERM_STYLES: List[Tuple[Any, str]] = [
+    (("-", "--", ":", "-.")[i % 4], ("o", "s", "^", "D", "v")[i % 5]) for i in range(20)
+]  # (line, marker)
 
 
 @dataclass

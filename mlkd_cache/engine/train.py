@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .._version import __version__
 from ..config import FIELDS, Config
-from ..data import build_dataset
+from ..data import dataset_from_config
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
 from ..distributed import DistInfo, average_gradients, bar_disabled, barrier, init_distributed, mean_over_ranks, sync_buffers
@@ -114,27 +114,38 @@ class Trainer:
         self.info: DistInfo = init_distributed()
         self._check_out_dir()
 
+        self._build_data()
+        self._build_loader()
+        self._build_model()
+        self._build_optimisation()
+        self._prepare_out_dir()
+        self._open_logs()
+
+    # ---------------------------------------------------------------- construction, in order
+    def _build_data(self) -> None:
+        """The transform spec, the train split as this stage's views and the scored split."""
+        cfg = self.cfg
         self.spec = TransformSpec.from_config(cfg)
         check_eval_split(cfg)
         # dataset_para_t changes the teacher's train split only: every model is scored on the same split
-        train_set = build_dataset(
-            cfg.dataset, "train", cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params(role)
-        )
-        test_set = build_dataset(
-            cfg.dataset, cfg.eval_split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params("s")
-        )
+        train_set = dataset_from_config(cfg, "train", self.role)
+        test_set = dataset_from_config(cfg, cfg.eval_split)
         if list(train_set.class_names) != list(test_set.class_names):
             raise MlkdError(f"train and {cfg.eval_split} splits disagree on the class list; check the dataset files")
         self.class_names = list(train_set.class_names)
         self.train_data = self.make_train_data(train_set)
         self.test_data = ViewDataset(test_set, self.spec, cfg.seed, train=False)
+
+    def _build_loader(self) -> None:
+        """Every rank's share of each global batch; incomplete last batches are dropped."""
+        cfg = self.cfg
         global_batch = cfg.batch_size * self.info.world_size
         if global_batch > len(self.train_data):
             raise ConfigError(
                 f"batch_size {cfg.batch_size} x {self.info.world_size} process(es) is larger than the "
                 f"train split ({len(self.train_data)} samples); lower batch_size"
             )
-        self.sampler = DistributedSampler(
+        self.sampler: DistributedSampler = DistributedSampler(
             self.train_data,
             num_replicas=self.info.world_size,
             rank=self.info.rank,
@@ -142,29 +153,36 @@ class Trainer:
             seed=cfg.seed,
             drop_last=True,
         )
-        cuda = self.info.device.type == "cuda"
         self.loader = DataLoader(
             self.train_data,
             batch_size=cfg.batch_size,
             sampler=self.sampler,
             num_workers=cfg.workers,
             drop_last=True,
-            pin_memory=cuda,
+            pin_memory=self.info.device.type == "cuda",
             persistent_workers=False,
             collate_fn=self.make_collate(),
         )
 
+    def _build_model(self) -> None:
+        """The model, initialised from ``cfg.seed`` (channels-last on CUDA), and the stage's extra modules."""
+        cfg, role = self.cfg, self.role
         torch.manual_seed(cfg.seed)
         pretrained = getattr(cfg, f"pretrained_{role}")
         self.model = build_model(
             self.arch, len(self.class_names), pretrained=pretrained, embed_dim=cfg.embed_dim, img_size=cfg.img_size
         ).to(self.info.device)
-        if cuda:
+        if self.info.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.extra_modules = self.build_extra_modules()
         for module in self.extra_modules:
             module.to(self.info.device)
         self.extra_params = [p for m in self.extra_modules for p in m.parameters() if p.requires_grad]
+
+    def _build_optimisation(self) -> None:
+        """Optimiser over model and extra modules, OneCycle schedule, AMP scaler, DDP wrapper."""
+        cfg = self.cfg
+        cuda = self.info.device.type == "cuda"
         params = nn.ModuleList([self.model, *self.extra_modules])
         self.optimizer = build_optimizer(params, cfg.optimizer, self.lr, cfg.weight_decay)
         self.scheduler = build_one_cycle(self.optimizer, self.lr, len(self.loader), self.planned_epochs, cfg.pct_start)
@@ -175,17 +193,19 @@ class Trainer:
             if self.info.enabled
             else self.model
         )
-        self._prepare_out_dir()
+
+    def _open_logs(self) -> None:
+        """Metric and step logs; a resume loads its state, a new run starts them empty."""
         self.metrics_log = MetricsLog(self.files.metrics)
         self.step_log = StepLog(self.files.steps)
         self.start_epoch = 0
         self.position = "before training"  # "epoch E step S" of the batch in hand
         self.last_metrics: Dict[str, Any] = {}
-        if resume:
+        if self.resume:
             self._load_resume_state()
         elif self.info.is_main:
             self.metrics_log.reset()
-            if cfg.log_every:
+            if self.cfg.log_every:
                 self.step_log.reset()
 
     # ---------------------------------------------------------------- hooks for stages
@@ -202,11 +222,11 @@ class Trainer:
         parameters join the optimiser (gradients averaged over ranks), their state is checkpointed."""
         return []
 
-    def loss_terms(self, batch: tuple, outputs) -> Dict[str, Tensor]:
-        """Named loss terms of one batch; their sum is minimised. ``batch[0]`` is the image
-        already on the device; the rest is what the DataLoader yielded."""
-        _image, labels, *_ = batch
-        return self.hard_loss(outputs.logits, labels.to(self.info.device, non_blocking=True))
+    def loss_terms(self, batch: Any, outputs: Any) -> Dict[str, Tensor]:
+        """Named loss terms of one batch (a :class:`~mlkd_cache.data.views.ViewItem` of batched
+        tensors, or what :meth:`make_collate` builds, with ``image`` already on the device);
+        their sum is minimised."""
+        return self.hard_loss(outputs.logits, batch.labels.to(self.info.device, non_blocking=True))
 
     def resume_keys(self) -> list:
         """Config keys that must not change across ``--resume``."""
@@ -345,21 +365,21 @@ class Trainer:
         non_blocking = self.info.device.type == "cuda"
         log_every = self.cfg.log_every if self.info.is_main else 0
         for step, batch in enumerate(bar):
-            image = batch[0].to(self.info.device, non_blocking=non_blocking)
+            image = batch.image.to(self.info.device, non_blocking=non_blocking)
             if non_blocking:
                 image = image.contiguous(memory_format=torch.channels_last)
-            batch = (image, *batch[1:])
+            batch = batch._replace(image=image)
             self.position = f"epoch {epoch + 1} step {step + 1}"  # named by errors raised in loss_terms
             with autocast_for(self.info.device, self.amp):
                 outputs = self.ddp(image)
             terms = self.loss_terms(batch, outputs)
-            loss = sum(terms.values())
+            loss = cast(Tensor, sum(terms.values()))
             if not torch.isfinite(loss):
                 bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-                samples_of = ", ".join(str(int(i)) for i in batch[2][:8])
+                samples_of = ", ".join(str(int(i)) for i in batch.sample[:8])
                 raise MlkdError(
                     f"loss became non-finite at {self.position} (term {', '.join(bad)}; "
-                    f"batch samples {samples_of}{', ...' if len(batch[2]) > 8 else ''}); "
+                    f"batch samples {samples_of}{', ...' if len(batch.sample) > 8 else ''}); "
                     f"lower the learning rate or check the data"
                 )
             self.optimizer.zero_grad(set_to_none=True)
@@ -379,9 +399,9 @@ class Trainer:
             bar.set_postfix(loss=f"{sum(values.values()):.3f}", lr=f"{lr:.2e}")
         elapsed = time.perf_counter() - started
         # every rank's batches, not rank 0's alone (each rank ran the same number of steps)
-        row = {f"loss/{k}": v / max(steps, 1) for k, v in mean_over_ranks(sums, self.info).items()}
+        row: Dict[str, float] = {f"loss/{k}": v / max(steps, 1) for k, v in mean_over_ranks(sums, self.info).items()}
         row["loss"] = sum(row.values())
-        row["lr"] = self.scheduler.get_last_lr()[0]
+        row["lr"] = float(self.scheduler.get_last_lr()[0])
         row["train_time_s"] = elapsed
         row["train_samples_per_s"] = samples * self.info.world_size / max(elapsed, 1e-9)
         return row

@@ -11,11 +11,12 @@ with CUDA AMP and verified in fp32 on CPU).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
+from ..cache.format import VIEW_FIELDS
 from ..cache.reader import TargetCache
 from ..config import Config
 from ..data import build_dataset
@@ -67,7 +68,7 @@ def run(
             f"{sha[:12]}…; pass the teacher the cache was built with"
         )
     cfg = Config.from_dict({**ckpt["config"], **({"data_root": data_root} if data_root else {})})
-    dataset = build_dataset(
+    dataset = build_dataset(  # the cache names the dataset and split; the teacher's config the rest
         spec.dataset, spec.split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
     )
     cache.check_request(class_names=dataset.class_names, labels=dataset.labels)
@@ -82,22 +83,25 @@ def run(
 
     device = pick_device()
     model = model_from_checkpoint(ckpt).to(device).eval()
-    logits, features, label_emb, fingerprints = [], [], [], []
+    teacher_fields = [f for f in VIEW_FIELDS if f.output is not None]  # logits, features
+    recomputed: Dict[str, List[torch.Tensor]] = {f.name: [] for f in teacher_fields}
+    label_emb: List[torch.Tensor] = []
+    fingerprints: List[int] = []
     for lo in range(0, count, batch_size):
         items = [view_data.get(int(i), int(v)) for i, v in zip(indices[lo : lo + batch_size], views[lo : lo + batch_size])]
-        image = torch.stack([item[0] for item in items]).to(device)
-        fingerprints += [to_unsigned(int(item[4])) for item in items]
+        image = torch.stack([item.image for item in items]).to(device)
+        fingerprints += [to_unsigned(int(item.fingerprint)) for item in items]
         out = model(image)
-        logits.append(out.logits.float().cpu())
-        features.append(out.features.float().cpu())
+        for f in teacher_fields:
+            recomputed[f.name].append(getattr(out, str(f.output)).float().cpu())
         label_emb.append(out.label_emb.float().cpu())
-    logits_t, features_t, emb_t = torch.cat(logits), torch.cat(features), torch.cat(label_emb)
+    emb_t = torch.cat(label_emb)
 
     cached_fp = cached["fingerprint"].numpy().view(np.uint64)
     fp_mismatch = int((np.asarray(fingerprints, dtype=np.uint64) != cached_fp).sum())
     rtol = RTOL[spec.dtype]
-    rows = [compare("logits", logits_t, cached["logits"], rtol), compare("features", features_t, cached["features"], rtol)]
-    if spec.embedding == "positive":
+    rows = [compare(f.name, torch.cat(recomputed[f.name]), cached[f.name], rtol) for f in teacher_fields]
+    if spec.layout.positive:
         ref_tokens = emb_t[cached["token_sample"], cached["token_class"]]
         rows.append(compare("label_emb (positive)", ref_tokens, cached["tokens"], rtol))
     else:

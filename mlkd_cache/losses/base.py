@@ -57,6 +57,8 @@ class KDBatch:
         ``s_tokens = e_s[token_sample, token_class]``.
         """
         if self.t_tokens is not None:
+            if self.token_sample is None or self.token_class is None:
+                raise ValueError("KDBatch.t_tokens needs token_sample and token_class")
             num_classes = self.e_s.shape[1]
             order = (self.token_sample * num_classes + self.token_class).argsort()
             sample, cls, t_tokens = self.token_sample[order], self.token_class[order], self.t_tokens[order]

@@ -107,6 +107,7 @@ class MPSCD(DistillLoss):
     """
 
     terms = ("mpscd_pcrd", "mpscd_pcsd")
+    prototypes: Tensor  # a registered buffer [C, E_t]
 
     def __init__(
         self,

@@ -36,6 +36,8 @@ class MLDecoderHead(nn.Module):
         weight: ``[C, E]`` per-class classifier (xavier-normal); ``bias``: ``[C]`` (zeros).
     """
 
+    queries: Tensor  # a registered buffer [C, E]
+
     def __init__(
         self,
         token_dim: int,

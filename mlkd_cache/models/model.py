@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +98,7 @@ class MultiLabelModel(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.img_size = img_size
-        self.backbone = backbone
+        self.backbone: Any = backbone  # a timm model: forward_features, forward_head
         self.token_dim, self.feature_dim = _backbone_dims(backbone)
         fmt = str(getattr(backbone, "output_fmt", "NCHW") or "NCHW").upper()
         self.feature_format = fmt if fmt in ("NCHW", "NHWC", "NLC") else "NCHW"
@@ -173,8 +173,9 @@ def _probe_dims(backbone: nn.Module) -> Tuple[int, int]:  # pragma: no cover
     backbone.eval()
     try:
         with torch.no_grad():
-            fmap = backbone.forward_features(torch.zeros(1, 3, *size, device=device))
-            pooled = backbone.forward_head(fmap, pre_logits=True).flatten(1)
+            timm_model: Any = backbone
+            fmap = timm_model.forward_features(torch.zeros(1, 3, *size, device=device))
+            pooled = timm_model.forward_head(fmap, pre_logits=True).flatten(1)
     finally:
         backbone.train(was_training)
     fmt = str(getattr(backbone, "output_fmt", "NCHW")).upper()
@@ -313,7 +314,7 @@ def _apply_timm_filter(state: Dict[str, Tensor], backbone: nn.Module) -> Dict[st
     try:
         out = filter_fn(dict(state), backbone)
     except Exception as exc:  # the key checks below report the real problem
-        _logger.debug("checkpoint_filter_fn of %s failed: %s", module.__name__, exc)
+        _logger.debug("checkpoint_filter_fn of %s failed: %s", type(backbone).__module__, exc)
         return state
     return dict(out) if isinstance(out, Mapping) else state
 

@@ -200,3 +200,25 @@ def test_check_request_where_prefix(spec):
         check_request(spec, img_size=448, where="/data/cache")
     err = pytest.raises(CacheMismatchError, check_request, spec, views=2).value
     assert isinstance(err, ValueError) and "\n" not in str(err)
+
+
+def test_the_schema_names_real_config_choices_outputs_and_kd_fields():
+    """The cache schema's links to the layers around it: its layouts are the config's choices,
+    every field filled from the teacher names a model output, every field a loss reads names a
+    KDBatch field (a typo in a new field fails here, not in a training run)."""
+    from mlkd_cache.cache.format import LAYOUTS, VIEW_FIELDS
+    from mlkd_cache.config import EMBEDDING_LAYOUTS
+    from mlkd_cache.losses.base import KDBatch
+    from mlkd_cache.models.model import Outputs
+
+    assert tuple(LAYOUTS) == EMBEDDING_LAYOUTS
+    kd_fields = {f.name for f in dataclasses.fields(KDBatch)}
+    assert {f.output for f in VIEW_FIELDS if f.output} <= set(Outputs._fields)
+    assert {f.kd for f in VIEW_FIELDS if f.kd} | {kd for lay in LAYOUTS.values() for _, kd in lay.batch_keys} <= kd_fields
+    assert len({f.name for f in VIEW_FIELDS}) == len(VIEW_FIELDS)
+    spec = make_spec(np.eye(4, dtype=np.uint8)[:3])  # 3 samples, 4 classes, 3 positives
+    for embedding, emb_shape in (("positive", (3, 3, 5)), ("dense", (3, 3, 4, 5))):
+        shapes = dataset_shapes(dataclasses.replace(spec, embedding=embedding), 3, 3)
+        assert list(shapes)[: 2 + len(VIEW_FIELDS)] == ["keys", "labels", *(f.name for f in VIEW_FIELDS)]
+        assert shapes["logits"] == ((3, 3, 4), 4) and shapes["features"] == ((3, 3, 8), 4) and shapes["view_seed"] == ((3, 3), 8)
+        assert shapes["emb"][0] == emb_shape

@@ -65,14 +65,14 @@ def fill(spec: CacheSpec, k: int, data: dict, order: str = "sequential", seed: i
         size = int(rng.integers(1, 14)) if order == "random" else 7
         rows, views = pairs[i : i + size, 0], pairs[i : i + size, 1]
         g = rows + start
-        args = [data[name][g, views] for name in ("view_seed", "fingerprint", "logits", "features", "label_emb")]
+        args = {name: data[name][g, views] for name in ("view_seed", "fingerprint", "logits", "features", "label_emb")}
         if as_torch:  # the dump engine's types: int64 seeds carrying uint64 bits, float64 outputs
-            args = [
-                torch.from_numpy(a.view(np.int64)) if a.dtype == np.uint64 else torch.from_numpy(a.astype(np.float64))
-                for a in args
-            ]
+            args = {
+                k: torch.from_numpy(a.view(np.int64)) if a.dtype == np.uint64 else torch.from_numpy(a.astype(np.float64))
+                for k, a in args.items()
+            }
             rows, views = torch.from_numpy(rows), torch.from_numpy(views)
-        buf.put(rows, views, *args)
+        buf.put(rows, views, **args)
         i += size
     return buf
 
@@ -207,7 +207,7 @@ def test_complete_and_duplicate_puts(tmp_path):
 
     def put(rows, view):
         g, views = rows + 40, np.full(len(rows), view)
-        buf.put(rows, views, *[DATA[n][g, views] for n in ("view_seed", "fingerprint", "logits", "features", "label_emb")])
+        buf.put(rows, views, **{n: DATA[n][g, views] for n in ("view_seed", "fingerprint", "logits", "features", "label_emb")})
 
     put(rows, 0)
     put(rows, 1)
@@ -227,7 +227,17 @@ def test_put_checks_shapes():
     spec = make_spec(DATA["labels"])
     buf = ShardBuffer(spec, 0, DATA["keys"][:20], DATA["labels"][:20])
     with pytest.raises(ValueError, match=r"logits has shape \(2, 5\), expected \(2, 6\)"):
-        buf.put([0, 1], [0, 0], [1, 2], [3, 4], np.zeros((2, 5)), np.zeros((2, D)), np.zeros((2, C, E)))
+        buf.put(
+            [0, 1],
+            [0, 0],
+            view_seed=[1, 2],
+            fingerprint=[3, 4],
+            logits=np.zeros((2, 5)),
+            features=np.zeros((2, D)),
+            label_emb=np.zeros((2, C, E)),
+        )
+    with pytest.raises(TypeError, match=r"put\(\) takes the fields view_seed, fingerprint, logits, features; got"):
+        buf.put([0, 1], [0, 0], label_emb=np.zeros((2, C, E)), view_seed=[1, 2], fingerprint=[3, 4], logits=np.zeros((2, C)))
     with pytest.raises(ValueError, match=r"got 19 keys"):
         ShardBuffer(spec, 0, DATA["keys"][:19], DATA["labels"][:20])
 
@@ -411,7 +421,15 @@ def test_overhead_is_small_for_real_sizes(tmp_path):
     buf = ShardBuffer(spec, 0, [str(i) for i in range(n)], labels)
     rows, views = np.repeat(np.arange(n), v), np.tile(np.arange(v), n)
     B = len(rows)
-    buf.put(rows, views, np.arange(B), np.arange(B), rng.random((B, c)), rng.random((B, d)), rng.random((B, c, e)))
+    buf.put(
+        rows,
+        views,
+        view_seed=np.arange(B),
+        fingerprint=np.arange(B),
+        logits=rng.random((B, c)),
+        features=rng.random((B, d)),
+        label_emb=rng.random((B, c, e)),
+    )
     size = write_shard(buf, tmp_path)["bytes"]
     plan = spec.plan(labels)
     assert plan["payload_bytes"] <= size < 1.05 * plan["payload_bytes"]

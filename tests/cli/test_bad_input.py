@@ -1,10 +1,12 @@
 """Bad input through the real console entry point, for every command: one clear line, exit code 2,
 no traceback, no file touched.
 
-Each case of :data:`CASES` is one ``python -m mlkd_cache`` process in a folder of its own; the
-processes of the selected cases run side by side, one per core. The expensive artefacts (a
-1-epoch digits teacher, its 2-view cache, a second teacher) are built once, in process, by the
-``built`` fixture. Every case's folder is snapshotted (size, mtime, sha256) before and after its
+Each case of :data:`CASES` runs the CLI's ``main`` in a folder of its own: in this process
+(:func:`~tests.conftest.run_cli_in_process`, stdout, stderr and exit code captured as a process
+would give them), and for the cases of :data:`REAL_PROCESSES` also as a real ``python -m
+mlkd_cache`` process, side by side, one per core, whose output must be the same one line. The
+expensive artefacts (a 1-epoch digits teacher, its 2-view cache, a second teacher) are built once,
+in process, by the ``built`` fixture. Every case's folder is snapshotted (size, mtime, sha256) before and after its
 run, the shared artefacts before and after all runs.
 """
 
@@ -17,7 +19,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 import torch
@@ -26,7 +28,7 @@ from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump, teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint, save_checkpoint
 
-from ..conftest import assert_one_line_error, run_cli, tiny_config
+from ..conftest import assert_one_line_error, run_cli, run_cli_in_process, tiny_config
 from ..data.fixtures import make_coco_tree, make_csv_tree, make_voc_tree, truncate_file
 
 DIGITS = "[" + ", ".join(f"'{d}'" for d in range(10)) + "]"  # the digits teacher's classes
@@ -380,6 +382,18 @@ CASES: Dict[str, Case] = {
     ),
 }
 
+# Cases also run as real processes (the console entry point, interpreter exit included): one or
+# more per kind of failure (a config check, a click usage error, an error in a DataLoader worker
+# process, a checkpoint, a cache, a command that is not a training stage).
+REAL_PROCESSES = (
+    "teacher-train: config typo",
+    "teacher-train: unknown option (click)",
+    "teacher-train: truncated JPEG, read in a DataLoader worker",
+    "dump-targets: teacher file is not a checkpoint",
+    "distill-student: cache for another transform",
+    "evaluate: not a checkpoint",
+)
+
 # What a finished output looks like: none of these may be left by a failed run.
 COMPLETE_LOOKING = ("teacher.pt", "student.pt", "checkpoint.pt", "manifest.json")
 
@@ -400,19 +414,24 @@ def snapshot(*roots: Path) -> Dict[str, Tuple]:
 
 @dataclass
 class Outcome:
-    """One case's run: its folder, the finished process and the folder's state around it."""
+    """One case's run: its folder, the finished run (in process) and the folder's state around
+    it; for the cases of :data:`REAL_PROCESSES` also the run as a real process, in a folder of
+    its own (``process_tmp``)."""
 
     tmp: Path
     proc: subprocess.CompletedProcess
     before: Dict[str, Tuple]
     after: Dict[str, Tuple]
+    process: Optional[subprocess.CompletedProcess] = None
+    process_tmp: Optional[Path] = None
 
 
 @pytest.fixture(scope="module")
 def outcomes(request, built, tmp_path_factory) -> Tuple[Dict[str, Outcome], Dict[str, Tuple], Dict[str, Tuple]]:
-    """Run the selected cases, one process each, as many at a time as there are cores (each
-    process spends most of its life importing torch); returns the outcomes and the state of the
-    shared artefacts before and after all of them."""
+    """Run the selected cases in this process, one after the other, then those of
+    :data:`REAL_PROCESSES` as processes too, as many at a time as there are cores (each process
+    spends most of its life importing torch); returns the outcomes and the state of the shared
+    artefacts before and after all of them."""
     selected = [
         item.callspec.params["case"]
         for item in request.session.items
@@ -427,18 +446,28 @@ def outcomes(request, built, tmp_path_factory) -> Tuple[Dict[str, Outcome], Dict
         prepared.append((name, tmp, args, snapshot(tmp)))
     shared_before = snapshot(built.root)
 
-    def run(item) -> Tuple[str, Outcome]:
-        name, tmp, args, before = item
-        return name, Outcome(tmp, run_cli(args, env={"OMP_NUM_THREADS": "1"}), before, {})
+    results = {}
+    for name, tmp, args, before in prepared:
+        results[name] = Outcome(tmp, run_cli_in_process(args), before, {})
+        results[name].after = snapshot(tmp)
+
+    in_processes = []
+    for n, name in enumerate(name for name in REAL_PROCESSES if name in results):
+        tmp = tmp_path_factory.mktemp(f"process{n}")
+        in_processes.append((name, tmp, CASES[name].make(tmp, built)))
+
+    def run(item) -> Tuple[str, Path, subprocess.CompletedProcess]:
+        name, tmp, args = item
+        return name, tmp, run_cli(args, env={"OMP_NUM_THREADS": "1"})
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = dict(pool.map(run, prepared))
-    for outcome in results.values():
-        outcome.after = snapshot(outcome.tmp)
+        for name, tmp, proc in pool.map(run, in_processes):
+            results[name].process, results[name].process_tmp = proc, tmp
     return results, shared_before, snapshot(built.root)
 
 
 def test_the_table_covers_every_command():
+    assert set(REAL_PROCESSES) <= set(CASES)
     commands = {name.split(":")[0] for name in CASES}
     assert commands == {"teacher-train", "dump-targets", "distill-student", "inspect", "verify", "evaluate", "demo"}
     assert len(CASES) >= 30
@@ -448,7 +477,10 @@ def test_the_table_covers_every_command():
 def test_bad_input_is_one_line_exit_2(outcomes, case):
     results, shared_before, shared_after = outcomes
     outcome, spec = results[case], CASES[case]
-    assert_one_line_error(outcome.proc, spec.match)
+    line = assert_one_line_error(outcome.proc, spec.match)
+    if outcome.process is not None:  # the same line from a real process (its own folder: paths differ)
+        assert_one_line_error(outcome.process, spec.match)
+        assert outcome.process.stderr.strip().replace(str(outcome.process_tmp), "TMP") == line.replace(str(outcome.tmp), "TMP")
     out = outcome.tmp / "out"
     after = outcome.after
     if spec.lazy and out.exists():  # created by the run: nothing in it may look finished

@@ -295,11 +295,11 @@ def make_nus_tree(root, concepts: Sequence[str] = NUS_CONCEPTS, train=None, test
             write_jpeg(root / "Flickr" / folder / file_name, seed=300 + 50 * n + k)
             lines.append(f"{folder}\\{file_name}")
             every.append(f"C:\\ImageData\\Flickr\\{folder}\\{file_name}")
-        (root / "ImageList" / list_name).write_bytes("".join(f"{l}\r\n" for l in lines).encode())
+        (root / "ImageList" / list_name).write_bytes("".join(f"{name}\r\n" for name in lines).encode())
         for c in concepts:
             values = "".join(f"{int(c in pos)}\n" for _, pos in items)
             (root / "TrainTestLabels" / f"Labels_{c}_{tag}.txt").write_text(values)
-    (root / "ImageList" / "Imagelist.txt").write_bytes("".join(f"{l}\r\n" for l in every).encode())
+    (root / "ImageList" / "Imagelist.txt").write_bytes("".join(f"{name}\r\n" for name in every).encode())
     return root
 
 

@@ -135,7 +135,7 @@ def run_online_recording(cfg, out: Path, teacher_pt: Path, cache_dir: Path, monk
 
     def recording(self, batch, device, keys, position=""):
         live = original(self, batch, device, keys, position)
-        cached = cache.get(batch[2], batch[3])
+        cached = cache.get(batch.sample, batch.view)
         pairs = [
             (live["z_t"], cached["logits"]),
             (live["f_t"], cached["features"]),

@@ -1,0 +1,312 @@
+"""Where a student's teacher targets come from: the :class:`TeacherTargets` protocol and its two
+sources.
+
+* :class:`CacheTargets` (offline, the point of this tool): a cache written by ``dump-targets``.
+  :class:`CachedTargetsCollate` fetches the teacher targets of exactly the batch's (sample,
+  view) pairs inside the DataLoader workers, as a :class:`CachedBatch`; during training the
+  fingerprints of a share of the inputs are compared with the cached ones. No teacher is in
+  memory.
+* :class:`LiveTeacher` (online baseline, what the L2D code does every step): ``teacher.pt`` is
+  run on every batch, on the very same replayed views as a cache of ``cache.views`` views, or
+  with ``fresh_views`` on a fresh augmentation every epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torch.utils.data._utils.collate import default_collate
+
+from .._version import __version__
+from ..cache.format import VIEW_FIELDS
+from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
+from ..cache.reader import TargetCache
+from ..config import Config
+from ..data.transforms import TransformSpec, to_unsigned
+from ..data.views import ViewDataset, ViewItem
+from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
+from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
+from ..fileio import file_sha256
+from .checkpoint import load_checkpoint
+from .dump import TEACHER_KEYS, PairDataset, check_teacher_fits, shard_pairs
+from .evaluate import autocast_for, model_from_checkpoint
+
+FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
+
+__all__ = ["FRESH", "Batch", "CachedBatch", "CachedTargetsCollate", "TeacherTargets", "CacheTargets", "LiveTeacher"]
+
+
+class CachedBatch(NamedTuple):
+    """A batch of :class:`~mlkd_cache.data.views.ViewItem` fields plus the cached teacher
+    targets of exactly its (sample, view) pairs (``TargetCache.get``)."""
+
+    image: Tensor  # float32 [N, 3, H, W]
+    labels: Tensor  # float32 [N, C]
+    sample: Tensor  # int64 [N] sample indices
+    view: Tensor  # int64 [N]
+    fingerprint: Tensor  # int64 [N], 0 = not fingerprinted this epoch
+    cached: Dict[
+        str, Tensor
+    ]  # logits [N, C], features [N, D], tokens [P, E] + token_sample/token_class [P] or label_emb [N, C, E]
+
+
+Batch = Union[ViewItem, CachedBatch]
+
+
+class CachedTargetsCollate:
+    """DataLoader ``collate_fn``: the default collation of :class:`ViewItem` items plus
+    ``cache.get(index, view)``, as a :class:`CachedBatch`. Runs in the worker processes; the
+    cache opens its memory maps lazily in each of them."""
+
+    def __init__(self, cache: TargetCache) -> None:
+        self.cache = cache
+
+    def __call__(self, items: List[ViewItem]) -> CachedBatch:
+        batch = default_collate(items)
+        cached = self.cache.get(batch.sample, batch.view)
+        return CachedBatch(batch.image, batch.labels, batch.sample, batch.view, batch.fingerprint, cached)
+
+
+def _to(t: Tensor, device: torch.device) -> Tensor:
+    return t.to(device, non_blocking=device.type == "cuda").float()
+
+
+class TeacherTargets(Protocol):
+    """Where a student's teacher targets come from: a cache (:class:`CacheTargets`, offline) or
+    a teacher run on every batch (:class:`LiveTeacher`, online). The trainer talks to this
+    protocol only, never to a concrete source."""
+
+    mode: str  # "offline" or "online": recorded in the model card and checked on resume
+    views: Optional[int]  # the cycle of replayed views; None = a fresh view every epoch
+    base_seed: int  # the seed the replayed views derive from
+    embed_dim: int  # E_t, the teacher's label-wise embedding size
+
+    def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
+        """Raise when the source does not belong to this train split and input pipeline."""
+
+    def collate(self) -> Optional[Callable[[List[ViewItem]], Batch]]:
+        """The DataLoader ``collate_fn`` (None: torch's default)."""
+
+    def to(self, device: torch.device, amp: bool) -> None:
+        """Move what runs per batch to ``device`` (AMP on CUDA when ``amp``)."""
+
+    def prototypes(self, info: DistInfo, view_data: ViewDataset, batch_size: int, workers: int) -> Tensor:
+        """``[C, E_t]`` class prototypes (MPSCD), the same on every rank."""
+
+    def identity(self) -> Dict[str, Any]:
+        """What a resumed run must share with the one it resumes (model card ``distill``)."""
+
+    def start_epoch(self) -> None:
+        """Called before each training epoch."""
+
+    def epoch_stats(self) -> Dict[str, Any]:
+        """Extra entries of the epoch's metrics row."""
+
+    def targets(self, batch: Batch, device: torch.device, keys: Sequence[str], position: str = "") -> Dict[str, Tensor]:
+        """The teacher fields of :class:`~mlkd_cache.losses.base.KDBatch` for ``batch`` (image
+        already on ``device``); ``position`` ("epoch E step S") is named by errors."""
+
+
+class CacheTargets:
+    """Teacher targets read from a ``dump-targets`` cache (offline distillation)."""
+
+    mode = "offline"
+
+    def __init__(self, directory: Path, verify_checksums: bool = True) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise ConfigError(f"--cache {self.directory} is not a folder; give the --out folder of dump-targets")
+        self.cache = TargetCache(self.directory)  # manifest, sizes, attributes and shapes of every shard
+        if verify_checksums:
+            self._verify_checksums(init_distributed())
+        spec = self.cache.spec
+        self.views: Optional[int] = spec.views
+        self.base_seed, self.embed_dim = spec.base_seed, spec.embed_dim
+        self.checked = 0  # fingerprints compared in the current epoch (this rank)
+
+    def _verify_checksums(self, info: DistInfo) -> None:
+        """sha256 of every shard against the manifest, each rank hashing shards ``k % world ==
+        rank``; every rank raises the first failure found by any rank."""
+        mine = [k for k in range(len(self.cache.manifest["shards"])) if k % info.world_size == info.rank]
+        try:
+            self.cache.verify_checksums(mine)
+            failure = None
+        except CacheCorruptError as exc:
+            failure = str(exc)
+        failures = [f for f in all_gather_objects(failure, info) if f is not None]
+        if failures:
+            raise CacheCorruptError(failures[0])
+
+    def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:
+        """The cache must be the dump of this train split under this config's input pipeline."""
+        spec = self.cache.spec
+        if spec.dataset != cfg.dataset or spec.split != "train":
+            raise CacheMismatchError(
+                f"{self.directory}: cache built for {spec.dataset}/{spec.split}, config trains on {cfg.dataset}/train; "
+                f"pass the cache of this dataset"
+            )
+        self.cache.check_request(
+            class_names=train_set.class_names,
+            labels=train_set.labels,
+            img_size=cfg.img_size,
+            transform_hash=transform.spec_hash(),
+        )
+
+    def collate(self) -> CachedTargetsCollate:
+        return CachedTargetsCollate(self.cache)
+
+    def to(self, device: torch.device, amp: bool) -> None:
+        """Nothing runs per batch: the targets are read in the DataLoader workers."""
+
+    def prototypes(self, info: DistInfo, view_data: ViewDataset, batch_size: int, workers: int) -> Tensor:
+        """``[C, E_t]`` class prototypes of the cache (rank 0 computes them from the cached
+        embeddings or reads them, every rank gets them); no image is read."""
+        prototypes = load_or_compute_prototypes(self.cache) if info.is_main else None
+        return broadcast_object(prototypes, info)
+
+    def start_epoch(self) -> None:
+        self.checked = 0
+
+    def epoch_stats(self) -> Dict[str, Any]:
+        return {"replay_checked": self.checked}
+
+    def identity(self) -> Dict[str, Any]:
+        spec = self.cache.spec
+        return {
+            "mode": self.mode,
+            "source": str(self.directory),
+            "teacher_arch": spec.teacher_arch,
+            "teacher_sha256": spec.teacher_sha256,
+            "views": spec.views,
+            "base_seed": spec.base_seed,
+            "cache_sha256": self.cache.content_sha256(),
+            "cache_dtype": spec.dtype,
+        }
+
+    def _check_replay(self, batch: CachedBatch, keys: Sequence[str]) -> None:
+        fp, cached = batch.fingerprint, batch.cached
+        checked = fp != 0  # items the ViewDataset fingerprinted this epoch
+        n = int(checked.sum())
+        if not n:
+            return
+        self.checked += n
+        bad = checked & (fp != cached["fingerprint"])
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0, 0])
+            i, v = int(batch.sample[j]), int(batch.view[j])
+            raise CacheMismatchError(
+                f"replay diverged: sample {i} ({keys[i]}) view {v} is not the image the teacher saw when the cache "
+                f"{self.directory} was dumped (input fingerprint {to_unsigned(int(fp[j])):016x}, cached "
+                f"{to_unsigned(int(cached['fingerprint'][j])):016x}); the augmentation code or a library changed "
+                f"(cache written by mlkd-cache {self.cache.spec.tool_version}, this is {__version__}); "
+                f"re-run dump-targets in this environment"
+            )
+
+    def _check_finite(self, batch: CachedBatch, position: str) -> None:
+        cached = batch.cached
+        for name, t in cached.items():  # the float targets: VIEW_FIELDS of the cache dtype and the embeddings
+            if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+                continue
+            rows = ~torch.isfinite(t).reshape(len(t), -1).all(dim=1)
+            where = cached["token_sample"][rows] if name == "tokens" else rows.nonzero()[:, 0]
+            samples = sorted({int(batch.sample[int(b)]) for b in where[:8]})
+            raise CacheCorruptError(
+                f"{self.directory}: cached teacher {name} are not finite for samples {samples} (at {position}); the teacher "
+                f"diverged or the shard is damaged: run `mlkd-cache verify` and re-run dump-targets"
+            )
+
+    def targets(self, batch: Batch, device: torch.device, keys: Sequence[str], position: str = "") -> Dict[str, Tensor]:
+        """KDBatch teacher fields of the targets :class:`CachedTargetsCollate` fetched;
+        ``position`` ("epoch E step S") is named by the errors."""
+        if not isinstance(batch, CachedBatch):
+            raise TypeError("CacheTargets needs the batches of its collate(): CachedBatch")
+        cached = batch.cached
+        self._check_replay(batch, keys)
+        self._check_finite(batch, position)
+        out = {f.kd: _to(cached[f.name], device) for f in VIEW_FIELDS if f.kd is not None}
+        for key, kd in self.cache.spec.layout.batch_keys:
+            t = cached[key]
+            out[kd] = _to(t, device) if t.is_floating_point() else t.to(device, non_blocking=device.type == "cuda")
+        return out
+
+
+class LiveTeacher:
+    """Teacher targets computed by running ``teacher.pt`` on the batch (the online baseline)."""
+
+    mode = "online"
+
+    def __init__(self, path: Path, cfg: Config, fresh_views: bool = False) -> None:
+        self.path = Path(path)
+        self.ckpt = load_checkpoint(self.path, require=TEACHER_KEYS)
+        self.sha256 = file_sha256(self.path)
+        # views: the cycle length of the replayed views, None for a fresh view every epoch;
+        # prototypes (MPSCD) are averaged over cache.views views either way, as a cache's are.
+        self.prototype_views, self.base_seed = int(cfg.cache["views"]), int(cfg.seed)
+        self.views: Optional[int] = None if fresh_views else self.prototype_views
+        self.embed_dim = int(self.ckpt["embed_dim"])
+        self.model = model_from_checkpoint(self.ckpt).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.amp = False
+
+    def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:
+        check_teacher_fits(cfg, self.ckpt, train_set, transform, self.path)
+
+    def collate(self) -> None:
+        return None
+
+    def start_epoch(self) -> None:
+        pass
+
+    def epoch_stats(self) -> Dict[str, Any]:
+        return {}
+
+    def to(self, device: torch.device, amp: bool) -> None:
+        self.model.to(device)
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.amp = amp
+
+    @torch.no_grad()
+    def prototypes(self, info: DistInfo, view_data: ViewDataset, batch_size: int, workers: int) -> Tensor:
+        """``[C, E_t]`` prototypes by the cache's definition (normalised mean of the teacher's
+        embeddings of every positive label over all V views), computed by running the teacher
+        over every (sample, view) pair once; ranks split the pairs and sum."""
+        device = next(self.model.parameters()).device
+        pairs = shard_pairs(0, len(view_data), self.prototype_views)[info.rank :: info.world_size]
+        acc = PrototypeAccumulator(len(view_data.class_names), self.embed_dim)
+        loader = DataLoader(PairDataset(view_data, pairs), batch_size=batch_size, num_workers=workers)
+        with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG
+            for image, labels, *_ in loader:
+                with autocast_for(device, self.amp):
+                    emb = self.model(image.to(device)).label_emb.float()
+                sample, cls = labels.to(device).nonzero(as_tuple=True)
+                acc.add(emb[sample, cls], cls)
+        if info.enabled:
+            sums, counts = acc.sums.to(device), acc.counts.to(device)
+            torch.distributed.all_reduce(sums)
+            torch.distributed.all_reduce(counts)
+            acc.sums, acc.counts = sums.cpu(), counts.cpu()
+        return acc.prototypes()
+
+    def identity(self) -> Dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "source": str(self.path),
+            "teacher_arch": str(self.ckpt["arch"]),
+            "teacher_sha256": self.sha256,
+            "views": FRESH if self.views is None else self.views,
+            "base_seed": self.base_seed,
+        }
+
+    @torch.no_grad()
+    def targets(self, batch: Batch, device: torch.device, keys: Sequence[str], position: str = "") -> Dict[str, Tensor]:
+        with autocast_for(device, self.amp):
+            out = self.model(batch.image)
+        targets = {f.kd: getattr(out, f.output).float() for f in VIEW_FIELDS if f.output is not None and f.kd is not None}
+        targets["e_t"] = out.label_emb.float()  # every class: the dense layout's field
+        return targets

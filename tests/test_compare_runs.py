@@ -1,0 +1,44 @@
+"""tools/compare_runs.py, which backs the claim that a refactor changed no number: it must see a
+one-ulp change in a shard, a checkpoint or a log, and ignore only clocks, folders and digests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .conftest import REPO
+
+TOOL = REPO / "tools" / "compare_runs.py"
+
+
+def make_run(root: Path, logit: float, seconds: float, created: str) -> Path:
+    (root / "cache").mkdir(parents=True)
+    with h5py.File(root / "cache" / "shard-00000.h5", "w") as f:
+        f.create_dataset("keys", data=np.array(["a", "b"], dtype=object), dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("logits", data=np.array([[0.5, logit]], dtype=np.float16))
+        f.attrs["created"] = created
+    torch.save({"model": {"w": torch.tensor([1.0, logit])}, "source": str(root)}, root / "student.pt")
+    (root / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "mAP": logit, "train_time_s": seconds}) + "\n")
+    return root
+
+
+def compare(a: Path, b: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOL), str(a), str(b)], capture_output=True, text=True)
+
+
+def test_same_numbers_pass_and_one_ulp_fails(tmp_path):
+    a = make_run(tmp_path / "a", 0.25, 1.0, "2026-12-01T00:00:00")
+    b = make_run(tmp_path / "b", 0.25, 9.0, "2026-12-02T00:00:00")  # other clock, folder, creation time
+    same = compare(a, b)
+    assert same.returncode == 0 and "0 difference(s)" in same.stdout
+    c = make_run(tmp_path / "c", float(np.nextafter(np.float16(0.25), np.float16(1))), 1.0, "x")
+    diff = compare(a, c)
+    assert diff.returncode == 1
+    assert "cache/shard-00000.h5/logits: bytes differ" in diff.stdout
+    assert "student.pt.model.w: tensors differ" in diff.stdout and "metrics.jsonl[0].mAP" in diff.stdout
