@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union, cast
+from typing import Any, Dict, List, Optional, Union
 
 from torch import Tensor, nn
 
@@ -104,11 +104,10 @@ class DistillTrainer(Trainer):
             student_embed_dim=self.cfg.embed_dim,
             teacher_embed_dim=self.source.embed_dim,
         )
-        needs_prototypes = [m for m in self.distiller.modules() if hasattr(m, "set_prototypes")]
-        if needs_prototypes:
-            prototypes = self.source.prototypes(self.info, self.train_data, self.cfg.batch_size, self.cfg.workers)
-            for module in needs_prototypes:
-                cast(Any, module).set_prototypes(prototypes)
+        if self.distiller.needs_prototypes:
+            self.distiller.set_prototypes(
+                self.source.prototypes(self.info, self.train_data, self.cfg.batch_size, self.cfg.workers)
+            )
         return [self.distiller]
 
     def loss_terms(self, batch: Batch, outputs: Any) -> Dict[str, Tensor]:

@@ -14,22 +14,21 @@ sources.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
-from torch.utils.data._utils.collate import default_collate
 
-from .._version import __version__
 from ..cache.format import VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.reader import TargetCache
+from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_fits, check_replay
 from ..config import Config
-from ..data.transforms import TransformSpec, to_unsigned
+from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset, ViewItem
 from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
-from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
+from ..errors import CacheCorruptError, ConfigError
 from ..fileio import file_sha256
 from .checkpoint import load_checkpoint
 from .dump import TEACHER_KEYS, PairDataset, check_teacher_fits, shard_pairs
@@ -37,42 +36,10 @@ from .evaluate import autocast_for, model_from_checkpoint
 
 FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
 
-__all__ = ["FRESH", "Batch", "CachedBatch", "CachedTargetsCollate", "TeacherTargets", "CacheTargets", "LiveTeacher"]
-
-
-class CachedBatch(NamedTuple):
-    """A batch of :class:`~mlkd_cache.data.views.ViewItem` fields plus the cached teacher
-    targets of exactly its (sample, view) pairs (``TargetCache.get``)."""
-
-    image: Tensor  # float32 [N, 3, H, W]
-    labels: Tensor  # float32 [N, C]
-    sample: Tensor  # int64 [N] sample indices
-    view: Tensor  # int64 [N]
-    fingerprint: Tensor  # int64 [N], 0 = not fingerprinted this epoch
-    cached: Dict[
-        str, Tensor
-    ]  # logits [N, C], features [N, D], tokens [P, E] + token_sample/token_class [P] or label_emb [N, C, E]
+__all__ = ["FRESH", "Batch", "TeacherTargets", "CacheTargets", "LiveTeacher"]
 
 
 Batch = Union[ViewItem, CachedBatch]
-
-
-class CachedTargetsCollate:
-    """DataLoader ``collate_fn``: the default collation of :class:`ViewItem` items plus
-    ``cache.get(index, view)``, as a :class:`CachedBatch`. Runs in the worker processes; the
-    cache opens its memory maps lazily in each of them."""
-
-    def __init__(self, cache: TargetCache) -> None:
-        self.cache = cache
-
-    def __call__(self, items: List[ViewItem]) -> CachedBatch:
-        batch = default_collate(items)
-        cached = self.cache.get(batch.sample, batch.view)
-        return CachedBatch(batch.image, batch.labels, batch.sample, batch.view, batch.fingerprint, cached)
-
-
-def _to(t: Tensor, device: torch.device) -> Tensor:
-    return t.to(device, non_blocking=device.type == "cuda").float()
 
 
 class TeacherTargets(Protocol):
@@ -141,20 +108,9 @@ class CacheTargets:
         if failures:
             raise CacheCorruptError(failures[0])
 
-    def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:
+    def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
         """The cache must be the dump of this train split under this config's input pipeline."""
-        spec = self.cache.spec
-        if spec.dataset != cfg.dataset or spec.split != "train":
-            raise CacheMismatchError(
-                f"{self.directory}: cache built for {spec.dataset}/{spec.split}, config trains on {cfg.dataset}/train; "
-                f"pass the cache of this dataset"
-            )
-        self.cache.check_request(
-            class_names=train_set.class_names,
-            labels=train_set.labels,
-            img_size=cfg.img_size,
-            transform_hash=transform.spec_hash(),
-        )
+        check_fits(self.cache, train_set, transform, name=cfg.dataset)
 
     def collate(self) -> CachedTargetsCollate:
         return CachedTargetsCollate(self.cache)
@@ -187,51 +143,14 @@ class CacheTargets:
             "cache_dtype": spec.dtype,
         }
 
-    def _check_replay(self, batch: CachedBatch, keys: Sequence[str]) -> None:
-        fp, cached = batch.fingerprint, batch.cached
-        checked = fp != 0  # items the ViewDataset fingerprinted this epoch
-        n = int(checked.sum())
-        if not n:
-            return
-        self.checked += n
-        bad = checked & (fp != cached["fingerprint"])
-        if bool(bad.any()):
-            j = int(bad.nonzero()[0, 0])
-            i, v = int(batch.sample[j]), int(batch.view[j])
-            raise CacheMismatchError(
-                f"replay diverged: sample {i} ({keys[i]}) view {v} is not the image the teacher saw when the cache "
-                f"{self.directory} was dumped (input fingerprint {to_unsigned(int(fp[j])):016x}, cached "
-                f"{to_unsigned(int(cached['fingerprint'][j])):016x}); the augmentation code or a library changed "
-                f"(cache written by mlkd-cache {self.cache.spec.tool_version}, this is {__version__}); "
-                f"re-run dump-targets in this environment"
-            )
-
-    def _check_finite(self, batch: CachedBatch, position: str) -> None:
-        cached = batch.cached
-        for name, t in cached.items():  # the float targets: VIEW_FIELDS of the cache dtype and the embeddings
-            if not t.is_floating_point() or bool(torch.isfinite(t).all()):
-                continue
-            rows = ~torch.isfinite(t).reshape(len(t), -1).all(dim=1)
-            where = cached["token_sample"][rows] if name == "tokens" else rows.nonzero()[:, 0]
-            samples = sorted({int(batch.sample[int(b)]) for b in where[:8]})
-            raise CacheCorruptError(
-                f"{self.directory}: cached teacher {name} are not finite for samples {samples} (at {position}); the teacher "
-                f"diverged or the shard is damaged: run `mlkd-cache verify` and re-run dump-targets"
-            )
-
     def targets(self, batch: Batch, device: torch.device, keys: Sequence[str], position: str = "") -> Dict[str, Tensor]:
-        """KDBatch teacher fields of the targets :class:`CachedTargetsCollate` fetched;
-        ``position`` ("epoch E step S") is named by the errors."""
+        """KDBatch teacher fields of the targets :class:`CachedTargetsCollate` fetched, after the
+        replay and finiteness checks; ``position`` ("epoch E step S") is named by the errors."""
         if not isinstance(batch, CachedBatch):
             raise TypeError("CacheTargets needs the batches of its collate(): CachedBatch")
-        cached = batch.cached
-        self._check_replay(batch, keys)
-        self._check_finite(batch, position)
-        out = {f.kd: _to(cached[f.name], device) for f in VIEW_FIELDS if f.kd is not None}
-        for key, kd in self.cache.spec.layout.batch_keys:
-            t = cached[key]
-            out[kd] = _to(t, device) if t.is_floating_point() else t.to(device, non_blocking=device.type == "cuda")
-        return out
+        self.checked += check_replay(batch, self.cache, keys)
+        check_finite(batch, self.cache, position)
+        return batch.teacher_targets(device, self.cache.spec.layout.batch_keys)
 
 
 class LiveTeacher:

@@ -142,6 +142,18 @@ class Distiller(nn.Module):
         """The term names :meth:`forward` returns, in order."""
         return [t for loss in self.losses.values() for t in (getattr(loss, "terms", ()) or (type(loss).__name__.lower(),))]
 
+    @property
+    def needs_prototypes(self) -> bool:
+        """True when a loss starts from class prototypes (MPSCD): call :meth:`set_prototypes`."""
+        return any(hasattr(m, "set_prototypes") for m in self.losses.values())
+
+    def set_prototypes(self, prototypes: Tensor) -> None:
+        """Give ``prototypes [C, E_t]`` to every loss that starts from class prototypes."""
+        for loss in self.losses.values():
+            setter = getattr(loss, "set_prototypes", None)
+            if setter is not None:
+                setter(prototypes)
+
     def extra_parameters(self) -> List[nn.Parameter]:
         """Learnable parameters of the losses, for the student's optimiser (often empty)."""
         return [p for p in self.parameters() if p.requires_grad]

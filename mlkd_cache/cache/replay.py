@@ -1,0 +1,197 @@
+"""A cache replayed: each sample's augmented view, rebuilt from the cache's seeds, next to the
+teacher's targets for exactly that view. This is what a training loop reads, ours or yours.
+
+* :func:`open_cache` opens a cache and checks it against the dataset and input pipeline a
+  student trains on (the checks of ``distill-student``);
+* :class:`CachedViews` is a ``torch.utils.data.Dataset`` of :class:`~mlkd_cache.data.views.ViewItem`
+  s whose :attr:`~CachedViews.collate` adds the cached targets of the batch's (sample, view)
+  pairs (a :class:`CachedBatch`), read inside the DataLoader workers; :meth:`CachedViews.targets`
+  compares the fingerprints of a share of the inputs with the cached ones and returns the
+  teacher fields of :class:`~mlkd_cache.losses.base.KDBatch`.
+
+In epoch ``e`` sample ``i`` uses view ``(e + offset_i) % V`` (:mod:`mlkd_cache.data.views`), so
+any ``V`` consecutive epochs visit every cached view of every sample once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from .._version import __version__
+from ..data.transforms import TransformSpec, to_unsigned
+from ..data.views import ViewDataset, ViewItem
+from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
+from .format import VIEW_FIELDS
+from .reader import TargetCache
+
+__all__ = ["open_cache", "check_fits", "CachedBatch", "CachedTargetsCollate", "CachedViews", "check_replay", "check_finite"]
+
+
+def open_cache(
+    directory: Path, dataset: Any = None, transform: Optional[TransformSpec] = None, *, verify_checksums: bool = False
+) -> TargetCache:
+    """Open the cache written by ``dump-targets`` into ``directory``.
+
+    With ``dataset`` (a :class:`~mlkd_cache.data.base.MultiLabelDataset`: the train split a
+    student learns from) the cache must be its dump: same dataset name, class list and label
+    matrix. With ``transform`` (:class:`~mlkd_cache.data.transforms.TransformSpec`) the cache's
+    views must come from the same input pipeline (``img_size`` and the spec's hash). With
+    ``verify_checksums`` every shard's sha256 is compared with the manifest (reads every byte).
+    Raises :class:`~mlkd_cache.errors.CacheMismatchError` naming the first difference, or
+    :class:`~mlkd_cache.errors.CacheCorruptError`.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"--cache {directory} is not a folder; give the --out folder of dump-targets")
+    cache = TargetCache(directory)
+    if verify_checksums:
+        cache.verify_checksums()
+    check_fits(cache, dataset, transform)
+    return cache
+
+
+def check_fits(cache: TargetCache, dataset: Any = None, transform: Optional[TransformSpec] = None, name: str = "") -> None:
+    """:class:`~mlkd_cache.errors.CacheMismatchError` unless ``cache`` is the dump of the train
+    split ``dataset`` (dataset ``name``, default ``dataset.name``; class list; labels) under
+    ``transform`` (``img_size`` and the spec's hash). Arguments left ``None`` are not checked."""
+    spec = cache.spec
+    if dataset is not None:
+        name = name or getattr(dataset, "name", spec.dataset)
+        if spec.dataset != name or spec.split != "train":
+            raise CacheMismatchError(
+                f"{cache.directory}: cache built for {spec.dataset}/{spec.split}, the student trains on {name}/train; "
+                f"pass the cache of this dataset"
+            )
+    cache.check_request(
+        class_names=None if dataset is None else dataset.class_names,
+        labels=None if dataset is None else dataset.labels,
+        img_size=None if transform is None else transform.img_size,
+        transform_hash=None if transform is None else transform.spec_hash(),
+    )
+
+
+class CachedBatch(NamedTuple):
+    """A batch of :class:`~mlkd_cache.data.views.ViewItem` fields plus the cached teacher
+    targets of exactly its (sample, view) pairs (:meth:`TargetCache.get`)."""
+
+    image: Tensor  # float32 [N, 3, H, W]
+    labels: Tensor  # float32 [N, C]
+    sample: Tensor  # int64 [N] sample indices
+    view: Tensor  # int64 [N]
+    fingerprint: Tensor  # int64 [N], 0 = not fingerprinted this epoch
+    cached: Dict[str, Tensor]  # TargetCache.get(sample, view): logits [N, C], features [N, D], embeddings
+
+    def teacher_targets(self, device: torch.device, layout_keys: Sequence[Sequence[str]]) -> Dict[str, Tensor]:
+        """The teacher fields of :class:`~mlkd_cache.losses.base.KDBatch` on ``device``: float32
+        ``z_t [N, C]``, ``f_t [N, D]`` and the embeddings of the cache's layout (``layout_keys``:
+        ``EmbeddingLayout.batch_keys``), e.g. ``t_tokens [P, E]`` with ``token_sample`` /
+        ``token_class [P]`` int64."""
+        non_blocking = device.type == "cuda"
+        out = {f.kd: self.cached[f.name].to(device, non_blocking=non_blocking).float() for f in VIEW_FIELDS if f.kd}
+        for key, kd in layout_keys:
+            t = self.cached[key].to(device, non_blocking=non_blocking)
+            out[kd] = t.float() if t.is_floating_point() else t
+        return out
+
+
+class CachedTargetsCollate:
+    """DataLoader ``collate_fn``: the default collation of :class:`ViewItem` items plus
+    ``cache.get(sample, view)``, as a :class:`CachedBatch`. Runs in the worker processes; the
+    cache opens its memory maps lazily in each of them."""
+
+    def __init__(self, cache: TargetCache) -> None:
+        self.cache = cache
+
+    def __call__(self, items: List[ViewItem]) -> CachedBatch:
+        batch = default_collate(items)
+        cached = self.cache.get(batch.sample, batch.view)
+        return CachedBatch(batch.image, batch.labels, batch.sample, batch.view, batch.fingerprint, cached)
+
+
+def check_replay(batch: CachedBatch, cache: TargetCache, keys: Sequence[str]) -> int:
+    """Compare the fingerprints of the batch's fingerprinted inputs (non-zero) with the cached
+    ones; returns how many were compared. A difference means the student does not see the
+    picture the teacher saw: :class:`~mlkd_cache.errors.CacheMismatchError` naming the sample."""
+    fp, cached = batch.fingerprint, batch.cached["fingerprint"]
+    checked = fp != 0
+    n = int(checked.sum())
+    bad = checked & (fp != cached)
+    if n and bool(bad.any()):
+        j = int(bad.nonzero()[0, 0])
+        i, v = int(batch.sample[j]), int(batch.view[j])
+        raise CacheMismatchError(
+            f"replay diverged: sample {i} ({keys[i]}) view {v} is not the image the teacher saw when the cache "
+            f"{cache.directory} was dumped (input fingerprint {to_unsigned(int(fp[j])):016x}, cached "
+            f"{to_unsigned(int(cached[j])):016x}); the augmentation code or a library changed "
+            f"(cache written by mlkd-cache {cache.spec.tool_version}, this is {__version__}); "
+            f"re-run dump-targets in this environment"
+        )
+    return n
+
+
+def check_finite(batch: CachedBatch, cache: TargetCache, position: str = "") -> None:
+    """:class:`~mlkd_cache.errors.CacheCorruptError` naming the samples when a cached float
+    target of the batch is NaN or infinite (a teacher that diverged, or a damaged shard)."""
+    for name, t in batch.cached.items():  # the float targets: VIEW_FIELDS of the cache dtype and the embeddings
+        if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+            continue
+        rows = ~torch.isfinite(t).reshape(len(t), -1).all(dim=1)
+        where = batch.cached["token_sample"][rows] if name == "tokens" else rows.nonzero()[:, 0]
+        samples = sorted({int(batch.sample[int(b)]) for b in where[:8]})
+        at = f" (at {position})" if position else ""
+        raise CacheCorruptError(
+            f"{cache.directory}: cached teacher {name} are not finite for samples {samples}{at}; the teacher "
+            f"diverged or the shard is damaged: run `mlkd-cache verify` and re-run dump-targets"
+        )
+
+
+class CachedViews(Dataset):
+    """The train split ``dataset`` replayed under a cache's views, with the cached targets.
+
+    Items are :class:`~mlkd_cache.data.views.ViewItem` (``image [3, H, W]`` float32, ``labels
+    [C]``, ``sample``, ``view``, ``fingerprint``); pass :attr:`collate` as the DataLoader's
+    ``collate_fn`` to get :class:`CachedBatch` es, and call :meth:`set_epoch` before each epoch
+    (any sampler: shuffling does not change which view a sample gets). ``replay_check`` is the
+    share of each epoch's samples whose input fingerprints :meth:`targets` compares with the
+    cache (0 = off, 1 = all).
+    """
+
+    def __init__(self, dataset: Any, cache: TargetCache, replay_check: float = 0.05) -> None:
+        spec = cache.spec
+        self.cache = cache
+        self.transform = TransformSpec.from_dict(spec.transform)
+        self.view_data = ViewDataset(
+            dataset, self.transform, spec.base_seed, train=True, views=spec.views, with_fingerprint=replay_check
+        )
+        self.checked = 0  # fingerprints compared since the last set_epoch (this process)
+
+    def __len__(self) -> int:
+        return len(self.view_data)
+
+    def __getitem__(self, index: int) -> ViewItem:
+        return self.view_data[index]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch's views (DataLoader workers started after this call see it)."""
+        self.view_data.set_epoch(epoch)
+        self.checked = 0
+
+    @property
+    def collate(self) -> CachedTargetsCollate:
+        return CachedTargetsCollate(self.cache)
+
+    def targets(self, batch: CachedBatch, device: torch.device, position: str = "") -> Dict[str, Tensor]:
+        """The teacher fields of :class:`~mlkd_cache.losses.base.KDBatch` for ``batch``, on
+        ``device``, after the fingerprint and finiteness checks (:func:`check_replay`,
+        :func:`check_finite`); ``position`` (e.g. "epoch 3 step 20") is named by their errors."""
+        if not isinstance(batch, CachedBatch):
+            raise TypeError(f"CachedViews.targets needs a CachedBatch (collate_fn=views.collate), got {type(batch).__name__}")
+        self.checked += check_replay(batch, self.cache, self.view_data.keys)
+        check_finite(batch, self.cache, position)
+        return batch.teacher_targets(device, self.cache.spec.layout.batch_keys)
