@@ -85,12 +85,13 @@ def run_cli(args: Sequence[str], env: dict | None = None, timeout: float = 300) 
     )
 
 
-def run_cli_in_process(args: Sequence[str]) -> subprocess.CompletedProcess:
+def run_cli_in_process(args: Sequence[str], threads: int = 1) -> subprocess.CompletedProcess:
     """Run the CLI's ``main(ARGS)`` in this process, as ``python -m mlkd_cache ARGS`` would:
     stdout, stderr (log lines included) and the exit code captured; an exception that escapes
     ``main`` becomes exit code 1 with its traceback on stderr, as the interpreter prints it.
-    Much cheaper than a process (no torch import); torch's thread count and the logging set-up
-    are restored afterwards."""
+    Much cheaper than a process (no interpreter start, no torch import). Torch runs on
+    ``threads`` threads meanwhile (1, as the ``ONE_THREAD`` processes: the same sums in the same
+    order); its thread count and the logging set-up are restored afterwards."""
     import contextlib
     import io
     import logging
@@ -105,6 +106,7 @@ def run_cli_in_process(args: Sequence[str]) -> subprocess.CompletedProcess:
     saved_handlers, saved_level = root.handlers[:], root.level
     root.handlers = []  # so that the command's logging.basicConfig writes to the captured stderr
     code = 0
+    torch.set_num_threads(threads)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from mlkd_cache.engine.checkpoint import load_checkpoint
-from tests.conftest import assert_one_line_error, run_cli, tiny_config
+from tests.conftest import assert_one_line_error, run_cli_in_process, tiny_config
 
 
 def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
     cfg = tiny_config(tmp_path, cache="dict(views=2)", max_epoch_t="1", max_epoch_s="1")
     out = tmp_path / "demo"
-    first = run_cli(["demo", "-c", str(cfg), "-o", str(out), "--no-progress"])
+    first = run_cli_in_process(["demo", "-c", str(cfg), "-o", str(out), "--no-progress"])
     assert first.returncode == 0, first.stderr
     table = [line for line in first.stdout.splitlines() if line.startswith(("teacher ", "student "))]
     assert [line.split("  ")[0] for line in table] == ["teacher test_resnet"] + ["student test_resnet"] * 4
@@ -42,7 +42,7 @@ def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
     assert f"training curves: {out / 'plot.png'}" in first.stdout  # every run drawn (tests/cli/test_plot.py)
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    again = run_cli(["demo", "-c", str(cfg), "-o", str(out), "--no-progress"])
+    again = run_cli_in_process(["demo", "-c", str(cfg), "-o", str(out), "--no-progress"])
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("(reused)") == 6  # the cache, the teacher and four students
     same = [line for line in again.stdout.splitlines() if line.startswith(("teacher ", "student "))]
@@ -50,6 +50,6 @@ def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
 
 
 def test_demo_rejects_unknown_recipe(tmp_path):
-    proc = run_cli(["demo", "-o", str(tmp_path / "d"), "--students", "vanilla,l3d"])
+    proc = run_cli_in_process(["demo", "-o", str(tmp_path / "d"), "--students", "vanilla,l3d"])
     assert_one_line_error(proc, r"--students.*'l3d'.*vanilla, mld, l2d, mpscd")
     assert not (tmp_path / "d").exists()

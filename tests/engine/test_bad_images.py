@@ -13,7 +13,7 @@ from mlkd_cache.config import load_config
 from mlkd_cache.engine import distill, dump
 from mlkd_cache.errors import CacheMismatchError
 
-from ..conftest import run_cli, tiny_config
+from ..conftest import run_cli_in_process, tiny_config
 from ..data.fixtures import make_csv_tree, truncate_file
 
 pytestmark = pytest.mark.slow
@@ -40,9 +40,7 @@ def test_skip_trains_dumps_and_distils_on_the_decodable_images(tmp_path):
         cache="dict(views=2)",
     )
 
-    proc = run_cli(
-        ["teacher-train", "-c", str(cfg_path), "-o", str(tmp_path / "teacher"), "--no-progress"], env={"OMP_NUM_THREADS": "1"}
-    )
+    proc = run_cli_in_process(["teacher-train", "-c", str(cfg_path), "-o", str(tmp_path / "teacher"), "--no-progress"])
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "cannot be decoded" in line]
     assert warnings == [warnings[0]] and warnings[0].startswith(

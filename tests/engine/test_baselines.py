@@ -16,7 +16,7 @@ from mlkd_cache.engine.distill import DistillTrainer, NoKDTrainer
 from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.train import Trainer
 
-from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, tiny_config
+from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -59,7 +59,7 @@ def test_teacher_trains_on_dataset_para_t_and_the_cache_on_dataset_para(setup):
 def test_no_kd_cli_is_the_vanilla_student_loop(setup, vanilla):
     """--no-kd: hard-label loss only, a fresh view every epoch, the same steps as Trainer(cfg, 's')."""
     out = setup.tmp / "no-kd"
-    proc = run_cli(["distill-student", "-c", str(setup.cfg_path), "--no-kd", "-o", str(out), "--no-progress"], env=ONE_THREAD)
+    proc = run_cli_in_process(["distill-student", "-c", str(setup.cfg_path), "--no-kd", "-o", str(out), "--no-progress"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "without distillation (a fresh view every epoch), loss bce" in proc.stdout, proc.stdout
     assert (out / "student.pt").is_file()
@@ -98,9 +98,9 @@ def test_online_fresh_views_see_what_the_no_kd_student_sees(setup, vanilla):
 
 def test_baseline_flags_refuse_sources_they_do_not_use(setup, tmp_path):
     base = ["distill-student", "-c", str(setup.cfg_path), "--no-progress"]
-    proc = run_cli([*base, "--no-kd", "--cache", str(setup.cache), "-o", str(tmp_path / "a")])
+    proc = run_cli_in_process([*base, "--no-kd", "--cache", str(setup.cache), "-o", str(tmp_path / "a")])
     assert_one_line_error(proc, r"--no-kd trains without a teacher; drop --cache")
-    proc = run_cli([*base, "--fresh-views", "--cache", str(setup.cache), "-o", str(tmp_path / "b")])
+    proc = run_cli_in_process([*base, "--fresh-views", "--cache", str(setup.cache), "-o", str(tmp_path / "b")])
     assert_one_line_error(proc, r"--fresh-views needs --teacher")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -147,7 +147,7 @@ def test_eval_split_val_scores_the_val_split(setup, tmp_path):
 
 def test_eval_split_val_on_a_dataset_without_one_is_one_line(tmp_path):
     cfg_path = tiny_config(tmp_path)
-    proc = run_cli(
+    proc = run_cli_in_process(
         [
             "teacher-train",
             "-c",

@@ -35,7 +35,7 @@ from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.errors import CacheCorruptError, CacheMismatchError
 from mlkd_cache.fileio import file_sha256
 
-from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, tiny_config, wait_for_checkpoint
+from ..conftest import ONE_THREAD, assert_one_line_error, run_cli_in_process, tiny_config, wait_for_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -56,8 +56,9 @@ def crit(text: str) -> dict:
     return parse_override(f"criterion_t2s_para={text}")[1]
 
 
-def cli(args, **kwargs):
-    return run_cli(args, env=ONE_THREAD, **kwargs)
+def cli(args):
+    """The CLI's ``main`` in this process on one thread (real processes: the kill and torchrun tests)."""
+    return run_cli_in_process(args)
 
 
 @pytest.fixture(scope="module")

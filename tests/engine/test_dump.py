@@ -28,7 +28,7 @@ from mlkd_cache.engine import dump, teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
 from mlkd_cache.engine.evaluate import model_from_checkpoint
 
-from ..conftest import assert_one_line_error, run_cli, tiny_config
+from ..conftest import assert_one_line_error, run_cli, run_cli_in_process, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,7 @@ def test_rerun_skips_complete_shards_and_refuses_another_dump(tmp_path, trained)
     again = dump.run(dump_cfg(cfg_path), teacher_pt, out, progress=False)
     assert again["shards_written"] == 0 and again["shards_skipped"] == 5
     before = {p.name: p.read_bytes() for p in out.glob("shard-*.h5")}
-    proc = run_cli(
+    proc = run_cli_in_process(
         [
             "dump-targets",
             "-c",
@@ -167,7 +167,7 @@ def test_rerun_skips_complete_shards_and_refuses_another_dump(tmp_path, trained)
 
 def test_teacher_for_other_settings_is_refused(tmp_path, trained):
     cfg_path, teacher_pt = trained
-    proc = run_cli(
+    proc = run_cli_in_process(
         ["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(tmp_path / "c"), "--set", "img_size=32"]
     )
     assert_one_line_error(proc, r"trained at img_size 64, config asks for 32")
@@ -292,10 +292,10 @@ def test_inspect_and_verify(tmp_path, trained):
     cfg_path, teacher_pt = trained
     out = tmp_path / "cache"
     dump.run(dump_cfg(cfg_path), teacher_pt, out, progress=False)
-    proc = run_cli(["inspect", str(out)])
+    proc = run_cli_in_process(["inspect", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert "192 samples x 3 views" in proc.stdout and "cached mAP" in proc.stdout and "test_resnet" in proc.stdout
-    proc = run_cli(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "16"])
+    proc = run_cli_in_process(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "16"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "16/16 equal" in proc.stdout and "verify passed" in proc.stdout
 
@@ -303,9 +303,9 @@ def test_inspect_and_verify(tmp_path, trained):
     shard = out / "shard-00000.h5"
     with h5py.File(shard, "r+") as fh:
         fh["logits"][...] = fh["logits"][()] + np.float16(0.5)
-    proc = run_cli(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "192"])
+    proc = run_cli_in_process(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "192"])
     assert_one_line_error(proc, r"shard-00000.h5 in .* fails its sha256 check")  # the checksum sees it first
-    proc = run_cli(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "192", "--no-verify-checksums"])
+    proc = run_cli_in_process(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "192", "--no-verify-checksums"])
     assert proc.returncode == 1 and "verify FAILED" in proc.stderr  # and the teacher comparison too
 
 
@@ -330,7 +330,7 @@ def test_dry_run_plans_a_public_dataset_before_the_download(config, para, sample
 
 
 def test_dry_run_cli_without_data_root_names_its_numbers():
-    proc = run_cli(["dump-targets", "-c", "coco/resnet101_to_resnet34_l2d.py", "--dry-run", "--views", "8"])
+    proc = run_cli_in_process(["dump-targets", "-c", "coco/resnet101_to_resnet34_l2d.py", "--dry-run", "--views", "8"])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "planned cache: 82081 samples x 8 views in 21 shard(s), positive embeddings, float16"

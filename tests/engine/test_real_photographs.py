@@ -1,6 +1,7 @@
 """Every stage on real photographs: the 100 COCO 2017 images of ../shared/data/coco2017-tiny in
 the official layout (train2017/, val2017/, annotations/instances_*2017.json), found from
-``--data-root`` alone, through the CLI as a user runs it."""
+``--data-root`` alone, through the CLI's ``main`` as a user runs it (in this process: the
+console entry point itself is covered by the bad-input and wheel tests)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.data.coco import COCO_CLASSES
 
-from ..conftest import ONE_THREAD, run_cli, shared_data
+from ..conftest import run_cli_in_process, shared_data
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ def test_every_stage_on_coco2017_by_data_root_alone(tmp_path):
     common = ["-c", str(cfg), "--data-root", str(root), "--no-progress"]
 
     def cli(*args):
-        proc = run_cli([*args], env=ONE_THREAD)
+        proc = run_cli_in_process(args)
         assert proc.returncode == 0, proc.stderr
         return proc
 

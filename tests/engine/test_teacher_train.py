@@ -21,7 +21,7 @@ from mlkd_cache.engine.evaluate import run as evaluate_run
 from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.errors import MlkdError
 
-from ..conftest import run_cli, tiny_config, wait_for_checkpoint
+from ..conftest import run_cli, run_cli_in_process, tiny_config, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -91,10 +91,10 @@ def test_refuses_to_overwrite_and_resume_without_checkpoint(tmp_path, tiny_cfg_p
     out = tmp_path / "run"
     teacher.run(load_config(tiny_cfg_path), out, progress=False)
     before = (out / "teacher.pt").read_bytes()
-    proc = run_cli(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(out)])
+    proc = run_cli_in_process(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(out)])
     assert proc.returncode == 2 and "already holds a run" in proc.stderr and "--resume" in proc.stderr
     assert (out / "teacher.pt").read_bytes() == before
-    proc = run_cli(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(tmp_path / "empty"), "--resume"])
+    proc = run_cli_in_process(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(tmp_path / "empty"), "--resume"])
     assert proc.returncode == 2 and "no " in proc.stderr and "checkpoint.pt" in proc.stderr
 
 
@@ -222,12 +222,12 @@ def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
 
 def test_cli_train_then_evaluate_json(tmp_path, tiny_cfg_path):
     out = tmp_path / "cli"
-    proc = run_cli(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(out), "--epochs", "1"])
+    proc = run_cli_in_process(["teacher-train", "-c", str(tiny_cfg_path), "-o", str(out), "--epochs", "1"])
     assert proc.returncode == 0, proc.stderr
     assert f"-> {out / 'teacher.pt'}" in proc.stdout and "test mAP" in proc.stdout
     rows = read_rows(out)
     assert [r["epoch"] for r in rows] == [1]
-    proc = run_cli(["evaluate", str(out / "teacher.pt"), "--json"])
+    proc = run_cli_in_process(["evaluate", str(out / "teacher.pt"), "--json"])
     assert proc.returncode == 0, proc.stderr
     scored = json.loads(proc.stdout)
     assert scored["metrics"]["mAP"] == pytest.approx(rows[-1]["mAP"], abs=1e-9)
