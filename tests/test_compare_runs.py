@@ -3,10 +3,12 @@ one-ulp change in a shard, a checkpoint or a log, and ignore only clocks, folder
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import h5py
 import numpy as np
@@ -28,17 +30,20 @@ def make_run(root: Path, logit: float, seconds: float, created: str) -> Path:
     return root
 
 
-def compare(a: Path, b: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOOL), str(a), str(b)], capture_output=True, text=True)
+def compare(a: Path, b: Path) -> List[str]:
+    spec = importlib.util.spec_from_file_location("compare_runs", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compare(a, b)
 
 
 def test_same_numbers_pass_and_one_ulp_fails(tmp_path):
     a = make_run(tmp_path / "a", 0.25, 1.0, "2026-12-01T00:00:00")
     b = make_run(tmp_path / "b", 0.25, 9.0, "2026-12-02T00:00:00")  # other clock, folder, creation time
-    same = compare(a, b)
-    assert same.returncode == 0 and "0 difference(s)" in same.stdout
+    assert compare(a, b) == []
     c = make_run(tmp_path / "c", float(np.nextafter(np.float16(0.25), np.float16(1))), 1.0, "x")
-    diff = compare(a, c)
-    assert diff.returncode == 1
-    assert "cache/shard-00000.h5/logits: bytes differ" in diff.stdout
-    assert "student.pt.model.w: tensors differ" in diff.stdout and "metrics.jsonl[0].mAP" in diff.stdout
+    diff = "\n".join(compare(a, c))
+    assert "cache/shard-00000.h5/logits: bytes differ" in diff
+    assert "student.pt.model.w: tensors differ" in diff and "metrics.jsonl[0].mAP" in diff
+    proc = subprocess.run([sys.executable, str(TOOL), str(a), str(c)], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout.splitlines()[-1].startswith("3 difference(s) over 3 files")

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pytest
 import torch
 
+import mlkd_cache
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump, teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -382,14 +383,12 @@ CASES: Dict[str, Case] = {
     ),
 }
 
-# Cases also run as real processes (the console entry point, interpreter exit included): one or
-# more per kind of failure (a config check, a click usage error, an error in a DataLoader worker
-# process, a checkpoint, a cache, a command that is not a training stage).
+# Cases also run as real processes (the console entry point, interpreter exit included): one per
+# kind of failure (a click usage error, an error in a DataLoader worker process, a config that
+# does not fit the cache, a file that is not a checkpoint).
 REAL_PROCESSES = (
-    "teacher-train: config typo",
     "teacher-train: unknown option (click)",
     "teacher-train: truncated JPEG, read in a DataLoader worker",
-    "dump-targets: teacher file is not a checkpoint",
     "distill-student: cache for another transform",
     "evaluate: not a checkpoint",
 )
@@ -493,10 +492,10 @@ def test_bad_input_is_one_line_exit_2(outcomes, case):
     assert not changed, f"shared teacher/cache changed by some case: {changed[:3]}"
 
 
-def test_help_shows_defaults_and_examples():
-    proc = run_cli(["teacher-train", "--help"])
+def test_help_shows_defaults_and_examples():  # in a real process: tests/test_wheel.py
+    proc = run_cli_in_process(["teacher-train", "--help"])
     assert proc.returncode == 0
     assert "Examples:" in proc.stdout and "--data-root" in proc.stdout and "--resume" in proc.stdout
     assert "[default: runs/<config name>]" in proc.stdout
-    proc = run_cli(["--version"])
-    assert proc.returncode == 0 and "mlkd-cache" in proc.stdout and not proc.stderr
+    proc = run_cli_in_process(["--version"])
+    assert proc.returncode == 0 and proc.stdout == f"mlkd-cache, version {mlkd_cache.__version__}\n" and not proc.stderr

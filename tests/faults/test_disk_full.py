@@ -15,13 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mlkd_cache.cache.format import MANIFEST_NAME
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.cache.writer import shard_is_complete
 from mlkd_cache.engine.checkpoint import load_checkpoint
 
-from ..conftest import assert_ends_with_error, assert_one_line_error, run_cli, tiny_config, wait_for_checkpoint
+from ..conftest import assert_ends_with_error, assert_one_line_error, run_cli_in_process, tiny_config, wait_for_checkpoint
 from ..engine.test_dump import assert_same_cache
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,13 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", str(disk)], check=True)
 
 
+def in_process(args: list) -> subprocess.CompletedProcess:
+    """The CLI's ``main`` in this process, on as many threads as the ``built`` fixture used (its
+    cache is compared byte for byte). A full disk is the file system's answer, not the process's:
+    only the file-size limits below need a process of their own."""
+    return run_cli_in_process(args, threads=torch.get_num_threads())
+
+
 def _train_args(cfg_path: Path, out: Path, *extra: str) -> list:
     return [sys.executable, "-m", "mlkd_cache", "teacher-train", "-c", str(cfg_path), "-o", str(out), "--no-progress", *extra]
 
@@ -62,7 +70,7 @@ def test_dump_fills_the_disk_then_resumes_where_it_stopped(built, tmpfs):
     two stay complete, no .tmp and no manifest remain; with space freed the re-run writes one
     shard and the cache equals the reference."""
     out = tmpfs("96k") / "cache"
-    proc = run_cli(built.dump_args(out))
+    proc = in_process(built.dump_args(out))
     assert_one_line_error(
         proc, r"cannot write .*shard-00002\.h5: No space left on device; free space in .* then re-run dump-targets \(it resumes\)"
     )
@@ -71,7 +79,7 @@ def test_dump_fills_the_disk_then_resumes_where_it_stopped(built, tmpfs):
     assert all(shard_is_complete(out / f"shard-0000{k}.h5", spec, k) for k in (0, 1))
 
     tmpfs("1m")  # space freed
-    proc = run_cli(built.dump_args(out))
+    proc = in_process(built.dump_args(out))
     assert proc.returncode == 0, proc.stderr
     assert "1 shard(s) written, 2 already complete" in proc.stdout
     assert_same_cache(out, built.cache)
@@ -84,13 +92,13 @@ def test_checkpoint_that_does_not_fit_leaves_the_last_one(tmpfs, tmp_path):
     space freed finishes the run."""
     cfg_path = tiny_config(tmp_path, max_epoch_t="2")
     out = tmpfs("10m") / "run"
-    proc = subprocess.run(_train_args(cfg_path, out), capture_output=True, text=True, timeout=300)
+    proc = in_process(_train_args(cfg_path, out)[3:])
     assert_ends_with_error(proc, r"cannot write .*checkpoint\.pt: No space left on device")
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "steps.jsonl"]
     assert load_checkpoint(out / "checkpoint.pt", require=("epoch",))["epoch"] == 1
 
     tmpfs("40m")
-    proc = subprocess.run(_train_args(cfg_path, out, "--resume"), capture_output=True, text=True, timeout=300)
+    proc = in_process(_train_args(cfg_path, out, "--resume")[3:])
     assert proc.returncode == 0, proc.stderr
     assert "resumed" in proc.stderr and "after epoch 1" in proc.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -115,7 +123,7 @@ def test_file_size_limit_mid_training_keeps_the_last_checkpoint(tmp_path):
     )
     assert not list(out.glob("*.tmp")) and not (out / "teacher.pt").exists()
 
-    resumed = subprocess.run(_train_args(cfg_path, out, "--resume"), capture_output=True, text=True, timeout=300)
+    resumed = in_process(_train_args(cfg_path, out, "--resume")[3:])
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch {done}" in resumed.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -134,7 +142,7 @@ def test_file_size_limit_on_the_first_shard(built, tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=limit)
     assert_one_line_error(proc, r"cannot write .*shard-00000\.h5: File too large")
     assert list(out.iterdir()) == []  # no shard, no .tmp, no manifest
-    proc = run_cli(built.dump_args(out))
+    proc = in_process(built.dump_args(out))
     assert proc.returncode == 0, proc.stderr
     assert "3 shard(s) written, 0 already complete" in proc.stdout
     assert_same_cache(out, built.cache)
