@@ -2,9 +2,11 @@
 the disk, directory fsync and file hashing.
 
 A file written by :func:`atomic_write_bytes` is either absent, its previous version, or complete:
-the bytes go to a unique ``NAME.XXXX.tmp`` in the same folder, are fsynced, and the temporary
-file is renamed over ``NAME`` (then the folder is fsynced so the rename survives a power cut).
-Two processes writing the same name never share a temporary file.
+the bytes go to ``NAME.tmp`` in the same folder, are fsynced, and the temporary file is renamed
+over ``NAME`` (then the folder is fsynced so the rename survives a power cut). A write cut short
+by a kill leaves ``NAME.tmp``, which the next write of ``NAME`` replaces. Files that several
+processes may write at once (class prototypes beside a shared cache) take ``unique=True``: a
+``NAME.XXXX.tmp`` of their own, so that two writers never share a temporary file.
 """
 
 from __future__ import annotations
@@ -37,14 +39,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a unique temporary file + fsync + rename;
-    :class:`~mlkd_cache.errors.MlkdError` naming the file when the disk refuses (nothing is left
-    behind then, and an older ``path`` stays as it was)."""
+def atomic_write_bytes(path: Path, data: bytes, unique: bool = False) -> None:
+    """Write ``data`` to ``path`` through ``path.tmp`` (``unique``: a temporary file of this
+    call's own) + fsync + rename; :class:`~mlkd_cache.errors.MlkdError` naming the file when the
+    disk refuses (nothing is left behind then, and an older ``path`` stays as it was)."""
     path = Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        if unique:
+            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        else:
+            tmp = str(path.with_name(path.name + ".tmp"))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # as open(tmp, "wb")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

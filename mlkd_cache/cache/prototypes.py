@@ -118,7 +118,7 @@ def load_or_compute_prototypes(cache: TargetCache) -> Tensor:
     buffer = io.BytesIO()
     torch.save({"prototypes": prototypes, "provenance": provenance}, buffer)
     try:
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue(), unique=True)  # runs sharing a cache may write at once
     except MlkdError as exc:
         log.warning("cannot store prototypes in %s (%s); they will be recomputed next run", path.parent, exc)
     return prototypes
