@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
 
-# the inner loop: everything but the tests that train models or start processes (about 4 min)
+# the inner loop: everything but the tests that train models or start processes (about 2 min)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
