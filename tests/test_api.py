@@ -126,3 +126,42 @@ def test_cached_views_replay_the_cache_and_refuse_what_does_not_fit(tiny_cache):
         mc.open_cache(cache_dir, other)
     with pytest.raises(mc.CacheMismatchError, match=r"cache built for img_size 32, config asks for 48"):
         mc.open_cache(cache_dir, train_set, mc.TransformSpec(img_size=48, **cfg.transform))
+
+
+@pytest.mark.slow
+def test_a_plain_timm_classifier_distils_with_the_logit_losses(tiny_cache):
+    """A student with logits only (timm's own classifier, no ML-Decoder head): MLD from the cache
+    trains it; a loss that needs embeddings or features says in one line what is missing."""
+    import timm
+    import torch
+    from torch.utils.data import DataLoader
+
+    mc = mlkd_cache
+    cfg_path, cache_dir = tiny_cache
+    cfg = mc.load_config(cfg_path)
+    train_set = mc.dataset_from_config(cfg, "train")
+    cache = mc.open_cache(cache_dir, train_set, mc.TransformSpec.from_config(cfg))
+    views = mc.CachedViews(train_set, cache)
+    batch = next(iter(DataLoader(views, 16, collate_fn=views.collate)))
+    torch.manual_seed(0)
+    student = timm.create_model("test_resnet", num_classes=len(train_set.class_names))
+    mld = mc.Distiller.from_config(dict(name="MLD", para=dict(lambda_logits=1.0, logits_dis=dict(name="MLD", para={}))))
+    logits = student(batch.image)
+    terms = mld(mc.KDBatch(y=batch.labels, z_s=logits, **views.targets(batch, torch.device("cpu"))))
+    assert list(terms) == ["mld"] and torch.isfinite(terms["mld"]) and terms["mld"] > 0
+    terms["mld"].backward()
+    assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+
+    led = mc.Distiller.from_config(
+        dict(name="L2D", para=dict(lambda_le=1.0, le_dis=dict(name="LED", para={}))),
+        num_classes=10,
+        student_embed_dim=8,
+        teacher_embed_dim=32,
+    )
+    with pytest.raises(
+        mc.ConfigError, match=r"^a label-embedding loss \(LED, MPSCD\) reads KDBatch\.e_s \(the student's label-wise"
+    ):
+        led(mc.KDBatch(y=batch.labels, z_s=logits, **views.targets(batch, torch.device("cpu"))))
+    rkd = mc.Distiller.from_config(dict(name="L2D", para=dict(lambda_ft=1.0, ft_dis=dict(name="RKD", para={}))))
+    with pytest.raises(mc.ConfigError, match=r"^RKD reads KDBatch\.f_s \(the student's pooled features"):
+        rkd(mc.KDBatch(y=batch.labels, z_s=logits, **views.targets(batch, torch.device("cpu"))))

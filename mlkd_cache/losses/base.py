@@ -30,6 +30,13 @@ _SLOT_OF: Dict[str, str] = {}
 
 L = TypeVar("L", bound=Type[nn.Module])
 
+# What the optional fields of KDBatch hold, for the error of a loss that needs one.
+_FIELD_MEANING = {
+    "f_s": "the student's pooled features [N, D_s]",
+    "f_t": "the teacher's pooled features [N, D_t]",
+    "e_s": "the student's label-wise embeddings [N, C, E_s], from an ML-Decoder head",
+}
+
 
 @dataclass
 class KDBatch:
@@ -37,18 +44,32 @@ class KDBatch:
 
     Teacher label-wise embeddings come in one of two cache forms: ``positive`` (``t_tokens``
     with ``token_sample`` / ``token_class``, one row per positive label) or ``dense`` (``e_t``).
+    Only the logits are required: a student without pooled features or label-wise embeddings (a
+    plain timm classifier) can use the logit losses (MLD, PS); a loss that reads a field the
+    batch lacks says so in one line (:meth:`need`).
     """
 
     y: Tensor  # [N, C] 0/1 float
     z_s: Tensor  # [N, C] student logits
     z_t: Tensor  # [N, C] teacher logits
-    f_s: Tensor  # [N, D_s] pooled student features
-    f_t: Tensor  # [N, D_t] pooled teacher features
-    e_s: Tensor  # [N, C, E_s] student label-wise embeddings (all classes)
+    f_s: Optional[Tensor] = None  # [N, D_s] pooled student features
+    f_t: Optional[Tensor] = None  # [N, D_t] pooled teacher features
+    e_s: Optional[Tensor] = None  # [N, C, E_s] student label-wise embeddings (all classes)
     t_tokens: Optional[Tensor] = None  # [P, E_t] teacher embeddings of the positive labels
     token_sample: Optional[Tensor] = None  # [P] int64 batch row of each token
     token_class: Optional[Tensor] = None  # [P] int64 class of each token
     e_t: Optional[Tensor] = None  # [N, C, E_t] dense teacher embeddings
+
+    def need(self, loss: str, field: str) -> Tensor:
+        """The tensor ``field`` of this batch, which ``loss`` reads; a one-line
+        :class:`~mlkd_cache.errors.ConfigError` naming both when the batch does not have it."""
+        value = getattr(self, field)
+        if value is None:
+            raise ConfigError(
+                f"{loss} reads KDBatch.{field} ({_FIELD_MEANING[field]}), which this batch does not have; "
+                f"give it, or use losses that need only the logits (MLD, PS)"
+            )
+        return value
 
     def positive_tokens(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(s_tokens [P, E_s], t_tokens [P, E_t], token_sample [P], token_class [P])``.
@@ -56,10 +77,11 @@ class KDBatch:
         Tokens are in (sample, class) order whichever cache form the batch holds;
         ``s_tokens = e_s[token_sample, token_class]``.
         """
+        e_s = self.need("a label-embedding loss (LED, MPSCD)", "e_s")
         if self.t_tokens is not None:
             if self.token_sample is None or self.token_class is None:
                 raise ValueError("KDBatch.t_tokens needs token_sample and token_class")
-            num_classes = self.e_s.shape[1]
+            num_classes = e_s.shape[1]
             order = (self.token_sample * num_classes + self.token_class).argsort()
             sample, cls, t_tokens = self.token_sample[order], self.token_class[order], self.t_tokens[order]
         elif self.e_t is not None:
@@ -67,7 +89,7 @@ class KDBatch:
             t_tokens = self.e_t[sample, cls]
         else:
             raise ValueError("KDBatch has no teacher embeddings: set t_tokens (positive form) or e_t (dense form)")
-        return self.e_s[sample, cls], t_tokens, sample, cls
+        return e_s[sample, cls], t_tokens, sample, cls
 
 
 class DistillLoss(nn.Module):

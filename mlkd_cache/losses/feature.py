@@ -91,7 +91,7 @@ class RKD(DistillLoss):
         self.w_dist, self.w_angle = w_dist, w_angle
 
     def forward(self, batch: KDBatch) -> Dict[str, Tensor]:
-        return {"rkd": rkd(batch.f_s, batch.f_t, self.w_dist, self.w_angle)}
+        return {"rkd": rkd(batch.need("RKD", "f_s"), batch.need("RKD", "f_t"), self.w_dist, self.w_angle)}
 
 
 @register_loss("PKT", slot="ft")
@@ -101,4 +101,4 @@ class PKT(DistillLoss):
     terms = ("pkt",)
 
     def forward(self, batch: KDBatch) -> Dict[str, Tensor]:
-        return {"pkt": pkt(batch.f_s, batch.f_t)}
+        return {"pkt": pkt(batch.need("PKT", "f_s"), batch.need("PKT", "f_t"))}
