@@ -22,13 +22,12 @@ from torch.utils.data import DataLoader
 
 from ..cache.format import VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
-from ..cache.reader import TargetCache
-from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_fits, check_replay
+from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_fits, check_replay, open_cache
 from ..config import Config
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset, ViewItem
 from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
-from ..errors import CacheCorruptError, ConfigError
+from ..errors import CacheCorruptError
 from ..fileio import file_sha256
 from .checkpoint import load_checkpoint
 from .dump import TEACHER_KEYS, PairDataset, check_teacher_fits, shard_pairs
@@ -85,9 +84,7 @@ class CacheTargets:
 
     def __init__(self, directory: Path, verify_checksums: bool = True) -> None:
         self.directory = Path(directory)
-        if not self.directory.is_dir():
-            raise ConfigError(f"--cache {self.directory} is not a folder; give the --out folder of dump-targets")
-        self.cache = TargetCache(self.directory)  # manifest, sizes, attributes and shapes of every shard
+        self.cache = open_cache(self.directory)  # manifest, sizes, attributes and shapes of every shard
         if verify_checksums:
             self._verify_checksums(init_distributed())
         spec = self.cache.spec
