@@ -6,7 +6,7 @@ the bytes go to ``NAME.tmp`` in the same folder, are fsynced, and the temporary 
 over ``NAME`` (then the folder is fsynced so the rename survives a power cut). A write cut short
 by a kill leaves ``NAME.tmp``, which the next write of ``NAME`` replaces. Files that several
 processes may write at once (class prototypes beside a shared cache) take ``unique=True``: a
-``NAME.XXXX.tmp`` of their own, so that two writers never share a temporary file.
+``NAME.<random>.tmp`` of their own, so that two writers never share a temporary file.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..cache.format import VIEW_FIELDS
+from ..cache.format import LAYOUTS, VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_fits, check_replay, open_cache
 from ..config import Config
@@ -224,5 +224,6 @@ class LiveTeacher:
         with autocast_for(device, self.amp):
             out = self.model(batch.image)
         targets = {f.kd: getattr(out, f.output).float() for f in VIEW_FIELDS if f.output is not None and f.kd is not None}
-        targets["e_t"] = out.label_emb.float()  # every class: the dense layout's field
+        for key, kd in LAYOUTS["dense"].batch_keys:  # every class: the dense layout's fields (label_emb -> e_t)
+            targets[kd] = getattr(out, key).float()
         return targets
