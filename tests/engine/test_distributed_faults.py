@@ -28,7 +28,7 @@ from mlkd_cache.engine import teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
 from mlkd_cache.engine.runlog import MetricsLog
 
-from ..conftest import assert_one_line_error, run_cli, tiny_config, wait_for_checkpoint
+from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config, wait_for_checkpoint
 from ..data.fixtures import truncate_file, write_jpeg
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -125,11 +125,11 @@ def test_sigkill_one_rank_mid_training_fails_fast_then_resume_in_one_process(tmp
 
     # one process resumes the 2 x 8 run with the same global batch, and only with it
     args = ["teacher-train", "-c", str(cfg_path), "-o", str(out)]
-    refused = run_cli([*args, "--resume"], env=ONE_THREAD)
+    refused = run_cli_in_process([*args, "--resume"])
     assert_one_line_error(
         refused, r"cannot resume .*global batch was 8 x 2 process\(es\), this run has 8 x 1; use --batch-size 16"
     )
-    resumed = run_cli([*args, "--resume", "--batch-size", "16"], env=ONE_THREAD)
+    resumed = run_cli_in_process([*args, "--resume", "--batch-size", "16"])
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {out / 'checkpoint.pt'} after epoch {done}" in resumed.stderr
     assert epochs_logged(out) == [1, 2, 3, 4]
@@ -171,7 +171,7 @@ def test_sigkill_one_rank_mid_dump_leaves_no_manifest_then_rerun_completes(tmp_p
     complete = len(list(out.glob("shard-*.h5")))
     assert 1 <= complete < 20
 
-    rerun = run_cli([str(a) for a in args], env=ONE_THREAD)
+    rerun = run_cli_in_process([str(a) for a in args])
     assert rerun.returncode == 0, rerun.stderr
     assert f"{20 - complete} shard(s) written, {complete} already complete" in rerun.stdout
     assert len(TargetCache(out)) == 320

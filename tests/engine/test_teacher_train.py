@@ -21,7 +21,7 @@ from mlkd_cache.engine.evaluate import run as evaluate_run
 from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.errors import MlkdError
 
-from ..conftest import run_cli, run_cli_in_process, tiny_config, wait_for_checkpoint
+from ..conftest import run_cli_in_process, tiny_config, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,10 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path):
     done = load_checkpoint(out / "checkpoint.pt", require=("epoch",))["epoch"]
     assert 1 <= done < 4
 
-    resumed = run_cli(["teacher-train", "-c", str(cfg_path), "-o", str(out), "--resume"])
+    # in this process, on the threads the reference ran with (the killed process had the same default)
+    resumed = run_cli_in_process(
+        ["teacher-train", "-c", str(cfg_path), "-o", str(out), "--resume"], threads=torch.get_num_threads()
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {out / 'checkpoint.pt'} after epoch {done}" in resumed.stderr
     rows = read_rows(out)
