@@ -102,7 +102,7 @@ def run_cli_in_process(args: Sequence[str], threads: int = 1) -> subprocess.Comp
     from mlkd_cache.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
-    root, threads = logging.getLogger(), torch.get_num_threads()
+    root, saved_threads = logging.getLogger(), torch.get_num_threads()
     saved_handlers, saved_level = root.handlers[:], root.level
     root.handlers = []  # so that the command's logging.basicConfig writes to the captured stderr
     code = 0
@@ -118,7 +118,7 @@ def run_cli_in_process(args: Sequence[str], threads: int = 1) -> subprocess.Comp
                 code = 1
     finally:
         root.handlers, root.level = saved_handlers, saved_level
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved_threads)
     return subprocess.CompletedProcess(["mlkd-cache", *args], code, out.getvalue(), err.getvalue())
 
 
@@ -163,3 +163,31 @@ def wait_for_checkpoint(out: Path, proc, epochs_done: int, timeout: float = 240)
                 pass  # being renamed into place
         time.sleep(0.05)
     raise AssertionError("no checkpoint appeared")
+
+
+# float32 arithmetic repeated in another process on one thread is the same arithmetic: equal up
+# to a few units in the last place (eps = 2^-23 = 1.2e-7) at most.
+SAME_ARITHMETIC_RTOL = 8 * 2.0**-23
+
+
+def first_step_terms(trainer, world_size: int, rank: int = 0) -> dict:
+    """The loss terms rank ``rank`` of a ``world_size``-rank torchrun run computes at its first
+    step, recomputed in this process from ``trainer`` (built, not yet trained: the run's initial
+    weights): its share of the first global batch, drawn as the run's loader draws it (the
+    loader's seed comes from the global RNG, as in the run), through the model in training mode.
+    What must equal the first row of that rank's steps.jsonl."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    cfg = trainer.cfg
+    sampler = DistributedSampler(
+        trainer.train_data, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    loader = DataLoader(
+        trainer.train_data, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, collate_fn=trainer.make_collate()
+    )
+    sampler.set_epoch(0)
+    trainer.train_data.set_epoch(0)
+    trainer.model.train()
+    batch = next(iter(loader))
+    terms = trainer.loss_terms(batch, trainer.model(batch.image))
+    return {k: float(v) for k, v in terms.items()}

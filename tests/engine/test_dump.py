@@ -28,7 +28,7 @@ from mlkd_cache.engine import dump, teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
 from mlkd_cache.engine.evaluate import model_from_checkpoint
 
-from ..conftest import assert_one_line_error, run_cli, run_cli_in_process, tiny_config
+from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, run_cli_in_process, tiny_config, torch_threads
 
 pytestmark = pytest.mark.slow
 
@@ -195,8 +195,10 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_cache(tmp_
     the shards already done; the last re-run ends with the uninterrupted cache."""
     cfg_path, teacher_pt = trained
     reference = tmp_path / "reference"
-    dump.run(dump_cfg(cfg_path, shard_size=16), teacher_pt, reference, progress=False)
+    with torch_threads(1):  # as the killed processes: the same sums in the same order, the same fp16 bits
+        dump.run(dump_cfg(cfg_path, shard_size=16), teacher_pt, reference, progress=False)
     ref_shards = shard_contents(reference)
+    one_thread = {**os.environ, **ONE_THREAD}
 
     out = tmp_path / "killed"
     args = [
@@ -219,7 +221,7 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_cache(tmp_
     rng = random.Random(6)
     done = 0
     for kill in range(KILLS):
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=one_thread)
         _wait_for_shards(out, proc, done + rng.randint(1, 3))
         time.sleep(rng.uniform(0.0, 0.15))
         proc.send_signal(signal.SIGKILL)
@@ -233,7 +235,7 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_cache(tmp_
             assert {k: str(v) for k, v in attrs.items()} == {k: str(v) for k, v in ref_attrs.items()}
         done = len(written)
 
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = subprocess.run(args, capture_output=True, text=True, env=one_thread)
     assert proc.returncode == 0, proc.stderr
     assert f"{12 - done} shard(s) written, {done} already complete" in proc.stdout
     assert not list(out.glob("*.tmp"))

@@ -19,9 +19,18 @@ from mlkd_cache.engine import teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
 from mlkd_cache.engine.evaluate import run as evaluate_run
 from mlkd_cache.engine.runlog import MetricsLog
+from mlkd_cache.engine.train import Trainer
 from mlkd_cache.errors import MlkdError
 
-from ..conftest import run_cli_in_process, tiny_config, wait_for_checkpoint
+from ..conftest import (
+    ONE_THREAD,
+    SAME_ARITHMETIC_RTOL,
+    first_step_terms,
+    run_cli_in_process,
+    tiny_config,
+    torch_threads,
+    wait_for_checkpoint,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +120,8 @@ def test_teacher_pretrained_keeps_l2d_meaning(tmp_path, tiny_cfg_path):
 def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path):
     cfg_path = tiny_config(tmp_path, max_epoch_t="4", dataset_para="dict(train_size=192, test_size=48)")
     reference = tmp_path / "reference"
-    teacher.run(load_config(cfg_path), reference, progress=False)
+    with torch_threads(1):  # every run of this test on one thread: the same sums in the same order
+        teacher.run(load_config(cfg_path), reference, progress=False)
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -119,6 +129,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **ONE_THREAD},
     )
     wait_for_checkpoint(out, proc, epochs_done=1)
     time.sleep(0.3)  # into the next epoch
@@ -129,10 +140,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path):
     done = load_checkpoint(out / "checkpoint.pt", require=("epoch",))["epoch"]
     assert 1 <= done < 4
 
-    # in this process, on the threads the reference ran with (the killed process had the same default)
-    resumed = run_cli_in_process(
-        ["teacher-train", "-c", str(cfg_path), "-o", str(out), "--resume"], threads=torch.get_num_threads()
-    )
+    resumed = run_cli_in_process(["teacher-train", "-c", str(cfg_path), "-o", str(out), "--resume"], threads=1)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {out / 'checkpoint.pt'} after epoch {done}" in resumed.stderr
     rows = read_rows(out)
@@ -157,8 +165,9 @@ def test_changed_config_refuses_resume(tmp_path, tiny_cfg_path):
     reason="torchrun not installed",
 )
 def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
-    """2 gloo ranks x batch 8 train like 1 process x batch 16 (same samples in every global
-    batch); rank 0 alone writes, so the folder equals the 1-process run's."""
+    """2 gloo ranks x batch 8: rank 0 alone writes (one log row per epoch and step, one
+    teacher.pt without DDP's prefix); the 2-rank evaluation equals a 1-process one; rank 0's
+    first step is the one this process computes for it from the same initial state."""
     out = tmp_path / "ddp"
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -195,32 +204,19 @@ def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
     ckpt = load_checkpoint(out / "teacher.pt")
     assert not any(k.startswith("module.") for k in ckpt["model"])  # saved unwrapped from DDP
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the torchrun ranks
-    try:
-        single = tmp_path / "single"
-        teacher.run(load_config(tiny_cfg_path, {"batch_size": 16, "log_every": 1}), single, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert (
-        sorted(p.name for p in out.iterdir())
-        == sorted(p.name for p in single.iterdir())
-        == ["checkpoint.pt", "metrics.jsonl", "steps.jsonl", "teacher.pt"]
-    )
     steps = [(r["epoch"], r["step"]) for r in MetricsLog(out / "steps.jsonl").read()]
-    assert (
-        steps
-        == [(r["epoch"], r["step"]) for r in MetricsLog(single / "steps.jsonl").read()]
-        == [(e, s) for e in (1, 2) for s in range(1, 7)]
-    )  # 96 / 16 steps per epoch, each logged once
-    # The BCE loss is a sum over the batch, so a rank's loss (batch 8, averaged over ranks) x 2 is
-    # the loss of batch 16. Measured over seeds 0-4 (OMP_NUM_THREADS=1): within 2.5% per epoch;
-    # final mAP gap <= 4.3 points (seed 0: 4.3), while 1-process runs alone spread over 6.0
-    # points across those seeds (48 test images, 2 epochs: near chance and noisy).
-    ref = read_rows(single)
-    for got, want in zip(rows, ref):
-        assert 2 * got["loss"] == pytest.approx(want["loss"], rel=0.05), (got["epoch"], got["loss"], want["loss"])
-    assert rows[-1]["mAP"] == pytest.approx(ref[-1]["mAP"], abs=6.0)
+    assert steps == [(e, s) for e in (1, 2) for s in range(1, 7)]  # 96 / (2 x 8) steps per epoch, each logged once
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "steps.jsonl", "teacher.pt"]
+    # Rank 0's first step, from the run's initial weights on its share of the first global batch,
+    # is what this process computes for it. Later steps are not compared with a 1-process run:
+    # BatchNorm sees each rank's 8 samples, not 16, so that is another training, and the two
+    # agree only within their seed-to-seed noise (6 mAP points here: a benchmark's business).
+    with torch_threads(1):  # as the torchrun ranks
+        trainer = Trainer(load_config(tiny_cfg_path, {"batch_size": 8}), "t", tmp_path / "first-step", progress=False)
+        terms = first_step_terms(trainer, world_size=2)
+    first = MetricsLog(out / "steps.jsonl").read()[0]
+    assert sorted(terms) == ["bce"]
+    assert first["bce"] == pytest.approx(terms["bce"], rel=SAME_ARITHMETIC_RTOL), (first["bce"], terms["bce"])
 
 
 def test_cli_train_then_evaluate_json(tmp_path, tiny_cfg_path):

@@ -10,7 +10,7 @@ import pytest
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump, teacher
 
-from ..conftest import tiny_config
+from ..conftest import tiny_config, torch_threads
 
 # 96 train samples x 2 views in shards of 32: three shards, so one can be damaged and the rest kept
 FAULT_CONFIG = dict(max_epoch_t="1", max_epoch_s="1", cache="dict(views=2, shard_size=32)")
@@ -31,6 +31,7 @@ def built(tmp_path_factory) -> Built:
     tmp = tmp_path_factory.mktemp("faults")
     cfg_path = tiny_config(tmp, **FAULT_CONFIG)
     cfg = load_config(cfg_path)
-    teacher.run(cfg, tmp / "teacher", progress=False)
-    dump.run(cfg, tmp / "teacher" / "teacher.pt", tmp / "cache", progress=False)
+    with torch_threads(1):  # as the processes that repair it (ONE_THREAD): the same fp16 bits
+        teacher.run(cfg, tmp / "teacher", progress=False)
+        dump.run(cfg, tmp / "teacher" / "teacher.pt", tmp / "cache", progress=False)
     return Built(cfg_path, tmp / "teacher" / "teacher.pt", tmp / "cache")

@@ -22,7 +22,7 @@ from mlkd_cache.cli.main import app
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump
 
-from ..conftest import assert_one_line_error, run_cli
+from ..conftest import ONE_THREAD, assert_one_line_error, run_cli
 from ..engine.test_dump import assert_same_cache
 
 VICTIM = "shard-00001.h5"
@@ -101,7 +101,7 @@ def test_damage_is_named_by_every_reader_and_dump_targets_repairs_it(built, othe
         assert line.endswith(FIX), (name, line)
     assert not student.exists()  # refused before anything was written
 
-    proc = run_cli(built.dump_args(cache))  # the advice, followed in a real process
+    proc = run_cli(built.dump_args(cache), env=ONE_THREAD)  # the advice, followed in a real process
     assert proc.returncode == 0, proc.stderr
     assert "1 shard(s) written, 2 already complete" in proc.stdout, proc.stdout
     assert_same_cache(cache, built.cache)
