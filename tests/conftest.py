@@ -30,6 +30,18 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+# Folders whose every test compares computed numbers with a tolerance: they carry the ``numeric``
+# marker (`make test-numeric` reruns those tests on the generic and the AVX2 kernels), as do
+# the tests marked one by one elsewhere.
+NUMERIC_FOLDERS = ("losses", "models")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent.name in NUMERIC_FOLDERS:
+            item.add_marker(pytest.mark.numeric)
+
+
 # A digits run small enough for the test suite: timm's test_resnet, 32-px canvases.
 TINY = {
     "dataset_para": "dict(train_size=96, test_size=48)",
@@ -190,4 +202,4 @@ def first_step_terms(trainer, world_size: int, rank: int = 0) -> dict:
     trainer.model.train()
     batch = next(iter(loader))
     terms = trainer.loss_terms(batch, trainer.model(batch.image))
-    return {k: float(v) for k, v in terms.items()}
+    return {k: float(v.detach()) for k, v in terms.items()}

@@ -39,6 +39,8 @@ Z = np.array(
     ]
 )
 
+pytestmark = pytest.mark.numeric  # `make test-numeric` reruns it on the generic and AVX2 kernels
+
 
 def approx(x):
     return pytest.approx(x, abs=1e-9)

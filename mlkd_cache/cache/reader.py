@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import mmap
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-import h5py
 import numpy as np
 import torch
 
@@ -24,8 +24,11 @@ from ..errors import CacheCorruptError, CacheMismatchError
 from ..fileio import file_sha256
 from . import format as fmt
 from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes
+from .h5 import open_failure, open_failure_advice, open_read, sha256_as_closed
 
 __all__ = ["TargetCache"]
+
+log = logging.getLogger("mlkd_cache")
 
 _MAPPED = (*(f.name for f in fmt.VIEW_FIELDS), "emb")  # memory-mapped and gathered per batch
 
@@ -100,6 +103,8 @@ class TargetCache:
             raise CacheCorruptError(f"no {MANIFEST_NAME} in {where}: the dump did not finish; re-run dump-targets (it resumes)")
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
+        except PermissionError:
+            raise CacheCorruptError(f"cannot read {MANIFEST_NAME} in {where}: {open_failure_advice('permission')}") from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
             raise CacheCorruptError(f"{MANIFEST_NAME} in {where} is unreadable ({reason}); re-run dump-targets") from None
@@ -137,10 +142,11 @@ class TargetCache:
                 f"{shard.file} in {where} has {size} bytes, {MANIFEST_NAME} lists {entry['bytes']} (truncated?); {fix}"
             )
         try:
-            f = h5py.File(shard.path, "r")
-        except OSError as exc:
-            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            raise CacheCorruptError(f"cannot open {shard.file} in {where} ({reason}); {fix}") from None
+            f = open_read(shard.path)
+        except OSError as exc:  # only a damaged file calls for a rewrite: never one that is locked or unreadable to us
+            kind, reason = open_failure(exc)
+            advice = fix if kind == "damage" else open_failure_advice(kind)
+            raise CacheCorruptError(f"cannot open {shard.file} in {where} ({reason}); {advice}") from None
         with f:
             try:
                 shard_spec = CacheSpec.from_attrs(f.attrs)
@@ -180,7 +186,15 @@ class TargetCache:
         for k in range(len(self._shards)) if shards is None else shards:
             shard, listed = self._shards[k], str(self.manifest["shards"][k]["sha256"])
             digest = file_sha256(shard.path)
-            if digest != listed:
+            if digest != listed and sha256_as_closed(shard.path) == listed:
+                log.warning(
+                    "%s in %s is held open for writing by another process, or one was killed holding it (HDF5's write "
+                    "flag is set); its data matches %s",
+                    shard.file,
+                    self.directory,
+                    MANIFEST_NAME,
+                )
+            elif digest != listed:
                 raise CacheCorruptError(
                     f"{shard.file} in {self.directory} fails its sha256 check ({digest[:8]}… vs {listed[:8]}… in "
                     f"{MANIFEST_NAME}): its bytes changed after the dump; re-run dump-targets with the same "
@@ -219,7 +233,7 @@ class TargetCache:
                 arrays[name] = np.frombuffer(mm, dtype=dtype, count=count, offset=offset).reshape(shape)
             else:  # not contiguous (written by another tool): h5py row reads
                 if h5 is None:
-                    h5 = arrays["_h5"] = h5py.File(shard.path, "r")
+                    h5 = arrays["_h5"] = open_read(shard.path)
                 arrays[name] = h5[name]
         return arrays
 
@@ -243,7 +257,7 @@ class TargetCache:
         if self._keys is None:
             keys: List[str] = []
             for shard in self._shards:
-                with h5py.File(shard.path, "r") as f:
+                with open_read(shard.path) as f:
                     keys.extend(f["keys"].asstr()[()].tolist())
             self._keys = keys
         return self._keys

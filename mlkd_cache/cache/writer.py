@@ -25,6 +25,7 @@ from .._version import __version__
 from ..errors import MlkdError
 from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
 from .format import FORMAT_VERSION, MANIFEST_NAME, VIEW_FIELDS, CacheSpec, dataset_shapes, shard_name
+from .h5 import open_read
 
 __all__ = ["ShardBuffer", "write_shard", "ShardWriter", "shard_is_complete", "shard_entry", "write_manifest"]
 
@@ -361,7 +362,7 @@ def shard_is_complete(path: Path, spec: CacheSpec, k: int) -> bool:
         start, stop = spec.shard_range(k)
         expected = spec.to_attrs()
         expected.update(shard_index=int(k), sample_start=start, sample_stop=stop)
-        with h5py.File(path, "r") as f:
+        with open_read(path) as f:
             attrs = dict(f.attrs)
             attrs.pop("created", None)
             if set(attrs) != set(expected) or not all(_attr_equal(attrs[key], v) for key, v in expected.items()):

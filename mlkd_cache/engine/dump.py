@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .._version import __version__
 from ..cache.format import MANIFEST_NAME, VIEW_FIELDS, CacheSpec, labels_digest, shard_name
+from ..cache.h5 import open_read
 from ..cache.writer import ShardBuffer, ShardWriter, shard_entry, shard_is_complete, write_manifest
 from ..config import Config
 from ..data import MultiLabelDataset, dataset_from_config
@@ -108,12 +109,10 @@ def check_teacher_fits(cfg: Config, ckpt: Dict, dataset, transform: TransformSpe
 
 def _existing_conflicts(out: Path, spec: CacheSpec) -> List[str]:
     """Shard files in ``out`` that belong to another dump (readable, attributes differ)."""
-    import h5py
-
     conflicts = []
     for path in sorted(out.glob("shard-*.h5")):
         try:
-            with h5py.File(path, "r") as fh:
+            with open_read(path) as fh:
                 other = CacheSpec.from_attrs(dict(fh.attrs))
         except Exception:
             continue  # unreadable: damaged, it will be rewritten

@@ -20,6 +20,8 @@ from tests.cache.test_writer_reader import build, make_data
 
 EMPTY_CLASS = 5
 
+pytestmark = pytest.mark.numeric  # `make test-numeric` reruns it on the generic and AVX2 kernels
+
 
 def data_with_empty_class(seed: int = 0) -> dict:
     data = make_data(seed)

@@ -240,6 +240,7 @@ def assert_offline_is_online(records, steps: int, terms: list) -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.numeric
 def test_offline_equals_online_l2d(setup, offline, cache16, tmp_path, monkeypatch, dtype):
     """The key acceptance test, teacher-forced: at each of the 24 steps (96 samples / batch 8 x
     2 epochs), from the same student weights, the cache holds what the live teacher computes on
@@ -258,6 +259,7 @@ def test_offline_equals_online_l2d(setup, offline, cache16, tmp_path, monkeypatc
         assert [(r["epoch"], r["step"], r["loss"]) for r in forced] == [(r["epoch"], r["step"], r["loss"]) for r in cli_steps]
 
 
+@pytest.mark.numeric
 def test_offline_equals_online_mpscd(setup, tmp_path, monkeypatch):
     """MLD + MPSCD, teacher-forced: the prototypes built from the cache (stored next to it)
     equal those of the live teacher run over every view; at each of the 24 steps the targets,
@@ -284,6 +286,7 @@ def test_offline_equals_online_mpscd(setup, tmp_path, monkeypatch):
     assert ((stored - live).abs() <= target_tolerance("float32", live) * 4).all()
 
 
+@pytest.mark.numeric
 def test_kd_terms_change_training(setup, offline, tmp_path):
     """The offline L2D student logs bce + mld + led_cd + led_id each step, and those terms move
     its weights: a student with every distillation slot off, trained on the same cache from the
@@ -489,6 +492,7 @@ needs_torchrun = pytest.mark.skipif(
 
 
 @needs_torchrun
+@pytest.mark.numeric
 def test_torchrun_two_gloo_ranks_offline(setup, tmp_path):
     """Offline L2D under torchrun (2 gloo ranks x batch 8): rank 0 alone writes the logs and the
     student; the 2-rank evaluation equals a 1-process evaluation of student.pt; rank 0's first

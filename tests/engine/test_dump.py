@@ -70,6 +70,7 @@ def assert_same_cache(a: Path, b: Path):
         assert {k: str(v) for k, v in attrs_a.items()} == {k: str(v) for k, v in attrs_b.items()}, name
 
 
+@pytest.mark.numeric
 def test_round_trip_equals_the_teachers_own_outputs(tmp_path, trained):
     cfg_path, teacher_pt = trained
     cfg = dump_cfg(cfg_path, dtype="float32")

@@ -11,6 +11,8 @@ import torch
 from mlkd_cache.engine.optim import IMPLEMENTATIONS, build_one_cycle, build_optimizer
 from mlkd_cache.models import build_model
 
+pytestmark = pytest.mark.numeric  # `make test-numeric` reruns it on the generic and AVX2 kernels
+
 
 @pytest.mark.parametrize("name", ["adam", "adamw"])
 def test_every_implementation_gives_the_for_loop_update(name):

@@ -75,6 +75,7 @@ def test_train_writes_complete_checkpoint_and_evaluate_reproduces_map(tmp_path, 
     assert set(scored["per_class_ap"]) == set(raw["class_names"])
 
 
+@pytest.mark.numeric
 def test_training_learns_something(tmp_path):
     """A short run on more data lifts test mAP well above chance and the loss well down."""
     cfg = load_config(
@@ -89,11 +90,14 @@ def test_training_learns_something(tmp_path):
             transform="dict(cutout=0.2, randaugment=None)",
         )
     )
-    result = teacher.run(cfg, tmp_path / "run", progress=False)
+    with torch_threads(1):
+        result = teacher.run(cfg, tmp_path / "run", progress=False)
     rows = read_rows(tmp_path / "run")
-    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]  # measured: 210 -> 113
-    # chance mAP for 10 digit classes with ~2.3 labels/image is about 25-30
-    assert result["metrics"]["mAP"] > 50.0, result["metrics"]  # measured: 61.8
+    # Measured over seeds 0-4 on one thread: last/first epoch loss 0.56-0.66 (std 0.04), test mAP
+    # 54.2-62.3 (std 3.2; 63.6 with ATEN_CPU_CAPABILITY=default). Chance mAP for 10 digit classes
+    # with ~2.3 labels/image is about 25-30. Both bounds lie more than 5 std from the mean.
+    assert rows[-1]["loss"] < 0.85 * rows[0]["loss"], [r["loss"] for r in rows]
+    assert result["metrics"]["mAP"] > 40.0, result["metrics"]
 
 
 def test_refuses_to_overwrite_and_resume_without_checkpoint(tmp_path, tiny_cfg_path):
@@ -164,6 +168,7 @@ def test_changed_config_refuses_resume(tmp_path, tiny_cfg_path):
     shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
     reason="torchrun not installed",
 )
+@pytest.mark.numeric
 def test_torchrun_two_gloo_ranks(tmp_path, tiny_cfg_path):
     """2 gloo ranks x batch 8: rank 0 alone writes (one log row per epoch and step, one
     teacher.pt without DDP's prefix); the 2-rank evaluation equals a 1-process one; rank 0's
