@@ -61,7 +61,7 @@ def open_failure(exc: OSError) -> tuple[str, str]:
     found = _ERRNO.search(text)
     code = int(found.group(1)) if found else exc.errno
     said = _MESSAGE.search(text)  # the system's words, e.g. 'Permission denied'
-    if "lock" in text.lower() or code in _LOCK_ERRNOS:
+    if "unable to lock" in text.lower() or "file locking" in text.lower() or code in _LOCK_ERRNOS:  # not "block"
         return "lock", f"unable to lock file: {said.group(1) if said else reason}"
     if isinstance(exc, PermissionError) or code in _PERMISSION_ERRNOS:
         return "permission", said.group(1) if said else reason
