@@ -29,7 +29,8 @@ def main() -> None:
     train_set = mc.dataset_from_config(cfg, "train")
     cache = mc.open_cache(args.cache, train_set, mc.TransformSpec.from_config(cfg))  # the checks of distill-student
     views = mc.CachedViews(train_set, cache)  # replayed views + the cached targets of exactly those views
-    loader = DataLoader(views, cfg.batch_size, shuffle=True, drop_last=True, collate_fn=views.collate, pin_memory=cuda)
+    sampler = views.sampler(seed=cfg.seed)  # each pass is the next epoch; indices carry it to every worker
+    loader = DataLoader(views, cfg.batch_size, sampler=sampler, drop_last=True, collate_fn=views.collate, pin_memory=cuda)
 
     classes = len(train_set.class_names)
     student = mc.build_model(cfg.model_s, classes, embed_dim=cfg.embed_dim, img_size=cfg.img_size).to(device)
@@ -45,7 +46,6 @@ def main() -> None:
     bce = torch.nn.BCEWithLogitsLoss(reduction="sum")  # L2D's hard-label loss: summed over samples and classes
 
     for epoch in range(epochs):
-        views.set_epoch(epoch)  # epoch e replays view (e + offset_i) % V of sample i
         student.train()
         for batch in loader:
             image, labels = batch.image.to(device, non_blocking=cuda), batch.labels.to(device, non_blocking=cuda)

@@ -2,9 +2,10 @@
 
 Many trainers take a model, a data loader, an optimiser and a function that returns the loss of
 one batch. ``their_train`` below stands in for such a trainer (timm's, Lightning's, your paper's);
-nothing in it knows about distillation. Plugging in the cache takes three things: the
-:class:`mlkd_cache.CachedViews` dataset with its collate function, a loss function that adds the
-distiller's terms, and a call to ``set_epoch`` at the start of every epoch.
+nothing in it knows about distillation, nor about epochs. Plugging in the cache takes two things:
+the :class:`mlkd_cache.CachedViews` dataset with its sampler (each pass over the loader is the
+next epoch, so every sample replays the next of its cached views) and collate function, and a
+loss function that adds the distiller's terms.
 
     python examples/plug_into_your_loop.py -c digits/resnet10t_to_test_resnet_l2d.py --cache runs/cache --epochs 2
 """
@@ -18,10 +19,9 @@ from torch.utils.data import DataLoader
 import mlkd_cache as mc
 
 
-def their_train(model, loader, loss_fn: Callable, optimizer, epochs: int, on_epoch_start: Callable[[int], None]) -> None:
+def their_train(model, loader, loss_fn: Callable, optimizer, epochs: int) -> None:
     """A trainer you do not own: it only calls ``loss_fn(model, batch)``."""
     for epoch in range(epochs):
-        on_epoch_start(epoch)
         model.train()
         for batch in loader:
             loss = loss_fn(model, batch)
@@ -56,7 +56,7 @@ def main() -> None:
     train_set = mc.dataset_from_config(cfg, "train")
     cache = mc.open_cache(args.cache, train_set, mc.TransformSpec.from_config(cfg))
     views = mc.CachedViews(train_set, cache)
-    loader = DataLoader(views, cfg.batch_size, shuffle=True, drop_last=True, collate_fn=views.collate)
+    loader = DataLoader(views, cfg.batch_size, sampler=views.sampler(), drop_last=True, collate_fn=views.collate)
 
     classes = len(train_set.class_names)
     model = mc.build_model(cfg.model_s, classes, embed_dim=cfg.embed_dim, img_size=cfg.img_size).to(device)
@@ -66,7 +66,7 @@ def main() -> None:
     if distiller.needs_prototypes:
         distiller.set_prototypes(mc.load_or_compute_prototypes(cache).to(device))
     optimizer = torch.optim.Adam([*model.parameters(), *distiller.extra_parameters()], lr=cfg.lr_s)
-    their_train(model, loader, distillation_loss(views, distiller, device), optimizer, args.epochs, views.set_epoch)
+    their_train(model, loader, distillation_loss(views, distiller, device), optimizer, args.epochs)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ _EXPORTS: Dict[str, str] = {
     "TargetCache": "mlkd_cache.cache.reader",
     "CachedViews": "mlkd_cache.cache.replay",
     "CachedBatch": "mlkd_cache.cache.replay",
+    "EpochSampler": "mlkd_cache.data.sampler",
+    "EpochIndex": "mlkd_cache.data.sampler",
     "load_or_compute_prototypes": "mlkd_cache.cache.prototypes",
     # data and models
     "load_config": "mlkd_cache.config",
@@ -33,6 +35,7 @@ _EXPORTS: Dict[str, str] = {
     "ViewDataset": "mlkd_cache.data.views",
     "build_model": "mlkd_cache.models",
     "Outputs": "mlkd_cache.models",
+    "load_teacher": "mlkd_cache.engine.teacher",
     # losses
     "KDBatch": "mlkd_cache.losses.base",
     "Distiller": "mlkd_cache.losses.distiller",

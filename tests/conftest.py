@@ -188,17 +188,20 @@ def first_step_terms(trainer, world_size: int, rank: int = 0) -> dict:
     weights): its share of the first global batch, drawn as the run's loader draws it (the
     loader's seed comes from the global RNG, as in the run), through the model in training mode.
     What must equal the first row of that rank's steps.jsonl."""
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DataLoader
+
+    from mlkd_cache.data.sampler import EpochSampler
 
     cfg = trainer.cfg
-    sampler = DistributedSampler(
-        trainer.train_data, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
-    )
+    sampler = EpochSampler(trainer.train_data, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(
-        trainer.train_data, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, collate_fn=trainer.make_collate()
+        trainer.train_data,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=trainer.make_collate(),
+        generator=trainer.loader.generator,
     )
-    sampler.set_epoch(0)
-    trainer.train_data.set_epoch(0)
     trainer.model.train()
     batch = next(iter(loader))
     terms = trainer.loss_terms(batch, trainer.model(batch.image))

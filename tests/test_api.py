@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -31,6 +33,54 @@ def test_every_exported_name_resolves_and_is_documented_once():
     assert set(dir(mlkd_cache)) >= set(mlkd_cache.__all__)
     with pytest.raises(AttributeError, match="no attribute 'TargetCash'"):
         mlkd_cache.TargetCash  # noqa: B018
+
+
+def api_sections() -> dict:
+    """``{name: text}`` of each ``### name`` section of docs/api.md."""
+    page = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    parts = re.split(r"^### (\S+)$", page, flags=re.M)
+    return {name.replace("\\_", "_"): re.split(r"^## ", text, flags=re.M)[0] for name, text in zip(parts[1::2], parts[2::2])}
+
+
+def documented_parameters(obj) -> dict:
+    """``{callable: [parameter names]}`` a user can pass: a function's; a class's constructor (a
+    named tuple's fields) and the public methods and classmethods it defines itself."""
+    import inspect
+
+    def params(fn) -> list:
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return []
+        return [p.name for p in sig.parameters.values() if p.name not in ("self", "cls") and p.kind is not p.VAR_POSITIONAL]
+
+    if not inspect.isclass(obj):
+        return {obj.__name__: params(obj)}
+    if issubclass(obj, BaseException):
+        return {}
+    found = {obj.__name__: list(getattr(obj, "_fields", ())) or params(obj.__init__)}
+    for name in vars(obj):
+        if name.startswith("_") or not callable(getattr(obj, name)):
+            continue
+        found[f"{obj.__name__}.{name}"] = params(getattr(obj, name))
+    return found
+
+
+def test_every_parameter_of_every_public_name_is_documented():
+    """Each parameter of each public function, constructor and method (and each field of a named
+    tuple) is named in code (`...`) in that name's section of docs/api.md."""
+    sections = api_sections()
+    missing = []
+    for name in mlkd_cache.__all__:
+        if name == "__version__":
+            continue
+        code = " ".join(re.findall(r"`([^`]+)`", sections[name]))  # every code span of the section
+        for where, names in documented_parameters(getattr(mlkd_cache, name)).items():
+            missing += [f"{where}({p})" for p in names if p != "kwargs" and not re.search(rf"\b{p}\b", code)]
+    assert not missing, missing
+    from mlkd_cache.losses.distiller import CONTEXT_KEYS
+
+    assert all(f"`{key}`" in sections["Distiller"] for key in CONTEXT_KEYS)  # what **context may hold
 
 
 def test_the_exports_are_the_library_objects():
@@ -165,3 +215,192 @@ def test_a_plain_timm_classifier_distils_with_the_logit_losses(tiny_cache):
     rkd = mc.Distiller.from_config(dict(name="L2D", para=dict(lambda_ft=1.0, ft_dis=dict(name="RKD", para={}))))
     with pytest.raises(mc.ConfigError, match=r"^RKD reads KDBatch\.f_s \(the student's pooled features"):
         rkd(mc.KDBatch(y=batch.labels, z_s=logits, **views.targets(batch, torch.device("cpu"))))
+
+
+# -- the traps of a loop of one's own (issue: the public API never trains silently on one view) --
+
+
+@pytest.fixture(scope="module")
+def opened(tiny_cache):
+    """(config, train split, opened cache, teacher.pt) of the tiny cache."""
+    mc = mlkd_cache
+    cfg_path, cache_dir = tiny_cache
+    cfg = mc.load_config(cfg_path)
+    train_set = mc.dataset_from_config(cfg, "train")
+    cache = mc.open_cache(cache_dir, train_set, mc.TransformSpec.from_config(cfg))
+    return cfg, train_set, cache, cache_dir.parent / "teacher" / "teacher.pt"
+
+
+def one_line(exc_info) -> str:
+    text = str(exc_info.value)
+    assert "\n" not in text, text
+    return text
+
+
+@pytest.mark.slow
+def test_an_epoch_that_does_not_advance_is_refused(opened):
+    """A loop that never calls set_epoch replays one view per sample in every pass: the first
+    batch of the second pass is refused in one line naming both fixes."""
+    from torch.utils.data import DataLoader
+
+    mc = mlkd_cache
+    _, train_set, cache, _ = opened
+    views = mc.CachedViews(train_set, cache)
+    loader = DataLoader(views, 16, shuffle=True, collate_fn=views.collate)
+    for batch in loader:  # the first pass is epoch 0, as it should be
+        views.targets(batch, "cpu")  # a device given by name
+    with pytest.raises(mc.ConfigError) as info:
+        for batch in loader:
+            views.targets(batch, "cpu")
+    assert re.match(
+        r"CachedViews: 112 samples drawn under epoch 0, more than the 96 the data holds: the epoch did not advance",
+        one_line(info),
+    )
+    assert "sampler=views.sampler()" in str(info.value) and "views.set_epoch(epoch)" in str(info.value)
+
+
+@pytest.mark.slow
+def test_the_sampler_carries_each_epoch_to_persistent_workers(opened):
+    """views.sampler() with 2 persistent workers and no set_epoch: each pass is the next epoch,
+    every sample replays the view of that epoch (its fingerprint checked against the cache), and
+    with V=2 each sample alternates between its two cached views."""
+    from torch.utils.data import DataLoader
+
+    mc = mlkd_cache
+    _, train_set, cache, _ = opened
+    views = mc.CachedViews(train_set, cache, replay_check=1.0)
+    loader = DataLoader(
+        views, 16, sampler=views.sampler(seed=3), num_workers=2, persistent_workers=True, collate_fn=views.collate
+    )
+    seen: dict = {}
+    for epoch in range(3):
+        for batch in loader:
+            views.targets(batch, "cpu")
+            assert batch.epoch.eq(epoch).all() and batch.epoch_from_index.all()
+            for i, v in zip(batch.sample.tolist(), batch.view.tolist()):
+                seen.setdefault(i, []).append(v)
+    assert views.checked == 3 * 96  # every input of every epoch matched its cached fingerprint
+    assert sorted(seen) == list(range(96))
+    assert all(v == [views.view_data.view_of(i, e) for e in range(3)] for i, v in seen.items())
+    assert all(v[0] != v[1] and v[0] == v[2] for v in seen.values())
+
+
+@pytest.mark.slow
+def test_persistent_workers_with_set_epoch_are_refused(opened):
+    """set_epoch with persistent workers: the workers keep epoch 0, and the first batch after
+    set_epoch(1) is refused in one line naming the fix."""
+    from torch.utils.data import DataLoader
+
+    mc = mlkd_cache
+    _, train_set, cache, _ = opened
+    views = mc.CachedViews(train_set, cache)
+    loader = DataLoader(views, 16, shuffle=True, num_workers=2, persistent_workers=True, collate_fn=views.collate)
+    views.set_epoch(0)
+    for batch in loader:
+        views.targets(batch, "cpu")
+    views.set_epoch(1)
+    with pytest.raises(mc.ConfigError) as info:
+        for batch in loader:
+            views.targets(batch, "cpu")
+    assert re.match(r"CachedViews: a batch drawn for epoch 0 arrived after set_epoch\(1\): .*persistent_workers", one_line(info))
+    assert "sampler=views.sampler()" in str(info.value)
+
+
+@pytest.mark.slow
+def test_mistakes_of_a_loop_of_ones_own_end_in_one_line(opened):
+    """A student for 20 classes against a cache of 10, embeddings of another size than the
+    distiller was built for, a device name that is not one: each one line naming the fix. A
+    device given by name and a cache's transform given as its dict are accepted."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    mc = mlkd_cache
+    cfg, train_set, cache, _ = opened
+    assert mc.open_cache(cache.directory, train_set, cache.spec.transform) is not None  # the dict form
+    views = mc.CachedViews(train_set, cache)
+    batch = next(iter(DataLoader(views, 16, collate_fn=views.collate)))
+    targets = views.targets(batch, "cpu")
+    mld = mc.Distiller.from_config(dict(name="MLD", para=dict(lambda_logits=1.0, logits_dis=dict(name="MLD", para={}))))
+    with pytest.raises(mc.ConfigError) as info:
+        mld(mc.KDBatch(y=batch.labels, z_s=torch.zeros(16, 20), **targets))
+    assert re.match(r"KDBatch: the student's logits z_s have 20 classes, the teacher's z_t 10: build the student", one_line(info))
+
+    mpscd = mc.Distiller.from_config(
+        dict(name="MPSCD", para=dict(lambda_le=1.0, le_dis=dict(name="MPSCD", para={}))),
+        num_classes=10,
+        student_embed_dim=16,
+        teacher_embed_dim=cache.spec.embed_dim,
+    )
+    mpscd.set_prototypes(mc.load_or_compute_prototypes(cache))
+    with pytest.raises(mc.ConfigError) as info:
+        mpscd(mc.KDBatch(y=batch.labels, z_s=torch.zeros(16, 10), e_s=torch.zeros(16, 10, 8), **targets))
+    assert re.match(
+        r"MPSCD was built for num_classes=10, student_embed_dim=16, teacher_embed_dim=32; .* student embeddings of 8",
+        one_line(info),
+    )
+
+    with pytest.raises(mc.ConfigError) as info:
+        views.targets(batch, "gpu0")
+    assert re.match(r"device 'gpu0' is not a device; give a torch.device or a name such as 'cpu'", one_line(info))
+
+
+@pytest.mark.slow
+def test_load_teacher_runs_the_teacher_of_the_cache(opened):
+    """load_teacher gives the model, classes and input pipeline of teacher.pt; run on a replayed
+    batch it computes the cached logits (float16 cache: within half a float16 ulp plus the
+    float32 recompute allowance of the equivalence test)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    mc = mlkd_cache
+    _, train_set, cache, teacher_pt = opened
+    teacher = mc.load_teacher(teacher_pt, device="cpu")
+    assert teacher.class_names == list(cache.spec.class_names) and teacher.sha256 == cache.spec.teacher_sha256
+    assert teacher.transform.spec_hash() == cache.spec.transform_hash and not teacher.model.training
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    views = mc.CachedViews(train_set, cache)
+    batch = next(iter(DataLoader(views, 16, collate_fn=views.collate)))
+    with torch.no_grad():
+        live = teacher.model(batch.image).logits
+    cached = views.targets(batch, "cpu")["z_t"]
+    assert cache.spec.dtype == "float16"
+    bound = 2.0**-11 * live.abs() + 2.0**-16 * live.abs().max()
+    assert ((cached - live).abs() <= bound).all()
+    with pytest.raises(mc.MlkdError) as info:
+        mc.load_teacher(cache.directory / "manifest.json")
+    one_line(info)
+
+
+@pytest.mark.slow
+def test_a_script_reopens_a_cache_from_the_cache_alone(opened, tmp_path):
+    """CachedViews.from_cache rebuilds the dumped train split and transform from what the
+    manifest records (every fingerprint equal); a config is checked against it; a cache that
+    does not record it says so in one line."""
+    from torch.utils.data import DataLoader
+
+    mc = mlkd_cache
+    cfg, train_set, cache, _ = opened
+    made = json.loads((cache.directory / "manifest.json").read_text())["made_with"]
+    assert made["dataset"] == "digits" and made["dataset_para"] == {"train_size": 96, "test_size": 48}
+    assert made["config"] == cfg.source and made["data_root"] is None
+    views = mc.CachedViews.from_cache(cache.directory, replay_check=1.0)
+    assert len(views) == 96 and views.transform.spec_hash() == mc.TransformSpec.from_config(cfg).spec_hash()
+    assert views.cache.spec.transform_spec == views.transform
+    for batch in DataLoader(views, 32, sampler=views.sampler(), collate_fn=views.collate):
+        views.targets(batch, "cpu")
+    assert views.checked == 96
+    assert len(mc.CachedViews.from_cache(cache.directory, config=cfg)) == 96
+
+    other = mc.load_config(cfg.source, {"dataset_para": {"train_size": 80, "test_size": 48}})
+    with pytest.raises(mc.CacheMismatchError) as info:
+        mc.CachedViews.from_cache(cache.directory, config=other)
+    assert re.search(r"the config's dataset_para \['train_size'\] differ\(s\) from the dump's", one_line(info))
+
+    old = tmp_path / "old-cache"
+    shutil.copytree(cache.directory, old, ignore=shutil.ignore_patterns("prototypes.pt"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["made_with"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(mc.CacheMismatchError) as info:
+        mc.CachedViews.from_cache(old)
+    assert "does not record how its train split was built" in one_line(info)

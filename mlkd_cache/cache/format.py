@@ -38,6 +38,7 @@ import numpy as np
 
 from .._version import __version__
 from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS
+from ..data.transforms import TransformSpec
 from ..errors import CacheCorruptError, CacheMismatchError
 
 __all__ = [
@@ -226,6 +227,12 @@ class CacheSpec:
         return LAYOUTS[self.embedding]
 
     # -- serialisation -------------------------------------------------------------------------
+
+    @property
+    def transform_spec(self) -> TransformSpec:
+        """:attr:`transform` (a plain dict, as stored) as the :class:`~mlkd_cache.data.transforms.TransformSpec`
+        the views were made with."""
+        return TransformSpec.from_dict(self.transform)
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-able dict of every field (the ``spec`` of ``manifest.json``)."""

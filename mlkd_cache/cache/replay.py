@@ -15,8 +15,9 @@ any ``V`` consecutive epochs visit every cached view of every sample once.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -24,17 +25,32 @@ from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from .._version import __version__
+from ..data import build_dataset
+from ..data.sampler import EpochIndex, EpochSampler
 from ..data.transforms import TransformSpec, to_unsigned
 from ..data.views import ViewDataset, ViewItem
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from .format import VIEW_FIELDS
 from .reader import TargetCache
 
-__all__ = ["open_cache", "check_fits", "CachedBatch", "CachedTargetsCollate", "CachedViews", "check_replay", "check_finite"]
+__all__ = [
+    "open_cache",
+    "check_fits",
+    "CachedBatch",
+    "CachedTargetsCollate",
+    "CachedViews",
+    "check_replay",
+    "check_finite",
+    "as_device",
+]
 
 
 def open_cache(
-    directory: Path, dataset: Any = None, transform: Optional[TransformSpec] = None, *, verify_checksums: bool = False
+    directory: Path,
+    dataset: Any = None,
+    transform: Union[TransformSpec, Mapping[str, Any], None] = None,
+    *,
+    verify_checksums: bool = False,
 ) -> TargetCache:
     """Open the cache written by ``dump-targets`` into ``directory``.
 
@@ -56,10 +72,13 @@ def open_cache(
     return cache
 
 
-def check_fits(cache: TargetCache, dataset: Any = None, transform: Optional[TransformSpec] = None, name: str = "") -> None:
+def check_fits(
+    cache: TargetCache, dataset: Any = None, transform: Union[TransformSpec, Mapping[str, Any], None] = None, name: str = ""
+) -> None:
     """:class:`~mlkd_cache.errors.CacheMismatchError` unless ``cache`` is the dump of the train
     split ``dataset`` (dataset ``name``, default ``dataset.name``; class list; labels) under
-    ``transform`` (``img_size`` and the spec's hash). Arguments left ``None`` are not checked."""
+    ``transform`` (a :class:`TransformSpec` or its dict; ``img_size`` and the spec's hash).
+    Arguments left ``None`` are not checked."""
     spec = cache.spec
     if dataset is not None:
         name = name or getattr(dataset, "name", spec.dataset)
@@ -68,6 +87,10 @@ def check_fits(cache: TargetCache, dataset: Any = None, transform: Optional[Tran
                 f"{cache.directory}: cache built for {spec.dataset}/{spec.split}, the student trains on {name}/train; "
                 f"pass the cache of this dataset"
             )
+    if isinstance(transform, Mapping):  # a CacheSpec.transform or a teacher card's: the spec it describes
+        transform = TransformSpec.from_dict(transform)
+    if transform is not None and not isinstance(transform, TransformSpec):
+        raise TypeError(f"transform must be a TransformSpec (TransformSpec.from_config(cfg)), got {type(transform).__name__}")
     cache.check_request(
         class_names=None if dataset is None else dataset.class_names,
         labels=None if dataset is None else dataset.labels,
@@ -85,6 +108,8 @@ class CachedBatch(NamedTuple):
     sample: Tensor  # int64 [N] sample indices
     view: Tensor  # int64 [N]
     fingerprint: Tensor  # int64 [N], 0 = not fingerprinted this epoch
+    epoch: Tensor  # int64 [N], the epoch each item was drawn for
+    epoch_from_index: Tensor  # bool [N], True when that epoch came with the index (EpochIndex)
     cached: Dict[str, Tensor]  # TargetCache.get(sample, view): logits [N, C], features [N, D], embeddings
 
     def teacher_targets(self, device: torch.device, layout_keys: Sequence[Sequence[str]]) -> Dict[str, Tensor]:
@@ -111,7 +136,7 @@ class CachedTargetsCollate:
     def __call__(self, items: List[ViewItem]) -> CachedBatch:
         batch = default_collate(items)
         cached = self.cache.get(batch.sample, batch.view)
-        return CachedBatch(batch.image, batch.labels, batch.sample, batch.view, batch.fingerprint, cached)
+        return CachedBatch(**batch._asdict(), cached=cached)
 
 
 def check_replay(batch: CachedBatch, cache: TargetCache, keys: Sequence[str]) -> int:
@@ -155,30 +180,90 @@ class CachedViews(Dataset):
     """The train split ``dataset`` replayed under a cache's views, with the cached targets.
 
     Items are :class:`~mlkd_cache.data.views.ViewItem` (``image [3, H, W]`` float32, ``labels
-    [C]``, ``sample``, ``view``, ``fingerprint``); pass :attr:`collate` as the DataLoader's
-    ``collate_fn`` to get :class:`CachedBatch` es, and call :meth:`set_epoch` before each epoch
-    (any sampler: shuffling does not change which view a sample gets). ``replay_check`` is the
-    share of each epoch's samples whose input fingerprints :meth:`targets` compares with the
-    cache (0 = off, 1 = all).
+    [C]``, ``sample``, ``view``, ``fingerprint``, ``epoch``); pass :attr:`collate` as the
+    DataLoader's ``collate_fn`` to get :class:`CachedBatch` es. The epoch decides each sample's
+    view: draw indices with :meth:`sampler` (each index carries its epoch, and each pass is the
+    next epoch), or call :meth:`set_epoch` before each epoch with a sampler of your own (not with
+    persistent workers, which keep the epoch they started with). :meth:`targets` refuses a batch
+    whose epoch could not have reached its worker, and a second pass over the data under one
+    epoch. ``replay_check`` is the share of each epoch's samples whose input fingerprints
+    :meth:`targets` compares with the cache (0 = off, 1 = all).
     """
 
     def __init__(self, dataset: Any, cache: TargetCache, replay_check: float = 0.05) -> None:
         spec = cache.spec
         self.cache = cache
-        self.transform = TransformSpec.from_dict(spec.transform)
+        self.transform = spec.transform_spec
         self.view_data = ViewDataset(
             dataset, self.transform, spec.base_seed, train=True, views=spec.views, with_fingerprint=replay_check
         )
         self.checked = 0  # fingerprints compared since the last set_epoch (this process)
+        self._drawn: Dict[int, int] = {}  # epoch -> samples of it seen by targets() (this process)
+
+    @classmethod
+    def from_cache(
+        cls,
+        directory: Union[str, Path],
+        data_root: Optional[str] = None,
+        config: Any = None,
+        replay_check: float = 0.05,
+        verify_checksums: bool = False,
+    ) -> "CachedViews":
+        """The views of the cache in ``directory``, its train split rebuilt from what the cache
+        records (the manifest's ``made_with``: dataset, ``dataset_para``, data root), with no
+        config. ``data_root`` overrides the recorded folder (the data moved). A ``config``
+        (:class:`~mlkd_cache.config.Config`) is checked against the cache: dataset, dataset
+        parameters and transform must be those of the dump (:class:`CacheMismatchError` naming
+        the first difference). The split is then checked as :func:`open_cache` checks it."""
+        cache = open_cache(Path(directory), verify_checksums=verify_checksums)
+        made = cache.manifest.get("made_with")
+        if not isinstance(made, dict):
+            raise CacheMismatchError(
+                f"{directory}: this cache does not record how its train split was built (written by mlkd-cache "
+                f"{cache.spec.tool_version}); build the split yourself and pass it: CachedViews(dataset, open_cache(...)), "
+                f"or re-run dump-targets with this version"
+            )
+        params = dict(made.get("dataset_para") or {})
+        root = data_root
+        if config is not None:
+            given = json.loads(json.dumps(config.dataset_params("s"), default=repr))
+            if config.dataset != cache.spec.dataset or given != params:
+                differ = sorted(k for k in set(given) | set(params) if given.get(k) != params.get(k))
+                what = f"dataset {config.dataset!r}" if config.dataset != cache.spec.dataset else f"dataset_para {differ}"
+                raise CacheMismatchError(
+                    f"{directory}: the config's {what} differ(s) from the dump's ({cache.spec.dataset}, dataset_para="
+                    f"{params}); use the dump's values or the cache of this config"
+                )
+            check_fits(cache, transform=TransformSpec.from_config(config))
+            root = root if root is not None else config.data_root
+        root = root if root is not None else made.get("data_root")
+        dataset = build_dataset(cache.spec.dataset, "train", root, bad_images=made.get("bad_images", "error"), **params)
+        check_fits(cache, dataset)
+        return cls(dataset, cache, replay_check)
 
     def __len__(self) -> int:
         return len(self.view_data)
 
-    def __getitem__(self, index: int) -> ViewItem:
+    def __getitem__(self, index: Union[int, EpochIndex]) -> ViewItem:
         return self.view_data[index]
 
+    def sampler(
+        self,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: Optional[int] = None,
+        rank: Optional[int] = None,
+    ) -> EpochSampler:
+        """An :class:`~mlkd_cache.data.sampler.EpochSampler` over these views: pass it as the
+        DataLoader's ``sampler`` (any ``num_workers``, persistent or not). Each pass over the
+        loader is the next epoch; ``sampler.set_epoch(e)`` chooses the next one (a resume).
+        ``num_replicas`` and ``rank`` default to the process group's (torchrun), else 1 and 0."""
+        return EpochSampler(self, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch's views (DataLoader workers started after this call see it)."""
+        """Choose the epoch's views for plain int indices (DataLoader workers started after this
+        call see it; persistent ones do not: use :meth:`sampler` with them)."""
         self.view_data.set_epoch(epoch)
         self.checked = 0
 
@@ -186,12 +271,48 @@ class CachedViews(Dataset):
     def collate(self) -> CachedTargetsCollate:
         return CachedTargetsCollate(self.cache)
 
-    def targets(self, batch: CachedBatch, device: torch.device, position: str = "") -> Dict[str, Tensor]:
+    def _check_epochs(self, batch: CachedBatch) -> None:
+        """One line naming the fix when a batch's epoch could not have reached its worker, or
+        when more samples were drawn under one epoch than the data holds (it did not advance)."""
+        now = self.view_data.epoch
+        stale = ~batch.epoch_from_index & (batch.epoch != now)
+        if bool(stale.any()):
+            drawn = int(batch.epoch[stale][0])
+            raise ConfigError(
+                f"CachedViews: a batch drawn for epoch {drawn} arrived after set_epoch({now}): DataLoader workers that "
+                f"persist (persistent_workers=True) keep the epoch they started with; pass sampler=views.sampler() to "
+                f"the DataLoader (each index then carries its epoch) or drop persistent_workers"
+            )
+        epochs, counts = torch.unique(batch.epoch, return_counts=True)
+        for epoch, count in zip(epochs.tolist(), counts.tolist()):
+            seen = self._drawn[epoch] = self._drawn.get(epoch, 0) + count
+            if seen > len(self):
+                raise ConfigError(
+                    f"CachedViews: {seen} samples drawn under epoch {epoch}, more than the {len(self)} the data holds: "
+                    f"the epoch did not advance, and every pass would replay the same view of each sample; pass "
+                    f"sampler=views.sampler() to the DataLoader (each pass is then the next epoch) or call "
+                    f"views.set_epoch(epoch) before each epoch"
+                )
+
+    def targets(self, batch: CachedBatch, device: Union[str, torch.device], position: str = "") -> Dict[str, Tensor]:
         """The teacher fields of :class:`~mlkd_cache.losses.base.KDBatch` for ``batch``, on
-        ``device``, after the fingerprint and finiteness checks (:func:`check_replay`,
-        :func:`check_finite`); ``position`` (e.g. "epoch 3 step 20") is named by their errors."""
+        ``device`` (a ``torch.device`` or a name such as ``"cuda:0"``), after the epoch,
+        fingerprint and finiteness checks (:func:`check_replay`, :func:`check_finite`);
+        ``position`` (e.g. "epoch 3 step 20") is named by their errors."""
         if not isinstance(batch, CachedBatch):
             raise TypeError(f"CachedViews.targets needs a CachedBatch (collate_fn=views.collate), got {type(batch).__name__}")
+        device = as_device(device)
+        self._check_epochs(batch)
         self.checked += check_replay(batch, self.cache, self.view_data.keys)
         check_finite(batch, self.cache, position)
         return batch.teacher_targets(device, self.cache.spec.layout.batch_keys)
+
+
+def as_device(device: Union[str, int, torch.device]) -> torch.device:
+    """``device`` as a ``torch.device`` (``"cpu"``, ``"cuda:1"``, ``1``); a bad name is one line."""
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device; give a torch.device or a name such as 'cpu' or 'cuda:0'") from None

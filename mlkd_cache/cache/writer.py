@@ -390,8 +390,12 @@ def shard_entry(directory: Path, spec: CacheSpec, k: int) -> Dict[str, Any]:
     }
 
 
-def write_manifest(directory: Path, spec: CacheSpec, entries: Sequence[Dict[str, Any]]) -> Path:
-    """Write ``directory/manifest.json`` atomically; ``entries`` must cover every shard once."""
+def write_manifest(
+    directory: Path, spec: CacheSpec, entries: Sequence[Dict[str, Any]], made_with: Optional[Dict[str, Any]] = None
+) -> Path:
+    """Write ``directory/manifest.json`` atomically; ``entries`` must cover every shard once.
+    ``made_with`` (JSON values) records how the dumped split was built: the config file, the
+    dataset parameters and data root, so that the split can be rebuilt from the cache alone."""
     directory = Path(directory)
     shards = sorted((dict(e) for e in entries), key=lambda e: e["index"])
     indices = [e["index"] for e in shards]
@@ -407,6 +411,8 @@ def write_manifest(directory: Path, spec: CacheSpec, entries: Sequence[Dict[str,
         "shards": shards,
         "total_bytes": sum(int(e["bytes"]) for e in shards),
     }
+    if made_with is not None:
+        manifest["made_with"] = made_with
     path = directory / MANIFEST_NAME
     atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
     return path

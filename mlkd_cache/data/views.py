@@ -9,11 +9,19 @@ default collation turns a list of them into one ``ViewItem`` of batched tensors:
   :class:`~mlkd_cache.data.transforms.EvalTransform`;
 * ``labels``: float32 ``[C]`` (0/1);
 * ``sample`` (the sample's index in the split), ``view``: Python ints (collated into int64 ``[N]``);
+* ``epoch``: the epoch the item was drawn for (an int; -1 for an explicit ``(sample, view)``
+  pair of :meth:`ViewDataset.get`), and ``epoch_from_index``: True when that epoch came with the
+  index (an :class:`~mlkd_cache.data.sampler.EpochIndex`), False when it came from
+  :meth:`ViewDataset.set_epoch`, the dataset's state in the process that built the item;
 * ``fingerprint``: the 64-bit :func:`~mlkd_cache.data.transforms.fingerprint` of ``image``
   as a *signed* int64 (``to_signed``; ``to_unsigned`` gives back the value stored in the
   cache), or 0 when the item is not fingerprinted: ``with_fingerprint=True`` fingerprints
   every item, a float ``p`` in (0, 1) a deterministic share ``p`` of the samples of each epoch
   (chosen by :meth:`ViewDataset.is_checked`), False none.
+
+An index is an int (the epoch is the dataset's, set by :meth:`ViewDataset.set_epoch`) or an
+:class:`~mlkd_cache.data.sampler.EpochIndex` ``(index, epoch)`` that carries its epoch to the
+DataLoader worker, persistent or not (:class:`~mlkd_cache.data.sampler.EpochSampler` draws them).
 
 Which view an epoch uses (:meth:`ViewDataset.view_of`):
 
@@ -34,6 +42,7 @@ from typing import Any, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
+from .sampler import EpochIndex
 from .transforms import EvalTransform, ReplayableTransform, TransformSpec, fingerprint, to_signed, view_seed
 
 __all__ = ["ViewItem", "ViewDataset"]
@@ -47,6 +56,8 @@ class ViewItem(NamedTuple):
     sample: Any  # int index of the sample in the split (batch: int64 [N])
     view: Any  # int view (batch: int64 [N])
     fingerprint: Any  # signed int64 fingerprint of image, 0 = not fingerprinted (batch: int64 [N])
+    epoch: Any = -1  # int epoch the item was drawn for, -1 = an explicit (sample, view) (batch: int64 [N])
+    epoch_from_index: Any = False  # bool: the epoch came with the index, not from set_epoch (batch: bool [N])
 
 
 class ViewDataset(torch.utils.data.Dataset):
@@ -62,7 +73,10 @@ class ViewDataset(torch.utils.data.Dataset):
         with_fingerprint: Union[bool, float] = False,
     ) -> None:
         if not isinstance(spec, TransformSpec):
-            raise TypeError(f"spec must be a TransformSpec, got {type(spec).__name__}")
+            raise TypeError(
+                f"spec must be a TransformSpec, got {type(spec).__name__}: TransformSpec.from_config(cfg), "
+                f"TransformSpec.from_dict(d) or a cache's spec.transform_spec"
+            )
         if isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer)):
             raise TypeError(f"base_seed must be an int, got {type(base_seed).__name__}")
         if views is not None:
@@ -161,8 +175,19 @@ class ViewDataset(torch.utils.data.Dataset):
         fp = to_signed(fingerprint(image)) if with_fingerprint else 0
         return ViewItem(image, labels, i, int(view), fp)
 
-    def __getitem__(self, index: int) -> ViewItem:
-        return self.get(index, self.view_of(index, self.epoch), self.is_checked(index, self.epoch))
+    def __getitem__(self, index: Union[int, EpochIndex]) -> ViewItem:
+        """The item of ``index`` under the view of its epoch: the one an
+        :class:`~mlkd_cache.data.sampler.EpochIndex` carries, else the dataset's (:meth:`set_epoch`)."""
+        if isinstance(index, tuple):
+            i, epoch = EpochIndex(*index)
+            epoch = operator.index(epoch)
+            if epoch < 0:
+                raise ValueError(f"epoch must be >= 0, got {epoch} in {index!r}")
+            carried = True
+        else:
+            i, epoch, carried = index, self.epoch, False
+        item = self.get(i, self.view_of(i, epoch), self.is_checked(i, epoch))
+        return item._replace(epoch=epoch, epoch_from_index=carried)
 
     def __repr__(self) -> str:
         name = getattr(self.dataset, "name", type(self.dataset).__name__)

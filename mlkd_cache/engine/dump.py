@@ -213,8 +213,8 @@ def dump_shard(
         num_workers=workers,
         pin_memory=cuda,
     )
-    for image, _labels, index, view, fp in loader:
-        image = image.to(info.device, non_blocking=cuda)
+    for batch in loader:  # ViewItem batches of (sample, view) pairs
+        image, index, view, fp = batch.image.to(info.device, non_blocking=cuda), batch.sample, batch.view, batch.fingerprint
         if cuda:
             image = image.contiguous(memory_format=torch.channels_last)
         with autocast_for(info.device, amp):
@@ -254,6 +254,20 @@ def planned_teacher(cfg: Config, class_names: Sequence[str]) -> Dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "feature_dim": feature_dim_of(cfg.model_t, cfg.img_size),
     }
+
+
+def made_with(cfg: Config) -> Dict[str, Any]:
+    """How the dumped train split is built (the manifest's ``made_with``): the config file, the
+    dataset, its parameters (``dataset_para``, as the students' split), data root and
+    ``bad_images``, as JSON values (a tuple becomes a list; anything else its repr)."""
+    record = {
+        "config": cfg.source,
+        "dataset": cfg.dataset,
+        "dataset_para": cfg.dataset_params("s"),
+        "data_root": str(Path(cfg.data_root).resolve()) if cfg.data_root else None,
+        "bad_images": cfg.bad_images,
+    }
+    return json.loads(json.dumps(record, default=repr))
 
 
 def run(
@@ -337,7 +351,7 @@ def run(
     }
     if info.is_main:
         entries = written + kept  # this run's shards (hashed by the writers) and the ones kept
-        manifest = write_manifest(out, spec, entries)  # refuses entries that miss or repeat a shard
+        manifest = write_manifest(out, spec, entries, made_with(cfg))  # refuses entries that miss or repeat a shard
         result.update(manifest=str(manifest), total_bytes=sum(e["bytes"] for e in entries))
         log.info(
             "dump-targets: %d shards (%d written, %d already complete), %d samples x %d views, %.1f s",

@@ -49,8 +49,8 @@ def predict(model: nn.Module, loader: DataLoader, info: DistInfo, amp: bool, tot
     model.eval()
     logits, labels, indices = [], [], []
     non_blocking = info.device.type == "cuda"
-    for image, label, index, _view, _fp in loader:
-        image = image.to(info.device, non_blocking=non_blocking)
+    for batch in loader:  # ViewItem batches
+        image, label, index = batch.image.to(info.device, non_blocking=non_blocking), batch.labels, batch.sample
         if info.device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
         with autocast_for(info.device, amp):

@@ -197,7 +197,8 @@ class LiveTeacher:
         acc = PrototypeAccumulator(len(view_data.class_names), self.embed_dim)
         loader = DataLoader(PairDataset(view_data, pairs), batch_size=batch_size, num_workers=workers)
         with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG
-            for image, labels, *_ in loader:
+            for batch in loader:  # ViewItem batches of (sample, view) pairs
+                image, labels = batch.image, batch.labels
                 with autocast_for(device, self.amp):
                     emb = self.model(image.to(device)).label_emb.float()
                 sample, cls = labels.to(device).nonzero(as_tuple=True)

@@ -18,12 +18,13 @@ from typing import Any, Dict, Optional, cast
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .._version import __version__
 from ..config import FIELDS, Config
 from ..data import dataset_from_config
+from ..data.sampler import EpochSampler
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
 from ..distributed import DistInfo, average_gradients, bar_disabled, barrier, init_distributed, mean_over_ranks, sync_buffers
@@ -137,7 +138,11 @@ class Trainer:
         self.test_data = ViewDataset(test_set, self.spec, cfg.seed, train=False)
 
     def _build_loader(self) -> None:
-        """Every rank's share of each global batch; incomplete last batches are dropped."""
+        """Every rank's share of each global batch; incomplete last batches are dropped. Indices
+        carry their epoch (:class:`EpochSampler`), so worker processes persist across epochs and
+        still build each epoch's views. The workers' seed then comes from a generator of the
+        loader's own: workers made once (a run) or again (a --resume) leave the global RNG, which
+        draws dropout masks, in the same state (views never use the workers' seed)."""
         cfg = self.cfg
         global_batch = cfg.batch_size * self.info.world_size
         if global_batch > len(self.train_data):
@@ -145,7 +150,7 @@ class Trainer:
                 f"batch_size {cfg.batch_size} x {self.info.world_size} process(es) is larger than the "
                 f"train split ({len(self.train_data)} samples); lower batch_size"
             )
-        self.sampler: DistributedSampler = DistributedSampler(
+        self.sampler = EpochSampler(
             self.train_data,
             num_replicas=self.info.world_size,
             rank=self.info.rank,
@@ -153,6 +158,7 @@ class Trainer:
             seed=cfg.seed,
             drop_last=True,
         )
+        workers = cfg.workers > 0
         self.loader = DataLoader(
             self.train_data,
             batch_size=cfg.batch_size,
@@ -160,7 +166,8 @@ class Trainer:
             num_workers=cfg.workers,
             drop_last=True,
             pin_memory=self.info.device.type == "cuda",
-            persistent_workers=False,
+            persistent_workers=workers,
+            generator=torch.Generator().manual_seed(cfg.seed) if workers else None,
             collate_fn=self.make_collate(),
         )
 
@@ -350,8 +357,7 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         self.ddp.train()
-        self.sampler.set_epoch(epoch)
-        self.train_data.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)  # the indices carry it to the views, in any worker
         sums: Dict[str, float] = {}
         steps, samples = 0, 0
         started = time.perf_counter()

@@ -35,6 +35,7 @@ _FIELD_MEANING = {
     "f_s": "the student's pooled features [N, D_s]",
     "f_t": "the teacher's pooled features [N, D_t]",
     "e_s": "the student's label-wise embeddings [N, C, E_s], from an ML-Decoder head",
+    "e_t": "the teacher's label-wise embeddings [N, C, E_t], dense form",
 }
 
 
@@ -59,6 +60,31 @@ class KDBatch:
     token_sample: Optional[Tensor] = None  # [P] int64 batch row of each token
     token_class: Optional[Tensor] = None  # [P] int64 class of each token
     e_t: Optional[Tensor] = None  # [N, C, E_t] dense teacher embeddings
+
+    def __post_init__(self) -> None:
+        """Shapes that must agree, checked before any loss runs (a one-line ConfigError naming them)."""
+        if self.z_s.dim() != 2:
+            raise ConfigError(f"KDBatch.z_s must be the student's logits [N, C], got shape {list(self.z_s.shape)}")
+        n, c = self.z_s.shape
+        if self.z_t.shape[1:] != self.z_s.shape[1:]:
+            raise ConfigError(
+                f"KDBatch: the student's logits z_s have {c} classes, the teacher's z_t {self.z_t.shape[1] if self.z_t.dim() == 2 else list(self.z_t.shape)}: "
+                f"build the student for the teacher's classes (a cache's spec.num_classes)"
+            )
+        if self.z_t.shape[0] != n or self.y.shape[0] != n:
+            raise ConfigError(
+                f"KDBatch: z_s has {n} rows, z_t {self.z_t.shape[0]} and y {self.y.shape[0]}: student outputs, labels and "
+                f"teacher targets must come from the same batch (views.targets(batch, ...) of the batch the student saw)"
+            )
+        if tuple(self.y.shape) != (n, c):
+            raise ConfigError(f"KDBatch: labels y have shape {list(self.y.shape)}, the logits {[n, c]}; give the batch's labels")
+        for name in ("e_s", "e_t"):
+            e = getattr(self, name)
+            if e is not None and (e.dim() != 3 or tuple(e.shape[:2]) != (n, c)):
+                raise ConfigError(
+                    f"KDBatch.{name} has shape {list(e.shape)}, expected [{n}, {c}, E] ({_FIELD_MEANING[name]}); "
+                    f"build the model for the cache's {c} classes"
+                )
 
     def need(self, loss: str, field: str) -> Tensor:
         """The tensor ``field`` of this batch, which ``loss`` reads; a one-line

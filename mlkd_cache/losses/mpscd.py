@@ -157,6 +157,13 @@ class MPSCD(DistillLoss):
                 "MPSCD has no class prototypes; build them with load_or_compute_prototypes(cache) and call set_prototypes"
             )
         s, t, _, classes = batch.positive_tokens()  # [P, E_s], [P, E_t], [P], [P]
+        (e_s, e_t), (C, E_t) = (s.shape[1], t.shape[1]), self.prototypes.shape
+        if e_s != self.proj.in_features or e_t != E_t or batch.z_s.shape[1] != C:
+            raise ConfigError(
+                f"MPSCD was built for num_classes={C}, student_embed_dim={self.proj.in_features}, "
+                f"teacher_embed_dim={E_t}; this batch has {batch.z_s.shape[1]} classes, student embeddings of "
+                f"{e_s} and teacher embeddings of {e_t}: build the Distiller with the student's and the cache's sizes"
+            )
         projected = self.proj(s.to(self.proj.weight.dtype))  # [P, E_t]
         u = F.normalize(projected, dim=1)
         v = F.normalize(t.to(u.dtype), dim=1)

@@ -322,7 +322,7 @@ def test_replay_identical_across_processes():
     _perturb_global_rngs(11)
     loader = torch.utils.data.DataLoader(_Explicit(_vds(), ITEMS), batch_size=3, num_workers=2, shuffle=False)
     got_images, got_fp, got_idx, got_view = [], [], [], []
-    for image, _labels, index, view, fp in loader:
+    for image, _labels, index, view, fp, *_ in loader:
         assert fp.dtype == torch.int64
         got_images.extend(image)
         got_fp.extend(to_unsigned(int(f)) for f in fp)

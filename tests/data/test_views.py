@@ -75,7 +75,7 @@ def test_eval_view_zero_and_item():
     data = TinyDataset()
     ds = ViewDataset(data, SPEC, base_seed=0, train=False, with_fingerprint=True)
     ds.set_epoch(9)
-    image, labels, index, view, fp = ds[1]
+    image, labels, index, view, fp, *_ = ds[1]
     assert view == 0 and index == 1
     assert torch.equal(image, EvalTransform(SPEC)(data.load_image(1)))
     assert fp == to_signed(fingerprint(image))
@@ -87,7 +87,7 @@ def test_item_shapes_dtypes_and_fingerprint():
     ds = ViewDataset(data, SPEC, base_seed=1, train=True, views=3, with_fingerprint=True)
     ds.set_epoch(2)
     for i in range(len(ds)):
-        image, labels, index, view, fp = ds[i]
+        image, labels, index, view, fp, *_ = ds[i]
         assert image.dtype == torch.float32 and image.shape == (3, SIZE, SIZE)
         assert labels.dtype == torch.float32 and labels.shape == (4,)
         assert np.array_equal(labels.numpy(), data.labels[i].astype(np.float32))
@@ -108,7 +108,7 @@ def test_item_shapes_dtypes_and_fingerprint():
 def test_collate_keeps_fingerprints():
     ds = ViewDataset(TinyDataset(), SPEC, base_seed=1, train=True, with_fingerprint=True)
     ds.set_epoch(3)
-    image, labels, index, view, fp = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    image, labels, index, view, fp, *_ = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert image.shape == (4, 3, SIZE, SIZE) and labels.shape == (4, 4)
     assert index.dtype == torch.int64 and view.tolist() == [3, 3, 3, 3] and fp.dtype == torch.int64
     for j in range(4):
@@ -141,7 +141,7 @@ def test_fingerprint_share_picks_a_fresh_reproducible_subset_each_epoch():
     assert chosen[0] == {i for i in range(len(ds)) if ds.is_checked(i, 0)}
     ds.set_epoch(1)
     picked, skipped = min(chosen[1]), min(set(range(len(ds))) - chosen[1])
-    image, _, _, view, fp = ds[picked]
+    image, _, _, view, fp, *_ = ds[picked]
     assert fp == to_signed(fingerprint(image)) and view == ds.view_of(picked, 1)
     assert ds[skipped][4] == 0
     assert all(ViewDataset(data, SPEC, 5, True, 3, with_fingerprint=1.0).is_checked(i, 7) for i in range(10))

@@ -355,6 +355,42 @@ def test_replay_divergence_stops_the_run(setup, tmp_path, monkeypatch):
     assert not (out / "student.pt").exists() and not (out / "checkpoint.pt").exists()
 
 
+def test_persistent_workers_replay_each_epoch_and_resume_alike(setup, tmp_path, monkeypatch):
+    """With 2 DataLoader workers, which now persist across epochs, each epoch's batches are drawn
+    for that epoch and replay its views, every input fingerprinted and equal to its cached
+    view's (the epoch travels with each index). A run stopped after epoch 1 and resumed (workers
+    started again) takes the steps of the uninterrupted run: the workers' seed does not come
+    from the global RNG that draws dropout."""
+    drawn = []  # (epoch, sample, view) of every item the uninterrupted run trained on
+    original = distill.DistillTrainer.loss_terms
+
+    def recording(self, batch, outputs):
+        drawn.extend(zip(batch.epoch.tolist(), batch.sample.tolist(), batch.view.tolist()))
+        return original(self, batch, outputs)
+
+    overrides = {"workers": 2, "replay_check": 1.0, "max_epoch_s": 3}
+    with monkeypatch.context() as patch:
+        patch.setattr(distill.DistillTrainer, "loss_terms", recording)
+        whole = distill.run(load_config(setup.cfg_path, overrides), tmp_path / "whole", cache=setup.cache, progress=False)
+    rows = read_rows(tmp_path / "whole" / "metrics.jsonl")
+    assert [r["replay_checked"] for r in rows] == [96, 96, 96]
+    assert sorted({e for e, _, _ in drawn}) == [0, 1, 2] and len(drawn) == 3 * 96
+    views = ViewDataset(
+        build_dataset("digits", "train", None, train_size=96, test_size=48),
+        TransformSpec.from_config(load_config(setup.cfg_path)),
+        0,
+        train=True,
+        views=2,
+    )
+    assert all(view == views.view_of(i, e) for e, i, view in drawn)
+    out = tmp_path / "stopped"
+    distill.run(load_config(setup.cfg_path, {**overrides, "stop_epoch_s": 1}), out, cache=setup.cache, progress=False)
+    resumed = distill.run(load_config(setup.cfg_path, overrides), out, cache=setup.cache, resume=True, progress=False)
+    got, want = read_rows(out / "steps.jsonl"), read_rows(tmp_path / "whole" / "steps.jsonl")
+    assert [(r["epoch"], r["step"], r["loss"]) for r in got] == [(r["epoch"], r["step"], r["loss"]) for r in want]
+    assert resumed["metrics"]["mAP"] == whole["metrics"]["mAP"]
+
+
 MISMATCHES = {
     "img_size": (["--img-size", "48"], r"cache built for img_size 32, config asks for 48"),
     "transform": (["--set", "transform.cutout=0.3"], r"cache built with transform .* restore the transform"),
