@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import format_table, measure  # noqa: E402
 
 from mlkd_cache.cache import CacheSpec, ShardBuffer, TargetCache, labels_digest, write_manifest, write_shard  # noqa: E402
+from mlkd_cache.cache.h5 import open_read  # noqa: E402
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2014_val_anno.json"
 C, E, D = 80, 768, 2048
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
         mem = {name: [] for name in ("logits", "features", "emb", "view_seed", "fingerprint")}
         offsets, base = [], 0
         for entry in sorted(entries, key=lambda e: e["index"]):
-            with h5py.File(root / entry["file"], "r") as f:
+            with open_read(root / entry["file"]) as f:
                 for name in mem:
                     mem[name].append(f[name][()])
                 offsets.append(f["emb_offsets"][:-1] + base)

@@ -25,9 +25,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, List
 
-import h5py
 import numpy as np
 import torch
+
+from mlkd_cache.cache.h5 import open_read
 
 # Entries that differ between two runs of the same code: clocks, folders, and digests of files
 # that hold a creation time (a shard's sha256 covers its ``created`` attribute).
@@ -70,7 +71,7 @@ def _same(a: Any, b: Any, where: str) -> Iterator[str]:
 
 
 def _h5(a: Path, b: Path, where: str) -> Iterator[str]:
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+    with open_read(a) as fa, open_read(b) as fb:  # without file locks, as every reader of a cache
         yield from _same({k: v for k, v in fa.attrs.items()}, {k: v for k, v in fb.attrs.items()}, f"{where} attrs")
         names_a, names_b = set(fa.keys()), set(fb.keys())
         if names_a != names_b:

@@ -48,8 +48,15 @@ def read_locking() -> bool | None:
 
 
 def open_read(path: Path) -> h5py.File:
-    """Open a finished HDF5 file read-only, without a file lock (see the module docstring)."""
-    return h5py.File(path, "r", locking=read_locking())
+    """Open a finished HDF5 file read-only, without a file lock (see the module docstring). An
+    h5py built on an HDF5 without per-file locking (< 1.10.7 / 1.12.1) refuses the argument:
+    then HDF5's own rule applies (``HDF5_USE_FILE_LOCKING=FALSE`` turns it off)."""
+    try:
+        return h5py.File(path, "r", locking=read_locking())
+    except ValueError as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        return h5py.File(path, "r")
 
 
 def open_failure(exc: OSError) -> tuple[str, str]:
@@ -61,6 +68,8 @@ def open_failure(exc: OSError) -> tuple[str, str]:
     found = _ERRNO.search(text)
     code = int(found.group(1)) if found else exc.errno
     said = _MESSAGE.search(text)  # the system's words, e.g. 'Permission denied'
+    if "don't match" in text and "lock" in text.lower():  # HDF5 >= 1.14.4: open here already, with other lock settings
+        return "lock", "the file is already open in this process with other file-locking settings"
     if "unable to lock" in text.lower() or "file locking" in text.lower() or code in _LOCK_ERRNOS:  # not "block"
         return "lock", f"unable to lock file: {said.group(1) if said else reason}"
     if isinstance(exc, PermissionError) or code in _PERMISSION_ERRNOS:
@@ -76,7 +85,8 @@ def open_failure_advice(kind: str) -> str:
             f"{LOCKING_ENV}={setting} asks HDF5 for a file lock, which this filesystem or another process refuses; "
             f"unset it (a finished cache is read without locks); the cache itself is not damaged"
             if setting
-            else "the file is locked; the cache itself is not damaged, retry when the other process is done"
+            else "close other handles of it in this process, or retry when the process that locked it is done; "
+            "the cache itself is not damaged"
         )
     return "give this user read access to the cache folder (or copy it); the cache itself is not damaged"
 

@@ -15,7 +15,6 @@ any ``V`` consecutive epochs visit every cached view of every sample once.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -197,8 +196,10 @@ class CachedViews(Dataset):
         self.view_data = ViewDataset(
             dataset, self.transform, spec.base_seed, train=True, views=spec.views, with_fingerprint=replay_check
         )
-        self.checked = 0  # fingerprints compared since the last set_epoch (this process)
-        self._drawn: Dict[int, int] = {}  # epoch -> samples of it seen by targets() (this process)
+        self.checked = 0  # fingerprints compared (this process; set_epoch resets it)
+        self._epoch_set = False  # set_epoch was called: int indices follow it
+        self._drawn = 0  # samples of int indices seen by targets() while set_epoch was never called
+        self._last_carried: Optional[int] = None  # the newest epoch an index carried to targets()
 
     @classmethod
     def from_cache(
@@ -211,10 +212,10 @@ class CachedViews(Dataset):
     ) -> "CachedViews":
         """The views of the cache in ``directory``, its train split rebuilt from what the cache
         records (the manifest's ``made_with``: dataset, ``dataset_para``, data root), with no
-        config. ``data_root`` overrides the recorded folder (the data moved). A ``config``
-        (:class:`~mlkd_cache.config.Config`) is checked against the cache: dataset, dataset
-        parameters and transform must be those of the dump (:class:`CacheMismatchError` naming
-        the first difference). The split is then checked as :func:`open_cache` checks it."""
+        config. ``data_root`` overrides the recorded folder (the data moved). With a ``config``
+        (:class:`~mlkd_cache.config.Config`) the split is the config's, and it and the config's
+        transform must be the dump's, as :func:`open_cache` checks them (:class:`CacheMismatchError`
+        naming the first difference)."""
         cache = open_cache(Path(directory), verify_checksums=verify_checksums)
         made = cache.manifest.get("made_with")
         if not isinstance(made, dict):
@@ -223,22 +224,17 @@ class CachedViews(Dataset):
                 f"{cache.spec.tool_version}); build the split yourself and pass it: CachedViews(dataset, open_cache(...)), "
                 f"or re-run dump-targets with this version"
             )
-        params = dict(made.get("dataset_para") or {})
-        root = data_root
-        if config is not None:
-            given = json.loads(json.dumps(config.dataset_params("s"), default=repr))
-            if config.dataset != cache.spec.dataset or given != params:
-                differ = sorted(k for k in set(given) | set(params) if given.get(k) != params.get(k))
-                what = f"dataset {config.dataset!r}" if config.dataset != cache.spec.dataset else f"dataset_para {differ}"
-                raise CacheMismatchError(
-                    f"{directory}: the config's {what} differ(s) from the dump's ({cache.spec.dataset}, dataset_para="
-                    f"{params}); use the dump's values or the cache of this config"
-                )
-            check_fits(cache, transform=TransformSpec.from_config(config))
-            root = root if root is not None else config.data_root
-        root = root if root is not None else made.get("data_root")
-        dataset = build_dataset(cache.spec.dataset, "train", root, bad_images=made.get("bad_images", "error"), **params)
-        check_fits(cache, dataset)
+        if config is not None:  # the config's split and pipeline, checked against the dump as open_cache checks them
+            root = data_root if data_root is not None else (config.data_root or made.get("data_root"))
+            dataset = build_dataset(
+                config.dataset, "train", root, bad_images=config.bad_images, workers=config.workers, **config.dataset_params("s")
+            )
+            check_fits(cache, dataset, TransformSpec.from_config(config), name=config.dataset)
+        else:
+            root = data_root if data_root is not None else made.get("data_root")
+            params = dict(made.get("dataset_para") or {})
+            dataset = build_dataset(cache.spec.dataset, "train", root, bad_images=made.get("bad_images", "error"), **params)
+            check_fits(cache, dataset)
         return cls(dataset, cache, replay_check)
 
     def __len__(self) -> int:
@@ -266,33 +262,50 @@ class CachedViews(Dataset):
         call see it; persistent ones do not: use :meth:`sampler` with them)."""
         self.view_data.set_epoch(epoch)
         self.checked = 0
+        self._epoch_set = True
 
     @property
     def collate(self) -> CachedTargetsCollate:
         return CachedTargetsCollate(self.cache)
 
     def _check_epochs(self, batch: CachedBatch) -> None:
-        """One line naming the fix when a batch's epoch could not have reached its worker, or
-        when more samples were drawn under one epoch than the data holds (it did not advance)."""
-        now = self.view_data.epoch
-        stale = ~batch.epoch_from_index & (batch.epoch != now)
-        if bool(stale.any()):
-            drawn = int(batch.epoch[stale][0])
-            raise ConfigError(
-                f"CachedViews: a batch drawn for epoch {drawn} arrived after set_epoch({now}): DataLoader workers that "
-                f"persist (persistent_workers=True) keep the epoch they started with; pass sampler=views.sampler() to "
-                f"the DataLoader (each index then carries its epoch) or drop persistent_workers"
-            )
-        epochs, counts = torch.unique(batch.epoch, return_counts=True)
-        for epoch, count in zip(epochs.tolist(), counts.tolist()):
-            seen = self._drawn[epoch] = self._drawn.get(epoch, 0) + count
-            if seen > len(self):
+        """One line naming the fix when the epoch could not have reached a batch's items: indices
+        that carry their epoch skipped one (a pass that did not train took it); a persistent
+        worker built the views of an epoch before the last set_epoch; or the epoch was never
+        set and more samples were drawn than the data holds (every pass replays one view)."""
+        carried, epochs = batch.epoch_from_index, batch.epoch
+        if bool(carried.any()):
+            newest = int(epochs[carried].max())
+            last = self._last_carried
+            if last is not None and last < newest - 1 and int(epochs[carried].min()) > last:
                 raise ConfigError(
-                    f"CachedViews: {seen} samples drawn under epoch {epoch}, more than the {len(self)} the data holds: "
-                    f"the epoch did not advance, and every pass would replay the same view of each sample; pass "
-                    f"sampler=views.sampler() to the DataLoader (each pass is then the next epoch) or call "
-                    f"views.set_epoch(epoch) before each epoch"
+                    f"CachedViews: batches jumped from epoch {last} to {newest}: a pass over the loader that did not "
+                    f"train (train-set metrics, next(iter(loader))) took epoch {last + 1}; give such passes a "
+                    f"DataLoader of their own, or call sampler.set_epoch(epoch) before each training epoch"
                 )
+            self._last_carried = newest  # lower than before: a new run started over
+        state = ~carried & (epochs >= 0)  # the epoch came from set_epoch (-1: an explicit (sample, view) pair)
+        if not bool(state.any()):
+            return
+        now = self.view_data.epoch
+        if self._epoch_set:
+            stale = state & (epochs != now)
+            if bool(stale.any()):
+                raise ConfigError(
+                    f"CachedViews: a batch drawn for epoch {int(epochs[stale][0])} arrived after set_epoch({now}): "
+                    f"DataLoader workers that persist (persistent_workers=True) keep the epoch they started with; "
+                    f"pass sampler=views.sampler() to the DataLoader (each index then carries its epoch) or drop "
+                    f"persistent_workers"
+                )
+            return
+        self._drawn += int(state.sum())
+        if self._drawn > len(self):
+            raise ConfigError(
+                f"CachedViews: {self._drawn} samples drawn under epoch {now} and set_epoch never called, more than the "
+                f"{len(self)} the data holds: every pass would replay the same view of each sample; pass "
+                f"sampler=views.sampler() to the DataLoader (each pass is then the next epoch) or call "
+                f"views.set_epoch(epoch) before each epoch"
+            )
 
     def targets(self, batch: CachedBatch, device: Union[str, torch.device], position: str = "") -> Dict[str, Tensor]:
         """The teacher fields of :class:`~mlkd_cache.losses.base.KDBatch` for ``batch``, on

@@ -38,13 +38,17 @@ class EpochSampler(DistributedSampler):
     Args:
         dataset: anything with ``len()`` (a :class:`~mlkd_cache.data.views.ViewDataset`, a
             ``CachedViews``).
-        num_replicas, rank: the processes sharing each epoch (default: the initialised process
-            group's, else 1 and 0).
+        num_replicas, rank: the processes sharing each epoch (default: the process group's when
+            one is initialised as the sampler is built, else 1 and 0; with ``num_replicas`` given
+            and other than the group's size, ``rank`` defaults to 0).
         shuffle, seed, drop_last: as ``DistributedSampler`` (a new permutation per epoch from
             ``seed + epoch``; ``drop_last`` drops the tail that does not split evenly over the
             processes).
 
-    Each ``iter()`` is one epoch: 0 first, then the next one, unless :meth:`set_epoch` chose it.
+    Each pass is one epoch: 0 first, then the next one, unless :meth:`set_epoch` chose it. A pass
+    begins when its first index is drawn; a pass that does not train (train-set metrics over the
+    same loader, a ``next(iter(loader))`` to look at a batch) takes an epoch too: give such passes
+    a loader of their own.
     """
 
     def __init__(
@@ -57,8 +61,10 @@ class EpochSampler(DistributedSampler):
         drop_last: bool = False,
     ) -> None:
         grouped = dist.is_available() and dist.is_initialized()
-        num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if grouped else 1)
-        rank = rank if rank is not None else (dist.get_rank() if grouped else 0)
+        world = dist.get_world_size() if grouped else 1
+        num_replicas = world if num_replicas is None else num_replicas
+        if rank is None:  # this process's rank when the sampler spans the process group, else the first share
+            rank = dist.get_rank() if grouped and num_replicas == world else 0
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self._chosen = True  # the first pass is epoch 0 (or what set_epoch says before it)
 
@@ -71,8 +77,11 @@ class EpochSampler(DistributedSampler):
         self._chosen = True
 
     def __iter__(self) -> Iterator[EpochIndex]:
+        # A generator: the epoch moves on when a pass draws its first index, not when iter() is
+        # called (a DataLoader may create an iterator it never reads).
         if not self._chosen:
             self.epoch += 1  # a new pass without set_epoch: the next epoch
         self._chosen = False
         epoch = self.epoch
-        return (EpochIndex(int(i), epoch) for i in super().__iter__())
+        for i in super().__iter__():
+            yield EpochIndex(int(i), epoch)

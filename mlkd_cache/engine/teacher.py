@@ -65,7 +65,7 @@ def load_teacher(path: Union[str, Path], device: Union[str, torch.device] = "cpu
     in eval mode with gradients off, its classes and its input pipeline. A file that is not such
     a checkpoint raises :class:`~mlkd_cache.errors.CheckpointError` in one line."""
     path = Path(path)
-    ckpt = load_checkpoint(path, require=TEACHER_KEYS)
+    ckpt = load_checkpoint(path, require=(*TEACHER_KEYS, "transform"))
     model = model_from_checkpoint(ckpt).eval()
     for p in model.parameters():
         p.requires_grad_(False)

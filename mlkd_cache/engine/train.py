@@ -412,6 +412,16 @@ class Trainer:
         row["train_samples_per_s"] = samples * self.info.world_size / max(elapsed, 1e-9)
         return row
 
+    def _stop_workers(self) -> None:
+        """End the loader's persistent worker processes with the training, not whenever the
+        loader is collected (torch has no public call for it: its iterator's own shutdown)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self.loader._iterator = None
+
     def fit(self) -> Dict[str, Any]:
         """Train from ``start_epoch`` to ``stop_epoch``; returns the last epoch's row."""
         cfg = self.cfg
@@ -441,6 +451,7 @@ class Trainer:
                     row["train_time_s"],
                 )
             barrier(self.info)
+        self._stop_workers()
         if self.info.is_main:
             self.save(self.files.final, self.stop_epoch, with_state=False)
         barrier(self.info)
