@@ -18,6 +18,10 @@ checks and prints whether its pixels equal Pillow's) and torch's uint8 antialias
 prints how many pixel values differ from Pillow's). These say where a per-worker speed-up can
 come from and what it would cost in replay compatibility.
 
+A third table times what one ``dump-targets`` worker does for a photograph at V = 8 views: decode
+and resize once and make the 8 views from that image (what the dump does now), against a decode
+and resize for every view (what it did before); the cached targets are bitwise the same.
+
     python benchmarks/data_pipeline.py [--rounds 3] [--json]
 """
 
@@ -42,6 +46,7 @@ from _timing import format_table  # noqa: E402
 from mlkd_cache.config import DECODE_MODES  # noqa: E402
 from mlkd_cache.data.base import load_rgb  # noqa: E402
 from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec, _to_tensor  # noqa: E402
+from mlkd_cache.data.views import ViewDataset  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2017-tiny"
 GPU_RATES = {"resnet34": 2000.0, "resnet50": 1200.0}  # img/s training, RTX 3090, AMP (timm's CSVs, as quoted in issue 13)
@@ -118,6 +123,36 @@ def stage_breakdown(paths: List[Path], rounds: int, size: int = 224) -> Dict[str
     }
 
 
+class _Photos:
+    """The photographs as a dataset a ViewDataset takes (keys, labels, load_image)."""
+
+    def __init__(self, paths: List[Path]) -> None:
+        self.paths = paths
+        self.keys = [p.name for p in paths]
+        self.labels = np.zeros((len(paths), 1), np.uint8)
+        self.class_names = ["x"]
+
+    def load_image(self, index: int, size=None) -> Image.Image:
+        return load_rgb(str(self.paths[index]), size)
+
+
+DUMP_VIEWS = 8
+
+
+def dump_views_per_second(paths: List[Path], size: int, once: bool) -> float:
+    """One dump worker's views/s at V = 8 (the default train transform: Cutout + RandAugment):
+    each photograph decoded and resized once for its 8 views, or once per view (before)."""
+    views = ViewDataset(_Photos(paths), TransformSpec(img_size=size), 0, train=True, views=DUMP_VIEWS, with_fingerprint=True)
+    started = time.perf_counter()
+    for i in range(len(paths)):
+        if once:
+            views.get_views(i, range(DUMP_VIEWS))
+        else:
+            for v in range(DUMP_VIEWS):
+                views.get(i, v)
+    return len(paths) * DUMP_VIEWS / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="passes per (set, size, mode); the median is reported")
@@ -135,6 +170,17 @@ def main() -> None:
                 for size in SIZES:
                     for mode in DECODE_MODES:
                         rates[name][size][mode].append(images_per_second(paths, size, mode))
+    dump_rates: Dict[int, Dict[bool, List[float]]] = {z: {True: [], False: []} for z in SIZES}
+    for _ in range(args.rounds):
+        for size in SIZES:
+            for once in (False, True):
+                dump_rates[size][once].append(dump_views_per_second(coco[:40], size, once))
+    dump_rows, dump_out = [], {}
+    for size, by in dump_rates.items():
+        every, once = statistics.median(by[False]), statistics.median(by[True])
+        dump_out[size] = {"every_view_decoded_views_s": every, "decode_once_views_s": once, "ratio": once / every}
+        dump_rows.append([size, f"{every:.0f}", f"{once:.0f}", f"{once / every:.2f}x"])
+    ratios = {f"dump_views_v{DUMP_VIEWS}_vs_every_view_decoded": dump_out[224]["ratio"]}
     breakdown = stage_breakdown(coco, max(args.rounds, 3))
     rows, out = [], []
     for name, by_size in rates.items():
@@ -161,7 +207,7 @@ def main() -> None:
                 ]
             )
     if args.json:
-        print(json.dumps({"rounds": args.rounds, "rows": out, "stages": breakdown}, indent=1))
+        print(json.dumps({"rounds": args.rounds, "ratios": ratios, "rows": out, "dump": dump_out, "stages": breakdown}, indent=1))
         return
     print(f"one worker (1 thread), decode + train view, median of {args.rounds} rounds; {len(coco)} COCO 2017 photographs")
     print(
@@ -177,6 +223,8 @@ def main() -> None:
             ],
         )
     )
+    print(f"\none dump worker, V = {DUMP_VIEWS} views per photograph (Cutout + RandAugment), 40 COCO-sized photographs, views/s")
+    print(format_table(dump_rows, ["px", "decode every view", "decode once", "ratio"]))
     ms = breakdown["ms"]
     print(f"\none COCO-sized sample at {breakdown['img_size']} px, by stage (median ms per image; RandAugment on)")
     print(format_table([[k, f"{v:.2f}"] for k, v in ms.items()], ["stage", "ms"]))

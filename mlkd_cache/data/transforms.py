@@ -375,12 +375,18 @@ class ReplayableTransform:
             arr[y1c:y2c, x1c:x2c] = colour
         return Image.fromarray(arr)
 
+    def prepare(self, img: Image.Image) -> Image.Image:
+        """The deterministic first step every view of an image shares: RGB, resized to
+        ``img_size`` square. A prepared image gives the same views as the original (Pillow's
+        resize to an image's own size is a copy), so V views need one decode and one resize."""
+        s = self.spec.img_size
+        return _rgb(img).resize((s, s), self._filter)
+
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
         seed = _check_seed(seed)
         own_ss, py_ss, np_ss = np.random.SeedSequence(seed).spawn(3)
         rng = np.random.Generator(np.random.PCG64(own_ss))
-        s = self.spec.img_size
-        img = _rgb(img).resize((s, s), self._filter)
+        img = self.prepare(img)
         if self.spec.cutout > 0:
             img = self._cutout(img, rng)
         if self._randaugment is not None:

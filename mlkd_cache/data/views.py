@@ -37,7 +37,7 @@ Which view an epoch uses (:meth:`ViewDataset.view_of`):
 from __future__ import annotations
 
 import operator
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -159,21 +159,32 @@ class ViewDataset(torch.utils.data.Dataset):
     def get(self, index: int, view: int, with_fingerprint: Optional[bool] = None) -> ViewItem:
         """The item of an explicit ``(sample, view)`` (used by the cache dump); fingerprinted when
         ``with_fingerprint`` says so (None: when the share is 1)."""
+        return self.get_views(index, [view], with_fingerprint)[0]
+
+    def get_views(self, index: int, views: Sequence[int], with_fingerprint: Optional[bool] = None) -> List[ViewItem]:
+        """The items of sample ``index`` under each of ``views``, from one decode and one resize
+        of its image (:meth:`ReplayableTransform.prepare`): the same items as :meth:`get` of each
+        ``(index, view)``, for a fraction of the work (the cache dump makes all V views at once)."""
         i = self._index(index)
-        view = operator.index(view)
-        if self.views is not None and self.train and not 0 <= view < self.views:
-            raise IndexError(f"view {view} out of range for {self.views} views")
+        wanted = [operator.index(v) for v in views]
+        for view in wanted:
+            if self.views is not None and self.train and not 0 <= view < self.views:
+                raise IndexError(f"view {view} out of range for {self.views} views")
         size = self.spec.decode_size  # asked only when decode='reduced': datasets may define load_image(index)
         img = self.dataset.load_image(i) if size is None else self.dataset.load_image(i, size)
-        if isinstance(self.transform, ReplayableTransform):  # train=True
-            image = self.transform(img, self.seed_of(i, view))
-        else:
-            image = self.transform(img)
         labels = torch.from_numpy(np.asarray(self.dataset.labels[i], dtype=np.float32).copy())
         if with_fingerprint is None:
             with_fingerprint = self.fingerprint_share >= 1.0
-        fp = to_signed(fingerprint(image)) if with_fingerprint else 0
-        return ViewItem(image, labels, i, int(view), fp)
+        transform = self.transform
+        if isinstance(transform, ReplayableTransform):  # train=True
+            prepared = transform.prepare(img)
+            images = [transform(prepared, self.seed_of(i, view)) for view in wanted]
+        else:
+            images = [transform(img) for _ in wanted]
+        return [
+            ViewItem(image, labels, i, view, to_signed(fingerprint(image)) if with_fingerprint else 0)
+            for image, view in zip(images, wanted)
+        ]
 
     def __getitem__(self, index: Union[int, EpochIndex]) -> ViewItem:
         """The item of ``index`` under the view of its epoch: the one an

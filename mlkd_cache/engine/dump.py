@@ -13,11 +13,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
 from .._version import __version__
@@ -28,7 +29,7 @@ from ..config import Config
 from ..data import MultiLabelDataset, dataset_from_config
 from ..data.planning import PlannedSplit, planned_train_split
 from ..data.transforms import TransformSpec
-from ..data.views import ViewDataset
+from ..data.views import ViewDataset, ViewItem
 from ..distributed import DistInfo, all_gather_objects, bar_disabled, barrier, init_distributed
 from ..errors import CacheMismatchError, ConfigError
 from ..fileio import file_sha256
@@ -53,6 +54,51 @@ class PairDataset(Dataset):
     def __getitem__(self, j: int):
         index, view = self.pairs[j]
         return self.view_data.get(int(index), int(view))
+
+
+class SampleViews(Dataset):
+    """The ``views`` views of each sample ``start..stop-1`` of ``view_data``, one sample an item
+    (a :class:`ViewItem` batch ``[V, ...]``), each from one decode and resize of its image."""
+
+    def __init__(self, view_data: ViewDataset, start: int, stop: int, views: int) -> None:
+        self.view_data, self.start, self.stop, self.views = view_data, start, stop, views
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, j: int) -> ViewItem:
+        return default_collate(self.view_data.get_views(self.start + j, range(self.views)))
+
+
+def _cat(batches: Sequence[ViewItem]) -> ViewItem:
+    return ViewItem(*(torch.cat(parts) for parts in zip(*batches)))
+
+
+def view_batches(
+    view_data: ViewDataset, start: int, stop: int, views: int, batch_size: int, workers: int, pin_memory: bool = False
+) -> Iterator[ViewItem]:
+    """:class:`ViewItem` batches of the (sample, view) pairs of samples ``start..stop-1`` in
+    :func:`shard_pairs` order, ``batch_size`` pairs each (the last may hold fewer): the batches
+    the teacher has always been run on, while the loader's workers decode each sample once."""
+    loader = DataLoader(
+        SampleViews(view_data, start, stop, views),
+        batch_size=max(1, -(-batch_size // views)),  # samples per load: about one teacher batch
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_cat,
+    )
+
+    def own(batch: ViewItem) -> ViewItem:  # images in a buffer of their own (pinned for CUDA), as a loader's batch
+        return batch._replace(image=batch.image.pin_memory() if pin_memory else batch.image.clone())
+
+    pending: Optional[ViewItem] = None
+    for loaded in loader:
+        pending = loaded if pending is None else _cat([pending, loaded])
+        while len(pending.sample) >= batch_size:
+            yield own(ViewItem(*(t[:batch_size] for t in pending)))
+            pending = ViewItem(*(t[batch_size:] for t in pending))
+    if pending is not None and len(pending.sample):
+        yield own(pending)
 
 
 def shard_pairs(start: int, stop: int, views: int) -> np.ndarray:
@@ -206,14 +252,7 @@ def dump_shard(
     start, stop = spec.shard_range(k)
     buffer = ShardBuffer(spec, k, list(view_data.keys[start:stop]), view_data.labels[start:stop])
     cuda = info.device.type == "cuda"
-    loader = DataLoader(
-        PairDataset(view_data, shard_pairs(start, stop, spec.views)),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=cuda,
-    )
-    for batch in loader:  # ViewItem batches of (sample, view) pairs
+    for batch in view_batches(view_data, start, stop, spec.views, batch_size, workers, pin_memory=cuda):
         image, index, view, fp = batch.image.to(info.device, non_blocking=cuda), batch.sample, batch.view, batch.fingerprint
         if cuda:
             image = image.contiguous(memory_format=torch.channels_last)

@@ -148,3 +148,32 @@ def test_fingerprint_share_picks_a_fresh_reproducible_subset_each_epoch():
     assert not any(ViewDataset(data, SPEC, 5, True, 3, with_fingerprint=0.0).is_checked(i, 7) for i in range(10))
     with pytest.raises(ValueError, match="share"):
         ViewDataset(data, SPEC, 5, True, 3, with_fingerprint=1.5)
+
+
+@pytest.mark.parametrize("spec", [SPEC, TransformSpec(img_size=SIZE, randaugment=None, hflip=0.5, interpolation="bicubic")])
+def test_views_from_one_decode_are_the_views_of_one_decode_each(spec):
+    """get_views (one decode and resize, then each view) gives bit for bit the images and
+    fingerprints of get for each (sample, view): what lets the dump decode a photograph once."""
+    ds = ViewDataset(TinyDataset(), spec, base_seed=5, train=True, views=4, with_fingerprint=True)
+    for i in range(len(ds)):
+        together = ds.get_views(i, range(4))
+        for view, item in enumerate(together):
+            alone = ds.get(i, view)
+            assert torch.equal(item.image, alone.image) and item.fingerprint == alone.fingerprint != 0
+            assert (item.sample, item.view) == (alone.sample, alone.view) == (i, view)
+    assert not torch.equal(together[0].image, together[1].image)  # four different views
+
+
+def test_the_dump_batches_pairs_as_before():
+    """view_batches: the (sample, view) pairs in shard order, batch_size pairs a batch (the last
+    fewer), with or without workers: the teacher runs on the batches it always ran on."""
+    from mlkd_cache.engine.dump import shard_pairs, view_batches
+
+    ds = ViewDataset(TinyDataset(n=5), SPEC, base_seed=1, train=True, views=3, with_fingerprint=True)
+    for workers in (0, 2):
+        batches = list(view_batches(ds, 1, 5, 3, batch_size=5, workers=workers))
+        assert [len(b.sample) for b in batches] == [5, 5, 2]
+        pairs = np.stack([torch.cat([b.sample for b in batches]).numpy(), torch.cat([b.view for b in batches]).numpy()], 1)
+        assert np.array_equal(pairs, shard_pairs(1, 5, 3))
+        first = ds.get(int(pairs[6, 0]), int(pairs[6, 1]))
+        assert torch.equal(batches[1].image[1], first.image) and int(batches[1].fingerprint[1]) == first.fingerprint
