@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
@@ -87,10 +86,8 @@ def time_inference(cfg, teacher_pt: Path, views: int) -> float:
     shard = cfg.cache["shard_size"]
     started = time.perf_counter()
     for start in range(0, len(data), shard):
-        pairs = dump.shard_pairs(start, min(start + shard, len(data)), views)
-        loader = DataLoader(dump.PairDataset(view_data, pairs), batch_size=cfg.batch_size, num_workers=cfg.workers)
-        for image, *_ in loader:
-            model(image)
+        for batch in dump.view_batches(view_data, start, min(start + shard, len(data)), views, cfg.batch_size, cfg.workers):
+            model(batch.image)
     return time.perf_counter() - started
 
 
