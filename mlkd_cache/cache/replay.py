@@ -184,8 +184,8 @@ class CachedViews(Dataset):
     view: draw indices with :meth:`sampler` (each index carries its epoch, and each pass is the
     next epoch), or call :meth:`set_epoch` before each epoch with a sampler of your own (not with
     persistent workers, which keep the epoch they started with). :meth:`targets` refuses a batch
-    whose epoch could not have reached its worker, and a second pass over the data under one
-    epoch. ``replay_check`` is the share of each epoch's samples whose input fingerprints
+    whose epoch could not have reached its worker, an epoch skipped by a pass that did not train,
+    and a second pass over the data when the epoch was never set. ``replay_check`` is the share of each epoch's samples whose input fingerprints
     :meth:`targets` compares with the cache (0 = off, 1 = all).
     """
 
