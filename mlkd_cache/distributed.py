@@ -33,6 +33,8 @@ from typing import Any, Dict, List, NoReturn
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -51,6 +53,16 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+
+def as_device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device`` (``"cpu"``, ``"cuda:1"``, ``1``); a bad name is one line."""
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device; give a torch.device or a name such as 'cpu' or 'cuda:0'") from None
 
 
 def pick_device(local_rank: int = 0) -> torch.device:

@@ -24,10 +24,11 @@ from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from .._version import __version__
-from ..data import build_dataset
+from ..data import build_dataset, dataset_from_config
 from ..data.sampler import EpochIndex, EpochSampler
 from ..data.transforms import TransformSpec, to_unsigned
 from ..data.views import ViewDataset, ViewItem
+from ..distributed import as_device
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from .format import VIEW_FIELDS
 from .reader import TargetCache
@@ -40,7 +41,6 @@ __all__ = [
     "CachedViews",
     "check_replay",
     "check_finite",
-    "as_device",
 ]
 
 
@@ -185,8 +185,9 @@ class CachedViews(Dataset):
     next epoch), or call :meth:`set_epoch` before each epoch with a sampler of your own (not with
     persistent workers, which keep the epoch they started with). :meth:`targets` refuses a batch
     whose epoch could not have reached its worker, an epoch skipped by a pass that did not train,
-    and a second pass over the data when the epoch was never set. ``replay_check`` is the share of each epoch's samples whose input fingerprints
-    :meth:`targets` compares with the cache (0 = off, 1 = all).
+    and a second pass over the data when the epoch was never set. ``replay_check`` is the share
+    of each epoch's samples whose input fingerprints :meth:`targets` compares with the cache
+    (0 = off, 1 = all).
     """
 
     def __init__(self, dataset: Any, cache: TargetCache, replay_check: float = 0.05) -> None:
@@ -226,9 +227,7 @@ class CachedViews(Dataset):
             )
         if config is not None:  # the config's split and pipeline, checked against the dump as open_cache checks them
             root = data_root if data_root is not None else (config.data_root or made.get("data_root"))
-            dataset = build_dataset(
-                config.dataset, "train", root, bad_images=config.bad_images, workers=config.workers, **config.dataset_params("s")
-            )
+            dataset = dataset_from_config(config.replace(data_root=root), "train")
             check_fits(cache, dataset, TransformSpec.from_config(config), name=config.dataset)
         else:
             root = data_root if data_root is not None else made.get("data_root")
@@ -319,13 +318,3 @@ class CachedViews(Dataset):
         self.checked += check_replay(batch, self.cache, self.view_data.keys)
         check_finite(batch, self.cache, position)
         return batch.teacher_targets(device, self.cache.spec.layout.batch_keys)
-
-
-def as_device(device: Union[str, int, torch.device]) -> torch.device:
-    """``device`` as a ``torch.device`` (``"cpu"``, ``"cuda:1"``, ``1``); a bad name is one line."""
-    if isinstance(device, torch.device):
-        return device
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a device; give a torch.device or a name such as 'cpu' or 'cuda:0'") from None

@@ -28,10 +28,9 @@ from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset, ViewItem
 from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
 from ..errors import CacheCorruptError
-from ..fileio import file_sha256
-from .checkpoint import load_checkpoint
-from .dump import TEACHER_KEYS, PairDataset, check_teacher_fits, shard_pairs
-from .evaluate import autocast_for, model_from_checkpoint
+from .dump import PairDataset, check_teacher_fits, shard_pairs
+from .evaluate import autocast_for
+from .teacher import load_teacher
 
 FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
 
@@ -156,17 +155,13 @@ class LiveTeacher:
     mode = "online"
 
     def __init__(self, path: Path, cfg: Config, fresh_views: bool = False) -> None:
-        self.path = Path(path)
-        self.ckpt = load_checkpoint(self.path, require=TEACHER_KEYS)
-        self.sha256 = file_sha256(self.path)
+        teacher = load_teacher(path)  # eval mode, gradients off
+        self.path, self.sha256, self.model, self.ckpt = teacher.path, teacher.sha256, teacher.model, teacher.card
         # views: the cycle length of the replayed views, None for a fresh view every epoch;
         # prototypes (MPSCD) are averaged over cache.views views either way, as a cache's are.
         self.prototype_views, self.base_seed = int(cfg.cache["views"]), int(cfg.seed)
         self.views: Optional[int] = None if fresh_views else self.prototype_views
         self.embed_dim = int(self.ckpt["embed_dim"])
-        self.model = model_from_checkpoint(self.ckpt).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
         self.amp = False
 
     def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:

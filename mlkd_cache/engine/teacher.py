@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Union
 import torch
 from torch import nn
 
-from ..cache.replay import as_device
 from ..config import Config
 from ..data.transforms import TransformSpec
+from ..distributed import as_device
 from ..errors import ConfigError
 from ..fileio import file_sha256
 from .checkpoint import load_checkpoint
@@ -50,14 +50,14 @@ def run(cfg: Config, out: Path, resume: bool = False, progress: bool = True) -> 
 class LoadedTeacher:
     """A teacher checkpoint, ready to run (:func:`load_teacher`)."""
 
-    model: (
-        nn.Module
-    )  # eval mode, no gradients: model(image [N, 3, H, W]) -> Outputs(features [N, D], label_emb [N, C, E], logits [N, C])
+    # eval mode, no gradients: model(image [N, 3, H, W]) -> Outputs(features [N, D], label_emb [N, C, E], logits [N, C])
+    model: nn.Module
     class_names: List[str]  # the C classes, in the order of the logits
     transform: TransformSpec  # the input pipeline it was trained with (img_size, normalisation, augmentation)
     arch: str  # the timm model name of its backbone
     sha256: str  # of the checkpoint file, as a cache records its teacher
     path: Path
+    card: Dict[str, Any]  # the checkpoint's record without its weights (embed_dim, img_size, normalisation, config, ...)
 
 
 def load_teacher(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LoadedTeacher:
@@ -76,4 +76,5 @@ def load_teacher(path: Union[str, Path], device: Union[str, torch.device] = "cpu
         arch=str(ckpt["arch"]),
         sha256=file_sha256(path),
         path=path,
+        card={k: v for k, v in ckpt.items() if k != "model"},
     )
