@@ -18,6 +18,7 @@ Examples:
   mlkd-cache distill-student -c CONFIG --cache CACHE -o OUT \\
       --set "criterion_t2s_para=dict(name='MLD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict())))"
   mlkd-cache distill-student -c CONFIG --no-kd -o OUT                                   # no-KD baseline
+  mlkd-cache distill-student -c CONFIG --no-kd --cache CACHE -o OUT    # no-KD on the images a cache stores
   mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt --fresh-views -o OUT   # online, L2D's regime
   mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt -o OUT   # online, the cache's views
   torchrun --nproc_per_node=2 -m mlkd_cache distill-student -c CONFIG --cache CACHE -o OUT
@@ -26,7 +27,10 @@ Examples:
 
 @click.command("distill-student", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.option(
-    "--cache", type=click.Path(path_type=Path), default=None, help="cache folder written by dump-targets (offline distillation)"
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="cache folder written by dump-targets (offline distillation); its image store, if any, is the data (no dataset folder needed); with --no-kd or --teacher only its images are read",
 )
 @click.option(
     "--teacher",
@@ -80,7 +84,7 @@ def distill_student(
         }[result["mode"]]
         click.echo(
             f"student {cfg.model_s}: trained {result['epochs']} epochs, {source} "
-            f"({views}), loss {' + '.join(result['terms'])} -> {result['final']}"
+            f"({views}), loss {' + '.join(result['terms'])}, images from the {result['images']} -> {result['final']}"
         )
         if result["metrics"]:
             click.echo(f"{cfg.eval_split} {format_metrics(result['metrics'])}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..config import IMAGE_STORES
 from ..engine import dump
 from .common import CONTEXT_SETTINGS, build_config, human_size
 
@@ -14,6 +15,7 @@ Examples:
   mlkd-cache dump-targets -c configs/digits/resnet10t_to_test_resnet_l2d.py \\
       --teacher runs/digits/teacher/teacher.pt -o runs/digits/cache
   mlkd-cache dump-targets -c CONFIG --views 8 --dry-run     # size before the teacher exists
+  mlkd-cache dump-targets -c CONFIG -t teacher.pt -o CACHE --images raw   # students need only CACHE
   torchrun --nproc_per_node=2 -m mlkd_cache dump-targets -c CONFIG --teacher teacher.pt -o CACHE
   (a re-run after an interruption skips the complete shards and redoes the rest)
 """
@@ -42,15 +44,29 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="teacher batch size per process")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per process")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="any config key (repeatable; cache.dtype=float32)")
+@click.option(
+    "--images",
+    type=click.Choice(IMAGE_STORES),
+    default=None,
+    help="store the train and eval images, decoded and resized, in the cache: raw uint8 pixels or jpeg (smaller); a student then needs no dataset folder  [default: config cache.images, none]",
+)
+@click.option(
+    "--jpeg-quality",
+    type=click.IntRange(1, 95),
+    default=None,
+    help="JPEG quality of --images jpeg  [default: config cache.jpeg_quality, 90]",
+)
 @click.option("--overwrite", is_flag=True, help="delete the shards already in --out and start over")
 @click.option("--dry-run", is_flag=True, help="print the planned size and exit")
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 def dump_targets(
-    config_path, teacher, out, views, data_root, batch_size, workers, settings, overwrite, dry_run, no_progress
+    config_path, teacher, out, views, data_root, batch_size, workers, settings, images, jpeg_quality, overwrite, dry_run, no_progress
 ) -> None:
     """Write the teacher's logits, pooled features and label-wise embeddings for every training
-    sample under V replayable views into OUT/shard-*.h5 and OUT/manifest.json."""
-    cfg = build_config("t", config_path, settings, data_root=data_root, batch_size=batch_size, workers=workers)
+    sample under V replayable views into OUT/shard-*.h5 and OUT/manifest.json (with --images,
+    the train and eval images too)."""
+    stored = [f"cache.{key}={value!r}" for key, value in (("images", images), ("jpeg_quality", jpeg_quality)) if value is not None]
+    cfg = build_config("t", config_path, (*settings, *stored), data_root=data_root, batch_size=batch_size, workers=workers)
     result = dump.run(cfg, teacher, out, views=views, overwrite=overwrite, dry_run=dry_run, progress=not no_progress)
     if not result["is_main"]:
         return
@@ -65,6 +81,14 @@ def dump_targets(
         click.echo(
             f"  total      {human_size(p['payload_bytes'])} (dense embeddings would need {human_size(p['dense_payload_bytes'])})"
         )
+        sizes = p["image_bytes"]
+        count = f"{p['samples']} train" + (f" + {p['eval_samples']} eval" if p["eval_samples"] is not None else " (eval split not counted)")
+        jpeg = (
+            f"jpeg q{p['jpeg_quality']} about {human_size(sizes['jpeg'])} ({human_size(p['jpeg_bytes_per_image'])}/image, measured on 32 images)"
+            if sizes["jpeg"] is not None
+            else "jpeg: needs the images to estimate (pass --data-root)"
+        )
+        click.echo(f"  images     {count}: raw {human_size(sizes['raw'])}, {jpeg}; this dump stores {p['images']}")
         click.echo(f"  from       {p['source']}")
         return
     click.echo(

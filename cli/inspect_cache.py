@@ -26,7 +26,8 @@ Examples:
     help="compare every shard's sha256 with the manifest first (reads the whole cache once)",
 )
 def inspect_command(cache_dir, as_json, verify_checksums) -> None:
-    """Samples, views, sizes, dtypes, teacher, classes and the mAP of each view's cached logits."""
+    """Samples, views, sizes, dtypes, teacher, classes, the image store and the mAP of each
+    view's cached logits."""
     r = inspect_cache.run(cache_dir, verify_checksums=verify_checksums)
     if as_json:
         click.echo(json.dumps(r, indent=2))
@@ -44,6 +45,16 @@ def inspect_command(cache_dir, as_json, verify_checksums) -> None:
     )
     names = r["class_names"]
     click.echo(f"classes    {len(names)}: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}")
+    store = r["image_store"]
+    if store["mode"] == "none":
+        click.echo("images     not stored (a student reads the dataset folder)")
+    else:
+        quality = f" quality {store['jpeg_quality']}" if store["jpeg_quality"] else ""
+        click.echo(
+            f"images     {store['mode']}{quality} at {store['img_size']} px: {store['train_images']} train + "
+            f"{store['eval_images']} {store['eval_split']}, {human_size(store['image_bytes'])} "
+            f"({human_size(store['image_bytes'] / max(store['train_images'] + store['eval_images'], 1))}/image)"
+        )
     maps = "  ".join(f"v{v}: {m:.2f}" for v, m in enumerate(r["cached_logit_map_per_view"]))
     click.echo(f"cached mAP {maps}")
     click.echo(

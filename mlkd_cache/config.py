@@ -86,6 +86,9 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 # How the cache stores its floats, and which label-wise embeddings it keeps (docs/cache.md).
 CACHE_DTYPES = ("float16", "float32")
 EMBEDDING_LAYOUTS = ("positive", "dense")
+# The image store of a cache (docs/cache.md): none, raw uint8 pixels, or JPEG at a stated quality,
+# each image after the deterministic first step (decode, RGB, resize to img_size square).
+IMAGE_STORES = ("none", "raw", "jpeg")
 
 TRANSFORM_FIELDS: Dict[str, Field] = {
     "cutout": Field("float", 0.5, "Cutout box side as a fraction of the image side (0 = off)", _unit_interval),
@@ -114,6 +117,15 @@ CACHE_FIELDS: Dict[str, Field] = {
         "str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of(*EMBEDDING_LAYOUTS)
     ),
     "shard_size": Field("int", 4096, "samples per HDF5 shard", _at_least(1)),
+    "images": Field(
+        "str",
+        "none",
+        "store each train and eval image in the cache after decode and resize: none, raw (uint8 pixels) or jpeg (re-encoded at jpeg_quality); a student then needs only the cache",
+        _one_of(*IMAGE_STORES),
+    ),
+    "jpeg_quality": Field(
+        "int", 90, "JPEG quality of images='jpeg' (1-95)", lambda v: None if 1 <= v <= 95 else "must be in [1, 95]"
+    ),
 }
 
 

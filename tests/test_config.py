@@ -56,7 +56,14 @@ def test_l2d_config_loads_with_its_meaning(tmp_path):
     assert cfg.teacher_pretrained is True
     assert cfg.criterion_t2s_para["para"]["le_dis"]["para"] == {"lambda_cd": 100.0, "lambda_id": 1000.0}
     # our own keys take their defaults
-    assert cfg.cache == {"views": 16, "dtype": "float16", "embedding": "positive", "shard_size": 4096}
+    assert cfg.cache == {
+        "views": 16,
+        "dtype": "float16",
+        "embedding": "positive",
+        "shard_size": 4096,
+        "images": "none",
+        "jpeg_quality": 90,
+    }
     assert cfg.transform["cutout"] == 0.5 and cfg.transform["mean"] == (0.0, 0.0, 0.0)
 
 

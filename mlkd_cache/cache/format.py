@@ -16,7 +16,16 @@ memory-map them at ``dset.id.get_offset()``):
 ``emb_offsets`` ``[n + 1]`` i8     positive mode: tokens of sample i are rows offsets[i]:offsets[i+1]
 ``emb_class``   ``[P]`` i2         positive mode: class of each token, ascending within a sample
 ``emb``         ``[P, V, E]``      positive mode (``[n, V, C, E]`` in dense mode), ``spec.dtype``
+``images``      ``[n, S, S, 3]`` u1 ``images="raw"``: each image after decode and resize (S = img_size)
+``jpeg_offsets`` ``[n + 1]`` i8    ``images="jpeg"``: image i is bytes offsets[i]:offsets[i+1] of ``jpeg``
+``jpeg``        ``[B]`` u1         ``images="jpeg"``: the images re-encoded at ``jpeg_quality``
 ==============  =================  ===========================================================
+
+With an image store the evaluation split is stored too, in ``eval-00000.h5`` ... (``keys``,
+``labels`` and the same image datasets; :data:`EVAL_PREFIX`), listed under ``eval`` in the manifest.
+
+Format 2 fingerprints a view's uint8 pixels ``[3, S, S]``; format 1 (still read) fingerprinted
+its float32 input (:data:`FINGERPRINT_INPUT`).
 
 The per-view datasets are declared once, in :data:`VIEW_FIELDS` (name, trailing dims, dtype,
 the teacher output that fills it, the ``KDBatch`` field it feeds), and the label-wise embeddings'
@@ -37,7 +46,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .._version import __version__
-from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS
+from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS, IMAGE_STORES
 from ..data.transforms import TransformSpec
 from ..errors import CacheCorruptError, CacheMismatchError
 
@@ -56,16 +65,36 @@ __all__ = [
     "labels_digest",
     "check_request",
     "dataset_shapes",
+    "image_shapes",
+    "eval_shapes",
+    "eval_name",
+    "EVAL_PREFIX",
+    "FINGERPRINT_INPUT",
     "spec_difference",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FINGERPRINT_INPUT = {1: "float32", 2: "uint8"}  # format version -> what its fingerprints hash (ViewDataset.fingerprint_of)
 MANIFEST_NAME = "manifest.json"
+EVAL_PREFIX = "eval"  # eval-00000.h5 ...: the stored evaluation split
 DTYPES = CACHE_DTYPES  # the choices live with the config keys that take them
 EMBEDDINGS = EMBEDDING_LAYOUTS
 SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created")  # per-shard, not in the spec
 _JSON_FIELDS = ("class_names", "transform", "normalisation")  # stored as JSON strings in HDF5
-_INT_FIELDS = ("num_samples", "views", "num_classes", "feature_dim", "embed_dim", "shard_size", "img_size", "base_seed")
+_INT_FIELDS = (
+    "num_samples",
+    "views",
+    "num_classes",
+    "feature_dim",
+    "embed_dim",
+    "shard_size",
+    "img_size",
+    "base_seed",
+    "jpeg_quality",
+)
+# Fields a cache without an image store leaves out (its attributes, and so its hashes, stay those
+# of the caches written before the store existed), and their values there.
+_STORE_DEFAULTS = {"images": "none", "jpeg_quality": 0}
 _KEY_ITEMSIZE = 8  # h5py reports a vlen-string dataset's nbytes as 8 bytes per element
 
 
@@ -172,6 +201,8 @@ class CacheSpec:
     teacher_sha256: str
     labels_sha256: str  # labels_digest() of the uint8 [N, C] label matrix
     tool_version: str = __version__
+    images: str = "none"  # the image store: none | raw | jpeg
+    jpeg_quality: int = 0  # images="jpeg": the encoder's quality, else 0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once here so equal caches compare equal
@@ -189,6 +220,10 @@ class CacheSpec:
             raise ValueError(f"CacheSpec.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"CacheSpec.embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
+        if self.images not in IMAGE_STORES:
+            raise ValueError(f"CacheSpec.images must be one of {', '.join(IMAGE_STORES)}, got {self.images!r}")
+        if (self.images == "jpeg") != (self.jpeg_quality > 0) or not 0 <= self.jpeg_quality <= 100:
+            raise ValueError(f"CacheSpec.jpeg_quality {self.jpeg_quality} does not fit images={self.images!r}")
         if self.num_classes > np.iinfo(np.int16).max:
             raise ValueError(f"CacheSpec.num_classes {self.num_classes} does not fit emb_class (int16)")
         names = tuple(str(c) for c in self.class_names)
@@ -200,7 +235,7 @@ class CacheSpec:
             if not isinstance(value, Mapping):
                 raise TypeError(f"CacheSpec.{name} must be a dict, got {type(value).__name__}")
             set_(self, name, json.loads(_canonical_json(dict(value))))  # tuples -> lists, like a reload
-        for name in ("dataset", "split", "transform_hash", "teacher_arch", "teacher_sha256", "labels_sha256", "tool_version"):
+        for name in ("dataset", "split", "transform_hash", "teacher_arch", "teacher_sha256", "labels_sha256", "tool_version", "images"):
             set_(self, name, str(getattr(self, name)))
 
     def __hash__(self) -> int:
@@ -226,6 +261,11 @@ class CacheSpec:
     def layout(self) -> EmbeddingLayout:
         return LAYOUTS[self.embedding]
 
+    @property
+    def stores_images(self) -> bool:
+        """The cache holds the train and eval images (``images`` raw or jpeg)."""
+        return self.images != "none"
+
     # -- serialisation -------------------------------------------------------------------------
 
     @property
@@ -238,17 +278,20 @@ class CacheSpec:
         """JSON-able dict of every field (the ``spec`` of ``manifest.json``)."""
         d = dataclasses.asdict(self)
         d["class_names"] = list(self.class_names)
+        if not self.stores_images:
+            for name in _STORE_DEFAULTS:
+                del d[name]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CacheSpec":
         """Inverse of :meth:`to_dict`; raises :class:`CacheCorruptError` on missing or bad fields."""
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d]
+        missing = [n for n in names if n not in d and n not in _STORE_DEFAULTS]
         if missing:
             raise CacheCorruptError(f"cache spec lacks {', '.join(missing)}; re-run dump-targets")
         try:
-            return cls(**{n: d[n] for n in names})
+            return cls(**{n: d[n] for n in names if n in d})
         except (TypeError, ValueError) as exc:
             raise CacheCorruptError(f"cache spec is invalid ({exc}); re-run dump-targets") from None
 
@@ -274,7 +317,7 @@ class CacheSpec:
                 f"cache has format version {version}, this mlkd-cache {__version__} reads up to "
                 f"{FORMAT_VERSION}; upgrade mlkd-cache or re-run dump-targets"
             )
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if f.name in attrs or f.name not in _STORE_DEFAULTS]
         missing = [n for n in names if n not in attrs]
         if missing:
             raise CacheCorruptError(f"cache attributes lack {', '.join(missing)}; re-run dump-targets")
@@ -292,13 +335,25 @@ class CacheSpec:
     # -- sizes ---------------------------------------------------------------------------------
 
     def shard_nbytes(self, labels_of_shard: np.ndarray) -> int:
-        """Payload bytes of one shard: the sum of all its datasets' ``nbytes`` (as h5py reports them)."""
+        """Payload bytes of one shard's targets: the sum of its datasets' ``nbytes`` (as h5py
+        reports them), the image store aside (:meth:`image_nbytes`)."""
         labels_of_shard = np.asarray(labels_of_shard)
         positives = int(np.count_nonzero(labels_of_shard))
+        targets = dataclasses.replace(self, **_STORE_DEFAULTS)
         return sum(
             int(np.prod(shape, dtype=np.int64)) * itemsize
-            for shape, itemsize in dataset_shapes(self, len(labels_of_shard), positives).values()
+            for shape, itemsize in dataset_shapes(targets, len(labels_of_shard), positives).values()
         )
+
+    def image_nbytes(self, images: int, mode: Optional[str] = None, jpeg_bytes_per_image: Optional[float] = None) -> Optional[int]:
+        """Payload bytes of ``images`` stored images in ``mode`` (default: this cache's): raw
+        exactly, jpeg from ``jpeg_bytes_per_image`` (a measured mean; ``None`` when not given)."""
+        mode = self.images if mode is None else mode
+        if mode == "raw":
+            return images * self.img_size * self.img_size * 3
+        if mode == "jpeg":
+            return None if jpeg_bytes_per_image is None else int(round(images * jpeg_bytes_per_image)) + 8 * (images + 1)
+        return 0
 
     def plan(self, labels: np.ndarray) -> Dict[str, Any]:
         """Sizes of the whole cache for ``labels`` (uint8 ``[N, C]``), in this mode and in dense mode.
@@ -330,13 +385,35 @@ class CacheSpec:
         }
 
 
-def dataset_shapes(spec: CacheSpec, n: int, positives: int) -> Dict[str, Tuple[Tuple[int, ...], int]]:
-    """``{name: (shape, itemsize)}`` of every dataset of a shard with ``n`` samples and ``positives`` tokens."""
+def image_shapes(spec: CacheSpec, n: int, jpeg_bytes: int = 0) -> Dict[str, Tuple[Tuple[int, ...], int]]:
+    """``{name: (shape, itemsize)}`` of the image store's datasets for ``n`` images (``jpeg_bytes``:
+    the encoded bytes of all of them, ``images="jpeg"``); empty without a store."""
+    if spec.images == "raw":
+        return {"images": ((n, spec.img_size, spec.img_size, 3), 1)}
+    if spec.images == "jpeg":
+        return {"jpeg_offsets": ((n + 1,), 8), "jpeg": ((int(jpeg_bytes),), 1)}
+    return {}
+
+
+def dataset_shapes(spec: CacheSpec, n: int, positives: int, jpeg_bytes: int = 0) -> Dict[str, Tuple[Tuple[int, ...], int]]:
+    """``{name: (shape, itemsize)}`` of every dataset of a shard with ``n`` samples, ``positives``
+    tokens and ``jpeg_bytes`` of stored JPEG images."""
     shapes = {"keys": ((n,), _KEY_ITEMSIZE), "labels": ((n, spec.num_classes), 1)}
     for field in VIEW_FIELDS:
         shapes[field.name] = (field.shape(spec, n), field.np_dtype(spec).itemsize)
     shapes.update(spec.layout.shapes(spec, n, positives))
+    shapes.update(image_shapes(spec, n, jpeg_bytes))
     return shapes
+
+
+def eval_shapes(spec: CacheSpec, n: int, jpeg_bytes: int = 0) -> Dict[str, Tuple[Tuple[int, ...], int]]:
+    """``{name: (shape, itemsize)}`` of every dataset of an ``eval-NNNNN.h5`` file with ``n`` images."""
+    return {"keys": ((n,), _KEY_ITEMSIZE), "labels": ((n, spec.num_classes), 1), **image_shapes(spec, n, jpeg_bytes)}
+
+
+def eval_name(k: int) -> str:
+    """File name of the stored eval split's part ``k``: ``eval-00000.h5``."""
+    return f"{EVAL_PREFIX}-{int(k):05d}.h5"
 
 
 def labels_digest(labels: np.ndarray) -> str:

@@ -23,8 +23,9 @@ import torch
 from ..errors import CacheCorruptError, CacheMismatchError
 from ..fileio import file_sha256
 from . import format as fmt
-from .format import FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes
+from .format import FINGERPRINT_INPUT, FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes, eval_shapes
 from .h5 import open_failure, open_failure_advice, open_read, sha256_as_closed
+from .images import ImageStore, StoredSplit, stored_jpeg_bytes
 
 __all__ = ["TargetCache"]
 
@@ -76,11 +77,14 @@ class TargetCache:
         manifest = self._read_manifest()
         self.manifest = manifest
         self.spec: CacheSpec = CacheSpec.from_dict(manifest["spec"])
+        self.format_version = int(manifest["format_version"])
         self.num_samples = self.spec.num_samples
         self.views = self.spec.views
         self._shards = [self._open_shard(entry) for entry in manifest["shards"]]
+        self._eval_parts = [self._open_shard(entry, eval_split=True) for entry in self._eval_entries()]
         self._labels = np.concatenate([s.labels for s in self._shards])
-        for shard in self._shards:
+        self._eval_labels = np.concatenate([s.labels for s in self._eval_parts]) if self._eval_parts else None
+        for shard in self._shards + self._eval_parts:
             shard.labels = None  # kept once, in self._labels (pickled to every worker)
         self._keys: Optional[List[str]] = None
         self._pid: Optional[int] = None
@@ -130,7 +134,30 @@ class TargetCache:
             )
         return manifest
 
-    def _open_shard(self, entry: Dict[str, Any]) -> _Shard:
+    def _eval_entries(self) -> List[Dict[str, Any]]:
+        """The manifest's eval parts (a cache with an image store), checked to cover the split."""
+        if not self.spec.stores_images:
+            return []
+        where = self.directory
+        try:
+            store = self.manifest["eval"]
+            split, total = str(store["split"]), int(store["num_samples"])
+            entries = [dict(e) for e in store["shards"]]
+            listed = [(int(e["index"]), int(e["start"]), int(e["stop"])) for e in entries]
+            for e in entries:
+                str(e["file"]), int(e["bytes"]), str(e["sha256"])
+        except (KeyError, TypeError, ValueError):
+            raise CacheCorruptError(f"{MANIFEST_NAME} in {where} lacks a well-formed 'eval' entry for its image store; re-run dump-targets") from None
+        size = self.spec.shard_size
+        needed = [(k, k * size, min(k * size + size, total)) for k in range(-(-total // size))]
+        if listed != needed or split not in ("test", "val"):
+            raise CacheCorruptError(
+                f"{MANIFEST_NAME} in {where}: the stored {split} split lists {len(listed)} parts, {total} samples need "
+                f"{len(needed)}; re-run dump-targets"
+            )
+        return entries
+
+    def _open_shard(self, entry: Dict[str, Any], eval_split: bool = False) -> _Shard:
         where = self.directory
         shard = _Shard(self.directory / entry["file"], entry)
         fix = "re-run dump-targets with the same config and teacher to rewrite it"
@@ -153,15 +180,20 @@ class TargetCache:
             except CacheCorruptError as exc:
                 raise CacheCorruptError(f"{shard.file} in {where}: {exc}") from None
             diff = fmt.spec_difference(shard_spec, self.spec)
+            index_attr = "part_index" if eval_split else "shard_index"
             if diff is None:
-                got = tuple(int(f.attrs.get(a, -1)) for a in ("shard_index", "sample_start", "sample_stop"))
+                got = tuple(int(f.attrs.get(a, -1)) for a in (index_attr, "sample_start", "sample_stop"))
                 if got != (shard.index, shard.start, shard.stop):
-                    diff = f"shard {got[0]} samples {got[1]}:{got[2]} vs {shard.index} {shard.start}:{shard.stop}"
+                    diff = f"part {got[0]} samples {got[1]}:{got[2]} vs {shard.index} {shard.start}:{shard.stop}"
             if diff is not None:
                 raise CacheCorruptError(f"{shard.file} in {where} belongs to another cache ({diff}); {fix}")
             try:
                 shard.labels = np.asarray(f["labels"][()], dtype=np.uint8)
-                shapes = dataset_shapes(self.spec, shard.stop - shard.start, int(np.count_nonzero(shard.labels)))
+                n, jpeg = shard.stop - shard.start, stored_jpeg_bytes(f)
+                if eval_split:
+                    shapes = eval_shapes(self.spec, n, jpeg)
+                else:
+                    shapes = dataset_shapes(self.spec, n, int(np.count_nonzero(shard.labels)), jpeg)
                 for name, (shape, _) in shapes.items():
                     dset = f[name]
                     if dset.shape != shape:
@@ -171,7 +203,7 @@ class TargetCache:
                     if name in _MAPPED:
                         offset = dset.id.get_offset() if dset.size else None
                         shard.layout[name] = (offset, shape, dset.dtype)
-                if self.spec.layout.positive:
+                if self.spec.layout.positive and not eval_split:
                     shard.emb_offsets = np.asarray(f["emb_offsets"][()], dtype=np.int64)
                     shard.emb_class = np.asarray(f["emb_class"][()], dtype=np.int64)
                     shard.emb_counts = np.diff(shard.emb_offsets)
@@ -179,12 +211,20 @@ class TargetCache:
                 raise CacheCorruptError(f"cannot read {shard.file} in {where} ({exc}); {fix}") from None
         return shard
 
+    @property
+    def num_files(self) -> int:
+        """The files the manifest lists with a sha256: the shards, then the stored eval parts."""
+        return len(self._shards) + len(self._eval_parts)
+
     def verify_checksums(self, shards: Optional[List[int]] = None) -> None:
-        """Compare the sha256 of shards ``shards`` (default: all) with the manifest; raise
-        :class:`CacheCorruptError` naming the first shard whose bytes changed (a flipped bit in a
-        data block passes every attribute and size check, only the digest catches it)."""
-        for k in range(len(self._shards)) if shards is None else shards:
-            shard, listed = self._shards[k], str(self.manifest["shards"][k]["sha256"])
+        """Compare the sha256 of files ``shards`` (indices below :attr:`num_files`; default:
+        all) with the manifest; raise :class:`CacheCorruptError` naming the first file whose bytes
+        changed (a flipped bit in a data block passes every attribute and size check, only the
+        digest catches it)."""
+        files = self._shards + self._eval_parts
+        entries = list(self.manifest["shards"]) + (list(self.manifest["eval"]["shards"]) if self._eval_parts else [])
+        for k in range(len(files)) if shards is None else shards:
+            shard, listed = files[k], str(entries[k]["sha256"])
             digest = file_sha256(shard.path)
             if digest != listed and sha256_as_closed(shard.path) == listed:
                 log.warning(
@@ -246,6 +286,43 @@ class TargetCache:
     def labels(self) -> np.ndarray:
         """uint8 ``[N, C]`` label matrix of the whole cache."""
         return self._labels
+
+    # -- image store ---------------------------------------------------------------------------
+
+    @property
+    def fingerprint_of(self) -> str:
+        """What this cache's fingerprints hash: ``"uint8"`` pixels (format 2) or the ``"float32"``
+        input (format 1): :class:`~mlkd_cache.data.views.ViewDataset`'s ``fingerprint_of``."""
+        return FINGERPRINT_INPUT[self.format_version]
+
+    @property
+    def eval_split(self) -> Optional[str]:
+        """The evaluation split the image store holds (``"test"`` or ``"val"``), else ``None``."""
+        return str(self.manifest["eval"]["split"]) if self._eval_parts else None
+
+    def stored_split(self, split: str = "train") -> StoredSplit:
+        """The ``"train"`` split, or the stored eval split (``"eval"``), read from the image store:
+        keys, labels, class names and images, with no dataset folder. Raises
+        :class:`CacheMismatchError` for a cache without a store."""
+        spec = self.spec
+        if not spec.stores_images:
+            raise CacheMismatchError(
+                f"{self.directory} holds no images (dumped with images='none'); re-run dump-targets with --images raw "
+                f"or jpeg, or give the dataset folder"
+            )
+        if split == "train":
+            parts, keys, labels, name = self._shards, self.keys, self._labels, "train"
+        elif split == "eval":
+            parts, name = self._eval_parts, str(self.eval_split)
+            keys = []
+            for part in parts:
+                with open_read(part.path) as f:
+                    keys.extend(f["keys"].asstr()[()].tolist())
+            labels = self._eval_labels
+        else:
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        store = ImageStore([(p.path, p.start, p.stop) for p in parts], spec.images, spec.img_size)
+        return StoredSplit(spec.dataset, name, spec.class_names, keys, labels, store)
 
     def content_sha256(self) -> str:
         """sha256 over the manifest's per-shard sha256 list: changes whenever any shard does."""

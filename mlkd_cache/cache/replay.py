@@ -26,7 +26,7 @@ from torch.utils.data._utils.collate import default_collate
 from .._version import __version__
 from ..data import build_dataset, dataset_from_config
 from ..data.sampler import EpochIndex, EpochSampler
-from ..data.transforms import TransformSpec, to_unsigned
+from ..data.transforms import TransformSpec, model_input, to_unsigned
 from ..data.views import ViewDataset, ViewItem
 from ..distributed import as_device
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
@@ -102,7 +102,7 @@ class CachedBatch(NamedTuple):
     """A batch of :class:`~mlkd_cache.data.views.ViewItem` fields plus the cached teacher
     targets of exactly its (sample, view) pairs (:meth:`TargetCache.get`)."""
 
-    image: Tensor  # float32 [N, 3, H, W]
+    image: Tensor  # float32 [N, 3, H, W] (or uint8 pixels, image_dtype="uint8")
     labels: Tensor  # float32 [N, C]
     sample: Tensor  # int64 [N] sample indices
     view: Tensor  # int64 [N]
@@ -190,12 +190,19 @@ class CachedViews(Dataset):
     (0 = off, 1 = all).
     """
 
-    def __init__(self, dataset: Any, cache: TargetCache, replay_check: float = 0.05) -> None:
+    def __init__(self, dataset: Any, cache: TargetCache, replay_check: float = 0.05, image_dtype: str = "float32") -> None:
         spec = cache.spec
         self.cache = cache
         self.transform = spec.transform_spec
         self.view_data = ViewDataset(
-            dataset, self.transform, spec.base_seed, train=True, views=spec.views, with_fingerprint=replay_check
+            dataset,
+            self.transform,
+            spec.base_seed,
+            train=True,
+            views=spec.views,
+            with_fingerprint=replay_check,
+            image_dtype=image_dtype,
+            fingerprint_of=cache.fingerprint_of,
         )
         self.checked = 0  # fingerprints compared (this process; set_epoch resets it)
         self._epoch_set = False  # set_epoch was called: int indices follow it
@@ -210,14 +217,19 @@ class CachedViews(Dataset):
         config: Any = None,
         replay_check: float = 0.05,
         verify_checksums: bool = False,
+        image_dtype: str = "float32",
     ) -> "CachedViews":
-        """The views of the cache in ``directory``, its train split rebuilt from what the cache
-        records (the manifest's ``made_with``: dataset, ``dataset_para``, data root), with no
-        config. ``data_root`` overrides the recorded folder (the data moved). With a ``config``
-        (:class:`~mlkd_cache.config.Config`) the split is the config's, and it and the config's
-        transform must be the dump's, as :func:`open_cache` checks them (:class:`CacheMismatchError`
-        naming the first difference)."""
+        """The views of the cache in ``directory``. A cache with an image store serves its stored
+        train split (no dataset folder) unless ``data_root`` or ``config`` is given. Otherwise
+        the split is rebuilt from what the cache records (the manifest's ``made_with``: dataset,
+        ``dataset_para``, data root), with no config. ``data_root`` overrides the recorded folder
+        (the data moved). With a ``config`` (:class:`~mlkd_cache.config.Config`) the split is the
+        config's, and it and the config's transform must be the dump's, as :func:`open_cache`
+        checks them (:class:`CacheMismatchError` naming the first difference). ``image_dtype``:
+        ``"float32"`` inputs or ``"uint8"`` pixels (convert batches with :meth:`to_input`)."""
         cache = open_cache(Path(directory), verify_checksums=verify_checksums)
+        if cache.spec.stores_images and data_root is None and config is None:
+            return cls(cache.stored_split("train"), cache, replay_check, image_dtype)
         made = cache.manifest.get("made_with")
         if not isinstance(made, dict):
             raise CacheMismatchError(
@@ -234,7 +246,18 @@ class CachedViews(Dataset):
             params = dict(made.get("dataset_para") or {})
             dataset = build_dataset(cache.spec.dataset, "train", root, bad_images=made.get("bad_images", "error"), **params)
             check_fits(cache, dataset)
-        return cls(dataset, cache, replay_check)
+        return cls(dataset, cache, replay_check, image_dtype)
+
+    def eval_split(self) -> ViewDataset:
+        """The evaluation split the cache's image store holds, as eval :class:`ViewItem` s
+        (``image_dtype`` as these views'); :class:`CacheMismatchError` without a store."""
+        split = self.cache.stored_split("eval")
+        return ViewDataset(split, self.transform, self.cache.spec.base_seed, train=False, image_dtype=self.view_data.image_dtype)
+
+    def to_input(self, image: Tensor, device: Union[str, torch.device]) -> Tensor:
+        """A batch's ``image`` (uint8 pixels or float32) as the model's float32 input on
+        ``device``, the same floats as the dump's (:func:`~mlkd_cache.data.transforms.model_input`)."""
+        return model_input(image, self.transform, as_device(device))
 
     def __len__(self) -> int:
         return len(self.view_data)

@@ -15,7 +15,7 @@ import re
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
@@ -24,10 +24,31 @@ import torch
 from .._version import __version__
 from ..errors import MlkdError
 from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
-from .format import FORMAT_VERSION, MANIFEST_NAME, VIEW_FIELDS, CacheSpec, dataset_shapes, shard_name
+from .format import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    VIEW_FIELDS,
+    CacheSpec,
+    dataset_shapes,
+    eval_name,
+    eval_shapes,
+    image_shapes,
+    shard_name,
+)
 from .h5 import open_read
+from .images import stored_jpeg_bytes
 
-__all__ = ["ShardBuffer", "write_shard", "ShardWriter", "shard_is_complete", "shard_entry", "write_manifest"]
+__all__ = [
+    "ImageRows",
+    "ShardBuffer",
+    "EvalBuffer",
+    "write_shard",
+    "ShardWriter",
+    "shard_is_complete",
+    "eval_is_complete",
+    "shard_entry",
+    "write_manifest",
+]
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -59,6 +80,108 @@ def _check_shape(name: str, x: Any, expected: tuple) -> None:
         raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {expected}")
 
 
+class ImageRows:
+    """The stored images of ``n`` rows (``spec.images``: raw pixels ``[n, S, S, 3]``, or JPEG
+    bytes joined with offsets ``[n + 1]`` when written); nothing to hold without a store."""
+
+    def __init__(self, spec: CacheSpec, n: int, where: str) -> None:
+        self.mode, self.size, self.where = spec.images, spec.img_size, where
+        self.raw = np.zeros((n, self.size, self.size, 3), np.uint8) if self.mode == "raw" else None
+        self.jpeg: List[Optional[np.ndarray]] = [None] * n if self.mode == "jpeg" else []
+        self._filled = np.zeros(n if self.mode != "none" else 0, dtype=bool)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._filled.all())
+
+    @property
+    def missing(self) -> int:
+        return int((~self._filled).sum())
+
+    def put(self, rows: Any, encoded: Sequence[np.ndarray]) -> None:
+        """Store ``encoded[b]`` (what :func:`~mlkd_cache.cache.images.encode_image` returns) as
+        row ``rows[b]``'s image; each row once."""
+        rows = _index_array(rows)
+        if self.mode == "none":
+            raise ValueError(f"{self.where} has no image store (images='none')")
+        if len(encoded) != len(rows):
+            raise ValueError(f"{len(rows)} rows but {len(encoded)} images")
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self._filled)):
+            raise ValueError(f"rows must lie in [0, {len(self._filled)}), got {rows.min()}..{rows.max()}")
+        if self._filled[rows].any() or len(np.unique(rows)) != len(rows):
+            raise ValueError(f"an image of {self.where} was already put; each goes in exactly once")
+        for row, data in zip(rows, encoded):
+            data = np.asarray(data, dtype=np.uint8)
+            if self.raw is not None:
+                _check_shape("image", data, (self.size, self.size, 3))
+                self.raw[row] = data
+            else:
+                self.jpeg[row] = data.reshape(-1)
+        self._filled[rows] = True
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        """The store's datasets (:func:`~mlkd_cache.cache.format.image_shapes`)."""
+        if self.raw is not None:
+            return {"images": self.raw}
+        if self.mode == "jpeg":
+            parts = [np.zeros(0, np.uint8) if d is None else d for d in self.jpeg]
+            offsets = np.zeros(len(parts) + 1, np.int64)
+            offsets[1:] = np.cumsum([len(d) for d in parts])
+            return {"jpeg_offsets": offsets, "jpeg": np.concatenate(parts) if parts else np.zeros(0, np.uint8)}
+        return {}
+
+    @property
+    def nbytes(self) -> int:
+        if self.raw is not None:
+            return self.raw.nbytes
+        return sum(0 if d is None else len(d) for d in self.jpeg) + 8 * (len(self.jpeg) + 1) if self.mode == "jpeg" else 0
+
+
+class EvalBuffer:
+    """Part ``k`` of the stored eval split (``eval-NNNNN.h5``): the keys, labels and images of
+    eval samples ``start..stop-1`` of ``total`` (``labels`` uint8 ``[n, C]``)."""
+
+    def __init__(
+        self, spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int, keys: Sequence[str], labels: np.ndarray
+    ) -> None:
+        n = stop - start
+        self.total = int(total)
+        if len(keys) != n or np.asarray(labels).shape != (n, spec.num_classes):
+            raise ValueError(f"eval part {k} holds {n} samples, got {len(keys)} keys and labels {np.asarray(labels).shape}")
+        if not spec.stores_images:
+            raise ValueError("a cache without an image store has no eval parts")
+        self.spec, self.split, self.index, self.start, self.stop = spec, split, int(k), int(start), int(stop)
+        self.keys = [str(key) for key in keys]
+        self.labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        self.images = ImageRows(spec, n, f"eval part {k}")
+
+    @property
+    def complete(self) -> bool:
+        return self.images.complete
+
+    @property
+    def nbytes(self) -> int:
+        return self.labels.nbytes + self.images.nbytes
+
+    def datasets(self) -> Dict[str, np.ndarray]:
+        return self.images.arrays()
+
+    def missing(self) -> str:
+        return f"{self.images.missing} images"
+
+    @property
+    def file_name(self) -> str:
+        return eval_name(self.index)
+
+    def attrs(self) -> Dict[str, Any]:
+        return eval_attrs(self.spec, self.split, self.index, self.start, self.stop, self.total)
+
+
+def eval_attrs(spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int) -> Dict[str, Any]:
+    """The attributes of eval part ``k`` (``created`` aside)."""
+    return {**spec.to_attrs(), "eval_split": split, "part_index": int(k), "sample_start": start, "sample_stop": stop, "eval_samples": total}
+
+
 class ShardBuffer:
     """In-memory arrays of one shard, filled batch by batch in any (sample, view) order.
 
@@ -85,8 +208,9 @@ class ShardBuffer:
         dtypes = {f.name: f.np_dtype(spec) for f in VIEW_FIELDS}
         dtypes.update(emb_offsets=np.dtype(np.int64), emb_class=np.dtype(np.int16))
         arrays: Dict[str, np.ndarray] = {}
+        stored = image_shapes(spec, n)
         for name, (shape, _) in dataset_shapes(spec, n, positives).items():
-            if name in ("keys", "labels"):
+            if name in ("keys", "labels") or name in stored:  # the image store fills self.images
                 continue
             arrays[name] = np.zeros(shape, dtype=dtypes.get(name, spec.np_dtype))
         if spec.layout.positive:
@@ -96,6 +220,7 @@ class ShardBuffer:
             self._token_row = np.full((n, C), -1, dtype=np.int64)  # [n, C] -> row of emb, -1 if negative
             self._token_row[token_sample, token_class] = np.arange(positives)
         self.arrays = arrays
+        self.images = ImageRows(spec, n, f"shard {k}")
         self._filled = np.zeros((n, V), dtype=bool)
 
     @property
@@ -104,12 +229,30 @@ class ShardBuffer:
 
     @property
     def complete(self) -> bool:
-        """True when every (row, view) pair has been put exactly once."""
-        return bool(self._filled.all())
+        """True when every (row, view) pair has been put exactly once (and, with an image
+        store, every row's image)."""
+        return bool(self._filled.all()) and self.images.complete
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values()) + self.labels.nbytes
+        return sum(a.nbytes for a in self.arrays.values()) + self.labels.nbytes + self.images.nbytes
+
+    def datasets(self) -> Dict[str, np.ndarray]:
+        """Every dataset but keys and labels, in file order."""
+        return {**self.arrays, **self.images.arrays()}
+
+    @property
+    def file_name(self) -> str:
+        return shard_name(self.index)
+
+    def attrs(self) -> Dict[str, Any]:
+        """The shard's HDF5 attributes (``created`` aside)."""
+        return {**self.spec.to_attrs(), "shard_index": self.index, "sample_start": self.start, "sample_stop": self.stop}
+
+    def missing(self) -> str:
+        """What was never put, in words."""
+        pairs = int((~self._filled).sum())
+        return f"{pairs} (sample, view) pairs" + (f" and {self.images.missing} images" if self.images.missing else "")
 
     def put(self, rows: Any, views: Any, label_emb: Any, **fields: Any) -> None:
         """Store one batch: ``rows`` int [B] local sample indices, ``views`` int [B],
@@ -199,7 +342,10 @@ def _reserve(path: Path, nbytes: int) -> None:
         os.close(fd)
 
 
-def _size_bound(buffer: ShardBuffer) -> int:
+Buffer = Union["ShardBuffer", EvalBuffer]
+
+
+def _size_bound(buffer: Buffer) -> int:
     """An upper bound of the shard's file size: the arrays, the keys (variable-length strings in
     HDF5's global heap, ~16 B of overhead each), the attributes and 16 KiB of object headers
     (measured: 10.5 KiB for a 32-sample shard, keys heap included)."""
@@ -208,37 +354,32 @@ def _size_bound(buffer: ShardBuffer) -> int:
     return buffer.nbytes + keys + 2 * attrs + (16 << 10)
 
 
-def _write_h5(buffer: ShardBuffer, path: Path) -> None:
-    spec = buffer.spec
+def _write_h5(buffer: Buffer, path: Path) -> None:
     with h5py.File(path, "w") as f:
         f.create_dataset("keys", data=np.array(buffer.keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("labels", data=buffer.labels)
-        for name, array in buffer.arrays.items():
+        for name, array in buffer.datasets().items():
             f.create_dataset(name, data=array)  # contiguous: no chunks, no filters
-        attrs = spec.to_attrs()
-        attrs.update(
-            shard_index=buffer.index,
-            sample_start=buffer.start,
-            sample_stop=buffer.stop,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
+        attrs = buffer.attrs()
+        attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for key, value in attrs.items():
             f.attrs[key] = value
         f.flush()
 
 
-def write_shard(buffer: ShardBuffer, directory: Path) -> Dict[str, Any]:
-    """Write ``buffer`` atomically to ``directory/shard-NNNNN.h5`` and return its manifest entry
-    ``{"file", "index", "start", "stop", "bytes", "sha256"}``.
+def write_shard(buffer: Buffer, directory: Path) -> Dict[str, Any]:
+    """Write ``buffer`` atomically to ``directory/shard-NNNNN.h5`` (an :class:`EvalBuffer`: to
+    ``eval-NNNNN.h5``) and return its manifest entry ``{"file", "index", "start", "stop",
+    "bytes", "sha256"}``.
 
     Raises ``ValueError`` if the buffer is not complete and :class:`MlkdError` when the disk
     refuses the write (the ``.tmp`` file is removed).
     """
+    what = "eval part" if isinstance(buffer, EvalBuffer) else "shard"
     if not buffer.complete:
-        missing = int((~buffer._filled).sum())
-        raise ValueError(f"shard {buffer.index} is not complete: {missing} (sample, view) pairs were never put")
+        raise ValueError(f"{what} {buffer.index} is not complete: {buffer.missing()} were never put")
     directory = Path(directory)
-    final = directory / shard_name(buffer.index)
+    final = directory / buffer.file_name
     tmp = final.with_name(final.name + ".tmp")
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -352,23 +493,17 @@ def _attr_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def shard_is_complete(path: Path, spec: CacheSpec, k: int) -> bool:
-    """True iff ``path`` is a readable shard ``k`` of ``spec``: same attributes (``created``
-    aside), same sample range and datasets of the right shapes. Never raises for a bad file."""
+def _file_is_complete(path: Path, expected: Dict[str, Any], shapes_of: Any) -> bool:
     path = Path(path)
     try:
         if not path.is_file():
             return False
-        start, stop = spec.shard_range(k)
-        expected = spec.to_attrs()
-        expected.update(shard_index=int(k), sample_start=start, sample_stop=stop)
         with open_read(path) as f:
             attrs = dict(f.attrs)
             attrs.pop("created", None)
             if set(attrs) != set(expected) or not all(_attr_equal(attrs[key], v) for key, v in expected.items()):
                 return False
-            labels = f["labels"][()]
-            shapes = dataset_shapes(spec, stop - start, int(np.count_nonzero(labels)))
+            shapes = shapes_of(f)
             if set(f.keys()) != set(shapes):
                 return False
             return all(f[name].shape == shape for name, (shape, _) in shapes.items())
@@ -376,10 +511,32 @@ def shard_is_complete(path: Path, spec: CacheSpec, k: int) -> bool:
         return False
 
 
-def shard_entry(directory: Path, spec: CacheSpec, k: int) -> Dict[str, Any]:
-    """The manifest entry of an existing shard ``k`` (e.g. one a resumed dump skipped)."""
-    path = Path(directory) / shard_name(k)
-    start, stop = spec.shard_range(k)
+def shard_is_complete(path: Path, spec: CacheSpec, k: int) -> bool:
+    """True iff ``path`` is a readable shard ``k`` of ``spec``: same attributes (``created``
+    aside), same sample range and datasets of the right shapes. Never raises for a bad file."""
+    try:
+        start, stop = spec.shard_range(k)
+    except IndexError:
+        return False
+    expected = {**spec.to_attrs(), "shard_index": int(k), "sample_start": start, "sample_stop": stop}
+    return _file_is_complete(
+        path,
+        expected,
+        lambda f: dataset_shapes(spec, stop - start, int(np.count_nonzero(f["labels"][()])), stored_jpeg_bytes(f)),
+    )
+
+
+def eval_is_complete(path: Path, spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int) -> bool:
+    """True iff ``path`` is eval part ``k`` (samples ``start..stop-1`` of ``total``) of ``spec``'s store."""
+    expected = eval_attrs(spec, split, k, start, stop, total)
+    return _file_is_complete(path, expected, lambda f: eval_shapes(spec, stop - start, stored_jpeg_bytes(f)))
+
+
+def shard_entry(directory: Path, spec: CacheSpec, k: int, file: Optional[str] = None, start_stop: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+    """The manifest entry of an existing shard ``k`` (e.g. one a resumed dump skipped); ``file``
+    and ``start_stop`` name another file of the cache (an eval part)."""
+    path = Path(directory) / (file or shard_name(k))
+    start, stop = start_stop if start_stop is not None else spec.shard_range(k)
     return {
         "file": path.name,
         "index": int(k),
@@ -391,11 +548,17 @@ def shard_entry(directory: Path, spec: CacheSpec, k: int) -> Dict[str, Any]:
 
 
 def write_manifest(
-    directory: Path, spec: CacheSpec, entries: Sequence[Dict[str, Any]], made_with: Optional[Dict[str, Any]] = None
+    directory: Path,
+    spec: CacheSpec,
+    entries: Sequence[Dict[str, Any]],
+    made_with: Optional[Dict[str, Any]] = None,
+    eval_store: Optional[Dict[str, Any]] = None,
 ) -> Path:
     """Write ``directory/manifest.json`` atomically; ``entries`` must cover every shard once.
     ``made_with`` (JSON values) records how the dumped split was built: the config file, the
-    dataset parameters and data root, so that the split can be rebuilt from the cache alone."""
+    dataset parameters and data root, so that the split can be rebuilt from the cache alone.
+    ``eval_store`` (a cache with an image store): ``{"split", "num_samples", "labels_sha256",
+    "shards": [entries of the eval parts]}``."""
     directory = Path(directory)
     shards = sorted((dict(e) for e in entries), key=lambda e: e["index"])
     indices = [e["index"] for e in shards]
@@ -413,6 +576,12 @@ def write_manifest(
     }
     if made_with is not None:
         manifest["made_with"] = made_with
+    if spec.stores_images != (eval_store is not None):
+        raise ValueError("a cache with an image store lists its eval parts, one without lists none")
+    if eval_store is not None:
+        parts = sorted((dict(e) for e in eval_store["shards"]), key=lambda e: e["index"])
+        manifest["eval"] = {**eval_store, "shards": parts}
+        manifest["total_bytes"] += sum(int(e["bytes"]) for e in parts)
     path = directory / MANIFEST_NAME
     atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
     return path

@@ -70,6 +70,10 @@ __all__ = [
     "TransformSpec",
     "ReplayableTransform",
     "EvalTransform",
+    "to_pixels",
+    "to_float",
+    "input_table",
+    "model_input",
 ]
 
 _U64 = 1 << 64
@@ -304,17 +308,63 @@ def _check_seed(seed: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _to_tensor(img: Image.Image, mean: Tuple[float, ...], std: Tuple[float, ...]) -> torch.Tensor:
-    """uint8 RGB PIL image -> float32 [3, H, W] in [0, 1], then ``(x - mean) / std``."""
+def to_pixels(img: Image.Image) -> torch.Tensor:
+    """uint8 RGB PIL image -> uint8 ``[3, H, W]`` tensor (what DataLoader workers hand over)."""
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - images are converted to RGB first
         raise ValueError(f"expected an RGB image, got array of shape {arr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(torch.float32).div_(255.0)
-    if mean != (0.0, 0.0, 0.0) or std != (1.0, 1.0, 1.0):
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def to_float(pixels: torch.Tensor, mean: Tuple[float, ...], std: Tuple[float, ...]) -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` -> float32 in [0, 1], then ``(x - mean) / std`` per channel: the
+    model's input, computed by elementwise float32 operations (exactly rounded) on CPU."""
+    x = pixels.to(torch.float32).div_(255.0)
+    if tuple(mean) != (0.0, 0.0, 0.0) or tuple(std) != (1.0, 1.0, 1.0):
         m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         x.sub_(m).div_(s)
     return x
+
+
+def _to_tensor(img: Image.Image, mean: Tuple[float, ...], std: Tuple[float, ...]) -> torch.Tensor:
+    """uint8 RGB PIL image -> float32 [3, H, W] in [0, 1], then ``(x - mean) / std``."""
+    return to_float(to_pixels(img), mean, std)
+
+
+_TABLES: Dict[Tuple[Any, ...], torch.Tensor] = {}
+
+
+def input_table(mean: Tuple[float, ...], std: Tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """float32 ``[3, 256]``: :func:`to_float` of every uint8 value in every channel, computed on
+    CPU and copied to ``device`` (kept per device and normalisation)."""
+    key = (tuple(float(x) for x in mean), tuple(float(x) for x in std), str(device))
+    table = _TABLES.get(key)
+    if table is None:
+        values = torch.arange(256, dtype=torch.uint8).expand(3, 256).reshape(3, 256, 1)
+        table = _TABLES[key] = to_float(values, key[0], key[1]).reshape(3, 256).to(device)
+    return table
+
+
+def model_input(image: torch.Tensor, spec: "TransformSpec", device: torch.device) -> torch.Tensor:
+    """A batch ``[N, 3, H, W]`` as the model's float32 input on ``device``, channels-last on CUDA.
+
+    uint8 pixels (what the training loaders hand over: 4x fewer bytes to copy, no float work in
+    the workers) are looked up in :func:`input_table`, so the floats are bit for bit those of
+    :func:`to_float` on CPU, on every device; float32 images pass unchanged."""
+    cuda = device.type == "cuda"
+    x = image.to(device, non_blocking=cuda)
+    if x.dtype == torch.uint8:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"uint8 images must be [N, 3, H, W], got {tuple(x.shape)}")
+        table = input_table(spec.mean, spec.std, device)
+        out = torch.empty(x.shape, dtype=torch.float32, device=device)
+        for c in range(3):  # one gather per channel (index_select takes int32 indices: half of int64's memory)
+            out[:, c] = table[c].index_select(0, x[:, c].reshape(-1).int()).view(x.shape[0], *x.shape[2:])
+        x = out
+    elif x.dtype != torch.float32:
+        raise TypeError(f"images must be uint8 pixels or float32 inputs, got {x.dtype}")
+    return x.contiguous(memory_format=torch.channels_last) if cuda else x
 
 
 def _rgb(img: Image.Image) -> Image.Image:
@@ -330,10 +380,19 @@ class EvalTransform:
         self.spec = spec
         self._filter = _INTERPOLATIONS[spec.interpolation]
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
+    def prepare(self, img: Image.Image) -> Image.Image:
+        """RGB, resized to ``img_size`` square (an image already that size is kept as it is:
+        Pillow's resize to an image's own size is a copy)."""
         s = self.spec.img_size
-        img = _rgb(img).resize((s, s), self._filter)
-        return _to_tensor(img, self.spec.mean, self.spec.std)
+        img = _rgb(img)
+        return img if img.size == (s, s) else img.resize((s, s), self._filter)
+
+    def pixels(self, img: Image.Image) -> torch.Tensor:
+        """uint8 ``[3, img_size, img_size]``: the eval view before the float conversion."""
+        return to_pixels(self.prepare(img))
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return to_float(self.pixels(img), self.spec.mean, self.spec.std)
 
     def __repr__(self) -> str:
         return f"EvalTransform({self.spec})"
@@ -377,12 +436,20 @@ class ReplayableTransform:
 
     def prepare(self, img: Image.Image) -> Image.Image:
         """The deterministic first step every view of an image shares: RGB, resized to
-        ``img_size`` square. A prepared image gives the same views as the original (Pillow's
-        resize to an image's own size is a copy), so V views need one decode and one resize."""
+        ``img_size`` square. A prepared image gives the same views as the original (an image
+        already that size is kept: Pillow's resize to an image's own size is a copy), so V views
+        need one decode and one resize, and a cache's stored images need none."""
         s = self.spec.img_size
-        return _rgb(img).resize((s, s), self._filter)
+        img = _rgb(img)
+        return img if img.size == (s, s) else img.resize((s, s), self._filter)
 
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
+        """float32 ``[3, img_size, img_size]``: :meth:`pixels` as the model's input."""
+        return to_float(self.pixels(img, seed), self.spec.mean, self.spec.std)
+
+    def pixels(self, img: Image.Image, seed: int) -> torch.Tensor:
+        """uint8 ``[3, img_size, img_size]``: the augmented view of ``(img, seed)`` before the
+        float conversion (:func:`to_float`, or :func:`model_input` on the device)."""
         seed = _check_seed(seed)
         own_ss, py_ss, np_ss = np.random.SeedSequence(seed).spawn(3)
         rng = np.random.Generator(np.random.PCG64(own_ss))
@@ -397,7 +464,7 @@ class ReplayableTransform:
             img = _rgb(img)
         if self.spec.hflip > 0 and rng.random() < self.spec.hflip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return _to_tensor(img, self.spec.mean, self.spec.std)
+        return to_pixels(img)
 
     def __repr__(self) -> str:
         return f"ReplayableTransform({self.spec})"

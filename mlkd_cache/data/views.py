@@ -3,18 +3,21 @@
 An item is a :class:`ViewItem` ``(image, labels, sample, view, fingerprint)``, and torch's
 default collation turns a list of them into one ``ViewItem`` of batched tensors:
 
-* ``image``: float32 ``[3, img_size, img_size]``; for training the output of
-  :class:`~mlkd_cache.data.transforms.ReplayableTransform` seeded with
-  ``view_seed(base_seed, keys[index], view)``, for evaluation of
-  :class:`~mlkd_cache.data.transforms.EvalTransform`;
+* ``image``: ``[3, img_size, img_size]``; for training the view
+  :class:`~mlkd_cache.data.transforms.ReplayableTransform` makes from the seed
+  ``view_seed(base_seed, keys[index], view)``, for evaluation the
+  :class:`~mlkd_cache.data.transforms.EvalTransform` view; float32 (the model's input) or, with
+  ``image_dtype="uint8"``, its uint8 pixels (:func:`~mlkd_cache.data.transforms.model_input`
+  converts a batch on the device, to the same floats);
 * ``labels``: float32 ``[C]`` (0/1);
 * ``sample`` (the sample's index in the split), ``view``: Python ints (collated into int64 ``[N]``);
 * ``epoch``: the epoch the item was drawn for (an int; -1 for an explicit ``(sample, view)``
   pair of :meth:`ViewDataset.get`), and ``epoch_from_index``: True when that epoch came with the
   index (an :class:`~mlkd_cache.data.sampler.EpochIndex`), False when it came from
   :meth:`ViewDataset.set_epoch`, the dataset's state in the process that built the item;
-* ``fingerprint``: the 64-bit :func:`~mlkd_cache.data.transforms.fingerprint` of ``image``
-  as a *signed* int64 (``to_signed``; ``to_unsigned`` gives back the value stored in the
+* ``fingerprint``: the 64-bit :func:`~mlkd_cache.data.transforms.fingerprint` of the view's
+  uint8 pixels (``fingerprint_of="uint8"``, cache format 2) or of its float32 input
+  (``"float32"``, the caches of format 1), as a *signed* int64 (``to_signed``; ``to_unsigned`` gives back the value stored in the
   cache), or 0 when the item is not fingerprinted: ``with_fingerprint=True`` fingerprints
   every item, a float ``p`` in (0, 1) a deterministic share ``p`` of the samples of each epoch
   (chosen by :meth:`ViewDataset.is_checked`), False none.
@@ -41,17 +44,21 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .sampler import EpochIndex
-from .transforms import EvalTransform, ReplayableTransform, TransformSpec, fingerprint, to_signed, view_seed
+from .transforms import EvalTransform, ReplayableTransform, TransformSpec, fingerprint, to_float, to_signed, view_seed
 
-__all__ = ["ViewItem", "ViewDataset"]
+__all__ = ["ViewItem", "ViewDataset", "IMAGE_DTYPES", "FINGERPRINT_INPUTS"]
+
+IMAGE_DTYPES = ("float32", "uint8")  # what a ViewItem's image holds: the model's input, or its pixels
+FINGERPRINT_INPUTS = ("uint8", "float32")  # what a fingerprint hashes: the pixels, or the float input
 
 
 class ViewItem(NamedTuple):
     """One item of a :class:`ViewDataset`, or a batch of them (``[N, ...]`` once collated)."""
 
-    image: torch.Tensor  # float32 [3, H, W] (batch: [N, 3, H, W])
+    image: torch.Tensor  # float32 or uint8 [3, H, W] (batch: [N, 3, H, W])
     labels: torch.Tensor  # float32 [C] 0/1 (batch: [N, C])
     sample: Any  # int index of the sample in the split (batch: int64 [N])
     view: Any  # int view (batch: int64 [N])
@@ -71,6 +78,8 @@ class ViewDataset(torch.utils.data.Dataset):
         train: bool,
         views: Optional[int] = None,
         with_fingerprint: Union[bool, float] = False,
+        image_dtype: str = "float32",
+        fingerprint_of: str = "uint8",
     ) -> None:
         if not isinstance(spec, TransformSpec):
             raise TypeError(
@@ -86,6 +95,10 @@ class ViewDataset(torch.utils.data.Dataset):
         share = float(with_fingerprint)
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"with_fingerprint must be a bool or a share in [0, 1], got {with_fingerprint!r}")
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype must be one of {', '.join(IMAGE_DTYPES)}, got {image_dtype!r}")
+        if fingerprint_of not in FINGERPRINT_INPUTS:
+            raise ValueError(f"fingerprint_of must be one of {', '.join(FINGERPRINT_INPUTS)}, got {fingerprint_of!r}")
         n_keys, n_labels = len(dataset.keys), len(dataset.labels)
         if n_keys != n_labels:
             raise ValueError(f"dataset has {n_keys} keys but {n_labels} label rows")
@@ -95,6 +108,8 @@ class ViewDataset(torch.utils.data.Dataset):
         self.train = bool(train)
         self.views = views
         self.fingerprint_share = share
+        self.image_dtype = image_dtype
+        self.fingerprint_of = fingerprint_of
         self.epoch = 0
         self.transform = ReplayableTransform(spec) if self.train else EvalTransform(spec)
 
@@ -161,30 +176,46 @@ class ViewDataset(torch.utils.data.Dataset):
         ``with_fingerprint`` says so (None: when the share is 1)."""
         return self.get_views(index, [view], with_fingerprint)[0]
 
+    def prepared(self, index: int) -> Image.Image:
+        """Sample ``index``'s image after the deterministic first step every view shares
+        (decode, RGB, resize to ``img_size`` square): what a cache's image store holds."""
+        i = self._index(index)
+        size = self.spec.decode_size  # asked only when decode='reduced': datasets may define load_image(index)
+        img = self.dataset.load_image(i) if size is None else self.dataset.load_image(i, size)
+        return self.transform.prepare(img)
+
     def get_views(self, index: int, views: Sequence[int], with_fingerprint: Optional[bool] = None) -> List[ViewItem]:
         """The items of sample ``index`` under each of ``views``, from one decode and one resize
-        of its image (:meth:`ReplayableTransform.prepare`): the same items as :meth:`get` of each
-        ``(index, view)``, for a fraction of the work (the cache dump makes all V views at once)."""
+        of its image (:meth:`prepared`): the same items as :meth:`get` of each ``(index, view)``,
+        for a fraction of the work (the cache dump makes all V views at once)."""
+        return self.views_from(self.prepared(index), index, views, with_fingerprint)
+
+    def views_from(
+        self, prepared: Image.Image, index: int, views: Sequence[int], with_fingerprint: Optional[bool] = None
+    ) -> List[ViewItem]:
+        """The items of sample ``index`` under ``views``, made from ``prepared`` (its
+        :meth:`prepared` image, or the image a cache stores for it)."""
         i = self._index(index)
         wanted = [operator.index(v) for v in views]
         for view in wanted:
             if self.views is not None and self.train and not 0 <= view < self.views:
                 raise IndexError(f"view {view} out of range for {self.views} views")
-        size = self.spec.decode_size  # asked only when decode='reduced': datasets may define load_image(index)
-        img = self.dataset.load_image(i) if size is None else self.dataset.load_image(i, size)
         labels = torch.from_numpy(np.asarray(self.dataset.labels[i], dtype=np.float32).copy())
         if with_fingerprint is None:
             with_fingerprint = self.fingerprint_share >= 1.0
         transform = self.transform
         if isinstance(transform, ReplayableTransform):  # train=True
-            prepared = transform.prepare(img)
-            images = [transform(prepared, self.seed_of(i, view)) for view in wanted]
+            pixels = [transform.pixels(prepared, self.seed_of(i, view)) for view in wanted]
         else:
-            images = [transform(img) for _ in wanted]
-        return [
-            ViewItem(image, labels, i, view, to_signed(fingerprint(image)) if with_fingerprint else 0)
-            for image, view in zip(images, wanted)
-        ]
+            pixels = [transform.pixels(prepared) for _ in wanted]
+        mean, std = self.spec.mean, self.spec.std
+        floats = [to_float(p, mean, std) for p in pixels] if self.image_dtype == "float32" else None
+        prints = [0] * len(pixels)
+        if with_fingerprint:
+            hashed = pixels if self.fingerprint_of == "uint8" else floats or [to_float(p, mean, std) for p in pixels]
+            prints = [to_signed(fingerprint(x)) for x in hashed]
+        images = floats if floats is not None else pixels
+        return [ViewItem(image, labels, i, view, fp) for image, view, fp in zip(images, wanted, prints)]
 
     def __getitem__(self, index: Union[int, EpochIndex]) -> ViewItem:
         """The item of ``index`` under the view of its epoch: the one an

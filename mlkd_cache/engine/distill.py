@@ -24,29 +24,72 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from torch import Tensor, nn
 
+from ..cache.reader import TargetCache
+from ..cache.replay import open_cache
 from ..config import Config
+from ..data import MultiLabelDataset, dataset_from_config
 from ..data.views import ViewDataset
-from ..errors import CheckpointError, ConfigError
+from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
 from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets
-from .train import Trainer
+from .train import Trainer, check_eval_split
 
 log = logging.getLogger("mlkd_cache")
 
 __all__ = ["FRESH", "NoKDTrainer", "DistillTrainer", "run"]
 
 
+def image_cache(directory: Optional[Path]) -> Optional[TargetCache]:
+    """The cache whose image store a run reads (``--cache`` with ``--no-kd`` or ``--teacher``);
+    :class:`CacheMismatchError` when it holds no images."""
+    if directory is None:
+        return None
+    cache = open_cache(Path(directory))
+    if not cache.spec.stores_images:
+        raise CacheMismatchError(
+            f"--cache {directory} holds no images (dumped with images='none'), and --no-kd or --teacher read only a "
+            f"cache's images; drop --cache, or re-run dump-targets with --images raw or jpeg"
+        )
+    return cache
+
+
+def splits_from_store(cache: TargetCache, cfg: Config) -> Tuple[MultiLabelDataset, MultiLabelDataset]:
+    """The train split and the scored split read from ``cache``'s image store: no dataset folder.
+    A scored split other than the stored one comes from the dataset folder, when there is one."""
+    spec = cache.spec
+    if spec.dataset != cfg.dataset:
+        raise CacheMismatchError(
+            f"{cache.directory} stores {spec.dataset} images, the config trains on {cfg.dataset}; pass the cache of this dataset"
+        )
+    train = cache.stored_split("train")
+    if cfg.eval_split == cache.eval_split:
+        return train, cache.stored_split("eval")
+    try:
+        check_eval_split(cfg)
+        return train, dataset_from_config(cfg, cfg.eval_split)
+    except MlkdError as exc:
+        raise ConfigError(
+            f"{cache.directory} stores the {cache.eval_split} split, the config scores eval_split={cfg.eval_split!r} and its "
+            f"data is not here ({exc}); set eval_split={cache.eval_split!r} or give the dataset folder"
+        ) from None
+
+
 class NoKDTrainer(Trainer):
     """The no-KD student (``distill-student --no-kd``): :class:`Trainer` on ``model_s`` with the
-    hard-label loss alone, a fresh view every epoch; it refuses to resume a distilled run."""
+    hard-label loss alone, a fresh view every epoch; it refuses to resume a distilled run. With
+    ``images`` (a cache with an image store) its data comes from that store."""
 
-    def __init__(self, cfg: Config, out: Path, resume: bool = False, progress: bool = True) -> None:
+    def __init__(self, cfg: Config, out: Path, resume: bool = False, progress: bool = True, images: Optional[Path] = None) -> None:
+        self.image_cache = image_cache(images)
         super().__init__(cfg, "s", out, resume=resume, progress=progress)
+
+    def load_splits(self) -> Tuple[Any, Any]:
+        return super().load_splits() if self.image_cache is None else splits_from_store(self.image_cache, self.cfg)
 
     def check_resume(self, ckpt: Dict[str, Any]) -> None:
         if "distill" in ckpt:
@@ -54,6 +97,11 @@ class NoKDTrainer(Trainer):
                 f"cannot resume {self.files.checkpoint}: it was distilled ({ckpt['distill'].get('mode')}); "
                 f"drop --no-kd to resume it or start a new run in another --out"
             )
+
+
+def images_of(cache: Optional[TargetCache]) -> str:
+    """Where a run's images come from, as its model card records it."""
+    return "dataset folder" if cache is None else f"{cache.spec.images} store of {cache.directory}"
 
 
 class DistillTrainer(Trainer):
@@ -69,6 +117,7 @@ class DistillTrainer(Trainer):
         progress: bool = True,
         verify_checksums: bool = True,
         fresh_views: bool = False,
+        images: Optional[Path] = None,
     ) -> None:
         if (cache is None) == (teacher is None):
             raise ConfigError(
@@ -83,14 +132,27 @@ class DistillTrainer(Trainer):
         self.source: TeacherTargets = (
             CacheTargets(cache, verify_checksums) if cache is not None else LiveTeacher(Path(str(teacher)), cfg, fresh_views)
         )
+        # the images: the offline cache's own store when it has one, a store given for the online run, or the folder
+        own = self.source.cache if isinstance(self.source, CacheTargets) and self.source.cache.spec.stores_images else None
+        self.image_cache = own if images is None else image_cache(images)
         super().__init__(cfg, "s", out, resume=resume, final_name="student.pt", progress=progress)
 
     # ---------------------------------------------------------------- Trainer hooks
+    def load_splits(self) -> Tuple[Any, Any]:
+        return super().load_splits() if self.image_cache is None else splits_from_store(self.image_cache, self.cfg)
+
     def make_train_data(self, train_set) -> ViewDataset:
         self.source.check_fits(self.cfg, train_set, self.spec)
         share = self.cfg.replay_check if self.source.mode == "offline" else 0.0
         return ViewDataset(
-            train_set, self.spec, self.source.base_seed, train=True, views=self.source.views, with_fingerprint=share
+            train_set,
+            self.spec,
+            self.source.base_seed,
+            train=True,
+            views=self.source.views,
+            with_fingerprint=share,
+            image_dtype="uint8",
+            fingerprint_of=self.source.fingerprint_of,
         )
 
     def make_collate(self):
@@ -144,7 +206,7 @@ class DistillTrainer(Trainer):
                 )
 
     def model_card(self) -> Dict[str, Any]:
-        return {**super().model_card(), "distill": self.source.identity()}
+        return {**super().model_card(), "distill": self.source.identity(), "images": images_of(self.image_cache)}
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         self.source.start_epoch()
@@ -169,25 +231,28 @@ def run(
     the labels alone (hard-label loss, a fresh view every epoch; no cache, no teacher)."""
     views: Union[str, int]  # FRESH, or the number of replayed views
     if no_kd:
-        if cache is not None or teacher is not None or fresh_views:
-            given = "--cache" if cache is not None else "--teacher" if teacher is not None else "--fresh-views"
+        if teacher is not None or fresh_views:
+            given = "--teacher" if teacher is not None else "--fresh-views"
             raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
-        trainer: Trainer = NoKDTrainer(cfg, out, resume=resume, progress=progress)
+        trainer: Trainer = NoKDTrainer(cfg, out, resume=resume, progress=progress, images=cache)
         mode, views, terms = "no-kd", FRESH, [trainer.hard_loss.name]
     else:
+        online_store = cache if teacher is not None else None  # --teacher with --cache: the live teacher on the store's images
         trainer = DistillTrainer(
             cfg,
             out,
-            cache=cache,
+            cache=None if online_store is not None else cache,
             teacher=teacher,
             resume=resume,
             progress=progress,
             verify_checksums=verify_checksums,
             fresh_views=fresh_views,
+            images=online_store,
         )
         source_views = trainer.source.views
         mode, terms = trainer.source.mode, [trainer.hard_loss.name, *trainer.distiller.names()]
         views = FRESH if source_views is None else source_views
     result = trainer.fit()
-    result.update(mode=mode, views=views, terms=terms, steps_log=str(trainer.files.steps) if cfg.log_every else None)
+    images = images_of(getattr(trainer, "image_cache", None))
+    result.update(mode=mode, views=views, terms=terms, images=images, steps_log=str(trainer.files.steps) if cfg.log_every else None)
     return result

@@ -22,13 +22,14 @@ from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
 from .._version import __version__
-from ..cache.format import MANIFEST_NAME, VIEW_FIELDS, CacheSpec, labels_digest, shard_name
+from ..cache.format import EVAL_PREFIX, MANIFEST_NAME, VIEW_FIELDS, CacheSpec, eval_name, labels_digest, shard_name
 from ..cache.h5 import open_read
-from ..cache.writer import ShardBuffer, ShardWriter, shard_entry, shard_is_complete, write_manifest
+from ..cache.images import encode_image
+from ..cache.writer import EvalBuffer, ShardBuffer, ShardWriter, eval_is_complete, shard_entry, shard_is_complete, write_manifest
 from ..config import Config
 from ..data import MultiLabelDataset, dataset_from_config
 from ..data.planning import PlannedSplit, planned_train_split
-from ..data.transforms import TransformSpec
+from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, ViewItem
 from ..distributed import DistInfo, all_gather_objects, bar_disabled, barrier, init_distributed
 from ..errors import CacheMismatchError, ConfigError
@@ -56,49 +57,91 @@ class PairDataset(Dataset):
         return self.view_data.get(int(index), int(view))
 
 
+Stored = List[Tuple[int, np.ndarray]]  # (sample index, what the image store keeps for it)
+
+
 class SampleViews(Dataset):
     """The ``views`` views of each sample ``start..stop-1`` of ``view_data``, one sample an item
-    (a :class:`ViewItem` batch ``[V, ...]``), each from one decode and resize of its image."""
+    (a :class:`ViewItem` batch ``[V, ...]`` and the sample's stored image, or ``None``), each
+    from one decode and resize of its image. With an image store (``images`` raw or jpeg) the
+    views are made from what the store keeps: a JPEG's decoding, so replay is exact."""
 
-    def __init__(self, view_data: ViewDataset, start: int, stop: int, views: int) -> None:
+    def __init__(self, view_data: ViewDataset, start: int, stop: int, views: int, images: str = "none", quality: int = 0) -> None:
         self.view_data, self.start, self.stop, self.views = view_data, start, stop, views
+        self.images, self.quality = images, quality
 
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __getitem__(self, j: int) -> ViewItem:
-        return default_collate(self.view_data.get_views(self.start + j, range(self.views)))
+    def __getitem__(self, j: int) -> Tuple[ViewItem, Optional[np.ndarray]]:
+        i = self.start + j
+        prepared, stored = self.view_data.prepared(i), None
+        if self.images != "none":
+            stored, prepared = encode_image(prepared, self.images, self.quality)
+        return default_collate(self.view_data.views_from(prepared, i, range(self.views))), stored
 
 
 def _cat(batches: Sequence[ViewItem]) -> ViewItem:
     return ViewItem(*(torch.cat(parts) for parts in zip(*batches)))
 
 
+def _cat_loaded(items: Sequence[Tuple[ViewItem, Optional[np.ndarray]]]) -> Tuple[ViewItem, Stored]:
+    batch = _cat([views for views, _ in items])
+    return batch, [(int(views.sample[0]), data) for views, data in items if data is not None]
+
+
 def view_batches(
-    view_data: ViewDataset, start: int, stop: int, views: int, batch_size: int, workers: int, pin_memory: bool = False
-) -> Iterator[ViewItem]:
+    view_data: ViewDataset,
+    start: int,
+    stop: int,
+    views: int,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+    images: str = "none",
+    quality: int = 0,
+) -> Iterator[Tuple[ViewItem, Stored]]:
     """:class:`ViewItem` batches of the (sample, view) pairs of samples ``start..stop-1`` in
     :func:`shard_pairs` order, ``batch_size`` pairs each (the last may hold fewer): the batches
-    the teacher has always been run on, while the loader's workers decode each sample once."""
+    the teacher has always been run on, while the loader's workers decode each sample once. Each
+    comes with the stored images (``images`` raw or jpeg) of the samples loaded since the last."""
     loader = DataLoader(
-        SampleViews(view_data, start, stop, views),
+        SampleViews(view_data, start, stop, views, images, quality),
         batch_size=max(1, -(-batch_size // views)),  # samples per load: about one teacher batch
         shuffle=False,
         num_workers=workers,
-        collate_fn=_cat,
+        collate_fn=_cat_loaded,
     )
 
     def own(batch: ViewItem) -> ViewItem:  # images in a buffer of their own (pinned for CUDA), as a loader's batch
         return batch._replace(image=batch.image.pin_memory() if pin_memory else batch.image.clone())
 
     pending: Optional[ViewItem] = None
-    for loaded in loader:
+    stored: Stored = []
+    for loaded, encoded in loader:
         pending = loaded if pending is None else _cat([pending, loaded])
+        stored.extend(encoded)
         while len(pending.sample) >= batch_size:
-            yield own(ViewItem(*(t[:batch_size] for t in pending)))
+            yield own(ViewItem(*(t[:batch_size] for t in pending))), stored
+            stored = []
             pending = ViewItem(*(t[batch_size:] for t in pending))
     if pending is not None and len(pending.sample):
-        yield own(pending)
+        yield own(pending), stored
+
+
+class StoreImages(Dataset):
+    """What the image store keeps for each eval sample ``start..stop-1`` (its eval transform's
+    resize, encoded): one ``(index, data)`` an item."""
+
+    def __init__(self, view_data: ViewDataset, start: int, stop: int, images: str, quality: int) -> None:
+        self.view_data, self.start, self.stop, self.images, self.quality = view_data, start, stop, images, quality
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, j: int) -> Tuple[int, np.ndarray]:
+        i = self.start + j
+        return i, encode_image(self.view_data.prepared(i), self.images, self.quality)[0]
 
 
 def shard_pairs(start: int, stop: int, views: int) -> np.ndarray:
@@ -130,6 +173,8 @@ def build_spec(cfg: Config, ckpt: Dict, teacher_sha256: str, dataset, views: int
         teacher_sha256=teacher_sha256,
         labels_sha256=labels_digest(dataset.labels),
         tool_version=__version__,
+        images=cfg.cache["images"],
+        jpeg_quality=cfg.cache["jpeg_quality"] if cfg.cache["images"] == "jpeg" else 0,
     )
 
 
@@ -179,6 +224,30 @@ def _previous_entries(out: Path, spec: CacheSpec) -> Dict[int, Dict[str, Any]]:
         return {}
 
 
+def _previous_eval_entries(out: Path, spec: CacheSpec) -> Dict[int, Dict[str, Any]]:
+    """Eval-part entries of the manifest in ``out`` when it records this same dump (as :func:`_previous_entries`)."""
+    try:
+        manifest = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+        if CacheSpec.from_dict(manifest["spec"]) != spec:
+            return {}
+        return {int(e["index"]): dict(e) for e in manifest["eval"]["shards"]}
+    except Exception:
+        return {}
+
+
+def _kept(path: Path, entry: Dict[str, Any], previous: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """``entry`` when ``path`` matches the size and sha256 an earlier manifest of this dump lists
+    (or none lists it), else ``None`` with a warning: its bytes changed since that dump."""
+    if previous is None:
+        return entry
+    if path.stat().st_size == int(previous["bytes"]) and file_sha256(path) == previous["sha256"]:
+        return previous
+    log.warning(
+        "dump-targets: %s changed since the dump that wrote it (sha256 differs from %s); rewriting it", path.name, MANIFEST_NAME
+    )
+    return None
+
+
 def _reusable_entry(out: Path, spec: CacheSpec, k: int, previous: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The manifest entry of shard ``k`` if the file in ``out`` can be kept, else ``None``.
 
@@ -188,14 +257,7 @@ def _reusable_entry(out: Path, spec: CacheSpec, k: int, previous: Optional[Dict[
     path = out / shard_name(k)
     if not shard_is_complete(path, spec, k):
         return None
-    if previous is None:
-        return shard_entry(out, spec, k)
-    if path.stat().st_size == int(previous["bytes"]) and file_sha256(path) == previous["sha256"]:
-        return previous
-    log.warning(
-        "dump-targets: %s changed since the dump that wrote it (sha256 differs from %s); rewriting it", path.name, MANIFEST_NAME
-    )
-    return None
+    return _kept(path, shard_entry(out, spec, k) if previous is None else previous, previous)
 
 
 def prepare_out_dir(out: Path, spec: CacheSpec, overwrite: bool, info: DistInfo) -> Tuple[List[int], List[Dict[str, Any]]]:
@@ -221,10 +283,12 @@ def prepare_out_dir(out: Path, spec: CacheSpec, overwrite: bool, info: DistInfo)
             out.mkdir(parents=True, exist_ok=True)
             (out / MANIFEST_NAME).unlink(missing_ok=True)  # never look complete while shards change
             if overwrite:
-                for path in out.glob("shard-*.h5*"):
-                    path.unlink()
-            for path in out.glob("shard-*.h5.tmp"):
-                path.unlink()  # a write cut short by a kill
+                for pattern in ("shard-*.h5*", f"{EVAL_PREFIX}-*.h5*"):
+                    for path in out.glob(pattern):
+                        path.unlink()
+            for pattern in ("shard-*.h5.tmp", f"{EVAL_PREFIX}-*.h5.tmp"):
+                for path in out.glob(pattern):
+                    path.unlink()  # a write cut short by a kill
         except OSError as exc:
             raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
     barrier(info)
@@ -252,10 +316,11 @@ def dump_shard(
     start, stop = spec.shard_range(k)
     buffer = ShardBuffer(spec, k, list(view_data.keys[start:stop]), view_data.labels[start:stop])
     cuda = info.device.type == "cuda"
-    for batch in view_batches(view_data, start, stop, spec.views, batch_size, workers, pin_memory=cuda):
-        image, index, view, fp = batch.image.to(info.device, non_blocking=cuda), batch.sample, batch.view, batch.fingerprint
-        if cuda:
-            image = image.contiguous(memory_format=torch.channels_last)
+    batches = view_batches(view_data, start, stop, spec.views, batch_size, workers, cuda, spec.images, spec.jpeg_quality)
+    for batch, stored in batches:
+        image, index, view, fp = model_input(batch.image, view_data.spec, info.device), batch.sample, batch.view, batch.fingerprint
+        if stored:
+            buffer.images.put([i - start for i, _ in stored], [data for _, data in stored])
         with autocast_for(info.device, amp):
             out = model(image)
         index_np, view_np = index.numpy(), view.numpy()
@@ -270,9 +335,66 @@ def dump_shard(
     return buffer
 
 
-def plan_text(spec: CacheSpec, labels: np.ndarray) -> Dict[str, Any]:
-    """The planned size of the cache (``--dry-run``), computed by the code that writes it."""
+def dump_eval_store(
+    cfg: Config,
+    spec: CacheSpec,
+    out: Path,
+    transform: TransformSpec,
+    info: DistInfo,
+    previous: Dict[int, Dict[str, Any]],
+    dataset: Optional[MultiLabelDataset] = None,
+) -> Dict[str, Any]:
+    """Store the images of the config's eval split (``eval_split``) in ``out/eval-*.h5``, part
+    ``k`` by rank ``k % world``, each as its eval transform's resize makes it; complete parts of
+    this dump are kept. Returns the manifest's ``eval`` entry (every rank)."""
+    split = cfg.eval_split
+    dataset = dataset if dataset is not None else dataset_from_config(cfg, split)
+    if list(dataset.class_names) != list(spec.class_names):
+        raise CacheMismatchError(f"the {cfg.dataset} {split} split has other classes than its train split; check the dataset files")
+    view_data = ViewDataset(dataset, transform, cfg.seed, train=False)
+    total, size = len(dataset), spec.shard_size
+    kept, written = [], []
+    with ShardWriter(out) as writer:
+        for k in range(info.rank, -(-total // size), info.world_size):
+            start, stop = k * size, min(total, k * size + size)
+            path = out / eval_name(k)
+            if eval_is_complete(path, spec, split, k, start, stop, total):
+                entry = _kept(path, shard_entry(out, spec, k, eval_name(k), (start, stop)), previous.get(k))
+                if entry is not None:
+                    kept.append(entry)
+                    continue
+            buffer = EvalBuffer(spec, split, k, start, stop, total, dataset.keys[start:stop], dataset.labels[start:stop])
+            loader = DataLoader(
+                StoreImages(view_data, start, stop, spec.images, spec.jpeg_quality),
+                batch_size=64,
+                num_workers=cfg.workers,
+                collate_fn=list,
+            )
+            for items in loader:
+                buffer.images.put([i - start for i, _ in items], [data for _, data in items])
+            writer.submit(buffer)
+        written = writer.close()
+    entries = [e for part in all_gather_objects(kept + written, info) for e in part]
+    return {"split": split, "num_samples": total, "labels_sha256": labels_digest(dataset.labels), "shards": entries}
+
+
+def jpeg_bytes_per_image(view_data: ViewDataset, quality: int, count: int = 32) -> float:
+    """Mean bytes of ``count`` evenly spaced images of ``view_data`` stored as JPEG at ``quality``
+    (decoded and resized as the store keeps them): the estimate ``--dry-run`` plans with."""
+    n = len(view_data)
+    picks = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(np.int64)) if n else []
+    sizes = [len(encode_image(view_data.prepared(int(i)), "jpeg", quality)[0]) for i in picks]
+    return float(np.mean(sizes)) if sizes else 0.0
+
+
+def plan_text(
+    spec: CacheSpec, labels: np.ndarray, eval_samples: Optional[int] = None, jpeg_per_image: Optional[float] = None
+) -> Dict[str, Any]:
+    """The planned size of the cache (``--dry-run``), computed by the code that writes it, and
+    of its image store in each mode (``image_bytes``: raw exact, jpeg from ``jpeg_per_image``,
+    a measured mean, or ``None``) for the train split and ``eval_samples`` eval images."""
     plan = spec.plan(labels)
+    images = spec.num_samples + (eval_samples or 0)
     return {
         "samples": spec.num_samples,
         "views": spec.views,
@@ -280,6 +402,11 @@ def plan_text(spec: CacheSpec, labels: np.ndarray) -> Dict[str, Any]:
         "embedding": spec.embedding,
         "dtype": spec.dtype,
         **plan,
+        "images": spec.images,
+        "eval_samples": eval_samples,
+        "jpeg_quality": spec.jpeg_quality or None,
+        "jpeg_bytes_per_image": jpeg_per_image,
+        "image_bytes": {mode: spec.image_nbytes(images, mode, jpeg_per_image) for mode in ("raw", "jpeg")},
     }
 
 
@@ -350,14 +477,23 @@ def run(
         check_teacher_fits(cfg, ckpt, dataset, transform, Path(teacher))
         spec = build_spec(cfg, ckpt, file_sha256(Path(teacher)), dataset, views, transform)
     if dry_run:
-        return {"dry_run": True, "plan": {**plan_text(spec, dataset.labels), "source": source}, "is_main": info.is_main}
+        eval_samples, jpeg = None, None
+        if planned is None:  # real images: the eval split's size and a measured JPEG size
+            eval_samples = len(dataset_from_config(cfg, cfg.eval_split))
+            quality = cfg.cache["jpeg_quality"]
+            jpeg = jpeg_bytes_per_image(ViewDataset(dataset, transform, cfg.seed, train=True), quality)
+        plan = plan_text(spec, dataset.labels, eval_samples, jpeg)
+        plan["jpeg_quality"] = cfg.cache["jpeg_quality"]
+        return {"dry_run": True, "plan": {**plan, "source": source}, "is_main": info.is_main}
     if out is None or ckpt is None:  # refused above; this tells the type checker
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
 
     out = Path(out)
+    previous_eval = {} if overwrite or not out.is_dir() else _previous_eval_entries(out, spec)  # before the manifest goes
+    eval_set = dataset_from_config(cfg, cfg.eval_split) if spec.stores_images else None  # a missing split fails before work
     todo, kept = prepare_out_dir(out, spec, overwrite, info)
     mine = [k for k in todo if k % info.world_size == info.rank]
-    view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True)
+    view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True, image_dtype="uint8")
     model = model_from_checkpoint(ckpt).to(info.device).eval()
     cuda = info.device.type == "cuda"
     if cuda:
@@ -376,6 +512,7 @@ def run(
     finally:
         bar.close()
     written = [entry for rank_entries in all_gather_objects(written, info) for entry in rank_entries]
+    stored_eval = dump_eval_store(cfg, spec, out, transform, info, previous_eval, eval_set) if eval_set is not None else None
     elapsed = time.perf_counter() - started
 
     result: Dict[str, Any] = {
@@ -390,8 +527,9 @@ def run(
     }
     if info.is_main:
         entries = written + kept  # this run's shards (hashed by the writers) and the ones kept
-        manifest = write_manifest(out, spec, entries, made_with(cfg))  # refuses entries that miss or repeat a shard
-        result.update(manifest=str(manifest), total_bytes=sum(e["bytes"] for e in entries))
+        manifest = write_manifest(out, spec, entries, made_with(cfg), stored_eval)  # refuses entries that miss or repeat a shard
+        stored_bytes = sum(e["bytes"] for e in stored_eval["shards"]) if stored_eval else 0
+        result.update(manifest=str(manifest), total_bytes=sum(e["bytes"] for e in entries) + stored_bytes)
         log.info(
             "dump-targets: %d shards (%d written, %d already complete), %d samples x %d views, %.1f s",
             spec.num_shards(),

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..config import Config
 from ..data import dataset_from_config
-from ..data.transforms import TransformSpec
+from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset
 from ..distributed import DistInfo, all_gather_cat, broadcast_object, init_distributed
 from ..errors import CheckpointError
@@ -42,17 +42,16 @@ def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistI
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, info: DistInfo, amp: bool, total: int) -> Tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module, loader: DataLoader, info: DistInfo, amp: bool, total: int, spec: TransformSpec
+) -> Tuple[np.ndarray, np.ndarray]:
     """Logits ``[N, C]`` (float32) and labels ``[N, C]`` (uint8) of every sample, in dataset
-    order, on every rank."""
+    order, on every rank; ``spec`` converts uint8 batches on the device (:func:`model_input`)."""
     was_training = model.training
     model.eval()
     logits, labels, indices = [], [], []
-    non_blocking = info.device.type == "cuda"
     for batch in loader:  # ViewItem batches
-        image, label, index = batch.image.to(info.device, non_blocking=non_blocking), batch.labels, batch.sample
-        if info.device.type == "cuda":
-            image = image.contiguous(memory_format=torch.channels_last)
+        image, label, index = model_input(batch.image, spec, info.device), batch.labels, batch.sample
         with autocast_for(info.device, amp):
             out = model(image)
         logits.append(out.logits.float())
@@ -74,7 +73,7 @@ def evaluate_model(
     model: nn.Module, dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo, amp: bool
 ) -> Dict[str, float]:
     """Metrics (percent) of ``model`` on ``dataset``; identical on every rank."""
-    z, y = predict(model, eval_loader(dataset, batch_size, workers, info), info, amp, len(dataset))
+    z, y = predict(model, eval_loader(dataset, batch_size, workers, info), info, amp, len(dataset), dataset.spec)
     metrics = evaluate_logits(z, y) if info.is_main else None
     return broadcast_object(metrics, info)
 
@@ -115,11 +114,12 @@ def run(
             f"{len(dataset.class_names)} ({', '.join(dataset.class_names[:4])}, ...); evaluate it on its own dataset"
         )
     spec = TransformSpec(**ckpt["transform"])
-    view_data = ViewDataset(dataset, spec, cfg.seed, train=False)
+    view_data = ViewDataset(dataset, spec, cfg.seed, train=False, image_dtype="uint8")
     model = model_from_checkpoint(ckpt).to(info.device)
     if info.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    z, y = predict(model, eval_loader(view_data, cfg.batch_size, cfg.workers, info), info, cfg.amp, len(view_data))
+    amp = bool(cfg.amp and info.device.type == "cuda")
+    z, y = predict(model, eval_loader(view_data, cfg.batch_size, cfg.workers, info), info, amp, len(view_data), spec)
     ap = average_precision(z, y)
     return {
         "checkpoint": str(checkpoint),

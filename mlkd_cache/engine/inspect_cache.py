@@ -17,7 +17,9 @@ def run(cache_dir: Path, batch: int = 4096, verify_checksums: bool = True) -> Di
     cache = TargetCache(Path(cache_dir), verify_checksums=verify_checksums)
     spec = cache.spec
     manifest = cache.manifest
-    total = int(sum(s["bytes"] for s in manifest["shards"]))
+    stored_eval = manifest.get("eval") if spec.stores_images else None
+    eval_bytes = int(sum(e["bytes"] for e in stored_eval["shards"])) if stored_eval else 0
+    total = int(sum(s["bytes"] for s in manifest["shards"])) + eval_bytes
     labels = cache.labels
     view_map = []
     for view in range(spec.views):
@@ -48,4 +50,29 @@ def run(cache_dir: Path, batch: int = 4096, verify_checksums: bool = True) -> Di
         "transform_hash": spec.transform_hash,
         "class_names": list(spec.class_names),
         "cached_logit_map_per_view": view_map,
+        "format_version": cache.format_version,
+        "fingerprints_of": cache.fingerprint_of,
+        "image_store": _store_summary(cache, eval_bytes),
+    }
+
+
+def _store_summary(cache: TargetCache, eval_bytes: int) -> Dict[str, Any]:
+    """Mode, quality, images per split and the store's bytes (raw: exact; jpeg: the encoded bytes)."""
+    spec = cache.spec
+    if not spec.stores_images:
+        return {"mode": "none"}
+    train, held = cache.stored_split("train"), cache.stored_split("eval")
+    if spec.images == "raw":
+        image_bytes = (len(train) + len(held)) * spec.img_size**2 * 3
+    else:
+        image_bytes = sum(len(split.store.encoded(i)) for split in (train, held) for i in range(len(split)))
+    return {
+        "mode": spec.images,
+        "jpeg_quality": spec.jpeg_quality or None,
+        "img_size": spec.img_size,
+        "train_images": len(train),
+        "eval_split": cache.eval_split,
+        "eval_images": len(held),
+        "image_bytes": image_bytes,
+        "eval_file_bytes": eval_bytes,
     }

@@ -24,7 +24,7 @@ from ..cache.format import LAYOUTS, VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_fits, check_replay, open_cache
 from ..config import Config
-from ..data.transforms import TransformSpec
+from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, ViewItem
 from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
 from ..errors import CacheCorruptError
@@ -49,6 +49,7 @@ class TeacherTargets(Protocol):
     views: Optional[int]  # the cycle of replayed views; None = a fresh view every epoch
     base_seed: int  # the seed the replayed views derive from
     embed_dim: int  # E_t, the teacher's label-wise embedding size
+    fingerprint_of: str  # what the replayed views' fingerprints hash (ViewDataset.fingerprint_of)
 
     def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
         """Raise when the source does not belong to this train split and input pipeline."""
@@ -89,12 +90,13 @@ class CacheTargets:
         spec = self.cache.spec
         self.views: Optional[int] = spec.views
         self.base_seed, self.embed_dim = spec.base_seed, spec.embed_dim
+        self.fingerprint_of = self.cache.fingerprint_of  # what the cache's fingerprints hash
         self.checked = 0  # fingerprints compared in the current epoch (this rank)
 
     def _verify_checksums(self, info: DistInfo) -> None:
         """sha256 of every shard against the manifest, each rank hashing shards ``k % world ==
         rank``; every rank raises the first failure found by any rank."""
-        mine = [k for k in range(len(self.cache.manifest["shards"])) if k % info.world_size == info.rank]
+        mine = [k for k in range(self.cache.num_files) if k % info.world_size == info.rank]
         try:
             self.cache.verify_checksums(mine)
             failure = None
@@ -162,6 +164,7 @@ class LiveTeacher:
         self.prototype_views, self.base_seed = int(cfg.cache["views"]), int(cfg.seed)
         self.views: Optional[int] = None if fresh_views else self.prototype_views
         self.embed_dim = int(self.ckpt["embed_dim"])
+        self.fingerprint_of = "uint8"  # nothing is fingerprinted online
         self.amp = False
 
     def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:
@@ -193,9 +196,9 @@ class LiveTeacher:
         loader = DataLoader(PairDataset(view_data, pairs), batch_size=batch_size, num_workers=workers)
         with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG
             for batch in loader:  # ViewItem batches of (sample, view) pairs
-                image, labels = batch.image, batch.labels
+                image, labels = model_input(batch.image, view_data.spec, device), batch.labels
                 with autocast_for(device, self.amp):
-                    emb = self.model(image.to(device)).label_emb.float()
+                    emb = self.model(image).label_emb.float()
                 sample, cls = labels.to(device).nonzero(as_tuple=True)
                 acc.add(emb[sample, cls], cls)
         if info.enabled:

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, cast
+from typing import Any, Dict, Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,7 @@ from .._version import __version__
 from ..config import FIELDS, Config
 from ..data import dataset_from_config
 from ..data.sampler import EpochSampler
-from ..data.transforms import TransformSpec
+from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset
 from ..distributed import DistInfo, average_gradients, bar_disabled, barrier, init_distributed, mean_over_ranks, sync_buffers
 from ..errors import CheckpointError, ConfigError, MlkdError
@@ -127,15 +127,12 @@ class Trainer:
         """The transform spec, the train split as this stage's views and the scored split."""
         cfg = self.cfg
         self.spec = TransformSpec.from_config(cfg)
-        check_eval_split(cfg)
-        # dataset_para_t changes the teacher's train split only: every model is scored on the same split
-        train_set = dataset_from_config(cfg, "train", self.role)
-        test_set = dataset_from_config(cfg, cfg.eval_split)
+        train_set, test_set = self.load_splits()
         if list(train_set.class_names) != list(test_set.class_names):
             raise MlkdError(f"train and {cfg.eval_split} splits disagree on the class list; check the dataset files")
         self.class_names = list(train_set.class_names)
         self.train_data = self.make_train_data(train_set)
-        self.test_data = ViewDataset(test_set, self.spec, cfg.seed, train=False)
+        self.test_data = ViewDataset(test_set, self.spec, cfg.seed, train=False, image_dtype="uint8")
 
     def _build_loader(self) -> None:
         """Every rank's share of each global batch; incomplete last batches are dropped. Indices
@@ -216,9 +213,17 @@ class Trainer:
                 self.step_log.reset()
 
     # ---------------------------------------------------------------- hooks for stages
+    def load_splits(self) -> Tuple[Any, Any]:
+        """The train split and the scored split (``eval_split``) of the config's dataset."""
+        cfg = self.cfg
+        check_eval_split(cfg)
+        # dataset_para_t changes the teacher's train split only: every model is scored on the same split
+        return dataset_from_config(cfg, "train", self.role), dataset_from_config(cfg, cfg.eval_split)
+
     def make_train_data(self, train_set) -> ViewDataset:
-        """Train items: a fresh replayable view per epoch (view index = epoch)."""
-        return ViewDataset(train_set, self.spec, self.cfg.seed, train=True)
+        """Train items: a fresh replayable view per epoch (view index = epoch), as uint8 pixels
+        (converted on the device, :func:`~mlkd_cache.data.transforms.model_input`)."""
+        return ViewDataset(train_set, self.spec, self.cfg.seed, train=True, image_dtype="uint8")
 
     def make_collate(self):
         """The DataLoader ``collate_fn`` (None: torch's default). It runs in the worker processes."""
@@ -371,9 +376,7 @@ class Trainer:
         non_blocking = self.info.device.type == "cuda"
         log_every = self.cfg.log_every if self.info.is_main else 0
         for step, batch in enumerate(bar):
-            image = batch.image.to(self.info.device, non_blocking=non_blocking)
-            if non_blocking:
-                image = image.contiguous(memory_format=torch.channels_last)
+            image = model_input(batch.image, self.spec, self.info.device)  # uint8 pixels -> float input, on the device
             batch = batch._replace(image=image)
             self.position = f"epoch {epoch + 1} step {step + 1}"  # named by errors raised in loss_terms
             with autocast_for(self.info.device, self.amp):

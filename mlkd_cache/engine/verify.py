@@ -68,12 +68,23 @@ def run(
             f"{sha[:12]}…; pass the teacher the cache was built with"
         )
     cfg = Config.from_dict({**ckpt["config"], **({"data_root": data_root} if data_root else {})})
-    dataset = build_dataset(  # the cache names the dataset and split; the teacher's config the rest
-        spec.dataset, spec.split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
-    )
+    if spec.stores_images:  # replay from the stored pixels: the store is what students read
+        dataset: Any = cache.stored_split("train")
+    else:
+        dataset = build_dataset(  # the cache names the dataset and split; the teacher's config the rest
+            spec.dataset, spec.split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
+        )
     cache.check_request(class_names=dataset.class_names, labels=dataset.labels)
     transform = TransformSpec.from_dict(spec.transform)
-    view_data = ViewDataset(dataset, transform, spec.base_seed, train=True, views=spec.views, with_fingerprint=True)
+    view_data = ViewDataset(
+        dataset,
+        transform,
+        spec.base_seed,
+        train=True,
+        views=spec.views,
+        with_fingerprint=True,
+        fingerprint_of=cache.fingerprint_of,
+    )
 
     rng = np.random.default_rng(seed)
     count = min(samples, spec.num_samples)
@@ -110,6 +121,7 @@ def run(
         "cache": str(cache_dir),
         "checksums_verified": verify_checksums,
         "pairs": count,
+        "images": "from the cache's " + spec.images + " store" if spec.stores_images else "from the dataset folder",
         "fingerprint_mismatches": fp_mismatch,
         "rtol": rtol,
         "min_cosine": MIN_COSINE,

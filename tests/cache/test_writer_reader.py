@@ -367,7 +367,7 @@ def test_refuses_newer_manifest(cache_copy):
     manifest = json.loads((cache_copy / MANIFEST_NAME).read_text())
     manifest["format_version"] = 99
     (cache_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
-    with pytest.raises(CacheMismatchError, match="format version 99, this mlkd-cache reads up to 1"):
+    with pytest.raises(CacheMismatchError, match="format version 99, this mlkd-cache reads up to 2"):
         TargetCache(cache_copy)
 
 

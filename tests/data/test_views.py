@@ -78,7 +78,7 @@ def test_eval_view_zero_and_item():
     image, labels, index, view, fp, *_ = ds[1]
     assert view == 0 and index == 1
     assert torch.equal(image, EvalTransform(SPEC)(data.load_image(1)))
-    assert fp == to_signed(fingerprint(image))
+    assert fp == to_signed(fingerprint(EvalTransform(SPEC).pixels(data.load_image(1))))
     assert torch.equal(labels, torch.from_numpy(data.labels[1].astype(np.float32)))
 
 
@@ -94,7 +94,8 @@ def test_item_shapes_dtypes_and_fingerprint():
         assert isinstance(index, int) and index == i
         assert isinstance(view, int) and view == ds.view_of(i, 2)
         assert isinstance(fp, int) and -(2**63) <= fp < 2**63
-        assert to_unsigned(fp) == fingerprint(image)
+        pixels = ReplayableTransform(SPEC).pixels(data.load_image(i), ds.seed_of(i, view))
+        assert to_unsigned(fp) == fingerprint(pixels)  # format 2: the uint8 pixels are fingerprinted
         assert torch.equal(image, ReplayableTransform(SPEC)(data.load_image(i), ds.seed_of(i, view)))
         assert torch.equal(image, ds.get(i, view)[0])
     assert ds.seed_of(2, 1) == view_seed(1, "sample-2", 1)
@@ -112,7 +113,8 @@ def test_collate_keeps_fingerprints():
     assert image.shape == (4, 3, SIZE, SIZE) and labels.shape == (4, 4)
     assert index.dtype == torch.int64 and view.tolist() == [3, 3, 3, 3] and fp.dtype == torch.int64
     for j in range(4):
-        assert to_unsigned(int(fp[j])) == fingerprint(image[j])
+        i, v = int(index[j]), int(view[j])
+        assert to_unsigned(int(fp[j])) == fingerprint(ReplayableTransform(SPEC).pixels(ds.dataset.load_image(i), ds.seed_of(i, v)))
 
 
 def test_bad_arguments():
@@ -142,7 +144,8 @@ def test_fingerprint_share_picks_a_fresh_reproducible_subset_each_epoch():
     ds.set_epoch(1)
     picked, skipped = min(chosen[1]), min(set(range(len(ds))) - chosen[1])
     image, _, _, view, fp, *_ = ds[picked]
-    assert fp == to_signed(fingerprint(image)) and view == ds.view_of(picked, 1)
+    assert fp == to_signed(fingerprint(ReplayableTransform(SPEC).pixels(data.load_image(picked), ds.seed_of(picked, view))))
+    assert view == ds.view_of(picked, 1)
     assert ds[skipped][4] == 0
     assert all(ViewDataset(data, SPEC, 5, True, 3, with_fingerprint=1.0).is_checked(i, 7) for i in range(10))
     assert not any(ViewDataset(data, SPEC, 5, True, 3, with_fingerprint=0.0).is_checked(i, 7) for i in range(10))
@@ -171,9 +174,32 @@ def test_the_dump_batches_pairs_as_before():
 
     ds = ViewDataset(TinyDataset(n=5), SPEC, base_seed=1, train=True, views=3, with_fingerprint=True)
     for workers in (0, 2):
-        batches = list(view_batches(ds, 1, 5, 3, batch_size=5, workers=workers))
+        batches = [batch for batch, _ in view_batches(ds, 1, 5, 3, batch_size=5, workers=workers)]
         assert [len(b.sample) for b in batches] == [5, 5, 2]
         pairs = np.stack([torch.cat([b.sample for b in batches]).numpy(), torch.cat([b.view for b in batches]).numpy()], 1)
         assert np.array_equal(pairs, shard_pairs(1, 5, 3))
         first = ds.get(int(pairs[6, 0]), int(pairs[6, 1]))
         assert torch.equal(batches[1].image[1], first.image) and int(batches[1].fingerprint[1]) == first.fingerprint
+
+
+def test_uint8_items_are_the_float_items_pixels_and_model_input_gives_back_the_same_floats():
+    """image_dtype="uint8" hands over the pixels of the very float32 items (model_input turns a
+    batch of them into those floats bit for bit, whatever the normalisation); fingerprint_of
+    chooses what is hashed: the pixels (format 2) or the float input (format 1 caches)."""
+    from mlkd_cache.data.transforms import model_input
+
+    data = TinyDataset()
+    for spec in (SPEC, TransformSpec(img_size=SIZE, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))):
+        floats = ViewDataset(data, spec, base_seed=1, train=True, views=3, with_fingerprint=True)
+        pixels = ViewDataset(data, spec, base_seed=1, train=True, views=3, with_fingerprint=True, image_dtype="uint8")
+        old = ViewDataset(data, spec, base_seed=1, train=True, views=3, with_fingerprint=True, fingerprint_of="float32")
+        a, b, c = (d.get_views(2, [0, 1, 2]) for d in (floats, pixels, old))
+        assert all(x.image.dtype == torch.uint8 and x.image.shape == (3, SIZE, SIZE) for x in b)
+        assert [x.fingerprint for x in a] == [x.fingerprint for x in b] == [to_signed(fingerprint(x.image)) for x in b]
+        assert [x.fingerprint for x in c] == [to_signed(fingerprint(x.image)) for x in a]
+        batch = model_input(torch.stack([x.image for x in b]), spec, torch.device("cpu"))
+        assert batch.dtype == torch.float32 and torch.equal(batch, torch.stack([x.image for x in a]))
+    with pytest.raises(ValueError, match="image_dtype"):
+        ViewDataset(data, SPEC, 0, train=True, image_dtype="float16")
+    with pytest.raises(ValueError, match="fingerprint_of"):
+        ViewDataset(data, SPEC, 0, train=True, fingerprint_of="jpeg")
