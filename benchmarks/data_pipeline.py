@@ -22,7 +22,15 @@ A third table times what one ``dump-targets`` worker does for a photograph at V 
 and resize once and make the 8 views from that image (what the dump does now), against a decode
 and resize for every view (what it did before); the cached targets are bitwise the same.
 
-    python benchmarks/data_pipeline.py [--rounds 3] [--json]
+A fourth times one training worker's views/s reading a cache's image store (``--images raw`` or
+``jpeg``; the worker hands uint8 pixels over, 5 % of them fingerprinted) against decoding the
+JPEG photograph (float32 views, as the workers made them before the store), with the shipped COCO
+transform (Cutout + RandAugment) and without RandAugment, at 224 and 448 px, and how many workers
+one GPU needs at published timm training rates before and after. A last one times an offline
+student's whole epoch on coco2017-tiny at 224 px (timm's test_resnet, 2 workers) from a raw-store
+cache against the same cache without a store (the photographs), end to end.
+
+    python benchmarks/data_pipeline.py [--rounds 3] [--json] [--skip-epoch]
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ from mlkd_cache.data.views import ViewDataset  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2017-tiny"
 GPU_RATES = {"resnet34": 2000.0, "resnet50": 1200.0}  # img/s training, RTX 3090, AMP (timm's CSVs, as quoted in issue 13)
+STUDENT_RATE = (
+    "resnet18",
+    3500.0,
+)  # img/s training, RTX 3090, AMP channels-last (timm's published figure, as quoted in issue 22)
 SIZES = (224, 448)
 
 
@@ -139,13 +151,22 @@ class _Photos:
 DUMP_VIEWS = 8
 
 
-def dump_views_per_second(paths: List[Path], size: int, once: bool) -> float:
+DUMP_MODES = ("every view decoded, float32", "decode once, float32", "decode once, uint8")
+
+
+def dump_views_per_second(paths: List[Path], size: int, mode: str) -> float:
     """One dump worker's views/s at V = 8 (the default train transform: Cutout + RandAugment):
-    each photograph decoded and resized once for its 8 views, or once per view (before)."""
-    views = ViewDataset(_Photos(paths), TransformSpec(img_size=size), 0, train=True, views=DUMP_VIEWS, with_fingerprint=True)
+    each photograph decoded and resized for every view with float32 views and fingerprints (the
+    dump before issue 22), once for its 8 views (float32), or once with uint8 views and
+    fingerprints handed to the device (the dump now)."""
+    uint8 = mode.endswith("uint8")
+    views = ViewDataset(
+        _Photos(paths), TransformSpec(img_size=size), 0, train=True, views=DUMP_VIEWS, with_fingerprint=True,
+        image_dtype="uint8" if uint8 else "float32", fingerprint_of="uint8" if uint8 else "float32",
+    )  # fmt: skip
     started = time.perf_counter()
     for i in range(len(paths)):
-        if once:
+        if mode.startswith("decode once"):
             views.get_views(i, range(DUMP_VIEWS))
         else:
             for v in range(DUMP_VIEWS):
@@ -153,10 +174,110 @@ def dump_views_per_second(paths: List[Path], size: int, once: bool) -> float:
     return len(paths) * DUMP_VIEWS / (time.perf_counter() - started)
 
 
+class _Stored(_Photos):
+    """The photographs read from an image store file (raw pixels or JPEG), as a student reads a cache."""
+
+    def __init__(self, paths: List[Path], store) -> None:
+        super().__init__(paths)
+        self.store = store
+
+    def load_image(self, index: int, size=None) -> Image.Image:
+        return self.store.image(index)
+
+
+def write_store(paths: List[Path], size: int, mode: str, folder: Path):
+    """An :class:`ImageStore` of the photographs at ``size`` px, written by the cache's own
+    writer (an :class:`EvalBuffer`: keys, labels and images) in ``folder``."""
+    from mlkd_cache.cache.format import CacheSpec
+    from mlkd_cache.cache.images import ImageStore, encode_image
+    from mlkd_cache.cache.writer import EvalBuffer, write_shard
+
+    spec = TransformSpec(img_size=size)
+    cache = CacheSpec(
+        num_samples=len(paths), views=1, num_classes=1, feature_dim=1, embed_dim=1, dtype="float16", embedding="positive",
+        shard_size=len(paths), class_names=("x",), dataset="coco", split="train", img_size=size, transform=spec.to_dict(),
+        transform_hash=spec.spec_hash(), normalisation={"mean": [0, 0, 0], "std": [1, 1, 1]}, base_seed=0, teacher_arch="-",
+        teacher_sha256="0", labels_sha256="0", images=mode, jpeg_quality=90 if mode == "jpeg" else 0,
+    )  # fmt: skip
+    prepare = ReplayableTransform(spec).prepare
+    buffer = EvalBuffer(cache, "test", 0, 0, len(paths), len(paths), [p.name for p in paths], np.zeros((len(paths), 1), np.uint8))
+    buffer.images.put(range(len(paths)), [encode_image(prepare(load_rgb(str(p))), mode, 90)[0] for p in paths])
+    entry = write_shard(buffer, folder / mode / str(size))
+    return ImageStore([(folder / mode / str(size) / entry["file"], 0, len(paths))], mode, size)
+
+
+def training_views_per_second(data, size: int, randaugment: bool, store: bool, epoch: int) -> float:
+    """One training worker's items/s over ``data`` (a fresh view each): from a store, uint8 pixels
+    with 5 % fingerprinted (what the loaders hand over now); from the photographs, float32 views
+    (what they handed over before the store)."""
+    spec = TransformSpec(
+        img_size=size, randaugment=TransformSpec.__dataclass_fields__["randaugment"].default if randaugment else None
+    )
+    views = ViewDataset(
+        data, spec, 0, train=True, with_fingerprint=0.05 if store else 0.0, image_dtype="uint8" if store else "float32"
+    )
+    views.set_epoch(epoch)
+    started = time.perf_counter()
+    for i in range(len(views)):
+        views[i]
+    return len(views) / (time.perf_counter() - started)
+
+
+def store_table(paths: List[Path], rounds: int, folder: Path) -> Dict[str, Dict[str, float]]:
+    """Median items/s per (size, RandAugment, source): jpeg photographs, raw store, jpeg store."""
+    sources = {}
+    for size in SIZES:
+        sources[size] = {
+            "photographs": _Photos(paths),
+            **{f"{m} store": _Stored(paths, write_store(paths, size, m, folder)) for m in ("raw", "jpeg")},
+        }
+    rates: Dict[str, List[float]] = {}
+    for r in range(rounds):  # interleaved
+        for size in SIZES:
+            for ra in (True, False):
+                for name, data in sources[size].items():
+                    key = f"{size}|{'RandAugment' if ra else 'no RandAugment'}|{name}"
+                    rates.setdefault(key, []).append(training_views_per_second(data, size, ra, name != "photographs", r))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def epoch_end_to_end(rounds: int, folder: Path) -> Dict[str, float]:
+    """Median seconds of an offline student's training epoch on coco2017-tiny at 224 px (timm's
+    test_resnet, 2 workers, batch 10), from a raw-store cache and from the same cache without a
+    store (the photographs); the two students are bit for bit the same."""
+    from mlkd_cache.config import load_config
+    from mlkd_cache.engine import distill, dump, teacher
+
+    cfg_text = (
+        "dataset = 'coco'\nmodel_t = 'test_resnet'\nmodel_s = 'test_resnet'\nimg_size = 224\nbatch_size = 10\n"
+        f"embed_dim = 32\nworkers = 2\nlog_every = 0\nmax_epoch_t = 1\nmax_epoch_s = 1\ndata_root = {str(PHOTOS)!r}\n"
+        "cache = dict(views=2)\neval_every = 100\n"
+    )
+    path = folder / "coco_tiny_224.py"
+    path.write_text(cfg_text)
+    cfg = load_config(str(path))
+    teacher.run(cfg, folder / "teacher", progress=False)
+    for mode in ("none", "raw"):
+        dump.run(
+            cfg.replace(cache={**cfg.cache, "images": mode}),
+            folder / "teacher" / "teacher.pt",
+            folder / f"cache-{mode}",
+            progress=False,
+        )
+    times: Dict[str, List[float]] = {"photographs": [], "raw store": []}
+    for r in range(rounds):
+        for name, mode in (("photographs", "none"), ("raw store", "raw")):
+            result = distill.run(cfg, folder / f"student-{mode}-{r}", cache=folder / f"cache-{mode}", progress=False)
+            rows = [json.loads(line) for line in Path(result["metrics_log"]).read_text().splitlines()]
+            times[name].append(rows[-1]["train_time_s"])
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="passes per (set, size, mode); the median is reported")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--skip-epoch", action="store_true", help="leave out the end-to-end student epoch (the slowest part)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a DataLoader worker's share
     coco = sorted(PHOTOS.glob("*2017/*.jpg"))
@@ -170,17 +291,38 @@ def main() -> None:
                 for size in SIZES:
                     for mode in DECODE_MODES:
                         rates[name][size][mode].append(images_per_second(paths, size, mode))
-    dump_rates: Dict[int, Dict[bool, List[float]]] = {z: {True: [], False: []} for z in SIZES}
+    dump_rates: Dict[int, Dict[str, List[float]]] = {z: {m: [] for m in DUMP_MODES} for z in SIZES}
     for _ in range(args.rounds):
         for size in SIZES:
-            for once in (False, True):
-                dump_rates[size][once].append(dump_views_per_second(coco[:40], size, once))
+            for mode in DUMP_MODES:
+                dump_rates[size][mode].append(dump_views_per_second(coco[:40], size, mode))
     dump_rows, dump_out = [], {}
     for size, by in dump_rates.items():
-        every, once = statistics.median(by[False]), statistics.median(by[True])
-        dump_out[size] = {"every_view_decoded_views_s": every, "decode_once_views_s": once, "ratio": once / every}
-        dump_rows.append([size, f"{every:.0f}", f"{once:.0f}", f"{once / every:.2f}x"])
-    ratios = {f"dump_views_v{DUMP_VIEWS}_vs_every_view_decoded": dump_out[224]["ratio"]}
+        every, once, now = (statistics.median(by[m]) for m in DUMP_MODES)
+        dump_out[size] = {"every_view_decoded_views_s": every, "decode_once_float32_views_s": once, "decode_once_uint8_views_s": now,
+                          "ratio": now / every, "ratio_decode_once_alone": once / every}  # fmt: skip
+        dump_rows.append([size, f"{every:.0f}", f"{once:.0f}", f"{now:.0f}", f"{once / every:.2f}x", f"{now / every:.2f}x"])
+    ratios = {
+        f"dump_views_v{DUMP_VIEWS}_vs_every_view_decoded": dump_out[224]["ratio"],
+        f"dump_views_v{DUMP_VIEWS}_decode_once_alone": dump_out[224]["ratio_decode_once_alone"],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = store_table(coco, args.rounds, Path(tmp))
+        epoch = None if args.skip_epoch else epoch_end_to_end(args.rounds, Path(tmp))
+    store_rows, store_out = [], {}
+    for size in SIZES:
+        for ra in ("RandAugment", "no RandAugment"):
+            jpeg, raw, jstore = (stores[f"{size}|{ra}|{n}"] for n in ("photographs", "raw store", "jpeg store"))
+            tag = f"{size}" + ("" if ra == "RandAugment" else "_no_randaugment")
+            ratios[f"student_store_vs_jpeg_{tag}"] = raw / jpeg
+            ratios[f"student_jpeg_store_vs_jpeg_{tag}"] = jstore / jpeg
+            need = STUDENT_RATE[1]
+            store_out[tag] = {"photographs_img_s": jpeg, "raw_store_img_s": raw, "jpeg_store_img_s": jstore,
+                              "workers_before": need / jpeg, "workers_after_raw": need / raw}  # fmt: skip
+            store_rows.append([size, ra, f"{jpeg:.0f}", f"{raw:.0f}", f"{jstore:.0f}", f"{raw / jpeg:.2f}x", f"{jstore / jpeg:.2f}x",
+                               f"{need / jpeg:.0f} -> {need / raw:.0f}"])  # fmt: skip
+    if epoch is not None:
+        ratios["student_epoch_store_vs_jpeg_224"] = epoch["photographs"] / epoch["raw store"]
     breakdown = stage_breakdown(coco, max(args.rounds, 3))
     rows, out = [], []
     for name, by_size in rates.items():
@@ -207,7 +349,8 @@ def main() -> None:
                 ]
             )
     if args.json:
-        print(json.dumps({"rounds": args.rounds, "ratios": ratios, "rows": out, "dump": dump_out, "stages": breakdown}, indent=1))
+        record = {"rounds": args.rounds, "ratios": ratios, "rows": out, "dump": dump_out, "stages": breakdown}
+        print(json.dumps({**record, "store": store_out, "epoch_s": epoch}, indent=1))
         return
     print(f"one worker (1 thread), decode + train view, median of {args.rounds} rounds; {len(coco)} COCO 2017 photographs")
     print(
@@ -224,7 +367,35 @@ def main() -> None:
         )
     )
     print(f"\none dump worker, V = {DUMP_VIEWS} views per photograph (Cutout + RandAugment), 40 COCO-sized photographs, views/s")
-    print(format_table(dump_rows, ["px", "decode every view", "decode once", "ratio"]))
+    print(
+        format_table(
+            dump_rows,
+            ["px", "every view decoded, float32", "decode once, float32", "decode once, uint8 (now)", "once/every", "now/every"],
+        )
+    )
+    print(
+        f"\none training worker, items/s: photographs (decode + float32 view) vs the cache's image store (uint8 view); {len(coco)} photographs"
+    )
+    print(
+        format_table(
+            store_rows,
+            [
+                "px",
+                "transform",
+                "photographs",
+                "raw store",
+                "jpeg store",
+                "raw/photos",
+                "jpeg/photos",
+                f"workers for {STUDENT_RATE[0]}",
+            ],
+        )
+    )
+    if epoch is not None:
+        print(
+            f"\noffline student epoch, coco2017-tiny, 224 px, 2 workers: photographs {epoch['photographs']:.2f} s, "
+            f"raw store {epoch['raw store']:.2f} s ({epoch['photographs'] / epoch['raw store']:.2f}x)"
+        )
     ms = breakdown["ms"]
     print(f"\none COCO-sized sample at {breakdown['img_size']} px, by stage (median ms per image; RandAugment on)")
     print(format_table([[k, f"{v:.2f}"] for k, v in ms.items()], ["stage", "ms"]))

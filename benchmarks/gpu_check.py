@@ -10,6 +10,9 @@ memory, channels-last models, non-blocking copies (what the trainers do on CUDA)
    input fingerprint;
 4. ``distill-student --cache`` with ``replay_check=1.0`` (every student input's fingerprint
    compared with the cache: one differing pixel stops it), ``--teacher`` (online) and ``--no-kd``;
+   every loader hands uint8 pixels over, converted on the GPU (``model_input``);
+4b. the image store: ``dump-targets --images raw`` then an offline student (AMP, ``replay_check=1.0``)
+   that reads only that cache, its data root pointed at a folder that does not exist;
 5. throughput ratios at 224 px from the benchmarks, side by side in one run:
    ``benchmarks/dump.py`` (dump / inference) and ``benchmarks/distill_throughput.py``
    (offline / vanilla, offline / online against the ideal speed-up).
@@ -113,6 +116,16 @@ def main() -> None:
         )
         run("distill-student online", [*cli, "distill-student", *common, "-t", str(teacher), "-o", str(work / "online")])
         run("distill-student --no-kd", [*cli, "distill-student", *common, "--no-kd", "-o", str(work / "no-kd")])
+        store = work / "cache-raw"
+        run(
+            "dump-targets --images raw (AMP)",
+            [*cli, "dump-targets", *common, "-t", str(teacher), "-o", str(store), "--images", "raw"],
+        )
+        run(
+            "distill-student from the raw store alone",
+            [*cli, "distill-student", *common, "--cache", str(store), "--set", "replay_check=1.0",
+             "--set", f"data_root={str(work / 'no-such-folder')!r}", "-o", str(work / "from-store")],
+        )  # fmt: skip
         py = [sys.executable]
         print(
             run(

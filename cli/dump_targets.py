@@ -60,12 +60,26 @@ Examples:
 @click.option("--dry-run", is_flag=True, help="print the planned size and exit")
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 def dump_targets(
-    config_path, teacher, out, views, data_root, batch_size, workers, settings, images, jpeg_quality, overwrite, dry_run, no_progress
+    config_path,
+    teacher,
+    out,
+    views,
+    data_root,
+    batch_size,
+    workers,
+    settings,
+    images,
+    jpeg_quality,
+    overwrite,
+    dry_run,
+    no_progress,
 ) -> None:
     """Write the teacher's logits, pooled features and label-wise embeddings for every training
     sample under V replayable views into OUT/shard-*.h5 and OUT/manifest.json (with --images,
     the train and eval images too)."""
-    stored = [f"cache.{key}={value!r}" for key, value in (("images", images), ("jpeg_quality", jpeg_quality)) if value is not None]
+    stored = [
+        f"cache.{key}={value!r}" for key, value in (("images", images), ("jpeg_quality", jpeg_quality)) if value is not None
+    ]
     cfg = build_config("t", config_path, (*settings, *stored), data_root=data_root, batch_size=batch_size, workers=workers)
     result = dump.run(cfg, teacher, out, views=views, overwrite=overwrite, dry_run=dry_run, progress=not no_progress)
     if not result["is_main"]:
@@ -82,7 +96,9 @@ def dump_targets(
             f"  total      {human_size(p['payload_bytes'])} (dense embeddings would need {human_size(p['dense_payload_bytes'])})"
         )
         sizes = p["image_bytes"]
-        count = f"{p['samples']} train" + (f" + {p['eval_samples']} eval" if p["eval_samples"] is not None else " (eval split not counted)")
+        count = f"{p['samples']} train" + (
+            f" + {p['eval_samples']} eval" if p["eval_samples"] is not None else " (eval split not counted)"
+        )
         jpeg = (
             f"jpeg q{p['jpeg_quality']} about {human_size(sizes['jpeg'])} ({human_size(p['jpeg_bytes_per_image'])}/image, measured on 32 images)"
             if sizes["jpeg"] is not None

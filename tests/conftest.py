@@ -12,6 +12,7 @@ from typing import Sequence
 
 import pytest
 
+from mlkd_cache.data.transforms import model_input
 from mlkd_cache.engine.checkpoint import load_checkpoint as _load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,5 +205,6 @@ def first_step_terms(trainer, world_size: int, rank: int = 0) -> dict:
     )
     trainer.model.train()
     batch = next(iter(loader))
+    batch = batch._replace(image=model_input(batch.image, trainer.spec, trainer.info.device))  # as train_one_epoch hands it on
     terms = trainer.loss_terms(batch, trainer.model(batch.image))
     return {k: float(v.detach()) for k, v in terms.items()}

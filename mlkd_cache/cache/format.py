@@ -94,7 +94,7 @@ _INT_FIELDS = (
 )
 # Fields a cache without an image store leaves out (its attributes, and so its hashes, stay those
 # of the caches written before the store existed), and their values there.
-_STORE_DEFAULTS = {"images": "none", "jpeg_quality": 0}
+_STORE_DEFAULTS: Dict[str, Any] = {"images": "none", "jpeg_quality": 0}
 _KEY_ITEMSIZE = 8  # h5py reports a vlen-string dataset's nbytes as 8 bytes per element
 
 
@@ -235,7 +235,16 @@ class CacheSpec:
             if not isinstance(value, Mapping):
                 raise TypeError(f"CacheSpec.{name} must be a dict, got {type(value).__name__}")
             set_(self, name, json.loads(_canonical_json(dict(value))))  # tuples -> lists, like a reload
-        for name in ("dataset", "split", "transform_hash", "teacher_arch", "teacher_sha256", "labels_sha256", "tool_version", "images"):
+        for name in (
+            "dataset",
+            "split",
+            "transform_hash",
+            "teacher_arch",
+            "teacher_sha256",
+            "labels_sha256",
+            "tool_version",
+            "images",
+        ):
             set_(self, name, str(getattr(self, name)))
 
     def __hash__(self) -> int:
@@ -345,7 +354,9 @@ class CacheSpec:
             for shape, itemsize in dataset_shapes(targets, len(labels_of_shard), positives).values()
         )
 
-    def image_nbytes(self, images: int, mode: Optional[str] = None, jpeg_bytes_per_image: Optional[float] = None) -> Optional[int]:
+    def image_nbytes(
+        self, images: int, mode: Optional[str] = None, jpeg_bytes_per_image: Optional[float] = None
+    ) -> Optional[int]:
         """Payload bytes of ``images`` stored images in ``mode`` (default: this cache's): raw
         exactly, jpeg from ``jpeg_bytes_per_image`` (a measured mean; ``None`` when not given)."""
         mode = self.images if mode is None else mode

@@ -99,7 +99,9 @@ class ImageStore:
         part: Dict[str, Any] = {}
         try:
             with open_read(path) as f:
-                layout = {name: (f[name].id.get_offset() if f[name].size else None, f[name].shape, f[name].dtype) for name in names}
+                layout = {
+                    name: (f[name].id.get_offset() if f[name].size else None, f[name].shape, f[name].dtype) for name in names
+                }
                 if self.mode == "jpeg":
                     part["jpeg_offsets"] = np.asarray(f["jpeg_offsets"][()], dtype=np.int64)
         except (KeyError, OSError) as exc:

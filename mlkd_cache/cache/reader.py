@@ -147,7 +147,9 @@ class TargetCache:
             for e in entries:
                 str(e["file"]), int(e["bytes"]), str(e["sha256"])
         except (KeyError, TypeError, ValueError):
-            raise CacheCorruptError(f"{MANIFEST_NAME} in {where} lacks a well-formed 'eval' entry for its image store; re-run dump-targets") from None
+            raise CacheCorruptError(
+                f"{MANIFEST_NAME} in {where} lacks a well-formed 'eval' entry for its image store; re-run dump-targets"
+            ) from None
         size = self.spec.shard_size
         needed = [(k, k * size, min(k * size + size, total)) for k in range(-(-total // size))]
         if listed != needed or split not in ("test", "val"):
@@ -318,7 +320,7 @@ class TargetCache:
             for part in parts:
                 with open_read(part.path) as f:
                     keys.extend(f["keys"].asstr()[()].tolist())
-            labels = self._eval_labels
+            labels = self._eval_labels if self._eval_labels is not None else np.zeros((0, spec.num_classes), np.uint8)
         else:
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
         store = ImageStore([(p.path, p.start, p.stop) for p in parts], spec.images, spec.img_size)

@@ -179,7 +179,14 @@ class EvalBuffer:
 
 def eval_attrs(spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int) -> Dict[str, Any]:
     """The attributes of eval part ``k`` (``created`` aside)."""
-    return {**spec.to_attrs(), "eval_split": split, "part_index": int(k), "sample_start": start, "sample_stop": stop, "eval_samples": total}
+    return {
+        **spec.to_attrs(),
+        "eval_split": split,
+        "part_index": int(k),
+        "sample_start": start,
+        "sample_stop": stop,
+        "eval_samples": total,
+    }
 
 
 class ShardBuffer:
@@ -442,7 +449,7 @@ class ShardWriter:
                     self._error = exc
             del buffer
 
-    def submit(self, buffer: ShardBuffer) -> None:
+    def submit(self, buffer: Buffer) -> None:
         """Queue ``buffer`` for writing; re-raises an earlier write error."""
         if self._closed:
             raise RuntimeError("ShardWriter is closed")
@@ -532,7 +539,9 @@ def eval_is_complete(path: Path, spec: CacheSpec, split: str, k: int, start: int
     return _file_is_complete(path, expected, lambda f: eval_shapes(spec, stop - start, stored_jpeg_bytes(f)))
 
 
-def shard_entry(directory: Path, spec: CacheSpec, k: int, file: Optional[str] = None, start_stop: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+def shard_entry(
+    directory: Path, spec: CacheSpec, k: int, file: Optional[str] = None, start_stop: Optional[Tuple[int, int]] = None
+) -> Dict[str, Any]:
     """The manifest entry of an existing shard ``k`` (e.g. one a resumed dump skipped); ``file``
     and ``start_stop`` name another file of the cache (an eval part)."""
     path = Path(directory) / (file or shard_name(k))
@@ -565,7 +574,7 @@ def write_manifest(
     if indices != list(range(spec.num_shards())):
         missing = sorted(set(range(spec.num_shards())) - set(indices))
         raise ValueError(f"manifest needs shards 0..{spec.num_shards() - 1} once each; missing {missing}, got {indices}")
-    manifest = {
+    manifest: Dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "tool_version": __version__,
         "spec": spec.to_dict(),

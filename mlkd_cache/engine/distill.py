@@ -84,7 +84,9 @@ class NoKDTrainer(Trainer):
     hard-label loss alone, a fresh view every epoch; it refuses to resume a distilled run. With
     ``images`` (a cache with an image store) its data comes from that store."""
 
-    def __init__(self, cfg: Config, out: Path, resume: bool = False, progress: bool = True, images: Optional[Path] = None) -> None:
+    def __init__(
+        self, cfg: Config, out: Path, resume: bool = False, progress: bool = True, images: Optional[Path] = None
+    ) -> None:
         self.image_cache = image_cache(images)
         super().__init__(cfg, "s", out, resume=resume, progress=progress)
 
@@ -254,5 +256,7 @@ def run(
         views = FRESH if source_views is None else source_views
     result = trainer.fit()
     images = images_of(getattr(trainer, "image_cache", None))
-    result.update(mode=mode, views=views, terms=terms, images=images, steps_log=str(trainer.files.steps) if cfg.log_every else None)
+    result.update(
+        mode=mode, views=views, terms=terms, images=images, steps_log=str(trainer.files.steps) if cfg.log_every else None
+    )
     return result

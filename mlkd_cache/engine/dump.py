@@ -318,7 +318,12 @@ def dump_shard(
     cuda = info.device.type == "cuda"
     batches = view_batches(view_data, start, stop, spec.views, batch_size, workers, cuda, spec.images, spec.jpeg_quality)
     for batch, stored in batches:
-        image, index, view, fp = model_input(batch.image, view_data.spec, info.device), batch.sample, batch.view, batch.fingerprint
+        image, index, view, fp = (
+            model_input(batch.image, view_data.spec, info.device),
+            batch.sample,
+            batch.view,
+            batch.fingerprint,
+        )
         if stored:
             buffer.images.put([i - start for i, _ in stored], [data for _, data in stored])
         with autocast_for(info.device, amp):
@@ -350,7 +355,9 @@ def dump_eval_store(
     split = cfg.eval_split
     dataset = dataset if dataset is not None else dataset_from_config(cfg, split)
     if list(dataset.class_names) != list(spec.class_names):
-        raise CacheMismatchError(f"the {cfg.dataset} {split} split has other classes than its train split; check the dataset files")
+        raise CacheMismatchError(
+            f"the {cfg.dataset} {split} split has other classes than its train split; check the dataset files"
+        )
     view_data = ViewDataset(dataset, transform, cfg.seed, train=False)
     total, size = len(dataset), spec.shard_size
     kept, written = [], []
@@ -382,7 +389,7 @@ def jpeg_bytes_per_image(view_data: ViewDataset, quality: int, count: int = 32) 
     """Mean bytes of ``count`` evenly spaced images of ``view_data`` stored as JPEG at ``quality``
     (decoded and resized as the store keeps them): the estimate ``--dry-run`` plans with."""
     n = len(view_data)
-    picks = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(np.int64)) if n else []
+    picks: List[int] = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(np.int64)).tolist() if n else []
     sizes = [len(encode_image(view_data.prepared(int(i)), "jpeg", quality)[0]) for i in picks]
     return float(np.mean(sizes)) if sizes else 0.0
 

@@ -373,7 +373,6 @@ class Trainer:
             disable=bar_disabled(self.progress, self.info),
             dynamic_ncols=True,
         )
-        non_blocking = self.info.device.type == "cuda"
         log_every = self.cfg.log_every if self.info.is_main else 0
         for step, batch in enumerate(bar):
             image = model_input(batch.image, self.spec, self.info.device)  # uint8 pixels -> float input, on the device

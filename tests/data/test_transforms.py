@@ -306,7 +306,8 @@ class _Explicit(torch.utils.data.Dataset):
 
 
 def _vds() -> ViewDataset:
-    return ViewDataset(TinyDataset(), _spec(), BASE_SEED, train=True, views=8, with_fingerprint=True)  # noqa: F821
+    # uint8 pixels, as the training loaders hand them over: what format 2 fingerprints
+    return ViewDataset(TinyDataset(), _spec(), BASE_SEED, train=True, views=8, with_fingerprint=True, image_dtype="uint8")  # noqa: F821
 
 
 @pytest.mark.slow
@@ -351,7 +352,7 @@ def test_replay_identical_across_processes():
         from mlkd_cache.data.transforms import TransformSpec, fingerprint
         from mlkd_cache.data.views import ViewDataset
         random.seed(5); np.random.seed(5); torch.manual_seed(5); np.random.rand(3)
-        vds = ViewDataset(TinyDataset(), TransformSpec(img_size={SIZE}), {BASE_SEED}, train=True, views=8)
+        vds = ViewDataset(TinyDataset(), TransformSpec(img_size={SIZE}), {BASE_SEED}, train=True, views=8, image_dtype="uint8")
         print(json.dumps([fingerprint(vds.get(i, v)[0]) for i, v in {ITEMS!r}]))
         """
     )

@@ -114,7 +114,9 @@ def test_collate_keeps_fingerprints():
     assert index.dtype == torch.int64 and view.tolist() == [3, 3, 3, 3] and fp.dtype == torch.int64
     for j in range(4):
         i, v = int(index[j]), int(view[j])
-        assert to_unsigned(int(fp[j])) == fingerprint(ReplayableTransform(SPEC).pixels(ds.dataset.load_image(i), ds.seed_of(i, v)))
+        assert to_unsigned(int(fp[j])) == fingerprint(
+            ReplayableTransform(SPEC).pixels(ds.dataset.load_image(i), ds.seed_of(i, v))
+        )
 
 
 def test_bad_arguments():

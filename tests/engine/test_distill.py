@@ -340,17 +340,17 @@ def test_views_replayed_and_every_input_fingerprint_checked(setup, offline):
 
 
 def test_replay_divergence_stops_the_run(setup, tmp_path, monkeypatch):
-    """An augmentation that no longer reproduces the dumped image (here: one pixel moved by
-    1e-3) stops the run at the first batch it checks, with a message naming sample and key; no
+    """An augmentation that no longer reproduces the dumped image (here: one pixel value moved
+    by 1) stops the run at the first batch it checks, with a message naming sample and key; no
     student is written."""
-    original = ReplayableTransform.__call__
+    original = ReplayableTransform.pixels
 
     def drifting(self, img, seed):
         out = original(self, img, seed)
-        out[0, 0, 0] += 1e-3
+        out[0, 0, 0] ^= 1
         return out
 
-    monkeypatch.setattr(ReplayableTransform, "__call__", drifting)
+    monkeypatch.setattr(ReplayableTransform, "pixels", drifting)
     out = tmp_path / "student"
     cfg = load_config(setup.cfg_path, {"replay_check": 1.0, "workers": 0})
     with pytest.raises(CacheMismatchError, match="replay diverged") as info:
@@ -407,7 +407,7 @@ MISMATCHES = {
         ["--set", "dataset_para=dict(train_size=80, test_size=48)"],
         r"cache built for labels of shape \(96, 10\), the dataset has \(80, 10\)",
     ),
-    "both": (["--teacher", "{teacher}"], r"either --cache .* not both"),
+    "both": (["--teacher", "{teacher}"], r"holds no images .* --no-kd or --teacher read only a cache's images"),
     "neither": (None, r"either --cache .* not neither"),
     "no_manifest": (["--cache", "{empty}"], r"no manifest\.json in .*empty"),
     "unknown_loss": (

@@ -22,7 +22,7 @@ from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.planning import planning_labels
-from mlkd_cache.data.transforms import TransformSpec, fingerprint
+from mlkd_cache.data.transforms import TransformSpec, fingerprint, model_input
 from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.engine import dump, teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
@@ -79,14 +79,16 @@ def test_round_trip_equals_the_teachers_own_outputs(tmp_path, trained):
 
     cache = TargetCache(tmp_path / "cache")
     data = build_dataset("digits", "train", None, train_size=192, test_size=32)
-    views = ViewDataset(data, TransformSpec.from_config(cfg), cfg.seed, train=True, views=3, with_fingerprint=True)
+    views = ViewDataset(
+        data, TransformSpec.from_config(cfg), cfg.seed, train=True, views=3, with_fingerprint=True, image_dtype="uint8"
+    )
     model = model_from_checkpoint(load_checkpoint(teacher_pt)).eval()
     rng = np.random.default_rng(1)
     idx = rng.choice(192, size=24, replace=False)
     vw = rng.integers(0, 3, size=24)
     items = [views.get(int(i), int(v)) for i, v in zip(idx, vw)]
     with torch.no_grad():
-        out = model(torch.stack([it[0] for it in items]))
+        out = model(model_input(torch.stack([it[0] for it in items]), views.spec, torch.device("cpu")))
     got = cache.get(idx, vw)
     torch.testing.assert_close(got["logits"], out.logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["features"], out.features, rtol=1e-4, atol=1e-5)
