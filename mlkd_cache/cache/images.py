@@ -138,7 +138,7 @@ class ImageStore:
         """Image ``index`` as an RGB ``img_size`` square (decoded, for jpeg)."""
         data = self.encoded(index)
         if self.mode == "raw":
-            return Image.fromarray(np.array(data, dtype=np.uint8), "RGB")  # a copy: the map is read-only
+            return Image.fromarray(data, "RGB")  # Pillow copies RGB pixels out of the (read-only) map
         return decode_jpeg(data)
 
     def __repr__(self) -> str:
