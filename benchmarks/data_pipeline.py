@@ -264,12 +264,27 @@ def epoch_end_to_end(rounds: int, folder: Path) -> Dict[str, float]:
             folder / f"cache-{mode}",
             progress=False,
         )
-    times: Dict[str, List[float]] = {"photographs": [], "raw store": []}
+    times: Dict[str, List[float]] = {
+        "photographs": [],
+        "raw store": [],
+        "photographs, loader only": [],
+        "raw store, loader only": [],
+    }
     for r in range(rounds):
         for name, mode in (("photographs", "none"), ("raw store", "raw")):
             result = distill.run(cfg, folder / f"student-{mode}-{r}", cache=folder / f"cache-{mode}", progress=False)
             rows = [json.loads(line) for line in Path(result["metrics_log"]).read_text().splitlines()]
             times[name].append(rows[-1]["train_time_s"])
+            # the same run's loader alone (2 persistent workers, cached targets collated): epochs 2-4 after a warm-up
+            trainer = distill.DistillTrainer(cfg, folder / f"loader-{mode}-{r}", cache=folder / f"cache-{mode}", progress=False)
+            for epoch in range(4):
+                trainer.sampler.set_epoch(epoch)
+                started = time.perf_counter()
+                for _ in trainer.loader:
+                    pass
+                if epoch:
+                    times[f"{name}, loader only"].append(time.perf_counter() - started)
+            trainer._stop_workers()
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -323,6 +338,7 @@ def main() -> None:
                                f"{need / jpeg:.0f} -> {need / raw:.0f}"])  # fmt: skip
     if epoch is not None:
         ratios["student_epoch_store_vs_jpeg_224"] = epoch["photographs"] / epoch["raw store"]
+        ratios["student_loader_epoch_store_vs_jpeg_224"] = epoch["photographs, loader only"] / epoch["raw store, loader only"]
     breakdown = stage_breakdown(coco, max(args.rounds, 3))
     rows, out = [], []
     for name, by_size in rates.items():
@@ -394,7 +410,9 @@ def main() -> None:
     if epoch is not None:
         print(
             f"\noffline student epoch, coco2017-tiny, 224 px, 2 workers: photographs {epoch['photographs']:.2f} s, "
-            f"raw store {epoch['raw store']:.2f} s ({epoch['photographs'] / epoch['raw store']:.2f}x)"
+            f"raw store {epoch['raw store']:.2f} s ({epoch['photographs'] / epoch['raw store']:.2f}x); its loader alone: photographs "
+            f"{epoch['photographs, loader only']:.3f} s, raw store {epoch['raw store, loader only']:.3f} s "
+            f"({epoch['photographs, loader only'] / epoch['raw store, loader only']:.2f}x)"
         )
     ms = breakdown["ms"]
     print(f"\none COCO-sized sample at {breakdown['img_size']} px, by stage (median ms per image; RandAugment on)")

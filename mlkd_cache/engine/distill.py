@@ -103,7 +103,7 @@ class NoKDTrainer(Trainer):
 
 def images_of(cache: Optional[TargetCache]) -> str:
     """Where a run's images come from, as its model card records it."""
-    return "dataset folder" if cache is None else f"{cache.spec.images} store of {cache.directory}"
+    return "dataset" if cache is None else f"{cache.spec.images} store of {cache.directory}"
 
 
 class DistillTrainer(Trainer):

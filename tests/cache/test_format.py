@@ -222,3 +222,22 @@ def test_the_schema_names_real_config_choices_outputs_and_kd_fields():
         assert list(shapes)[: 2 + len(VIEW_FIELDS)] == ["keys", "labels", *(f.name for f in VIEW_FIELDS)]
         assert shapes["logits"] == ((3, 3, 4), 4) and shapes["features"] == ((3, 3, 8), 4) and shapes["view_seed"] == ((3, 3), 8)
         assert shapes["emb"][0] == emb_shape
+
+
+def test_a_store_is_recorded_only_when_there_is_one(spec, tmp_path):
+    """A cache without an image store keeps the attributes (and so the hashes) caches had before
+    the store existed, and reads back with images='none'; a store's mode and quality round-trip
+    through HDF5, and a JPEG quality without a JPEG store (or the other way) is refused."""
+    assert "images" not in spec.to_attrs() and "jpeg_quality" not in spec.to_dict()
+    assert CacheSpec.from_dict(spec.to_dict()) == spec and spec.images == "none" and not spec.stores_images
+    stored = dataclasses.replace(spec, images="jpeg", jpeg_quality=75)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.attrs.update(stored.to_attrs())
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        back = CacheSpec.from_attrs(f.attrs)
+    assert back == stored and back.stores_images and back.jpeg_quality == 75
+    assert stored.image_nbytes(10, "raw") == 10 * spec.img_size**2 * 3
+    assert stored.image_nbytes(10, "jpeg", 1000.0) == 10_000 + 8 * 11 and stored.image_nbytes(10, "jpeg") is None
+    for images, quality in (("raw", 90), ("jpeg", 0), ("png", 0)):
+        with pytest.raises(ValueError):
+            dataclasses.replace(spec, images=images, jpeg_quality=quality)
