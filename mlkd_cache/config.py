@@ -187,7 +187,7 @@ FIELDS: Dict[str, Field] = {
     "eval_split": Field(
         "str",
         "test",
-        "split scored during training and reported: test, or val to choose epochs and hyper-parameters without the test split (digits has one)",
+        "split scored during training and reported: test, or val to choose epochs and hyper-parameters without the test split (digits and csv with a val_file have one)",
         _one_of("test", "val"),
     ),
     "log_every": Field("int", 10, "write the loss terms of every N-th training step to OUT/steps.jsonl (0 = off)", _at_least(0)),

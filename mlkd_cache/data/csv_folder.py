@@ -1,7 +1,7 @@
 """A user's own multi-label data: a folder of images plus a CSV or JSON label file per split.
 
-Registered as ``csv``. Params: ``train_file``, ``test_file`` (relative to the data root, or
-absolute), ``image_dir`` (default: the root; relative to the root, or absolute), ``classes``
+Registered as ``csv``. Params: ``train_file``, ``test_file``, ``val_file`` (the ``val`` split,
+for ``eval_split='val'``; all relative to the data root, or absolute), ``image_dir`` (default: the root; relative to the root, or absolute), ``classes``
 (default: the sorted union of all labels in the train file).
 
 * ``.csv`` / ``.txt`` (comma-separated) or ``.tsv`` (tab-separated): a header with columns ``image`` and ``labels``; ``labels`` is a
@@ -109,6 +109,7 @@ class CSVDataset(MultiLabelDataset):
     """Images + labels from CSV/JSON files (see the module doc)."""
 
     name = "csv"
+    splits = ("train", "val", "test")
 
     def __init__(
         self,
@@ -117,11 +118,12 @@ class CSVDataset(MultiLabelDataset):
         *,
         train_file: Optional[str] = None,
         test_file: Optional[str] = None,
+        val_file: Optional[str] = None,
         image_dir: Optional[str] = None,
         classes: Optional[Sequence[str]] = None,
         check_images: bool = True,
     ) -> None:
-        check_split(split)
+        check_split(split, self.splits)
         if root is not None:
             root = os.path.abspath(os.path.expanduser(str(root)))
             if not os.path.isdir(root):
@@ -133,6 +135,8 @@ class CSVDataset(MultiLabelDataset):
             raise ConfigError("dataset csv needs the param train_file (dataset_para=dict(train_file=..., test_file=...))")
         if split == "test" and test_file is None:
             raise ConfigError("dataset csv: the test split needs the param test_file")
+        if split == "val" and val_file is None:
+            raise ConfigError("dataset csv: the val split needs the param val_file (dataset_para=dict(..., val_file=...))")
         if classes is not None:
             if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
                 raise ConfigError("dataset csv: param classes must be a list of class names")
@@ -141,7 +145,9 @@ class CSVDataset(MultiLabelDataset):
                 raise ConfigError("dataset csv: param classes has an empty or repeated name")
 
         train_path = _resolve(train_file, root, "train_file")
-        split_path = train_path if split == "train" or test_file is None else _resolve(test_file, root, "test_file")
+        split_files = {"train": (train_file, "train_file"), "test": (test_file, "test_file"), "val": (val_file, "val_file")}
+        chosen, key = split_files[split]
+        split_path = train_path if split == "train" or chosen is None else _resolve(chosen, root, key)
         if image_dir is None:
             if root is None:
                 raise DataError("csv: no image folder: pass --data-root (config data_root) or the param image_dir")
@@ -150,7 +156,7 @@ class CSVDataset(MultiLabelDataset):
             img_dir = _resolve(image_dir, root, "image_dir")
         for p, what in ((split_path, f"{split} label file"),) + (((train_path, "train label file"),) if classes is None else ()):
             if not os.path.isfile(p):
-                raise DataError(f"csv: {what} not found: {p} is missing; fix train_file/test_file")
+                raise DataError(f"csv: {what} not found: {p} is missing; fix train_file/val_file/test_file")
         if not os.path.isdir(img_dir):
             raise DataError(f"csv: image folder not found: {img_dir}; fix --data-root or image_dir")
 

@@ -469,7 +469,7 @@ class Trainer:
 
 
 def check_eval_split(cfg: Config) -> None:
-    """``eval_split`` must be a split of the dataset (only digits has a val split)."""
+    """``eval_split`` must be a split of the dataset (digits, and csv with a val_file, have a val split)."""
     from ..data import DATASETS
 
     splits = getattr(DATASETS.get(cfg.dataset), "splits", ("train", "test"))

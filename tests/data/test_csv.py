@@ -64,3 +64,18 @@ def test_errors(tmp_path):
     (root / "img" / "sub" / "c.jpg").unlink()
     with pytest.raises(DataError, match=r"1 of 4 image files are missing, first: .*img/sub/c\.jpg"):
         build_dataset("csv", "train", str(root), train_file="train.csv")
+
+
+def test_a_val_file_gives_the_val_split(tmp_path):
+    """``val_file`` builds the ``val`` split (for ``eval_split='val'``) with the train file's
+    classes; without it the val split is refused in one line naming the param."""
+    root = tmp_path
+    (root / "a.jpg").write_bytes(b"")
+    (root / "b.jpg").write_bytes(b"")
+    (root / "train.csv").write_text("image,labels\na.jpg,cat;dog\nb.jpg,dog\n")
+    (root / "val.csv").write_text("image,labels\nb.jpg,cat\n")
+    val = build_dataset("csv", "val", str(root), train_file="train.csv", val_file="val.csv")
+    assert val.split == "val" and val.keys == ["b.jpg"] and val.class_names == ["cat", "dog"]
+    assert val.labels.tolist() == [[1, 0]]
+    with pytest.raises(ConfigError, match="val split needs the param val_file"):
+        build_dataset("csv", "val", str(root), train_file="train.csv")
