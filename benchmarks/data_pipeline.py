@@ -188,7 +188,7 @@ class _Stored(_Photos):
 def write_store(paths: List[Path], size: int, mode: str, folder: Path):
     """An :class:`ImageStore` of the photographs at ``size`` px, written by the cache's own
     writer (an :class:`EvalBuffer`: keys, labels and images) in ``folder``."""
-    from mlkd_cache.cache.format import CacheSpec
+    from mlkd_cache.cache.format import CacheSpec, split_digest
     from mlkd_cache.cache.images import ImageStore, encode_image
     from mlkd_cache.cache.writer import EvalBuffer, write_shard
 
@@ -200,7 +200,8 @@ def write_store(paths: List[Path], size: int, mode: str, folder: Path):
         teacher_sha256="0", labels_sha256="0", images=mode, jpeg_quality=90 if mode == "jpeg" else 0,
     )  # fmt: skip
     prepare = ReplayableTransform(spec).prepare
-    buffer = EvalBuffer(cache, "test", 0, 0, len(paths), len(paths), [p.name for p in paths], np.zeros((len(paths), 1), np.uint8))
+    keys, labels = [p.name for p in paths], np.zeros((len(paths), 1), np.uint8)
+    buffer = EvalBuffer(cache, "test", 0, 0, len(paths), len(paths), keys, labels, split_digest(keys, labels))
     buffer.images.put(range(len(paths)), [encode_image(prepare(load_rgb(str(p))), mode, 90)[0] for p in paths])
     entry = write_shard(buffer, folder / mode / str(size))
     return ImageStore([(folder / mode / str(size) / entry["file"], 0, len(paths))], mode, size)

@@ -57,6 +57,7 @@ from _timing import format_table  # noqa: E402
 
 from mlkd_cache import __version__  # noqa: E402
 from mlkd_cache.config import load_config  # noqa: E402
+from mlkd_cache.data.transforms import model_input  # noqa: E402
 from mlkd_cache.engine import dump  # noqa: E402
 from mlkd_cache.engine.distill import DistillTrainer  # noqa: E402
 from mlkd_cache.engine.optim import IMPLEMENTATIONS, build_optimizer  # noqa: E402
@@ -104,7 +105,7 @@ def preload_batches(trainer: Trainer, count: int, batch_size: int) -> list:
     batches = []
     for b in range(count):
         batch = default_collate([data[(b * batch_size + j) % len(data)] for j in range(batch_size)])
-        batches.append(batch._replace(image=batch.image.to(trainer.info.device)))
+        batches.append(batch._replace(image=model_input(batch.image, trainer.spec, trainer.info.device)))
     return batches
 
 

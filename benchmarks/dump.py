@@ -27,7 +27,7 @@ import torch
 
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
-from mlkd_cache.data.transforms import TransformSpec
+from mlkd_cache.data.transforms import TransformSpec, model_input
 from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.engine import dump
 from mlkd_cache.engine.checkpoint import save_checkpoint
@@ -81,13 +81,14 @@ def time_inference(cfg, teacher_pt: Path, views: int) -> float:
     from mlkd_cache.engine.evaluate import model_from_checkpoint
 
     data = build_dataset(cfg.dataset, "train", None, **cfg.dataset_para)
-    view_data = ViewDataset(data, TransformSpec.from_config(cfg), cfg.seed, train=True, views=views, with_fingerprint=True)
+    spec = TransformSpec.from_config(cfg)
+    view_data = ViewDataset(data, spec, cfg.seed, train=True, views=views, with_fingerprint=True, image_dtype="uint8")
     model = model_from_checkpoint(load_checkpoint(teacher_pt)).eval()
     shard = cfg.cache["shard_size"]
     started = time.perf_counter()
     for start in range(0, len(data), shard):
-        for batch in dump.view_batches(view_data, start, min(start + shard, len(data)), views, cfg.batch_size, cfg.workers):
-            model(batch.image)
+        for batch, _ in dump.view_batches(view_data, start, min(start + shard, len(data)), views, cfg.batch_size, cfg.workers):
+            model(model_input(batch.image, spec, torch.device("cpu")))
     return time.perf_counter() - started
 
 

@@ -63,6 +63,7 @@ __all__ = [
     "CacheSpec",
     "shard_name",
     "labels_digest",
+    "split_digest",
     "check_request",
     "dataset_shapes",
     "image_shapes",
@@ -425,6 +426,14 @@ def eval_shapes(spec: CacheSpec, n: int, jpeg_bytes: int = 0) -> Dict[str, Tuple
 def eval_name(k: int) -> str:
     """File name of the stored eval split's part ``k``: ``eval-00000.h5``."""
     return f"{EVAL_PREFIX}-{int(k):05d}.h5"
+
+
+def split_digest(keys: Sequence[str], labels: np.ndarray) -> str:
+    """sha256 (hex) of a split's keys and label matrix: what a stored eval part belongs to."""
+    h = hashlib.sha256("\0".join(str(k) for k in keys).encode("utf-8"))
+    h.update(b"\1")
+    h.update(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+    return h.hexdigest()
 
 
 def labels_digest(labels: np.ndarray) -> str:

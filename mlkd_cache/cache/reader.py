@@ -84,6 +84,11 @@ class TargetCache:
         self._eval_parts = [self._open_shard(entry, eval_split=True) for entry in self._eval_entries()]
         self._labels = np.concatenate([s.labels for s in self._shards])
         self._eval_labels = np.concatenate([s.labels for s in self._eval_parts]) if self._eval_parts else None
+        if self._eval_labels is not None and fmt.labels_digest(self._eval_labels) != manifest["eval"].get("labels_sha256"):
+            raise CacheCorruptError(
+                f"the stored {self.eval_split} split in {self.directory} has other labels than {MANIFEST_NAME} records; "
+                f"re-run dump-targets with the same config and teacher to rewrite it"
+            )
         for shard in self._shards + self._eval_parts:
             shard.labels = None  # kept once, in self._labels (pickled to every worker)
         self._keys: Optional[List[str]] = None
@@ -114,7 +119,7 @@ class TargetCache:
             raise CacheCorruptError(f"{MANIFEST_NAME} in {where} is unreadable ({reason}); re-run dump-targets") from None
         if not isinstance(manifest, dict) or not {"format_version", "spec", "shards"} <= set(manifest):
             raise CacheCorruptError(f"{MANIFEST_NAME} in {where} is not an mlkd-cache manifest; re-run dump-targets")
-        if not isinstance(manifest["format_version"], int) or manifest["format_version"] > FORMAT_VERSION:
+        if not isinstance(manifest["format_version"], int) or not 1 <= manifest["format_version"] <= FORMAT_VERSION:
             raise CacheMismatchError(
                 f"cache in {where} has format version {manifest['format_version']}, this mlkd-cache reads up to "
                 f"{FORMAT_VERSION}; upgrade mlkd-cache or re-run dump-targets"

@@ -15,6 +15,7 @@ any ``V`` consecutive epochs visit every cached view of every sample once.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -36,6 +37,7 @@ from .reader import TargetCache
 __all__ = [
     "open_cache",
     "check_fits",
+    "check_store_fits",
     "CachedBatch",
     "CachedTargetsCollate",
     "CachedViews",
@@ -96,6 +98,40 @@ def check_fits(
         img_size=None if transform is None else transform.img_size,
         transform_hash=None if transform is None else transform.spec_hash(),
     )
+
+
+# the transform fields that decide a stored image (the rest decide the views made from it)
+STORED_IMAGE_FIELDS = ("img_size", "interpolation", "decode")
+
+
+def check_store_fits(
+    cache: TargetCache, dataset: str, dataset_para: Mapping[str, Any], bad_images: str, transform: TransformSpec
+) -> None:
+    """:class:`~mlkd_cache.errors.CacheMismatchError` unless ``cache``'s image store holds the
+    split a config describes: its ``dataset``, ``dataset_para`` and ``bad_images`` as the dump
+    recorded them (``made_with``), and images prepared as ``transform`` prepares them (size,
+    resize filter, decoding)."""
+    spec, where = cache.spec, cache.directory
+    made = cache.manifest.get("made_with") or {}
+    asked = {
+        "dataset": dataset,
+        "dataset_para": json.loads(json.dumps(dict(dataset_para), default=repr)),
+        "bad_images": bad_images,
+    }
+    recorded = {"dataset": spec.dataset, **{k: made[k] for k in ("dataset_para", "bad_images") if k in made}}
+    for key, value in recorded.items():
+        if asked[key] != value:
+            raise CacheMismatchError(
+                f"{where} stores the images of {key} {value!r}, the config asks for {asked[key]!r}; pass the cache of "
+                f"this data or set {key} as the dump had it"
+            )
+    stored = spec.transform_spec
+    for key in STORED_IMAGE_FIELDS:
+        if getattr(stored, key) != getattr(transform, key):
+            raise CacheMismatchError(
+                f"{where} stores images prepared with {key} {getattr(stored, key)!r}, the config asks for "
+                f"{getattr(transform, key)!r}; set transform.{key} (or img_size) as the dump had it"
+            )
 
 
 class CachedBatch(NamedTuple):
@@ -228,8 +264,17 @@ class CachedViews(Dataset):
         checks them (:class:`CacheMismatchError` naming the first difference). ``image_dtype``:
         ``"float32"`` inputs or ``"uint8"`` pixels (convert batches with :meth:`to_input`)."""
         cache = open_cache(Path(directory), verify_checksums=verify_checksums)
-        if cache.spec.stores_images and data_root is None and config is None:
+        if cache.spec.stores_images and data_root is None:  # the store is the split: no dataset folder
+            if config is not None:
+                spec = TransformSpec.from_config(config)
+                check_store_fits(cache, config.dataset, config.dataset_params("s"), config.bad_images, spec)
+                check_fits(cache, None, spec)
             return cls(cache.stored_split("train"), cache, replay_check, image_dtype)
+        if cache.spec.images == "jpeg":
+            raise CacheMismatchError(
+                f"{directory}: its views were made from its stored JPEG pixels, not from the photographs in {data_root}; "
+                f"drop data_root to read the store"
+            )
         made = cache.manifest.get("made_with")
         if not isinstance(made, dict):
             raise CacheMismatchError(

@@ -142,10 +142,19 @@ class EvalBuffer:
     eval samples ``start..stop-1`` of ``total`` (``labels`` uint8 ``[n, C]``)."""
 
     def __init__(
-        self, spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int, keys: Sequence[str], labels: np.ndarray
+        self,
+        spec: CacheSpec,
+        split: str,
+        k: int,
+        start: int,
+        stop: int,
+        total: int,
+        keys: Sequence[str],
+        labels: np.ndarray,
+        digest: str,
     ) -> None:
         n = stop - start
-        self.total = int(total)
+        self.total, self.digest = int(total), str(digest)
         if len(keys) != n or np.asarray(labels).shape != (n, spec.num_classes):
             raise ValueError(f"eval part {k} holds {n} samples, got {len(keys)} keys and labels {np.asarray(labels).shape}")
         if not spec.stores_images:
@@ -174,14 +183,16 @@ class EvalBuffer:
         return eval_name(self.index)
 
     def attrs(self) -> Dict[str, Any]:
-        return eval_attrs(self.spec, self.split, self.index, self.start, self.stop, self.total)
+        return eval_attrs(self.spec, self.split, self.index, self.start, self.stop, self.total, self.digest)
 
 
-def eval_attrs(spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int) -> Dict[str, Any]:
-    """The attributes of eval part ``k`` (``created`` aside)."""
+def eval_attrs(spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int, digest: str) -> Dict[str, Any]:
+    """The attributes of eval part ``k`` (``created`` aside); ``digest``: :func:`~mlkd_cache.cache.format.split_digest`
+    of the whole eval split, so that a part of another version of the split is never kept."""
     return {
         **spec.to_attrs(),
         "eval_split": split,
+        "eval_digest": digest,
         "part_index": int(k),
         "sample_start": start,
         "sample_stop": stop,
@@ -533,9 +544,10 @@ def shard_is_complete(path: Path, spec: CacheSpec, k: int) -> bool:
     )
 
 
-def eval_is_complete(path: Path, spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int) -> bool:
-    """True iff ``path`` is eval part ``k`` (samples ``start..stop-1`` of ``total``) of ``spec``'s store."""
-    expected = eval_attrs(spec, split, k, start, stop, total)
+def eval_is_complete(path: Path, spec: CacheSpec, split: str, k: int, start: int, stop: int, total: int, digest: str) -> bool:
+    """True iff ``path`` is eval part ``k`` (samples ``start..stop-1`` of ``total``, split
+    ``digest``) of ``spec``'s store."""
+    expected = eval_attrs(spec, split, k, start, stop, total, digest)
     return _file_is_complete(path, expected, lambda f: eval_shapes(spec, stop - start, stored_jpeg_bytes(f)))
 
 

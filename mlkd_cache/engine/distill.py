@@ -29,14 +29,16 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from torch import Tensor, nn
 
 from ..cache.reader import TargetCache
-from ..cache.replay import open_cache
+from ..cache.replay import check_store_fits, open_cache
 from ..config import Config
 from ..data import MultiLabelDataset, dataset_from_config
+from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
+from ..distributed import init_distributed
 from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
-from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets
+from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, verify_on_ranks
 from .train import Trainer, check_eval_split
 
 log = logging.getLogger("mlkd_cache")
@@ -44,8 +46,9 @@ log = logging.getLogger("mlkd_cache")
 __all__ = ["FRESH", "NoKDTrainer", "DistillTrainer", "run"]
 
 
-def image_cache(directory: Optional[Path]) -> Optional[TargetCache]:
-    """The cache whose image store a run reads (``--cache`` with ``--no-kd`` or ``--teacher``);
+def image_cache(directory: Optional[Path], verify_checksums: bool = True) -> Optional[TargetCache]:
+    """The cache whose image store a run reads (``--cache`` with ``--no-kd`` or ``--teacher``),
+    every file's sha256 checked first (split over ranks) with ``verify_checksums``;
     :class:`CacheMismatchError` when it holds no images."""
     if directory is None:
         return None
@@ -55,17 +58,15 @@ def image_cache(directory: Optional[Path]) -> Optional[TargetCache]:
             f"--cache {directory} holds no images (dumped with images='none'), and --no-kd or --teacher read only a "
             f"cache's images; drop --cache, or re-run dump-targets with --images raw or jpeg"
         )
+    if verify_checksums:
+        verify_on_ranks(cache, init_distributed())
     return cache
 
 
 def splits_from_store(cache: TargetCache, cfg: Config) -> Tuple[MultiLabelDataset, MultiLabelDataset]:
     """The train split and the scored split read from ``cache``'s image store: no dataset folder.
     A scored split other than the stored one comes from the dataset folder, when there is one."""
-    spec = cache.spec
-    if spec.dataset != cfg.dataset:
-        raise CacheMismatchError(
-            f"{cache.directory} stores {spec.dataset} images, the config trains on {cfg.dataset}; pass the cache of this dataset"
-        )
+    check_store_fits(cache, cfg.dataset, cfg.dataset_params("s"), cfg.bad_images, TransformSpec.from_config(cfg))
     train = cache.stored_split("train")
     if cfg.eval_split == cache.eval_split:
         return train, cache.stored_split("eval")
@@ -85,9 +86,15 @@ class NoKDTrainer(Trainer):
     ``images`` (a cache with an image store) its data comes from that store."""
 
     def __init__(
-        self, cfg: Config, out: Path, resume: bool = False, progress: bool = True, images: Optional[Path] = None
+        self,
+        cfg: Config,
+        out: Path,
+        resume: bool = False,
+        progress: bool = True,
+        images: Optional[Path] = None,
+        verify_checksums: bool = True,
     ) -> None:
-        self.image_cache = image_cache(images)
+        self.image_cache = image_cache(images, verify_checksums)
         super().__init__(cfg, "s", out, resume=resume, progress=progress)
 
     def load_splits(self) -> Tuple[Any, Any]:
@@ -136,7 +143,7 @@ class DistillTrainer(Trainer):
         )
         # the images: the offline cache's own store when it has one, a store given for the online run, or the folder
         own = self.source.cache if isinstance(self.source, CacheTargets) and self.source.cache.spec.stores_images else None
-        self.image_cache = own if images is None else image_cache(images)
+        self.image_cache = own if images is None else image_cache(images, verify_checksums)
         super().__init__(cfg, "s", out, resume=resume, final_name="student.pt", progress=progress)
 
     # ---------------------------------------------------------------- Trainer hooks
@@ -236,7 +243,9 @@ def run(
         if teacher is not None or fresh_views:
             given = "--teacher" if teacher is not None else "--fresh-views"
             raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
-        trainer: Trainer = NoKDTrainer(cfg, out, resume=resume, progress=progress, images=cache)
+        trainer: Trainer = NoKDTrainer(
+            cfg, out, resume=resume, progress=progress, images=cache, verify_checksums=verify_checksums
+        )
         mode, views, terms = "no-kd", FRESH, [trainer.hard_loss.name]
     else:
         online_store = cache if teacher is not None else None  # --teacher with --cache: the live teacher on the store's images

@@ -22,7 +22,7 @@ from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
 from .._version import __version__
-from ..cache.format import EVAL_PREFIX, MANIFEST_NAME, VIEW_FIELDS, CacheSpec, eval_name, labels_digest, shard_name
+from ..cache.format import EVAL_PREFIX, MANIFEST_NAME, VIEW_FIELDS, CacheSpec, eval_name, labels_digest, shard_name, split_digest
 from ..cache.h5 import open_read
 from ..cache.images import encode_image
 from ..cache.writer import EvalBuffer, ShardBuffer, ShardWriter, eval_is_complete, shard_entry, shard_is_complete, write_manifest
@@ -32,7 +32,7 @@ from ..data.planning import PlannedSplit, planned_train_split
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, ViewItem
 from ..distributed import DistInfo, all_gather_objects, bar_disabled, barrier, init_distributed
-from ..errors import CacheMismatchError, ConfigError
+from ..errors import CacheMismatchError, ConfigError, MlkdError
 from ..fileio import file_sha256
 from ..models.model import feature_dim_of
 from .checkpoint import load_checkpoint
@@ -360,17 +360,18 @@ def dump_eval_store(
         )
     view_data = ViewDataset(dataset, transform, cfg.seed, train=False)
     total, size = len(dataset), spec.shard_size
+    digest = split_digest(dataset.keys, dataset.labels)
     kept, written = [], []
     with ShardWriter(out) as writer:
         for k in range(info.rank, -(-total // size), info.world_size):
             start, stop = k * size, min(total, k * size + size)
             path = out / eval_name(k)
-            if eval_is_complete(path, spec, split, k, start, stop, total):
+            if eval_is_complete(path, spec, split, k, start, stop, total, digest):
                 entry = _kept(path, shard_entry(out, spec, k, eval_name(k), (start, stop)), previous.get(k))
                 if entry is not None:
                     kept.append(entry)
                     continue
-            buffer = EvalBuffer(spec, split, k, start, stop, total, dataset.keys[start:stop], dataset.labels[start:stop])
+            buffer = EvalBuffer(spec, split, k, start, stop, total, dataset.keys[start:stop], dataset.labels[start:stop], digest)
             loader = DataLoader(
                 StoreImages(view_data, start, stop, spec.images, spec.jpeg_quality),
                 batch_size=64,
@@ -382,6 +383,11 @@ def dump_eval_store(
             writer.submit(buffer)
         written = writer.close()
     entries = [e for part in all_gather_objects(kept + written, info) for e in part]
+    if info.is_main:  # parts of an earlier, longer eval split
+        listed = {e["file"] for e in entries}
+        for path in out.glob(f"{EVAL_PREFIX}-*.h5"):
+            if path.name not in listed:
+                path.unlink()
     return {"split": split, "num_samples": total, "labels_sha256": labels_digest(dataset.labels), "shards": entries}
 
 
@@ -486,7 +492,12 @@ def run(
     if dry_run:
         eval_samples, jpeg = None, None
         if planned is None:  # real images: the eval split's size and a measured JPEG size
-            eval_samples = len(dataset_from_config(cfg, cfg.eval_split))
+            try:
+                eval_samples = len(dataset_from_config(cfg, cfg.eval_split))
+            except MlkdError:
+                if cfg.cache["images"] != "none":  # a dump with a store would need that split
+                    raise
+                eval_samples = None
             quality = cfg.cache["jpeg_quality"]
             jpeg = jpeg_bytes_per_image(ViewDataset(dataset, transform, cfg.seed, train=True), quality)
         plan = plan_text(spec, dataset.labels, eval_samples, jpeg)

@@ -7,6 +7,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from ..cache.h5 import open_read
+from ..cache.images import stored_jpeg_bytes
 from ..cache.reader import TargetCache
 from ..metrics import mean_average_precision
 
@@ -64,8 +66,12 @@ def _store_summary(cache: TargetCache, eval_bytes: int) -> Dict[str, Any]:
     train, held = cache.stored_split("train"), cache.stored_split("eval")
     if spec.images == "raw":
         image_bytes = (len(train) + len(held)) * spec.img_size**2 * 3
-    else:
-        image_bytes = sum(len(split.store.encoded(i)) for split in (train, held) for i in range(len(split)))
+    else:  # the JPEG bytes each file holds
+        image_bytes = 0
+        for split in (train, held):
+            for path, _, _ in split.store.parts:
+                with open_read(path) as f:
+                    image_bytes += stored_jpeg_bytes(f)
     return {
         "mode": spec.images,
         "jpeg_quality": spec.jpeg_quality or None,

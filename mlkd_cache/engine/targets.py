@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ..cache.format import LAYOUTS, VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
+from ..cache.reader import TargetCache
 from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_fits, check_replay, open_cache
 from ..config import Config
 from ..data.transforms import TransformSpec, model_input
@@ -77,6 +78,20 @@ class TeacherTargets(Protocol):
         already on ``device``); ``position`` ("epoch E step S") is named by errors."""
 
 
+def verify_on_ranks(cache: TargetCache, info: DistInfo) -> None:
+    """sha256 of every file of ``cache`` (shards, stored eval parts) against the manifest, each
+    rank hashing files ``k % world == rank``; every rank raises the first failure any rank found."""
+    mine = [k for k in range(cache.num_files) if k % info.world_size == info.rank]
+    try:
+        cache.verify_checksums(mine)
+        failure = None
+    except CacheCorruptError as exc:
+        failure = str(exc)
+    failures = [f for f in all_gather_objects(failure, info) if f is not None]
+    if failures:
+        raise CacheCorruptError(failures[0])
+
+
 class CacheTargets:
     """Teacher targets read from a ``dump-targets`` cache (offline distillation)."""
 
@@ -86,25 +101,12 @@ class CacheTargets:
         self.directory = Path(directory)
         self.cache = open_cache(self.directory)  # manifest, sizes, attributes and shapes of every shard
         if verify_checksums:
-            self._verify_checksums(init_distributed())
+            verify_on_ranks(self.cache, init_distributed())
         spec = self.cache.spec
         self.views: Optional[int] = spec.views
         self.base_seed, self.embed_dim = spec.base_seed, spec.embed_dim
         self.fingerprint_of = self.cache.fingerprint_of  # what the cache's fingerprints hash
         self.checked = 0  # fingerprints compared in the current epoch (this rank)
-
-    def _verify_checksums(self, info: DistInfo) -> None:
-        """sha256 of every shard against the manifest, each rank hashing shards ``k % world ==
-        rank``; every rank raises the first failure found by any rank."""
-        mine = [k for k in range(self.cache.num_files) if k % info.world_size == info.rank]
-        try:
-            self.cache.verify_checksums(mine)
-            failure = None
-        except CacheCorruptError as exc:
-            failure = str(exc)
-        failures = [f for f in all_gather_objects(failure, info) if f is not None]
-        if failures:
-            raise CacheCorruptError(failures[0])
 
     def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
         """The cache must be the dump of this train split under this config's input pipeline."""

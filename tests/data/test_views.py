@@ -184,6 +184,7 @@ def test_the_dump_batches_pairs_as_before():
         assert torch.equal(batches[1].image[1], first.image) and int(batches[1].fingerprint[1]) == first.fingerprint
 
 
+@pytest.mark.numeric  # bitwise on every vector unit: `make test-numeric` reruns it on the generic and AVX2 kernels
 def test_uint8_items_are_the_float_items_pixels_and_model_input_gives_back_the_same_floats():
     """image_dtype="uint8" hands over the pixels of the very float32 items (model_input turns a
     batch of them into those floats bit for bit, whatever the normalisation); fingerprint_of

@@ -209,3 +209,30 @@ def test_a_format_1_cache_is_still_read():
     views.view_data.fingerprint_of = "uint8"  # read as a format-2 cache, every replay would differ
     with pytest.raises(Exception, match="replay diverged"):
         views.targets(next(iter(loader)), "cpu")
+
+
+def test_a_store_refuses_a_config_of_other_data_or_other_preparation(photo_caches, tmp_path):
+    """With a store, the config must describe the stored split (dataset_para as dumped) and the
+    stored images' preparation (img_size); an eval part belongs to one version of its split; a
+    jpeg store never replays from the photographs."""
+    from mlkd_cache.cache.format import split_digest
+    from mlkd_cache.cache.writer import eval_is_complete
+    from mlkd_cache.errors import CacheMismatchError
+
+    cfg, raw = str(photo_caches["cfg"]), str(photo_caches["raw"])
+    proc = run_cli_in_process(
+        ["distill-student", "-c", cfg, "--cache", raw, "--set", "dataset_para=dict(year=2017)", "-o", str(tmp_path / "a")]
+    )
+    assert_one_line_error(proc, r"stores the images of dataset_para \{\}, the config asks for \{'year': 2017\}")
+    proc = run_cli_in_process(
+        ["distill-student", "-c", cfg, "--cache", raw, "--no-kd", "--set", "img_size=64", "-o", str(tmp_path / "b")]
+    )
+    assert_one_line_error(proc, r"prepared with img_size 48, the config asks for 64")
+    cache = TargetCache(photo_caches["raw"])
+    held = cache.stored_split("eval")
+    digest = split_digest(held.keys, held.labels)
+    part = photo_caches["raw"] / "eval-00000.h5"
+    assert eval_is_complete(part, cache.spec, "test", 0, 0, 32, 50, digest)
+    assert not eval_is_complete(part, cache.spec, "test", 0, 0, 32, 50, split_digest(held.keys[::-1], held.labels))
+    with pytest.raises(CacheMismatchError, match="stored JPEG pixels"):
+        CachedViews.from_cache(photo_caches["jpeg"], data_root=str(tmp_path))
