@@ -25,9 +25,14 @@ another config is refused (the tool version is recorded, not compared). The firs
 a cache computes its class prototypes (``prototypes.pt``, a second or two here) and the others
 reuse them, so that run's time includes them.
 
+``--benchmark voc-rf144`` runs the same rows on real photographs: the 4,961 VOC 2007 images of
+``../shared/data/voc2007-rf144`` with ``configs/voc-rf144/resnet10t_to_test_resnet_l2d.py`` (its
+``--quick`` reads the first 96 / 48 / 48 rows of its train / val / test files).
+
     python benchmarks/kd_study.py                      # the full study, about 70 min on 2 cores
     python benchmarks/kd_study.py --quick              # smoke run of every row, < 60 s
     python benchmarks/kd_study.py --seeds 5 --json
+    python benchmarks/kd_study.py --benchmark voc-rf144 --work runs/kd-voc
 """
 
 from __future__ import annotations
@@ -54,13 +59,14 @@ from _timing import format_table  # noqa: E402
 
 from mlkd_cache import __version__  # noqa: E402
 from mlkd_cache.config import Config, load_config  # noqa: E402
+from mlkd_cache.data import dataset_from_config  # noqa: E402
 from mlkd_cache.engine import distill, dump, evaluate  # noqa: E402
 from mlkd_cache.engine.recipes import RECIPES, student_config  # noqa: E402
 from mlkd_cache.engine.runlog import MetricsLog  # noqa: E402
 from mlkd_cache.engine.train import Trainer  # noqa: E402
 
-CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
 METRICS = ("mAP", "OF1_topk", "CF1_topk")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUICK = {  # every row, tiny: 96 canvases at 32 px, one epoch each
     "dataset_para": dict(train_size=96, test_size=64, val_size=64),
     "dataset_para_t": dict(train_size=96),
@@ -72,6 +78,47 @@ QUICK = {  # every row, tiny: 96 canvases at 32 px, one epoch each
     "max_epoch_s": 1,
     "log_every": 0,
 }
+QUICK_VOC = {  # every row, tiny: 96 / 48 / 48 photographs at 32 px, test_resnet both, one epoch each
+    "model_t": "test_resnet",
+    "img_size": 32,
+    "batch_size": 16,
+    "embed_dim": 32,
+    "max_epoch_t": 1,
+    "max_epoch_s": 1,
+    "log_every": 0,
+}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A study's data and recipe: a shipped ``config``, its ``data_root`` (None: built in) and
+    the ``quick`` overrides of ``--quick``; ``quick_rows`` > 0 cuts a csv split's files to their
+    first rows (train, val, test: that many, half, half)."""
+
+    config: str
+    data_root: Optional[Path]
+    quick: Dict[str, Any]
+    quick_rows: int = 0
+
+
+BENCHMARKS = {
+    "digits": Benchmark("digits/resnet10t_to_test_resnet_l2d.py", None, QUICK),
+    "voc-rf144": Benchmark("voc-rf144/resnet10t_to_test_resnet_l2d.py", SHARED / "voc2007-rf144", QUICK_VOC, quick_rows=96),
+}
+
+
+def quick_csv_files(root: Path, dataset_para: Dict[str, Any], rows: int, out: Path) -> Dict[str, Any]:
+    """``dataset_para`` with each split file replaced by a copy of its first rows in ``out``
+    (train: ``rows``, val and test: half), image names unchanged (relative to ``root``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    para = dict(dataset_para)
+    for key, count in (("train_file", rows), ("val_file", rows // 2), ("test_file", rows // 2)):
+        if key in para:
+            lines = (root / para[key]).read_text(encoding="utf-8").splitlines()
+            target = out / Path(para[key]).name
+            target.write_text("\n".join(lines[: count + 1]) + "\n", encoding="utf-8")
+            para[key] = str(target)
+    return para
 
 
 @dataclass(frozen=True)
@@ -138,8 +185,10 @@ def paired(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
 
 
 class Study:
-    def __init__(self, cfg: Config, work: Path, seeds: List[int], views: List[int], method_views: List[int]) -> None:
-        self.cfg, self.work, self.seeds = cfg, work, seeds
+    def __init__(
+        self, cfg: Config, work: Path, seeds: List[int], views: List[int], method_views: List[int], config_name: str = ""
+    ) -> None:
+        self.cfg, self.work, self.seeds, self.config_name = cfg, work, seeds, config_name
         self.views, self.method_views = views, method_views
         self.prototype_views = int(cfg.cache["views"])  # online rows: MPSCD prototypes only
         self.rows = study_rows(views, method_views)
@@ -224,10 +273,10 @@ class Study:
         return {
             "study": "kd_study",
             "tool_version": __version__,
-            "config": CONFIG,
+            "config": self.config_name,
             "seeds": self.seeds,
-            "train_size_students": self.cfg.dataset_params("s").get("train_size"),
-            "train_size_teacher": self.cfg.dataset_params("t").get("train_size"),
+            "train_size_students": len(dataset_from_config(self.cfg, "train")),
+            "train_size_teacher": len(dataset_from_config(self.cfg, "train", "t")),
             "teacher": teacher,
             "dumps": {str(v): c for v, c in caches.items()},
             "rows": table,
@@ -308,7 +357,7 @@ def render(result: Dict[str, Any]) -> str:
     n = len(result["seeds"])
     lines = [
         f"KD study, {result['config']} (mlkd-cache {result['tool_version']}), seeds {result['seeds']}: "
-        f"students on {result['train_size_students']} canvases, teacher on {result['train_size_teacher']}",
+        f"students on {result['train_size_students']} training images, teacher on {result['train_size_teacher']}",
         f"teacher: test mAP {t['test']['mAP']:.2f}, OF1 {t['test']['OF1_topk']:.2f}, CF1 {t['test']['CF1_topk']:.2f}, "
         f"val mAP {t['val_mAP']:.2f}, trained in {t['seconds']:.0f} s (once, in no row's time)",
         "",
@@ -381,6 +430,12 @@ def main(argv=None) -> int:
         "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run of every row: tiny data, 1 epoch, V in 1,2, 2 seeds")
+    parser.add_argument(
+        "--benchmark",
+        choices=sorted(BENCHMARKS),
+        default="digits",
+        help="the data and recipe (default digits; voc-rf144: real photographs)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if args.seeds < 2:
@@ -388,16 +443,30 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from mlkd_cache.config import parse_override
 
-    overrides: Dict[str, Any] = {**(QUICK if args.quick else {}), "eval_split": "test"}  # report test; val is scored apart
-    cfg = load_config(CONFIG, overrides, settings=dict(parse_override(s) for s in args.settings))
+    bench = BENCHMARKS[args.benchmark]
+    if bench.data_root is not None and not bench.data_root.is_dir():
+        parser.error(f"the {args.benchmark} benchmark needs its data in {bench.data_root}")
+    overrides: Dict[str, Any] = {**(bench.quick if args.quick else {}), "eval_split": "test"}  # report test; val is scored apart
+    if bench.data_root is not None:
+        overrides["data_root"] = str(bench.data_root)
+    settings = dict(parse_override(s) for s in args.settings)
     views = [1, 2] if args.quick else sorted({int(v) for v in args.views.split(",")})
-    method_views = [2] if args.quick else sorted({int(v) for v in (args.method_views or str(cfg.cache["views"])).split(",")})
     seeds = list(range(2 if args.quick else args.seeds))
+
+    def study(work: Path) -> Dict[str, Any]:
+        cfg = load_config(bench.config, overrides, settings=settings)
+        if args.quick and bench.quick_rows and bench.data_root is not None:
+            cfg = cfg.replace(
+                dataset_para=quick_csv_files(bench.data_root, cfg.dataset_para, bench.quick_rows, work / "quick-data")
+            )
+        method_views = [2] if args.quick else sorted({int(v) for v in (args.method_views or str(cfg.cache["views"])).split(",")})
+        return Study(cfg, work, seeds, views, method_views, bench.config).run()
+
     if args.work is None:
         with tempfile.TemporaryDirectory(prefix="kd-study-") as tmp:
-            result = Study(cfg, Path(tmp), seeds, views, method_views).run()
+            result = study(Path(tmp))
     else:
-        result = Study(cfg, args.work, seeds, views, method_views).run()
+        result = study(args.work)
     print(json.dumps(result, indent=1, default=str) if args.json else render(result))
     return 0
 

@@ -1,7 +1,9 @@
 """A user's own multi-label data: a folder of images plus a CSV or JSON label file per split.
 
 Registered as ``csv``. Params: ``train_file``, ``test_file``, ``val_file`` (the ``val`` split,
-for ``eval_split='val'``; all relative to the data root, or absolute), ``image_dir`` (default: the root; relative to the root, or absolute), ``classes``
+for ``eval_split='val'``; all relative to the data root, or absolute), ``train_size`` (the
+train split is the first ``train_size`` rows of ``train_file``; e.g. students on a part of the
+images a teacher saw, ``dataset_para_t`` keeping them all), ``image_dir`` (default: the root; relative to the root, or absolute), ``classes``
 (default: the sorted union of all labels in the train file).
 
 * ``.csv`` / ``.txt`` (comma-separated) or ``.tsv`` (tab-separated): a header with columns ``image`` and ``labels``; ``labels`` is a
@@ -119,6 +121,7 @@ class CSVDataset(MultiLabelDataset):
         train_file: Optional[str] = None,
         test_file: Optional[str] = None,
         val_file: Optional[str] = None,
+        train_size: Optional[int] = None,
         image_dir: Optional[str] = None,
         classes: Optional[Sequence[str]] = None,
         check_images: bool = True,
@@ -135,6 +138,8 @@ class CSVDataset(MultiLabelDataset):
             raise ConfigError("dataset csv needs the param train_file (dataset_para=dict(train_file=..., test_file=...))")
         if split == "test" and test_file is None:
             raise ConfigError("dataset csv: the test split needs the param test_file")
+        if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1):
+            raise ConfigError(f"dataset csv: param train_size must be a positive int or None, got {train_size!r}")
         if split == "val" and val_file is None:
             raise ConfigError("dataset csv: the val split needs the param val_file (dataset_para=dict(..., val_file=...))")
         if classes is not None:
@@ -169,6 +174,12 @@ class CSVDataset(MultiLabelDataset):
             class_source = f"derived from {train_path}"
         else:
             class_source = "from the param classes"
+        if split == "train" and train_size is not None:  # the classes above come from the whole file
+            if train_size > len(images):
+                raise ConfigError(
+                    f"dataset csv: train_size {train_size} but {split_path} lists {len(images)} images; lower train_size"
+                )
+            images, names = images[:train_size], names[:train_size]
         if not images:
             raise DataError(f"empty split: {split_path} lists no images")
         if len(set(images)) != len(images):

@@ -92,3 +92,22 @@ def test_paired_statistics():
     assert tight["beyond_noise"] is True
     with pytest.raises(ValueError, match="unpaired seeds"):
         paired({0: 1.0, 1: 2.0}, {0: 1.0, 2: 2.0})
+
+
+def test_the_voc_benchmark_runs_every_row_on_real_photographs(tmp_path):
+    """--benchmark voc-rf144 --quick: the same rows on the first rows of the VOC 2007 rf144 files
+    (real photographs, the shipped voc-rf144 config), read by the csv loader with its val file."""
+    from ..conftest import shared_data
+
+    shared_data("voc2007-rf144")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "kd_study.py"), "--quick", "--json", "--benchmark", "voc-rf144"]
+    proc = subprocess.run(
+        [*cmd, "--work", str(tmp_path)], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["config"] == "voc-rf144/resnet10t_to_test_resnet_l2d.py"
+    assert (result["train_size_students"], result["train_size_teacher"]) == (96, 96)
+    assert [r["name"] for r in result["rows"]][:3] == ["no KD", "L2D online fresh", "L2D offline V=1"]
+    for row in result["rows"]:
+        assert all(0.0 < run["test"]["mAP"] <= 100.0 and 0.0 < run["val_mAP"] <= 100.0 for run in row["runs"])

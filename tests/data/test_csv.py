@@ -79,3 +79,13 @@ def test_a_val_file_gives_the_val_split(tmp_path):
     assert val.labels.tolist() == [[1, 0]]
     with pytest.raises(ConfigError, match="val split needs the param val_file"):
         build_dataset("csv", "val", str(root), train_file="train.csv")
+
+
+def test_train_size_keeps_the_first_rows_and_the_whole_files_classes(tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.jpg").write_bytes(b"")
+    (tmp_path / "train.csv").write_text("image,labels\na.jpg,cat\nb.jpg,dog\nc.jpg,emu\n")
+    part = build_dataset("csv", "train", str(tmp_path), train_file="train.csv", train_size=2)
+    assert part.keys == ["a.jpg", "b.jpg"] and part.class_names == ["cat", "dog", "emu"]
+    with pytest.raises(ConfigError, match="train_size 4 but .* lists 3 images"):
+        build_dataset("csv", "train", str(tmp_path), train_file="train.csv", train_size=4)

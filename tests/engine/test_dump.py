@@ -52,7 +52,7 @@ def dump_cfg(cfg_path, **cache):
 def shard_contents(directory: Path):
     """{file: {dataset: array}} plus attrs without the creation time."""
     out = {}
-    for path in sorted(directory.glob("shard-*.h5")):
+    for path in sorted([*directory.glob("shard-*.h5"), *directory.glob("eval-*.h5")]):
         with h5py.File(path, "r") as fh:
             attrs = {k: v for k, v in fh.attrs.items() if k != "created"}
             out[path.name] = ({name: fh[name][()] for name in fh}, attrs)
@@ -246,12 +246,14 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_cache(tmp_
 
 
 def test_torchrun_two_ranks_equals_one_process(tmp_path, trained):
+    """Two gloo ranks write the cache one process writes, an image store included (shards and
+    stored eval parts split over the ranks)."""
     cfg_path, teacher_pt = trained
     # both runs with one thread per process: CPU kernels then sum in the same order, so the
     # fp16-rounded outputs are bit-identical (with 2 threads vs 1 an ulp may flip)
     one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single"
-    common = ["--teacher", str(teacher_pt), "--views", "3", "--set", "cache.shard_size=40", "--no-progress"]
+    common = ["--teacher", str(teacher_pt), "--views", "3", "--set", "cache.shard_size=24", "--images", "raw", "--no-progress"]
     proc = run_cli(["dump-targets", "-c", str(cfg_path), "-o", str(single), *common], env=one_thread)
     assert proc.returncode == 0, proc.stderr
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -272,7 +274,9 @@ def test_torchrun_two_ranks_equals_one_process(tmp_path, trained):
             "--views",
             "3",
             "--set",
-            "cache.shard_size=40",
+            "cache.shard_size=24",
+            "--images",
+            "raw",
             "--no-progress",
         ],
         capture_output=True,
@@ -288,9 +292,9 @@ def test_torchrun_two_ranks_equals_one_process(tmp_path, trained):
     # the manifests agree but for the shards' sha256 (each file holds its creation time)
     manifests = [json.loads((d / MANIFEST_NAME).read_text()) for d in (ddp, single)]
     for manifest in manifests:
-        for entry in manifest["shards"]:
+        for entry in manifest["shards"] + manifest["eval"]["shards"]:
             entry.pop("sha256")
-    assert manifests[0] == manifests[1]
+    assert manifests[0] == manifests[1] and len(manifests[0]["eval"]["shards"]) > 1
 
 
 def test_inspect_and_verify(tmp_path, trained):
