@@ -109,9 +109,10 @@ BENCHMARKS = {
 
 def quick_csv_files(root: Path, dataset_para: Dict[str, Any], rows: int, out: Path) -> Dict[str, Any]:
     """``dataset_para`` with each split file replaced by a copy of its first rows in ``out``
-    (train: ``rows``, val and test: half), image names unchanged (relative to ``root``)."""
+    (train: ``rows``, val and test: half; no ``train_size``), image names unchanged (relative to
+    ``root``)."""
     out.mkdir(parents=True, exist_ok=True)
-    para = dict(dataset_para)
+    para = {k: v for k, v in dataset_para.items() if k != "train_size"}  # every row of the cut file
     for key, count in (("train_file", rows), ("val_file", rows // 2), ("test_file", rows // 2)):
         if key in para:
             lines = (root / para[key]).read_text(encoding="utf-8").splitlines()

@@ -19,7 +19,7 @@ from mlkd_cache.engine import dump
 from mlkd_cache.engine.distill import DistillTrainer
 from mlkd_cache.engine.train import Trainer
 from mlkd_cache.models.model import MultiLabelModel
-from tests.data.fixtures import make_coco_tree, make_nus_tree, make_voc_tree
+from tests.data.fixtures import make_coco_tree, make_nus_tree, make_voc_tree, write_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*/*.py"))
@@ -35,6 +35,7 @@ COCO_TRAIN = {
     "COCO_train2014_000000000009.jpg": ["bowl", "broccoli"],
     "COCO_train2014_000000000025.jpg": ["giraffe", "bowl"],
 }
+CSV_TRAIN = {"images/a.jpg": "chair;person", "images/b.jpg": "horse;person"}
 NUS_TRAIN = [
     (("actor", "0001_2124494179.jpg"), {"animal"}),
     (("bear", "0005_3099811321.jpg"), {"bear", "animal"}),
@@ -49,6 +50,14 @@ def fixture_root(dataset: str, tmp: Path) -> Optional[Path]:
         return make_coco_tree(tmp / "coco", fmt="l2d", train=COCO_TRAIN)
     if dataset == "nus":
         return make_nus_tree(tmp / "nus", train=NUS_TRAIN)
+    if dataset == "csv":  # the files a csv config names (voc-rf144's: train.csv, val.csv, test.csv)
+        root = tmp / "csv"
+        for k, image in enumerate(CSV_TRAIN):
+            write_jpeg(root / image, seed=k)
+        rows = "image,labels\n" + "".join(f"{image},{labels}\n" for image, labels in CSV_TRAIN.items())
+        for name in ("train.csv", "val.csv", "test.csv"):
+            (root / name).write_text(rows)
+        return root
     if dataset == "digits":
         return None
     raise AssertionError(f"no fixture data for dataset {dataset!r}; add one to this test")
@@ -71,6 +80,8 @@ def small_config(path: Path, tmp: Path) -> Config:
         overrides["dataset_para_t"] = {**cfg.dataset_para_t, "train_size": 2} if cfg.dataset_para_t else {}
     else:
         overrides["data_root"] = str(root)
+        if "train_size" in cfg.dataset_para:  # students on a prefix of the train file: here, all of it
+            overrides["dataset_para"] = {**cfg.dataset_para, "train_size": len(CSV_TRAIN)}
     return load_config(path, overrides)
 
 
