@@ -62,12 +62,13 @@ def _register() -> None:
     from .distill_student import distill_student
     from .dump_targets import dump_targets
     from .evaluate import evaluate
+    from .import_teacher import import_teacher
     from .inspect_cache import inspect_command
     from .plot import plot
     from .teacher_train import teacher_train
     from .verify import verify
 
-    for command in (teacher_train, dump_targets, distill_student, inspect_command, verify, evaluate, plot, demo):
+    for command in (teacher_train, import_teacher, dump_targets, distill_student, inspect_command, verify, evaluate, plot, demo):
         app.add_command(command)
 
 
