@@ -344,3 +344,24 @@ def test_dry_run_cli_without_data_root_names_its_numbers():
     lines = proc.stdout.splitlines()
     assert lines[0] == "planned cache: 82081 samples x 8 views in 21 shard(s), positive embeddings, float16"
     assert lines[-1].startswith("  from       COCO 2014 train as in L2D's train_anno.json: 82,081 images")
+
+
+def test_a_rerun_repairs_a_stored_eval_split_and_keeps_the_shards(tmp_path, trained):
+    """A dump with an image store, its manifest gone (a kill before the end), one eval part
+    missing and another damaged: the rerun keeps every shard, rewrites those two parts, and the
+    cache equals an uninterrupted one; an eval part of an earlier, longer split is removed."""
+    cfg_path, teacher_pt = trained
+    cfg = dump_cfg(cfg_path, images="jpeg", shard_size=12)  # 32 test canvases: 3 eval parts
+    reference, out = tmp_path / "reference", tmp_path / "cache"
+    dump.run(cfg, teacher_pt, reference, progress=False)
+    dump.run(cfg, teacher_pt, out, progress=False)
+    (out / MANIFEST_NAME).unlink()
+    (out / "eval-00001.h5").unlink()
+    with open(out / "eval-00002.h5", "r+b") as fh:
+        fh.truncate(500)
+    (out / "eval-00003.h5").write_bytes((out / "eval-00000.h5").read_bytes())  # a leftover of a longer split
+    result = dump.run(cfg, teacher_pt, out, progress=False)
+    assert result["shards_written"] == 0 and result["shards_skipped"] == 16
+    assert sorted(p.name for p in out.glob("eval-*")) == ["eval-00000.h5", "eval-00001.h5", "eval-00002.h5"]
+    assert_same_cache(out, reference)
+    TargetCache(out, verify_checksums=True).stored_split("eval")
