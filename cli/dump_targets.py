@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import IMAGE_STORES
+from ..data.base import format_label_summary
 from ..engine import dump
 from .common import CONTEXT_SETTINGS, build_config, human_size
 
@@ -106,6 +107,9 @@ def dump_targets(
         )
         click.echo(f"  images     {count}: raw {human_size(sizes['raw'])}, {jpeg}; this dump stores {p['images']}")
         click.echo(f"  from       {p['source']}")
+        click.echo(f"  labels     {format_label_summary(p['understood'])}")
+        if p["ignored_columns"]:
+            click.echo(f"  not used   columns {', '.join(p['ignored_columns'])}")
         return
     click.echo(
         f"cache {result['out']}: {result['samples']} samples x {result['views']} views, "

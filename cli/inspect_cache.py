@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..data.base import format_label_summary
 from ..engine import inspect_cache
 from .common import CONTEXT_SETTINGS, human_size
 
@@ -45,6 +46,7 @@ def inspect_command(cache_dir, as_json, verify_checksums) -> None:
     )
     names = r["class_names"]
     click.echo(f"classes    {len(names)}: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}")
+    click.echo(f"labels     {format_label_summary(r['labels'])}")
     store = r["image_store"]
     if store["mode"] == "none":
         click.echo("images     not stored (a student reads the dataset folder)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.utils.data
@@ -230,6 +230,33 @@ def labels_from_index_lists(index_lists: Sequence[Iterable[int]], num_classes: i
         cols = np.fromiter((c for x in lists for c in x), dtype=np.int64, count=total)
         labels[rows, cols] = 1
     return labels
+
+
+def label_summary(class_names: Sequence[str], labels: np.ndarray, k: int = 5) -> Dict[str, Any]:
+    """What a label matrix ``[N, C]`` holds: ``images``, ``classes``, ``labels_per_image`` and the
+    ``k`` most and least frequent classes as ``(name, images)`` pairs (ties in class order)."""
+    counts = np.asarray(labels, dtype=np.int64).sum(axis=0)
+    order = np.argsort(-counts, kind="stable")
+    pairs = [(str(class_names[c]), int(counts[c])) for c in order]
+    return {
+        "images": int(len(labels)),
+        "classes": len(class_names),
+        "labels_per_image": float(counts.sum()) / max(len(labels), 1),
+        "most": pairs[:k],
+        "least": pairs[::-1][:k],
+    }
+
+
+def format_label_summary(summary: Mapping[str, Any]) -> str:
+    """One line: ``N images, C classes (L labels/image); most: a 9, b 7, ...; least: ...``."""
+
+    def pairs(items: Sequence[Tuple[str, int]]) -> str:
+        return ", ".join(f"{name} {count}" for name, count in items)
+
+    return (
+        f"{summary['images']} images, {summary['classes']} classes ({summary['labels_per_image']:.2f} labels/image); "
+        f"most frequent: {pairs(summary['most'])}; least frequent: {pairs(summary['least'])}"
+    )
 
 
 def unknown_class_error(name: str, where: str, class_names: Sequence[str]) -> DataError:

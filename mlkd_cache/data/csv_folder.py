@@ -1,26 +1,27 @@
-"""A user's own multi-label data: a folder of images plus a CSV or JSON label file per split.
+"""A user's own multi-label data: a folder of images plus a label file per split.
 
 Registered as ``csv``. Params: ``train_file``, ``test_file``, ``val_file`` (the ``val`` split,
 for ``eval_split='val'``; all relative to the data root, or absolute), ``train_size`` (the
 train split is the first ``train_size`` rows of ``train_file``; e.g. students on a part of the
-images a teacher saw, ``dataset_para_t`` keeping them all), ``image_dir`` (default: the root; relative to the root, or absolute), ``classes``
-(default: the sorted union of all labels in the train file).
+images a teacher saw, ``dataset_para_t`` keeping them all), ``image_dir`` (default: the root;
+relative to the root, or absolute), ``classes`` (default: the class columns of a one-hot train
+file, else the sorted union of all labels in it), and the file's layout
+(:class:`~mlkd_cache.data.label_files.LabelFormat`: ``image_column``, ``image_pattern``,
+``labels_column``, ``label_sep``, ``label_columns``, ``negative_label``).
 
-* ``.csv`` / ``.txt`` (comma-separated) or ``.tsv`` (tab-separated): a header with columns ``image`` and ``labels``; ``labels`` is a
-  list of class names separated by ``;`` or whitespace (so a class name cannot contain either);
-  an empty ``labels`` cell is an image with no positive class.
-* ``.json``: a list of ``{"image": "a.jpg", "labels": ["cat", "dog"]}``.
+Default layout: a ``.csv``/``.txt`` (comma) or ``.tsv`` (tab) file with a header holding
+``image`` and ``labels``, labels separated by ``;`` or whitespace (an empty cell: no positive
+class), or a ``.json`` list of ``{"image": "a.jpg", "labels": ["cat", "dog"]}``.
 
-Keys are the image paths exactly as given in the file (``/`` or ``\\`` both resolve).
+Keys are the image paths as given in the file, after ``image_pattern`` (``/`` or ``\\`` both
+resolve). Columns the layout does not use are named in the log (``ignored_columns``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import logging
 import os
-import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Union
 
 from ..errors import ConfigError, DataError
 from .base import (
@@ -31,67 +32,9 @@ from .base import (
     labels_from_index_lists,
     unknown_class_error,
 )
+from .label_files import LabelFormat, read_label_file, warn_suspect_classes
 
-_SEP = re.compile(r"[;\s]+")
-CSV_EXTENSIONS = (".csv", ".tsv", ".txt")
-
-
-def _split_labels(text: str) -> List[str]:
-    return [t for t in _SEP.split(text.strip()) if t]
-
-
-def read_label_file(path: str) -> Tuple[List[str], List[List[str]]]:
-    """``(images, label name lists)`` of one CSV or JSON label file (format by extension)."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".json":
-        try:
-            with open(path, "rb") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON in {path}: {e}") from None
-        if not isinstance(data, list):
-            raise DataError(f'{path}: expected a JSON list of {{"image": ..., "labels": [...]}}')
-        images, names = [], []
-        for n, entry in enumerate(data):
-            if not isinstance(entry, dict) or "image" not in entry or "labels" not in entry:
-                raise DataError(f'{path}: entry {n} needs "image" and "labels" keys')
-            labels = entry["labels"]
-            if isinstance(labels, str):
-                labels = _split_labels(labels)
-            elif not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-                raise DataError(f'{path}: entry {n} "labels" must be a list of class names')
-            images.append(str(entry["image"]))
-            names.append([x.strip() for x in labels if x.strip()])
-        return images, names
-    if ext in CSV_EXTENSIONS:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter="\t" if ext == ".tsv" else ",")
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f'{path} is empty; expected a header line "image,labels"')
-            header = [h.strip().lower() for h in header]
-            if "image" not in header or "labels" not in header:
-                raise DataError(
-                    f"{path}: header {','.join(header)!r} lacks the columns image and labels; "
-                    'the first line must be "image,labels"'
-                )
-            ii, li = header.index("image"), header.index("labels")
-            images, names = [], []
-            for line_no, row in enumerate(reader, start=2):
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) <= max(ii, li):
-                    if len(row) == li and ii < li:  # trailing empty labels column omitted
-                        row = row + [""]
-                    else:
-                        raise DataError(f"{path}:{line_no}: expected columns image,labels")
-                image = row[ii].strip()
-                if not image:
-                    raise DataError(f"{path}:{line_no}: empty image path")
-                images.append(image)
-                names.append(_split_labels(row[li]))
-        return images, names
-    raise DataError(f"unsupported label file {path}: use a .csv (header image,labels) or a .json list")
+log = logging.getLogger("mlkd_cache")
 
 
 def _resolve(path: str, root: Optional[str], what: str) -> str:
@@ -125,8 +68,22 @@ class CSVDataset(MultiLabelDataset):
         image_dir: Optional[str] = None,
         classes: Optional[Sequence[str]] = None,
         check_images: bool = True,
+        image_column: str = "image",
+        image_pattern: Optional[str] = None,
+        labels_column: str = "labels",
+        label_sep: Optional[str] = None,
+        label_columns: Union[None, str, Sequence[str]] = None,
+        negative_label: Optional[str] = None,
     ) -> None:
         check_split(split, self.splits)
+        fmt = LabelFormat(
+            image_column=image_column,
+            image_pattern=image_pattern,
+            labels_column=labels_column,
+            label_sep=label_sep,
+            label_columns=label_columns if label_columns is None or isinstance(label_columns, str) else tuple(label_columns),
+            negative_label=negative_label,
+        )
         if root is not None:
             root = os.path.abspath(os.path.expanduser(str(root)))
             if not os.path.isdir(root):
@@ -165,15 +122,27 @@ class CSVDataset(MultiLabelDataset):
         if not os.path.isdir(img_dir):
             raise DataError(f"csv: image folder not found: {img_dir}; fix --data-root or image_dir")
 
-        images, names = read_label_file(split_path)
+        rows = read_label_file(split_path, fmt)
+        images, names = rows.images, rows.names
+        train_rows = rows if split_path == train_path else None
         if classes is None:
-            train_names = names if split_path == train_path else read_label_file(train_path)[1]
-            classes = sorted({c for row in train_names for c in row})
+            train_rows = train_rows or read_label_file(train_path, fmt)
+            if fmt.one_hot:
+                classes = list(train_rows.class_columns or [])
+                class_source = f"the class columns of {train_path}"
+            else:
+                classes = sorted({c for row in train_rows.names for c in row})
+                class_source = f"derived from {train_path}"
             if not classes:
                 raise DataError(f"csv: {train_path} names no class at all; cannot derive classes")
-            class_source = f"derived from {train_path}"
         else:
             class_source = "from the param classes"
+        if fmt.one_hot and rows.class_columns is not None and classes is not None and class_source != "from the param classes":
+            if list(rows.class_columns) != list(classes):
+                extra = sorted(set(rows.class_columns) ^ set(classes)) or ["(order)"]
+                raise DataError(
+                    f"csv: {split_path} has other class columns than {train_path} ({', '.join(extra[:3])}); use the same columns"
+                )
         if split == "train" and train_size is not None:  # the classes above come from the whole file
             if train_size > len(images):
                 raise ConfigError(
@@ -183,25 +152,34 @@ class CSVDataset(MultiLabelDataset):
         if not images:
             raise DataError(f"empty split: {split_path} lists no images")
         if len(set(images)) != len(images):
-            seen, dup = set(), None
-            for im in images:
-                if im in seen:
-                    dup = im
-                    break
-                seen.add(im)
-            raise DataError(f"{split_path}: image {dup!r} is listed twice; merge its labels in one row")
+            seen: Dict[str, int] = {}
+            for image, line in zip(images, rows.lines):
+                if image in seen:
+                    raise DataError(
+                        f"{split_path}:{line}: image {image!r} is listed twice (also line {seen[image]}); merge its labels in one row"
+                    )
+                seen[image] = line
 
         index = {c: k for k, c in enumerate(classes)}
         idx_lists = []
-        for image, row in zip(images, names):
+        for image, row, line in zip(images, names, rows.lines):
             try:
                 idx_lists.append([index[c] for c in row])
             except KeyError as e:
-                err = unknown_class_error(e.args[0], f"{split_path} (image {image})", classes)
+                err = unknown_class_error(e.args[0], f"{split_path}:{line} (image {image})", classes)
                 raise DataError(f"{err} ({class_source})") from None
         labels = labels_from_index_lists(idx_lists, len(classes))
         paths = [os.path.join(img_dir, *im.replace("\\", "/").split("/")) if not os.path.isabs(im) else im for im in images]
         if check_images:
-            check_images_exist(paths, "csv")
+            try:
+                check_images_exist(paths, "csv")
+            except DataError as exc:
+                first = next(k for k, p in enumerate(paths) if not os.path.isfile(p))
+                raise DataError(f"{split_path}:{rows.lines[first]}: {exc}") from None
+        if not fmt.one_hot and split_path == train_path:
+            warn_suspect_classes(split_path, names, fmt)
+        self.ignored_columns = list(rows.ignored)
+        if rows.ignored:
+            log.info("csv: %s: columns not used: %s", split_path, ", ".join(rows.ignored))
         self.label_file = split_path
         super().__init__(split=split, class_names=classes, keys=images, labels=labels, image_paths=paths, root=root)

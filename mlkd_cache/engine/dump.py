@@ -28,6 +28,7 @@ from ..cache.images import encode_image
 from ..cache.writer import EvalBuffer, ShardBuffer, ShardWriter, eval_is_complete, shard_entry, shard_is_complete, write_manifest
 from ..config import Config
 from ..data import MultiLabelDataset, dataset_from_config
+from ..data.base import label_summary
 from ..data.planning import PlannedSplit, planned_train_split
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, ViewItem
@@ -502,6 +503,8 @@ def run(
             jpeg = jpeg_bytes_per_image(ViewDataset(dataset, transform, cfg.seed, train=True), quality)
         plan = plan_text(spec, dataset.labels, eval_samples, jpeg)
         plan["jpeg_quality"] = cfg.cache["jpeg_quality"]
+        plan["understood"] = label_summary(dataset.class_names, dataset.labels)
+        plan["ignored_columns"] = list(getattr(dataset, "ignored_columns", []))
         return {"dry_run": True, "plan": {**plan, "source": source}, "is_main": info.is_main}
     if out is None or ckpt is None:  # refused above; this tells the type checker
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")

@@ -10,6 +10,7 @@ import numpy as np
 from ..cache.h5 import open_read
 from ..cache.images import stored_jpeg_bytes
 from ..cache.reader import TargetCache
+from ..data.base import label_summary
 from ..metrics import mean_average_precision
 
 
@@ -52,6 +53,7 @@ def run(cache_dir: Path, batch: int = 4096, verify_checksums: bool = True) -> Di
         "transform_hash": spec.transform_hash,
         "class_names": list(spec.class_names),
         "cached_logit_map_per_view": view_map,
+        "labels": label_summary(spec.class_names, labels),
         "format_version": cache.format_version,
         "fingerprints_of": cache.fingerprint_of,
         "image_store": _store_summary(cache, eval_bytes),

@@ -39,7 +39,7 @@ def test_unknown_class_in_test_file(tmp_path):
     root = make_csv_tree(tmp_path, test=[("img/e.jpg", ["bird"]), ("img/f.jpg", ["horse"])])
     with pytest.raises(
         DataError,
-        match=r"unknown class 'horse' in .*test\.csv \(image img/f\.jpg\)"
+        match=r"unknown class 'horse' in .*test\.csv:3 \(image img/f\.jpg\)"
         r".*valid classes: bird, cat, dog \(derived from .*train\.csv\)",
     ):
         build_dataset("csv", "test", str(root), train_file="train.csv", test_file="test.csv")
@@ -56,7 +56,9 @@ def test_errors(tmp_path):
     with pytest.raises(DataError, match=r"train label file not found: .*nope\.csv"):
         build_dataset("csv", "train", str(root), train_file="nope.csv")
     (root / "bad.csv").write_text("file,tags\na.jpg,cat\n")
-    with pytest.raises(DataError, match=r"lacks the columns image and labels"):
+    with pytest.raises(
+        DataError, match=r"bad\.csv: no column 'image' for the images \(the header has file, tags\); set the param image_column"
+    ):
         build_dataset("csv", "train", str(root), train_file="bad.csv")
     (root / "dup.csv").write_text("image,labels\nimg/a.jpg,cat\nimg/a.jpg,dog\n")
     with pytest.raises(DataError, match=r"image 'img/a\.jpg' is listed twice"):
