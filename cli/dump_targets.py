@@ -106,10 +106,11 @@ def dump_targets(
             else "jpeg: needs the images to estimate (pass --data-root)"
         )
         click.echo(f"  images     {count}: raw {human_size(sizes['raw'])}, {jpeg}; this dump stores {p['images']}")
-        click.echo(f"  from       {p['source']}")
-        click.echo(f"  labels     {format_label_summary(p['understood'])}")
+        if p["understood"] is not None:
+            click.echo(f"  labels     {format_label_summary(p['understood'])}")
         if p["ignored_columns"]:
             click.echo(f"  not used   columns {', '.join(p['ignored_columns'])}")
+        click.echo(f"  from       {p['source']}")
         return
     click.echo(
         f"cache {result['out']}: {result['samples']} samples x {result['views']} views, "

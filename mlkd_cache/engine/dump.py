@@ -503,7 +503,8 @@ def run(
             jpeg = jpeg_bytes_per_image(ViewDataset(dataset, transform, cfg.seed, train=True), quality)
         plan = plan_text(spec, dataset.labels, eval_samples, jpeg)
         plan["jpeg_quality"] = cfg.cache["jpeg_quality"]
-        plan["understood"] = label_summary(dataset.class_names, dataset.labels)
+        # what was read from the data (None for a published split standing in: its labels are not real)
+        plan["understood"] = label_summary(dataset.class_names, dataset.labels) if planned is None else None
         plan["ignored_columns"] = list(getattr(dataset, "ignored_columns", []))
         return {"dry_run": True, "plan": {**plan, "source": source}, "is_main": info.is_main}
     if out is None or ckpt is None:  # refused above; this tells the type checker

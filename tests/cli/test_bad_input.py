@@ -206,7 +206,7 @@ CASES: Dict[str, Case] = {
     ),
     "teacher-train: unknown class in a csv label file": Case(
         lambda t, b: _tt(t, csv_config(t, make_csv_tree(t / "csv"), classes="['cat', 'dog']")),
-        r"unknown class 'bird' in .*train\.csv \(image img/sub/c\.jpg\)",
+        r"unknown class 'bird' in .*train\.csv:\d+ \(image img/sub/c\.jpg\)",
     ),
     "teacher-train: bad_images policy misspelt": Case(
         lambda t, b: _tt(t, tiny_config(t), "--set", "bad_images=ignore"),
