@@ -236,14 +236,16 @@ def label_summary(class_names: Sequence[str], labels: np.ndarray, k: int = 5) ->
     """What a label matrix ``[N, C]`` holds: ``images``, ``classes``, ``labels_per_image`` and the
     ``k`` most and least frequent classes as ``(name, images)`` pairs (ties in class order)."""
     counts = np.asarray(labels, dtype=np.int64).sum(axis=0)
-    order = np.argsort(-counts, kind="stable")
-    pairs = [(str(class_names[c]), int(counts[c])) for c in order]
+
+    def pairs(order: np.ndarray) -> List[Tuple[str, int]]:
+        return [(str(class_names[c]), int(counts[c])) for c in order[:k]]
+
     return {
         "images": int(len(labels)),
         "classes": len(class_names),
         "labels_per_image": float(counts.sum()) / max(len(labels), 1),
-        "most": pairs[:k],
-        "least": pairs[::-1][:k],
+        "most": pairs(np.argsort(-counts, kind="stable")),
+        "least": pairs(np.argsort(counts, kind="stable")),
     }
 
 

@@ -19,6 +19,7 @@ resolve). Columns the layout does not use are named in the log (``ignored_column
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Dict, Optional, Sequence, Union
@@ -32,7 +33,7 @@ from .base import (
     labels_from_index_lists,
     unknown_class_error,
 )
-from .label_files import LabelFormat, read_label_file, warn_suspect_classes
+from .label_files import ONE_HOT, LabelFormat, read_label_file, warn_suspect_classes
 
 log = logging.getLogger("mlkd_cache")
 
@@ -122,9 +123,18 @@ class CSVDataset(MultiLabelDataset):
         if not os.path.isdir(img_dir):
             raise DataError(f"csv: image folder not found: {img_dir}; fix --data-root or image_dir")
 
+        if fmt.negative_label is not None and classes is not None and fmt.negative_label in classes:
+            raise ConfigError(
+                f"dataset csv: negative_label {fmt.negative_label!r} means no class; drop it from the param classes"
+            )
+        train_rows = None
+        if fmt.label_columns == ONE_HOT and split_path != train_path:  # the train file's class columns, by name
+            train_rows = read_label_file(train_path, fmt)
+            fmt = dataclasses.replace(fmt, label_columns=tuple(train_rows.class_columns or ()))
         rows = read_label_file(split_path, fmt)
         images, names = rows.images, rows.names
-        train_rows = rows if split_path == train_path else None
+        if split_path == train_path:
+            train_rows = rows
         if classes is None:
             train_rows = train_rows or read_label_file(train_path, fmt)
             if fmt.one_hot:
@@ -137,12 +147,16 @@ class CSVDataset(MultiLabelDataset):
                 raise DataError(f"csv: {train_path} names no class at all; cannot derive classes")
         else:
             class_source = "from the param classes"
-        if fmt.one_hot and rows.class_columns is not None and classes is not None and class_source != "from the param classes":
-            if list(rows.class_columns) != list(classes):
-                extra = sorted(set(rows.class_columns) ^ set(classes)) or ["(order)"]
-                raise DataError(
-                    f"csv: {split_path} has other class columns than {train_path} ({', '.join(extra[:3])}); use the same columns"
-                )
+        if fmt.one_hot and rows.class_columns is not None and set(rows.class_columns) != set(classes):
+            missing = sorted(set(classes) - set(rows.class_columns))
+            extra = sorted(set(rows.class_columns) - set(classes))
+            shown = ", ".join(rows.class_columns[:4]) + (", ..." if len(rows.class_columns) > 4 else "")
+            raise DataError(
+                f"csv: {split_path} has class columns {shown}, the classes are {class_source}"
+                + (f"; no column for {', '.join(missing[:3])}" if missing else "")
+                + (f"; columns {', '.join(extra[:3])} are no class" if extra else "")
+                + "; make the columns and classes agree"
+            )
         if split == "train" and train_size is not None:  # the classes above come from the whole file
             if train_size > len(images):
                 raise ConfigError(

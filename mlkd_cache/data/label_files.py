@@ -71,6 +71,15 @@ class LabelFormat:
             object.__setattr__(self, "label_columns", tuple(c.strip() for c in cols))
         if self.negative_label is not None and (not isinstance(self.negative_label, str) or not self.negative_label.strip()):
             raise ConfigError(f"dataset csv: param negative_label must be a class name, got {self.negative_label!r}")
+        if self.negative_label is not None:
+            object.__setattr__(self, "negative_label", self.negative_label.strip())
+        if self.image_pattern is not None:
+            try:
+                self.image_pattern.format("x")
+            except (IndexError, KeyError, ValueError):
+                raise ConfigError(
+                    f"dataset csv: param image_pattern must hold one {{}} and no other braces, like 'Images/{{}}.jpg'; got {self.image_pattern!r}"
+                ) from None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "LabelFormat":
@@ -96,7 +105,7 @@ class LabelRows:
 def _list_literal(text: str, where: str) -> Optional[List[str]]:
     """``['a', 'b']`` or ``["a", "b"]`` as a list of names (a literal, never evaluated), else None."""
     text = text.strip()
-    if not (text.startswith("[") and text.endswith("]")):
+    if not re.match(r"^\[\s*(['\"]|\])", text) or not text.endswith("]"):  # ['a', ...], ["a", ...] or []
         return None
     try:
         value = ast.literal_eval(text)
@@ -128,6 +137,16 @@ def _negative(names: List[str], fmt: LabelFormat, where: str) -> List[str]:
     return []
 
 
+def _binary(cell: str) -> str:
+    """A one-hot cell as "0" or "1" (``1``, ``1.0``, `` 0 ``), else the stripped cell."""
+    cell = cell.strip()
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    return "1" if value == 1.0 else "0" if value == 0.0 else cell
+
+
 def _column(header: List[str], name: str, path: str, what: str) -> int:
     lowered = [h.strip().lower() for h in header]
     if name.strip().lower() not in lowered:
@@ -156,44 +175,49 @@ def _read_table(path: str, fmt: LabelFormat) -> LabelRows:
     out = LabelRows([], [], [])
     if fmt.one_hot:
         candidates = [k for k in range(len(header)) if k != ii]
+
+        def cells(k: int) -> List[str]:
+            return [_binary(row[k]) if len(row) > k else "" for _, row in numbered]
+
         if fmt.label_columns == ONE_HOT:
-
-            def binary(k: int) -> bool:
-                return all(len(row) > k and row[k].strip() in ("0", "1") for _, row in numbered)
-
-            def empty_in(k: int) -> bool:  # a 0/1 column but for empty cells: an error, not a text column
-                cells = [row[k].strip() if len(row) > k else "" for _, row in numbered]
-                return any(not c for c in cells) and all(c in ("0", "1", "") for c in cells) and any(cells)
-
-            def nearly_binary(k: int) -> bool:  # integers, 0/1 but for a few cells: a typo in a class column
-                cells = [row[k].strip() if len(row) > k else "" for _, row in numbered]
-                odd = [c for c in cells if c not in ("0", "1")]
-                return bool(odd) and len(odd) <= max(1, len(cells) // 100) and all(c.isdigit() for c in odd)
-
+            classes = []
             for k in candidates:
-                if empty_in(k):
-                    n = next(n for n, row in numbered if len(row) <= k or not row[k].strip())
-                    raise DataError(f"{path}:{n}: class column {header[k]!r} has an empty cell; write 0 or 1")
-                if nearly_binary(k):
-                    n, cell = next((n, row[k].strip()) for n, row in numbered if row[k].strip() not in ("0", "1"))
+                values = cells(k)
+                odd = [c for c in values if c not in ("0", "1")]
+                filled = [c for c in odd if c]
+                if not odd:
+                    classes.append(k)
+                elif (not filled and len(odd) < len(values)) or (filled and len(odd) <= max(1, len(values) // 100)):
+                    # 0/1 but for empty cells, or for a few other values: a mistake in a class column
+                    n, cell = next((n, c) for (n, _), c in zip(numbered, values) if c not in ("0", "1"))
                     raise DataError(
-                        f"{path}:{n}: class column {header[k]!r} holds {cell!r}; one-hot class columns hold 0 or 1 "
-                        f"(or list the class columns in label_columns)"
+                        f"{path}:{n}: class column {header[k]!r} holds {cell or 'an empty cell'!r}; one-hot class columns hold "
+                        f"0 or 1 (or list the class columns in label_columns)"
                     )
-            classes = [k for k in candidates if binary(k)]
             if not classes:
                 raise DataError(f"{path}: no column holds only 0 and 1; give label_columns=[...] or use a labels column")
+            for k in classes:
+                if re.fullmatch(r"(fold|split|set|is_.*|has_.*|flag.*)", header[k].strip().lower()):
+                    log.warning(
+                        "csv: %s: column %r holds only 0 and 1 and is read as a class; list label_columns if it is not one",
+                        path,
+                        header[k],
+                    )
         else:
             classes = [_column(header, c, path, f"class {c!r}") for c in fmt.label_columns]  # type: ignore[union-attr]
         for n, row in numbered:
             where = f"{path}:{n}"
+            if len(row) > len(header):
+                raise DataError(f"{where}: {len(row)} cells, the header has {len(header)}; quote cells holding a comma")
             names = []
             for k in classes:
-                cell = row[k].strip() if len(row) > k else ""
+                cell = _binary(row[k]) if len(row) > k else ""
                 if cell not in ("0", "1"):
                     raise DataError(f"{where}: class column {header[k]!r} holds {cell!r}; one-hot class columns hold 0 or 1")
                 if cell == "1":
                     names.append(header[k])
+            if len(row) <= ii:
+                raise DataError(f"{where}: no cell for the column {header[ii]}; fill the row")
             out.images.append(_image(row[ii], fmt, where))
             out.names.append(_negative(names, fmt, where))
             out.lines.append(n)
@@ -203,6 +227,10 @@ def _read_table(path: str, fmt: LabelFormat) -> LabelRows:
         li = _column(header, fmt.labels_column, path, "labels")
         for n, row in numbered:
             where = f"{path}:{n}"
+            if len(row) > len(header):
+                raise DataError(
+                    f"{where}: {len(row)} cells, the header has {len(header)}; quote the labels cell or set label_sep"
+                )
             if len(row) <= max(ii, li):
                 if len(row) == li and ii < li:  # trailing empty labels column omitted
                     row = row + [""]

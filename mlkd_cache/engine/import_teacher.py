@@ -101,25 +101,35 @@ def l2d_state_dict(source: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
 
 def _read(path: Path) -> Dict[str, Tensor]:
+    """The tensors of ``path``: a state dict, or one wrapped under ``state_dict``/``model``/``module``."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint not found: {path}; give the .pth file L2D's main.py saved") from None
-    except Exception as exc:  # pickle, zip or weights_only errors: not a plain tensor state dict
+    except Exception as exc:  # a pickled module or other objects: weights_only refuses them
         raise CheckpointError(
-            f"cannot read {path} as a state dict of tensors ({type(exc).__name__}); give an L2D teacher .pth"
+            f"cannot read {path} as tensors ({type(exc).__name__}): a pickled nn.Module? load it where it was made and "
+            f"torch.save(model.state_dict(), ...), then import that file"
         ) from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "module"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+                obj = inner
+                break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} is not a state dict of tensors; give the .pth file L2D's main.py saved")
+        keys = ", ".join(map(str, list(obj)[:5])) if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path} is not a state dict of tensors (it holds {keys}); give the .pth file L2D's main.py saved")
     return obj
 
 
 def _class_names(cfg: Config) -> List[str]:
-    """The config's classes: from its train split when the data is here, else the published list."""
+    """The config's classes: from its train split when the data is here (a data root that fails
+    is an error), else from the dataset's published class list."""
     try:
         return list(dataset_from_config(cfg, "train").class_names)
     except MlkdError:
-        planned = planned_train_split(cfg.dataset, **cfg.dataset_para)
+        planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if not cfg.data_root else None
         if planned is None:
             raise
         return list(planned.class_names)
@@ -164,17 +174,30 @@ def run(checkpoint: Path, cfg: Config, out: Path, fmt: str = "l2d", evaluate_spl
         raise ConfigError(
             f"model_t {arch} is not an L2D architecture this import maps exactly; use one of {', '.join(L2D_EXACT)}"
         )
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"-o {out} is a folder; give the teacher.pt file to write")
+    if out.exists():
+        raise ConfigError(f"-o {out} exists; remove it or choose another file")
+    spec = TransformSpec.from_config(cfg)
+    if tuple(spec.mean) != (0.0, 0.0, 0.0) or tuple(spec.std) != (1.0, 1.0, 1.0):
+        raise ConfigError(
+            f"L2D teachers see unnormalised inputs (Resize, ToTensor), the config normalises with mean {list(spec.mean)} "
+            f"std {list(spec.std)}; drop transform.mean/std"
+        )
     class_names = _class_names(cfg)
-    theirs = l2d_state_dict(_read(checkpoint))
+    if evaluate_split is not None:
+        dataset_from_config(cfg, evaluate_split)  # a split that cannot be scored fails before anything is written
+    source = _read(checkpoint)
+    if not any(k.removeprefix("module.").startswith(_DECODER) for k in source):
+        raise CheckpointError(
+            f"{checkpoint} holds no ML-Decoder (no fc.decoder.* keys): not an L2D teacher; a plain classifier "
+            f"cannot be imported this way"
+        )
+    theirs = l2d_state_dict(source)
     model = build_model(arch, len(class_names), pretrained=None, embed_dim=cfg.embed_dim, img_size=cfg.img_size)
     ours = model.state_dict()
     difference = _describe_difference(ours, theirs, cfg, checkpoint)
     if difference:
         raise CheckpointError(difference)
     model.load_state_dict(theirs, strict=True)
-    spec = TransformSpec.from_config(cfg)
     sha256 = file_sha256(checkpoint)
     payload = {
         "role": "teacher",

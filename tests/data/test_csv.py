@@ -91,3 +91,41 @@ def test_train_size_keeps_the_first_rows_and_the_whole_files_classes(tmp_path):
     assert part.keys == ["a.jpg", "b.jpg"] and part.class_names == ["cat", "dog", "emu"]
     with pytest.raises(ConfigError, match="train_size 4 but .* lists 3 images"):
         build_dataset("csv", "train", str(tmp_path), train_file="train.csv", train_size=4)
+
+
+def test_one_hot_and_negative_label_mistakes_are_refused_not_guessed(tmp_path):
+    """Reviewed edge cases: a -1 or an empty cell in an otherwise 0/1 column stops at its line;
+    1.0/0.0 read as 1/0; the test file's columns may come in another order; classes must match the
+    columns; a negative_label is no class; a row with more cells than the header stops."""
+    for name in "abc":
+        (tmp_path / f"{name}.jpg").write_bytes(b"")
+    header = "image,cat,dog,Rating\n"
+    (tmp_path / "train.csv").write_text(header + "a.jpg,1,0,7\nb.jpg,0,1.0,8\nc.jpg,1.0,1,9\n")
+    (tmp_path / "test.csv").write_text("image,dog,cat\na.jpg,1,0\n")
+    kw = dict(train_file="train.csv", test_file="test.csv", label_columns="one-hot")
+    train = build_dataset("csv", "train", str(tmp_path), **kw)
+    test = build_dataset("csv", "test", str(tmp_path), **kw)
+    assert train.class_names == ["cat", "dog"] and train.labels.tolist() == [[1, 0], [0, 1], [1, 1]]
+    assert test.labels.tolist() == [[0, 1]] and train.ignored_columns == ["Rating"]
+    (tmp_path / "neg.csv").write_text(header + "a.jpg,1,0,7\nb.jpg,-1,1,8\nc.jpg,1,1,9\n")
+    with pytest.raises(DataError, match=r"neg\.csv:3: class column 'cat' holds '-1'"):
+        build_dataset("csv", "train", str(tmp_path), train_file="neg.csv", label_columns="one-hot")
+    (tmp_path / "empty.csv").write_text(header + "a.jpg,1,0,7\nb.jpg,,1,8\nc.jpg,1,1,9\n")
+    with pytest.raises(DataError, match=r"empty\.csv:3: class column 'cat' holds 'an empty cell'"):
+        build_dataset("csv", "train", str(tmp_path), train_file="empty.csv", label_columns="one-hot")
+    with pytest.raises(DataError, match=r"no column for bird"):
+        build_dataset(
+            "csv", "train", str(tmp_path), train_file="train.csv", label_columns="one-hot", classes=["cat", "dog", "bird"]
+        )
+    (tmp_path / "l.csv").write_text("image,labels\na.jpg,cat;No Finding\n")
+    with pytest.raises(ConfigError, match="negative_label 'No Finding' means no class"):
+        build_dataset(
+            "csv", "train", str(tmp_path), train_file="l.csv", negative_label="No Finding", classes=["cat", "No Finding"]
+        )
+    with pytest.raises(DataError, match=r"l\.csv:2: 'No Finding' \(negative_label, no positive class\) comes with other labels"):
+        build_dataset("csv", "train", str(tmp_path), train_file="l.csv", label_sep=";", negative_label=" No Finding ")
+    (tmp_path / "wide.csv").write_text("image,labels\na.jpg,cat,dog\n")
+    with pytest.raises(DataError, match=r"wide\.csv:2: 3 cells, the header has 2"):
+        build_dataset("csv", "train", str(tmp_path), train_file="wide.csv")
+    with pytest.raises(ConfigError, match="image_pattern must hold one"):
+        build_dataset("csv", "train", str(tmp_path), train_file="wide.csv", image_pattern="{x}/{}.jpg")

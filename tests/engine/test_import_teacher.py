@@ -171,3 +171,40 @@ def test_an_imported_teacher_is_scored_and_dumps_a_cache(tmp_path):
         ["dump-targets", "-c", str(cfg), "-t", str(out), "-o", str(tmp_path / "cache"), "--views", "1", "--no-progress"]
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_wrapped_pickled_plain_and_unscorable_checkpoints(tmp_path):
+    """A state dict wrapped under 'state_dict' imports; a pickled module, a plain classifier (no
+    ML-Decoder), an existing -o and a data root that cannot be read are refused in one line, and
+    nothing is written."""
+    net = l2d_teacher("resnet18", classes=10)
+    cfg = str(config(tmp_path, "resnet18"))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 3}, tmp_path / "wrapped.pth")
+    proc = run_cli_in_process(["import-teacher", str(tmp_path / "wrapped.pth"), "-c", cfg, "-o", str(tmp_path / "w.pt")])
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli_in_process(["import-teacher", str(tmp_path / "wrapped.pth"), "-c", cfg, "-o", str(tmp_path / "w.pt")])
+    assert_one_line_error(proc, r"w\.pt exists; remove it or choose another file")
+    torch.save(net, tmp_path / "pickled.pth")
+    proc = run_cli_in_process(["import-teacher", str(tmp_path / "pickled.pth"), "-c", cfg, "-o", str(tmp_path / "p.pt")])
+    assert_one_line_error(proc, r"a pickled nn\.Module\? .*torch\.save\(model\.state_dict\(\)")
+    plain = torchvision.models.resnet18(weights=None)
+    torch.save(plain.state_dict(), tmp_path / "plain.pth")
+    proc = run_cli_in_process(["import-teacher", str(tmp_path / "plain.pth"), "-c", cfg, "-o", str(tmp_path / "q.pt")])
+    assert_one_line_error(proc, r"holds no ML-Decoder \(no fc\.decoder\.\* keys\): not an L2D teacher")
+    voc = tmp_path / "voc.py"
+    voc.write_text(f"dataset = 'voc'\nmodel_t = 'resnet18'\nembed_dim = {E}\nimg_size = 64\n")
+    save_l2d(l2d_teacher("resnet18", classes=20), tmp_path / "voc.pth")
+    proc = run_cli_in_process(
+        [
+            "import-teacher",
+            str(tmp_path / "voc.pth"),
+            "-c",
+            str(voc),
+            "-o",
+            str(tmp_path / "v.pt"),
+            "--data-root",
+            str(tmp_path / "nowhere"),
+        ]
+    )
+    assert_one_line_error(proc, r"data root not found")
+    assert not any((tmp_path / n).exists() for n in ("p.pt", "q.pt", "v.pt"))
