@@ -41,7 +41,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -69,6 +69,7 @@ __all__ = [
     "image_shapes",
     "eval_shapes",
     "eval_name",
+    "part_ranges",
     "EVAL_PREFIX",
     "FINGERPRINT_INPUT",
     "spec_difference",
@@ -421,6 +422,12 @@ def dataset_shapes(spec: CacheSpec, n: int, positives: int, jpeg_bytes: int = 0)
 def eval_shapes(spec: CacheSpec, n: int, jpeg_bytes: int = 0) -> Dict[str, Tuple[Tuple[int, ...], int]]:
     """``{name: (shape, itemsize)}`` of every dataset of an ``eval-NNNNN.h5`` file with ``n`` images."""
     return {"keys": ((n,), _KEY_ITEMSIZE), "labels": ((n, spec.num_classes), 1), **image_shapes(spec, n, jpeg_bytes)}
+
+
+def part_ranges(total: int, size: int) -> List[Tuple[int, int, int]]:
+    """``(k, start, stop)`` of the parts of ``size`` samples that ``total`` samples fill (the
+    shards of a cache, the parts of its stored eval split)."""
+    return [(k, k * size, min(k * size + size, total)) for k in range(-(-total // size))]
 
 
 def eval_name(k: int) -> str:

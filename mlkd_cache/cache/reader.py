@@ -40,6 +40,14 @@ def _index_array(x: Any) -> np.ndarray:
     return np.asarray(x).astype(np.int64, copy=False).reshape(-1)
 
 
+def _ranges(entries: List[Dict[str, Any]]) -> List[Tuple[int, int, int]]:
+    """``(index, start, stop)`` of manifest file entries, each checked to hold a well-typed
+    ``file``, ``bytes`` and ``sha256`` (KeyError, TypeError or ValueError otherwise)."""
+    for e in entries:
+        str(e["file"]), int(e["bytes"]), str(e["sha256"])
+    return [(int(e["index"]), int(e["start"]), int(e["stop"])) for e in entries]
+
+
 class _Shard:
     """What the main process learns about one shard at open time (small, picklable)."""
 
@@ -126,12 +134,10 @@ class TargetCache:
             )
         spec = CacheSpec.from_dict(manifest["spec"])
         try:
-            listed = [(int(e["index"]), int(e["start"]), int(e["stop"])) for e in manifest["shards"]]
-            for e in manifest["shards"]:
-                str(e["file"]), int(e["bytes"]), str(e["sha256"])  # present and well typed
+            listed = _ranges(manifest["shards"])
         except (KeyError, TypeError, ValueError):
             raise CacheCorruptError(f"{MANIFEST_NAME} in {where} has malformed shard entries; re-run dump-targets") from None
-        needed = [(k, *spec.shard_range(k)) for k in range(spec.num_shards())]
+        needed = fmt.part_ranges(spec.num_samples, spec.shard_size)
         if listed != needed:
             raise CacheCorruptError(
                 f"{MANIFEST_NAME} in {where} lists {len(listed)} shards, the spec needs {len(needed)} "
@@ -148,15 +154,12 @@ class TargetCache:
             store = self.manifest["eval"]
             split, total = str(store["split"]), int(store["num_samples"])
             entries = [dict(e) for e in store["shards"]]
-            listed = [(int(e["index"]), int(e["start"]), int(e["stop"])) for e in entries]
-            for e in entries:
-                str(e["file"]), int(e["bytes"]), str(e["sha256"])
+            listed = _ranges(entries)
         except (KeyError, TypeError, ValueError):
             raise CacheCorruptError(
                 f"{MANIFEST_NAME} in {where} lacks a well-formed 'eval' entry for its image store; re-run dump-targets"
             ) from None
-        size = self.spec.shard_size
-        needed = [(k, k * size, min(k * size + size, total)) for k in range(-(-total // size))]
+        needed = fmt.part_ranges(total, self.spec.shard_size)
         if listed != needed or split not in ("test", "val"):
             raise CacheCorruptError(
                 f"{MANIFEST_NAME} in {where}: the stored {split} split lists {len(listed)} parts, {total} samples need "

@@ -22,7 +22,17 @@ from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
 from .._version import __version__
-from ..cache.format import EVAL_PREFIX, MANIFEST_NAME, VIEW_FIELDS, CacheSpec, eval_name, labels_digest, shard_name, split_digest
+from ..cache.format import (
+    EVAL_PREFIX,
+    MANIFEST_NAME,
+    VIEW_FIELDS,
+    CacheSpec,
+    eval_name,
+    labels_digest,
+    part_ranges,
+    shard_name,
+    split_digest,
+)
 from ..cache.h5 import open_read
 from ..cache.images import encode_image
 from ..cache.writer import EvalBuffer, ShardBuffer, ShardWriter, eval_is_complete, shard_entry, shard_is_complete, write_manifest
@@ -213,26 +223,17 @@ def _existing_conflicts(out: Path, spec: CacheSpec) -> List[str]:
     return conflicts
 
 
-def _previous_entries(out: Path, spec: CacheSpec) -> Dict[int, Dict[str, Any]]:
-    """Shard entries (size, sha256) of the manifest in ``out`` when it records this same dump;
-    empty when there is none, it is unreadable or it belongs to another dump."""
+def _previous_entries(out: Path, spec: CacheSpec, stored_eval: bool = False) -> Dict[int, Dict[str, Any]]:
+    """Shard entries (size, sha256) of the manifest in ``out`` when it records this same dump
+    (``stored_eval``: its eval parts' entries instead); empty when there is none, it is
+    unreadable or it belongs to another dump."""
     try:
         manifest = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
         if CacheSpec.from_dict(manifest["spec"]) != spec:
             return {}
-        return {int(e["index"]): dict(e) for e in manifest["shards"]}
-    except Exception:  # absent or damaged: every shard is then judged by its attributes alone
-        return {}
-
-
-def _previous_eval_entries(out: Path, spec: CacheSpec) -> Dict[int, Dict[str, Any]]:
-    """Eval-part entries of the manifest in ``out`` when it records this same dump (as :func:`_previous_entries`)."""
-    try:
-        manifest = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
-        if CacheSpec.from_dict(manifest["spec"]) != spec:
-            return {}
-        return {int(e["index"]): dict(e) for e in manifest["eval"]["shards"]}
-    except Exception:
+        entries = manifest["eval"]["shards"] if stored_eval else manifest["shards"]
+        return {int(e["index"]): dict(e) for e in entries}
+    except Exception:  # absent or damaged: every file is then judged by its attributes alone
         return {}
 
 
@@ -364,8 +365,7 @@ def dump_eval_store(
     digest = split_digest(dataset.keys, dataset.labels)
     kept, written = [], []
     with ShardWriter(out) as writer:
-        for k in range(info.rank, -(-total // size), info.world_size):
-            start, stop = k * size, min(total, k * size + size)
+        for k, start, stop in part_ranges(total, size)[info.rank :: info.world_size]:
             path = out / eval_name(k)
             if eval_is_complete(path, spec, split, k, start, stop, total, digest):
                 entry = _kept(path, shard_entry(out, spec, k, eval_name(k), (start, stop)), previous.get(k))
@@ -511,7 +511,9 @@ def run(
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
 
     out = Path(out)
-    previous_eval = {} if overwrite or not out.is_dir() else _previous_eval_entries(out, spec)  # before the manifest goes
+    previous_eval = (
+        {} if overwrite or not out.is_dir() else _previous_entries(out, spec, stored_eval=True)
+    )  # before the manifest goes
     eval_set = dataset_from_config(cfg, cfg.eval_split) if spec.stores_images else None  # a missing split fails before work
     todo, kept = prepare_out_dir(out, spec, overwrite, info)
     mine = [k for k in todo if k % info.world_size == info.rank]
