@@ -29,10 +29,16 @@ reuse them, so that run's time includes them.
 ``../shared/data/voc2007-rf144`` with ``configs/voc-rf144/resnet10t_to_test_resnet_l2d.py`` (its
 ``--quick`` reads the first 96 / 48 / 48 rows of its train / val / test files).
 
+Each run also records its per-class test AP; the table is followed by test AP per class group
+(thirds of the classes: rare / frequent by the students' training positives, co-occurring /
+mostly alone by the share of a class's images that carry another label) and per class, with
+the paired Δ of each KD row. ``--rows`` runs some row families only (``no-kd`` always runs).
+
     python benchmarks/kd_study.py                      # the full study, about 70 min on 2 cores
     python benchmarks/kd_study.py --quick              # smoke run of every row, < 60 s
     python benchmarks/kd_study.py --seeds 5 --json
-    python benchmarks/kd_study.py --benchmark voc-rf144 --work runs/kd-voc
+    python benchmarks/kd_study.py --benchmark voc-rf144 --views 1,4,16 --work runs/kd-voc   # 95 min
+    python benchmarks/kd_study.py --views 4,8,16 --seeds 5 --rows no-kd,l2d-online,l2d-offline
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -133,11 +139,20 @@ class Row:
     views: Any
 
     @property
+    def kind(self) -> str:
+        """The ``--rows`` name of this row's family: ``l2d-offline``, ``mld-online``, ..."""
+        return "no-kd" if self.mode == "no-kd" else f"{self.method}-{self.mode}"
+
+    @property
     def slug(self) -> str:
         return self.name.lower().replace(" ", "-").replace("=", "")
 
 
-def study_rows(views: List[int], method_views: List[int]) -> List[Row]:
+ROW_KINDS = ("no-kd", "l2d-online", "l2d-offline", "mld-offline", "mpscd-offline", "mld-online")  # --rows
+
+
+def study_rows(views: List[int], method_views: List[int], kinds: Sequence[str] = ROW_KINDS) -> List[Row]:
+    """The study's rows in table order, of the ``kinds`` asked for (no KD always: every Δ is to it)."""
     rows = [Row("no KD", "vanilla", "no-kd", None), Row("L2D online fresh", "l2d", "online", "fresh")]
     rows += [Row(f"L2D offline V={v}", "l2d", "offline", v) for v in views]
     rows += [
@@ -146,7 +161,7 @@ def study_rows(views: List[int], method_views: List[int]) -> List[Row]:
         for v in method_views
     ]
     rows.append(Row("MLD online fresh", "mld", "online", "fresh"))
-    return rows
+    return [r for r in rows if r.mode == "no-kd" or r.kind in kinds]
 
 
 def identity(cfg: Config) -> Dict[str, Any]:
@@ -187,12 +202,19 @@ def paired(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
 
 class Study:
     def __init__(
-        self, cfg: Config, work: Path, seeds: List[int], views: List[int], method_views: List[int], config_name: str = ""
+        self,
+        cfg: Config,
+        work: Path,
+        seeds: List[int],
+        views: List[int],
+        method_views: List[int],
+        config_name: str = "",
+        kinds: Sequence[str] = ROW_KINDS,
     ) -> None:
         self.cfg, self.work, self.seeds, self.config_name = cfg, work, seeds, config_name
         self.views, self.method_views = views, method_views
         self.prototype_views = int(cfg.cache["views"])  # online rows: MPSCD prototypes only
-        self.rows = study_rows(views, method_views)
+        self.rows = study_rows(views, method_views, kinds)
         work.mkdir(parents=True, exist_ok=True)
         stamp = work / "study.json"
         mine = {"config": identity(cfg), "tool_version": __version__}
@@ -218,11 +240,18 @@ class Study:
         seconds = sum(r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in rows)
         test = rows[-1]
         val = evaluate.run(final, split="val")["metrics"]
-        return {"path": str(final), "seconds": seconds, "test": {k: test[k] for k in METRICS}, "val_mAP": val["mAP"]}
+        per_class = evaluate.run(final, split="test")["per_class_ap"]
+        return {
+            "path": str(final),
+            "seconds": seconds,
+            "test": {k: test[k] for k in METRICS},
+            "val_mAP": val["mAP"],
+            "test_per_class_ap": per_class,
+        }
 
     def dumps(self, teacher: Path) -> Dict[int, Dict[str, Any]]:
         result = {}
-        for v in sorted(set(self.views) | set(self.method_views)):
+        for v in sorted({r.views for r in self.rows if r.mode == "offline"}):
             out = self.work / f"cache-v{v}"
             record = out / "study-dump.json"
             if not record.is_file():  # a dump without its record is redone whole, so that its time is a whole dump's
@@ -257,7 +286,14 @@ class Study:
         )
         seconds = time.perf_counter() - started
         val = evaluate.run(Path(result["final"]), split="val")["metrics"]
-        entry = {"seed": seed, "test": {k: result["metrics"][k] for k in METRICS}, "val_mAP": val["mAP"], "seconds": seconds}
+        per_class = evaluate.run(Path(result["final"]), split="test")["per_class_ap"]  # the reported split, per class
+        entry = {
+            "seed": seed,
+            "test": {k: result["metrics"][k] for k in METRICS},
+            "val_mAP": val["mAP"],
+            "seconds": seconds,
+            "test_per_class_ap": per_class,
+        }
         record.write_text(json.dumps(entry))
         return entry
 
@@ -271,12 +307,14 @@ class Study:
                 runs[row.name].append(self.student(row, seed, Path(teacher["path"]), caches))
         readers = {v: sum(len(self.seeds) for r in self.rows if r.mode == "offline" and r.views == v) for v in caches}
         table = [self.summarise_row(row, runs, caches, readers) for row in self.rows]
+        train = dataset_from_config(self.cfg, "train")
         return {
             "study": "kd_study",
             "tool_version": __version__,
             "config": self.config_name,
             "seeds": self.seeds,
-            "train_size_students": len(dataset_from_config(self.cfg, "train")),
+            "train_size_students": len(train),
+            "classes": class_profile(train.class_names, train.labels),
             "train_size_teacher": len(dataset_from_config(self.cfg, "train", "t")),
             "teacher": teacher,
             "dumps": {str(v): c for v, c in caches.items()},
@@ -333,6 +371,88 @@ class Study:
             for key, r in (("first_epoch", rows[0]), ("last_epoch", rows[-1])):
                 ends[key].append({k[len("loss/") :]: v for k, v in r.items() if k.startswith("loss/")})
         return {key: {t: statistics.mean(d[t] for d in ds) for t in ds[0]} for key, ds in ends.items()}
+
+
+def class_profile(class_names: Sequence[str], labels: Any) -> Dict[str, Dict[str, float]]:
+    """Per class of the students' training labels ``[N, C]``: ``positives`` (images with it) and
+    ``with_others`` (the share of those images that carry another label too, 0..1)."""
+    y = torch.as_tensor(labels, dtype=torch.float64)
+    positives = y.sum(0)
+    multi = (y.sum(1, keepdim=True) > 1).double()
+    with_others = (y * multi).sum(0) / positives.clamp(min=1)
+    return {name: {"positives": int(positives[c]), "with_others": float(with_others[c])} for c, name in enumerate(class_names)}
+
+
+def class_groups(classes: Dict[str, Dict[str, float]]) -> Dict[str, List[str]]:
+    """Thirds of the classes: ``rare`` / ``frequent`` by training positives, ``co-occurring`` /
+    ``mostly alone`` by the share of their images with another label."""
+    names = list(classes)
+    third = max(1, len(names) // 3)
+    by_count = sorted(names, key=lambda n: (classes[n]["positives"], n))
+    by_company = sorted(names, key=lambda n: (classes[n]["with_others"], n))
+    return {
+        "rare": by_count[:third],
+        "frequent": by_count[-third:],
+        "co-occurring": by_company[-third:],
+        "mostly alone": by_company[:third],
+    }
+
+
+def group_ap(run: Dict[str, Any], group: List[str]) -> float:
+    """A run's test AP averaged over the classes of ``group`` (those with test positives: AP is
+    undefined, NaN, for a class the test split lacks)."""
+    return statistics.mean(ap for ap in (run["test_per_class_ap"][name] for name in group) if not math.isnan(ap))
+
+
+def per_class_section(result: Dict[str, Any]) -> List[str]:
+    """Test AP by class group and by class: the teacher, no KD, and each KD row's paired Δ."""
+    rows = result["rows"]
+    if "classes" not in result or any("test_per_class_ap" not in run for r in rows for run in r["runs"]):
+        return []  # runs recorded before per-class AP was
+    teacher_ap = result["teacher"]["test_per_class_ap"]
+    scored = {name: info for name, info in result["classes"].items() if not math.isnan(teacher_ap[name])}
+    groups = class_groups(scored)  # classes with positives in the test split
+    base = next(r for r in rows if r["mode"] == "no-kd")
+
+    def by_seed(row: Dict[str, Any], group: List[str]) -> Dict[int, float]:
+        return {run["seed"]: group_ap(run, group) for run in row["runs"]}
+
+    headers = ["test AP by class group"] + [f"{g} ({len(names)})" for g, names in groups.items()]
+    body = [
+        ["teacher"] + [f"{statistics.mean(teacher_ap[n] for n in names):.2f}" for names in groups.values()],
+        ["no KD"] + [_pm(summarise(list(by_seed(base, names).values()))) for names in groups.values()],
+    ]
+    for r in rows:
+        if r["mode"] != "no-kd":
+            body.append(
+                [f"Δ {r['name']}"] + [_diff(paired(by_seed(r, names), by_seed(base, names))) for names in groups.values()]
+            )
+    lines = ["", format_table(body, headers), ""]
+    lines += [f"  {g}: {', '.join(names)}" for g, names in groups.items()]
+
+    shown = [r for r in rows if r["mode"] != "no-kd" and r["method"] in ("l2d", "mpscd")]
+    shown = [r for r in shown if r["mode"] == "online" or r["views"] == max(x["views"] for x in shown if x["mode"] == "offline")]
+    headers = ["class", "train +", "with others", "teacher", "no KD"] + [f"Δ {r['name']}" for r in shown]
+    body = []
+    for name, info in sorted(scored.items(), key=lambda kv: -kv[1]["positives"]):
+        no_kd = {run["seed"]: run["test_per_class_ap"][name] for run in base["runs"]}
+        body.append(
+            [
+                name,
+                str(info["positives"]),
+                f"{100 * info['with_others']:.0f}%",
+                f"{teacher_ap[name]:.1f}",
+                _pm(summarise(list(no_kd.values())), 1),
+            ]
+            + [_diff(paired({run["seed"]: run["test_per_class_ap"][name] for run in r["runs"]}, no_kd)) for r in shown]
+        )
+    lines += ["", format_table(body, headers)]
+    lines += [
+        "",
+        "test AP per class (mean over seeds); train +: the students' training images with the class; with others: the share",
+        "of those with another label too; groups are thirds of the classes by those two counts; Δ: paired per seed, as above",
+    ]
+    return lines
 
 
 def _pm(s: Dict[str, float], digits: int = 2) -> str:
@@ -412,7 +532,7 @@ def render(result: Dict[str, Any]) -> str:
         f"time per student run that read the cache in this study. Runs in this table: {_run_minutes(result):.1f} min "
         f"(teacher, dumps, students); this invocation {result['wall_s'] / 60:.1f} min (finished runs are reused).",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + per_class_section(result))
 
 
 def main(argv=None) -> int:
@@ -437,10 +557,19 @@ def main(argv=None) -> int:
         default="digits",
         help="the data and recipe (default digits; voc-rf144: real photographs)",
     )
+    parser.add_argument(
+        "--rows",
+        default=",".join(ROW_KINDS),
+        help=f"row families to run, comma-separated, of {', '.join(ROW_KINDS)} (default all; no-kd always runs)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error("--seeds must be >= 2: paired differences need a spread")
+    kinds = [k.strip() for k in args.rows.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(ROW_KINDS))
+    if unknown:
+        parser.error(f"--rows: unknown {', '.join(unknown)}; choose from {', '.join(ROW_KINDS)}")
     logging.basicConfig(level=logging.WARNING)
     from mlkd_cache.config import parse_override
 
@@ -461,7 +590,7 @@ def main(argv=None) -> int:
                 dataset_para=quick_csv_files(bench.data_root, cfg.dataset_para, bench.quick_rows, work / "quick-data")
             )
         method_views = [2] if args.quick else sorted({int(v) for v in (args.method_views or str(cfg.cache["views"])).split(",")})
-        return Study(cfg, work, seeds, views, method_views, bench.config).run()
+        return Study(cfg, work, seeds, views, method_views, bench.config, kinds).run()
 
     if args.work is None:
         with tempfile.TemporaryDirectory(prefix="kd-study-") as tmp:

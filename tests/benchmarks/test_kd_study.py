@@ -111,3 +111,52 @@ def test_the_voc_benchmark_runs_every_row_on_real_photographs(tmp_path):
     assert [r["name"] for r in result["rows"]][:3] == ["no KD", "L2D online fresh", "L2D offline V=1"]
     for row in result["rows"]:
         assert all(0.0 < run["test"]["mAP"] <= 100.0 and 0.0 < run["val_mAP"] <= 100.0 for run in row["runs"])
+    # every run records its per-class test AP, whose mean over the classes with test positives is its mAP
+    for row in result["rows"]:
+        for run in row["runs"]:
+            aps = [ap for ap in run["test_per_class_ap"].values() if ap == ap]  # NaN: no positive in the test rows
+            assert len(run["test_per_class_ap"]) == 20
+            assert sum(aps) / len(aps) == pytest.approx(run["test"]["mAP"], rel=1e-9)
+    assert sum(c["positives"] for c in result["classes"].values()) >= 96
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from kd_study import render
+    finally:
+        sys.path.pop(0)
+    table = render(result)
+    assert "test AP by class group" in table and "Δ L2D online fresh" in table and "person" in table
+
+
+def _study_module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import kd_study
+    finally:
+        sys.path.pop(0)
+    return kd_study
+
+
+def test_rows_filter_keeps_no_kd_and_the_families_asked_for():
+    kd = _study_module()
+    rows = kd.study_rows([1, 4], [4], kinds=("l2d-offline", "mld-online"))
+    assert [r.name for r in rows] == ["no KD", "L2D offline V=1", "L2D offline V=4", "MLD online fresh"]
+    assert [r.name for r in kd.study_rows([1], [4])][-1] == "MLD online fresh" and len(kd.study_rows([1], [4])) == 6
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "kd_study.py"), "--rows", "l2d-ofline"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "unknown l2d-ofline" in proc.stderr
+
+
+def test_class_profile_and_groups():
+    kd = _study_module()
+    labels = [[1, 1, 0], [1, 0, 0], [1, 0, 1], [0, 1, 0]]  # a: 3 images, 2 with others; b: 2, 1; c: 1, 1
+    profile = kd.class_profile(["a", "b", "c"], labels)
+    assert profile == {
+        "a": {"positives": 3, "with_others": 2 / 3},
+        "b": {"positives": 2, "with_others": 0.5},
+        "c": {"positives": 1, "with_others": 1.0},
+    }
+    groups = kd.class_groups(profile)
+    assert groups == {"rare": ["c"], "frequent": ["a"], "co-occurring": ["c"], "mostly alone": ["b"]}
+    run = {"test_per_class_ap": {"a": 10.0, "b": float("nan"), "c": 30.0}}
+    assert kd.group_ap(run, ["a", "b", "c"]) == 20.0
