@@ -12,6 +12,25 @@ from ..config import Config, load_config, parse_override, resolve_config_path
 CONTEXT_SETTINGS = dict(help_option_names=["-h", "--help"], show_default=True, max_content_width=100)
 
 
+class TeacherParam(click.ParamType):
+    """``--teacher``: a teacher.pt (a :class:`Path`) or a factory ``package.module:function`` (a str)."""
+
+    name = "TEACHER"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        from ..models.factory import is_factory_spec  # imported on use: --help stays light
+
+        if isinstance(value, Path) or not is_factory_spec(str(value)):
+            path = Path(value)
+            if path.is_dir():
+                self.fail(f"{path} is a folder; give the teacher.pt in it, or a factory package.module:function", param, ctx)
+            return path
+        return str(value)
+
+
+TEACHER = TeacherParam()
+
+
 def config_options(role: str, out_default: str = "runs/<config name>") -> Callable:
     """``--config`` plus the overrides every training command accepts; ``role`` is ``t``/``s``."""
 

@@ -9,7 +9,7 @@ import click
 
 from ..engine import distill
 from ..metrics import format_metrics
-from .common import CONTEXT_SETTINGS, build_config, config_options, default_out
+from .common import CONTEXT_SETTINGS, TEACHER, build_config, config_options, default_out
 
 EPILOG = """\b
 Examples:
@@ -35,9 +35,9 @@ Examples:
 @click.option(
     "--teacher",
     "-t",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=TEACHER,
     default=None,
-    help="teacher.pt to run live on the same views instead (online baseline)",
+    help="teacher.pt, or a factory package.module:function, to run live on the same views instead (online baseline)",
 )
 @click.option(
     "--fresh-views",

@@ -9,7 +9,7 @@ import click
 from ..config import IMAGE_STORES
 from ..data.base import format_label_summary
 from ..engine import dump
-from .common import CONTEXT_SETTINGS, build_config, human_size
+from .common import CONTEXT_SETTINGS, TEACHER, build_config, human_size
 
 EPILOG = """\b
 Examples:
@@ -27,9 +27,9 @@ Examples:
 @click.option(
     "--teacher",
     "-t",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=TEACHER,
     default=None,
-    help="teacher.pt from teacher-train (required, except with --dry-run: sizes from the config's model_t)",
+    help="teacher.pt (teacher-train, import-teacher), or a factory package.module:function returning (model, class_names); required, except with --dry-run (sizes from the config's model_t)",
 )
 @click.option(
     "--out",

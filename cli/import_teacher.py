@@ -1,4 +1,5 @@
-"""``mlkd-cache import-teacher``: a teacher trained by L2D's (or MPSCD's) code, as a teacher.pt."""
+"""``mlkd-cache import-teacher``: a teacher trained by L2D's (or MPSCD's) code, or made by a
+factory of the user's, as a teacher.pt."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ Examples:
       -c coco/resnet101_to_resnet34_l2d.py -o runs/coco/teacher/teacher.pt
   mlkd-cache import-teacher model_teacher_resnet50_voc_224.pth -c voc/resnet50_to_resnet18_mpscd.py \\
       -o runs/voc/teacher/teacher.pt --data-root /data/voc     # also scores it on eval_split
+  mlkd-cache import-teacher my_teachers:bce_resnet50 --format factory -c voc/resnet50_to_resnet18_mpscd.py \
+      -o runs/voc/teacher/teacher.pt         # a model of your own: (model, class_names) = my_teachers.bce_resnet50()
   (then: mlkd-cache dump-targets -c CONFIG --teacher runs/coco/teacher/teacher.pt -o CACHE)
 """
 
 
 @click.command("import-teacher", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint")
 @click.option("--format", "fmt", type=click.Choice(engine.FORMATS), default="l2d", show_default=True, help="who wrote CHECKPOINT")
 @click.option(
     "--config", "-c", "config_path", required=True, help="config file (.py) or a shipped name: model_t, classes, img_size"
@@ -31,9 +34,12 @@ Examples:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="any config key (repeatable)")
 def import_teacher(checkpoint, fmt, config_path, out, data_root, settings) -> None:
     """Convert CHECKPOINT, an L2D (or MPSCD) teacher's .pth for the config's model_t (resnet18/34/50/101,
-    wrn50/101), into a teacher.pt for dump-targets: every weight mapped exactly, or nothing written."""
+    wrn50/101), into a teacher.pt for dump-targets: every weight mapped exactly, or nothing written.
+    With --format factory, CHECKPOINT is a factory package.module:function returning (model,
+    class_names): the teacher.pt records it and pins the model's weights."""
     cfg = build_config("t", config_path, settings, data_root=data_root)
     result = engine.run(checkpoint, cfg, out, fmt=fmt, evaluate_split=cfg.eval_split if data_root else None)
-    click.echo(f"teacher {result['arch']} ({result['classes']} classes) from {checkpoint} -> {result['out']}")
+    gives = f", gives {', '.join(result['outputs'])}" if "outputs" in result else ""
+    click.echo(f"teacher {result['arch']} ({result['classes']} classes{gives}) from {checkpoint} -> {result['out']}")
     if "metrics" in result:
         click.echo(f"{result['split']} {format_metrics(result['metrics'])}")

@@ -44,6 +44,8 @@ def inspect_command(cache_dir, as_json, verify_checksums) -> None:
     click.echo(
         f"teacher    {r['teacher_arch']} sha256 {r['teacher_sha256'][:16]}…  img_size {r['img_size']}  transform {r['transform_hash']}"
     )
+    if r["absent_outputs"]:
+        click.echo(f"absent     the teacher gave no {', '.join(r['absent_outputs'])}: losses that need them are refused")
     names = r["class_names"]
     click.echo(f"classes    {len(names)}: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}")
     click.echo(f"labels     {format_label_summary(r['labels'])}")

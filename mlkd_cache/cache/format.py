@@ -27,6 +27,12 @@ With an image store the evaluation split is stored too, in ``eval-00000.h5`` ...
 Format 2 fingerprints a view's uint8 pixels ``[3, S, S]``; format 1 (still read) fingerprinted
 its float32 input (:data:`FINGERPRINT_INPUT`).
 
+A teacher that gives only some of its outputs (a factory teacher with logits alone, or logits
+and features: :data:`TEACHER_OUTPUTS`) makes a cache without the datasets of the others:
+``spec.outputs`` lists what it holds, the sizes of absent outputs are 0, nothing is zero-filled.
+Such a cache is format 3 (an older reader refuses it by version); a cache with every output
+keeps the format-2 attributes byte for byte.
+
 The per-view datasets are declared once, in :data:`VIEW_FIELDS` (name, trailing dims, dtype,
 the teacher output that fills it, the ``KDBatch`` field it feeds), and the label-wise embeddings'
 two layouts in :data:`LAYOUTS`; the writer, the reader, ``dump-targets``, ``verify`` and the
@@ -72,17 +78,28 @@ __all__ = [
     "part_ranges",
     "EVAL_PREFIX",
     "FINGERPRINT_INPUT",
+    "TEACHER_OUTPUTS",
+    "OUTPUT_SIZES",
+    "OUTPUT_WORDS",
     "spec_difference",
 ]
 
-FORMAT_VERSION = 2
-FINGERPRINT_INPUT = {1: "float32", 2: "uint8"}  # format version -> what its fingerprints hash (ViewDataset.fingerprint_of)
+FORMAT_VERSION = 3  # the newest this version reads and writes (a cache is written at the oldest that holds it)
+FINGERPRINT_INPUT = {
+    1: "float32",
+    2: "uint8",
+    3: "uint8",
+}  # format version -> what its fingerprints hash (ViewDataset.fingerprint_of)
+# What a teacher can give (models.Outputs fields); logits always. A cache stores those it gave.
+TEACHER_OUTPUTS: Tuple[str, ...] = ("features", "label_emb", "logits")
+OUTPUT_SIZES = {"features": "feature_dim", "label_emb": "embed_dim"}  # the spec size of each optional output (0 when absent)
+OUTPUT_WORDS = {"features": "pooled features [N, D]", "label_emb": "label-wise embeddings [N, C, E]", "logits": "logits [N, C]"}
 MANIFEST_NAME = "manifest.json"
 EVAL_PREFIX = "eval"  # eval-00000.h5 ...: the stored evaluation split
 DTYPES = CACHE_DTYPES  # the choices live with the config keys that take them
 EMBEDDINGS = EMBEDDING_LAYOUTS
 SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created")  # per-shard, not in the spec
-_JSON_FIELDS = ("class_names", "transform", "normalisation")  # stored as JSON strings in HDF5
+_JSON_FIELDS = ("class_names", "transform", "normalisation", "outputs")  # stored as JSON strings in HDF5
 _INT_FIELDS = (
     "num_samples",
     "views",
@@ -95,8 +112,10 @@ _INT_FIELDS = (
     "jpeg_quality",
 )
 # Fields a cache without an image store leaves out (its attributes, and so its hashes, stay those
-# of the caches written before the store existed), and their values there.
+# of the caches written before the store existed), and their values there; likewise ``outputs``
+# when the teacher gave all of them (_OPTIONAL: every field an older cache may lack).
 _STORE_DEFAULTS: Dict[str, Any] = {"images": "none", "jpeg_quality": 0}
+_OPTIONAL: Dict[str, Any] = {**_STORE_DEFAULTS, "outputs": TEACHER_OUTPUTS}
 _KEY_ITEMSIZE = 8  # h5py reports a vlen-string dataset's nbytes as 8 bytes per element
 
 
@@ -205,6 +224,7 @@ class CacheSpec:
     tool_version: str = __version__
     images: str = "none"  # the image store: none | raw | jpeg
     jpeg_quality: int = 0  # images="jpeg": the encoder's quality, else 0
+    outputs: Tuple[str, ...] = TEACHER_OUTPUTS  # what the teacher gave (TEACHER_OUTPUTS order); logits always
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once here so equal caches compare equal
@@ -213,9 +233,20 @@ class CacheSpec:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"CacheSpec.{name} must be an int, got {type(value).__name__}")
             set_(self, name, int(value))
-        for name in ("num_samples", "views", "num_classes", "feature_dim", "embed_dim", "shard_size", "img_size"):
+        outputs = self.outputs
+        if isinstance(outputs, str) or not all(isinstance(o, str) for o in outputs):
+            raise TypeError(f"CacheSpec.outputs must be a sequence of names, got {outputs!r}")
+        unknown = sorted(set(outputs) - set(TEACHER_OUTPUTS))
+        if unknown or "logits" not in outputs:
+            raise ValueError(f"CacheSpec.outputs must hold logits and only {', '.join(TEACHER_OUTPUTS)}, got {list(outputs)}")
+        set_(self, "outputs", tuple(o for o in TEACHER_OUTPUTS if o in outputs))
+        for name in ("num_samples", "views", "num_classes", "shard_size", "img_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CacheSpec.{name} must be >= 1, got {getattr(self, name)}")
+        for output, name in OUTPUT_SIZES.items():
+            size = getattr(self, name)
+            if (output in self.outputs) != (size >= 1) or size < 0:
+                raise ValueError(f"CacheSpec.{name} {size} does not fit outputs {list(self.outputs)} (>= 1 when given, else 0)")
         if not -(2**63) <= self.base_seed < 2**63:
             raise ValueError(f"CacheSpec.base_seed must fit in int64, got {self.base_seed}")
         if self.dtype not in DTYPES:
@@ -273,6 +304,26 @@ class CacheSpec:
         return LAYOUTS[self.embedding]
 
     @property
+    def view_fields(self) -> Tuple[ViewField, ...]:
+        """The :data:`VIEW_FIELDS` this cache holds (those of outputs the teacher did not give are absent)."""
+        return tuple(f for f in VIEW_FIELDS if f.output is None or f.output in self.outputs)
+
+    @property
+    def has_embeddings(self) -> bool:
+        """The cache holds the teacher's label-wise embeddings (the datasets of :attr:`layout`)."""
+        return "label_emb" in self.outputs
+
+    @property
+    def absent(self) -> Tuple[str, ...]:
+        """The teacher outputs this cache lacks (its teacher did not give them)."""
+        return tuple(o for o in TEACHER_OUTPUTS if o not in self.outputs)
+
+    @property
+    def format_version(self) -> int:
+        """The oldest format that holds this cache: 3 when outputs are absent, else 2."""
+        return 3 if self.absent else 2
+
+    @property
     def stores_images(self) -> bool:
         """The cache holds the train and eval images (``images`` raw or jpeg)."""
         return self.images != "none"
@@ -289,16 +340,19 @@ class CacheSpec:
         """JSON-able dict of every field (the ``spec`` of ``manifest.json``)."""
         d = dataclasses.asdict(self)
         d["class_names"] = list(self.class_names)
+        d["outputs"] = list(self.outputs)
         if not self.stores_images:
             for name in _STORE_DEFAULTS:
                 del d[name]
+        if not self.absent:
+            del d["outputs"]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CacheSpec":
         """Inverse of :meth:`to_dict`; raises :class:`CacheCorruptError` on missing or bad fields."""
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d and n not in _STORE_DEFAULTS]
+        missing = [n for n in names if n not in d and n not in _OPTIONAL]
         if missing:
             raise CacheCorruptError(f"cache spec lacks {', '.join(missing)}; re-run dump-targets")
         try:
@@ -308,7 +362,7 @@ class CacheSpec:
 
     def to_attrs(self) -> Dict[str, Any]:
         """Flat HDF5-attribute dict: ints and strings, dicts/lists as JSON, plus ``format_version``."""
-        attrs: Dict[str, Any] = {"format_version": FORMAT_VERSION}
+        attrs: Dict[str, Any] = {"format_version": self.format_version}
         for name, value in self.to_dict().items():
             attrs[name] = _canonical_json(value) if name in _JSON_FIELDS else value
         return attrs
@@ -328,7 +382,7 @@ class CacheSpec:
                 f"cache has format version {version}, this mlkd-cache {__version__} reads up to "
                 f"{FORMAT_VERSION}; upgrade mlkd-cache or re-run dump-targets"
             )
-        names = [f.name for f in dataclasses.fields(cls) if f.name in attrs or f.name not in _STORE_DEFAULTS]
+        names = [f.name for f in dataclasses.fields(cls) if f.name in attrs or f.name not in _OPTIONAL]
         missing = [n for n in names if n not in attrs]
         if missing:
             raise CacheCorruptError(f"cache attributes lack {', '.join(missing)}; re-run dump-targets")
@@ -412,9 +466,10 @@ def dataset_shapes(spec: CacheSpec, n: int, positives: int, jpeg_bytes: int = 0)
     """``{name: (shape, itemsize)}`` of every dataset of a shard with ``n`` samples, ``positives``
     tokens and ``jpeg_bytes`` of stored JPEG images."""
     shapes = {"keys": ((n,), _KEY_ITEMSIZE), "labels": ((n, spec.num_classes), 1)}
-    for field in VIEW_FIELDS:
+    for field in spec.view_fields:
         shapes[field.name] = (field.shape(spec, n), field.np_dtype(spec).itemsize)
-    shapes.update(spec.layout.shapes(spec, n, positives))
+    if spec.has_embeddings:
+        shapes.update(spec.layout.shapes(spec, n, positives))
     shapes.update(image_shapes(spec, n, jpeg_bytes))
     return shapes
 

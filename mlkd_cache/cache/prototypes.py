@@ -109,6 +109,7 @@ def load_or_compute_prototypes(cache: TargetCache) -> Tensor:
     with ``weights_only=True``). When the directory cannot be written (read-only cache), the
     prototypes are returned without being stored and a warning is logged.
     """
+    cache.require("label_emb", "class prototypes (MPSCD)")
     path = Path(cache.directory) / PROTOTYPES_NAME
     provenance = prototype_provenance(cache)
     stored = _load_stored(path, provenance)

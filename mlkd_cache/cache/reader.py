@@ -213,7 +213,7 @@ class TargetCache:
                     if name in _MAPPED:
                         offset = dset.id.get_offset() if dset.size else None
                         shard.layout[name] = (offset, shape, dset.dtype)
-                if self.spec.layout.positive and not eval_split:
+                if self.spec.has_embeddings and self.spec.layout.positive and not eval_split:
                     shard.emb_offsets = np.asarray(f["emb_offsets"][()], dtype=np.int64)
                     shard.emb_class = np.asarray(f["emb_class"][()], dtype=np.int64)
                     shard.emb_counts = np.diff(shard.emb_offsets)
@@ -296,6 +296,15 @@ class TargetCache:
     def labels(self) -> np.ndarray:
         """uint8 ``[N, C]`` label matrix of the whole cache."""
         return self._labels
+
+    def require(self, output: str, what: str) -> None:
+        """Raise :class:`CacheMismatchError` (one line) when the teacher of this cache did not give
+        ``output`` (a :data:`~mlkd_cache.cache.format.TEACHER_OUTPUTS` name), which ``what`` needs."""
+        if output not in self.spec.outputs:
+            raise CacheMismatchError(
+                f"{what} needs the teacher's {fmt.OUTPUT_WORDS[output]}, and the cache in {self.directory} has none "
+                f"(its teacher gave {', '.join(fmt.OUTPUT_WORDS[o] for o in self.spec.outputs)})"
+            )
 
     # -- image store ---------------------------------------------------------------------------
 
@@ -436,24 +445,27 @@ class TargetCache:
         Returns torch tensors: ``logits`` [B, C] and ``features`` [B, D] in the cache dtype,
         ``view_seed`` and ``fingerprint`` int64 [B] (uint64 bits reinterpreted); positive mode
         adds ``tokens`` [P, E], ``token_sample`` int64 [P] (batch position) and ``token_class``
-        int64 [P]; dense mode adds ``label_emb`` [B, C, E]. Any order, duplicates allowed.
+        int64 [P]; dense mode adds ``label_emb`` [B, C, E]. Any order, duplicates allowed. The
+        outputs the teacher did not give (``spec.absent``) are not returned.
         """
         spec = self.spec
         groups, local, view = self._locate(indices, views)  # no groups: an empty batch, empty outputs
-        names = tuple(f.name for f in fmt.VIEW_FIELDS) + (() if spec.layout.positive else ("emb",))
+        dense = spec.has_embeddings and not spec.layout.positive
+        names = tuple(f.name for f in spec.view_fields) + (("emb",) if dense else ())
         out = self._gather(names, groups, local, view)
-        for field in fmt.VIEW_FIELDS:
+        for field in spec.view_fields:
             if field.dtype == "uint64":  # torch has no uint64 arithmetic: the same bits as int64
                 out[field.name] = out[field.name].view(np.int64)
-        if spec.layout.positive:
-            out["tokens"], out["token_sample"], out["token_class"] = self._gather_tokens(groups, local, view)
-        else:
+        if dense:
             out["label_emb"] = out.pop("emb")
+        elif spec.has_embeddings:
+            out["tokens"], out["token_sample"], out["token_class"] = self._gather_tokens(groups, local, view)
         return {k: torch.from_numpy(v) for k, v in out.items()}  # fresh, contiguous gathers
 
     def dense_label_emb(self, indices: Any, views: Any) -> torch.Tensor:
         """``[B, C, E]`` label-wise embeddings in both modes (zeros for negative classes in positive mode)."""
         spec = self.spec
+        self.require("label_emb", "dense_label_emb()")
         groups, local, view = self._locate(indices, views)
         B, C, E = len(local), spec.num_classes, spec.embed_dim
         if not spec.layout.positive:
@@ -466,6 +478,7 @@ class TargetCache:
     def iter_positive_tokens(self, view: Optional[int] = None, batch: int = 65536) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(tokens [P, E] float32, classes [P] int64)`` chunks of at most ``batch`` tokens
         over every positive label of the cache, for one ``view`` or all views (``None``)."""
+        self.require("label_emb", "class prototypes")
         if view is not None and not 0 <= int(view) < self.views:
             raise IndexError(f"view must lie in [0, {self.views}), got {view}")
         views = range(self.views) if view is None else [int(view)]

@@ -151,10 +151,16 @@ class CachedBatch(NamedTuple):
         """The teacher fields of :class:`~mlkd_cache.losses.base.KDBatch` on ``device``: float32
         ``z_t [N, C]``, ``f_t [N, D]`` and the embeddings of the cache's layout (``layout_keys``:
         ``EmbeddingLayout.batch_keys``), e.g. ``t_tokens [P, E]`` with ``token_sample`` /
-        ``token_class [P]`` int64."""
+        ``token_class [P]`` int64; of those the cache holds (``spec.outputs``)."""
         non_blocking = device.type == "cuda"
-        out = {f.kd: self.cached[f.name].to(device, non_blocking=non_blocking).float() for f in VIEW_FIELDS if f.kd}
+        out = {
+            f.kd: self.cached[f.name].to(device, non_blocking=non_blocking).float()
+            for f in VIEW_FIELDS
+            if f.kd and f.name in self.cached  # a teacher that gave only some outputs: only those
+        }
         for key, kd in layout_keys:
+            if key not in self.cached:
+                continue
             t = self.cached[key].to(device, non_blocking=non_blocking)
             out[kd] = t.float() if t.is_floating_point() else t
         return out

@@ -25,9 +25,7 @@ from .._version import __version__
 from ..errors import MlkdError
 from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
 from .format import (
-    FORMAT_VERSION,
     MANIFEST_NAME,
-    VIEW_FIELDS,
     CacheSpec,
     dataset_shapes,
     eval_name,
@@ -223,7 +221,7 @@ class ShardBuffer:
         self.keys = keys
         self.labels = np.ascontiguousarray(labels, dtype=np.uint8)
         positives = int(np.count_nonzero(self.labels))
-        dtypes = {f.name: f.np_dtype(spec) for f in VIEW_FIELDS}
+        dtypes = {f.name: f.np_dtype(spec) for f in spec.view_fields}
         dtypes.update(emb_offsets=np.dtype(np.int64), emb_class=np.dtype(np.int16))
         arrays: Dict[str, np.ndarray] = {}
         stored = image_shapes(spec, n)
@@ -231,7 +229,7 @@ class ShardBuffer:
             if name in ("keys", "labels") or name in stored:  # the image store fills self.images
                 continue
             arrays[name] = np.zeros(shape, dtype=dtypes.get(name, spec.np_dtype))
-        if spec.layout.positive:
+        if spec.has_embeddings and spec.layout.positive:
             token_sample, token_class = np.nonzero(self.labels)  # row-major: classes ascend within a sample
             arrays["emb_offsets"][1:] = np.cumsum(np.count_nonzero(self.labels, axis=1))
             arrays["emb_class"][:] = token_class
@@ -274,9 +272,10 @@ class ShardBuffer:
 
     def put(self, rows: Any, views: Any, label_emb: Any, **fields: Any) -> None:
         """Store one batch: ``rows`` int [B] local sample indices, ``views`` int [B],
-        ``label_emb`` [B, C, E], and one keyword per :data:`~mlkd_cache.cache.format.VIEW_FIELDS`
-        entry, ``[B, *dims]`` (here ``view_seed`` / ``fingerprint`` uint64 [B], ``logits``
-        [B, C], ``features`` [B, D]); torch tensors on any device, or numpy.
+        ``label_emb`` [B, C, E] (``None`` when the cache holds no embeddings), and one keyword per
+        field of ``spec.view_fields``, ``[B, *dims]`` (here ``view_seed`` / ``fingerprint`` uint64
+        [B], ``logits`` [B, C], ``features`` [B, D] when the teacher gives them); torch tensors on
+        any device, or numpy.
 
         Float values are cast to ``spec.dtype``; the positive layout keeps ``label_emb[b, c]``
         only where ``labels[rows[b], c] == 1``. Each (row, view) pair may be put once.
@@ -290,15 +289,20 @@ class ShardBuffer:
             raise ValueError(f"rows must lie in [0, {n}), got {rows.min()}..{rows.max()}")
         if B and (views.min() < 0 or views.max() >= V):
             raise ValueError(f"views must lie in [0, {V}), got {views.min()}..{views.max()}")
-        names = [f.name for f in VIEW_FIELDS]
+        names = [f.name for f in spec.view_fields]
         if sorted(fields) != sorted(names):
             raise TypeError(f"put() takes the fields {', '.join(names)}; got {', '.join(sorted(fields)) or 'none'}")
         values: Dict[str, Any] = {}
-        for field in VIEW_FIELDS:
+        for field in spec.view_fields:
             value = fields[field.name]
             values[field.name] = _uint64_array(value) if field.dtype == "uint64" else value
             _check_shape(field.name, values[field.name], (B, *field.shape(spec, 0)[2:]))
-        _check_shape("label_emb", label_emb, (B, C, E))
+        if (label_emb is None) == spec.has_embeddings:
+            raise TypeError(
+                f"put() takes label_emb {'[B, C, E]' if spec.has_embeddings else 'None: the cache holds no embeddings'}"
+            )
+        if label_emb is not None:
+            _check_shape("label_emb", label_emb, (B, C, E))
         pairs = rows * V + views
         seen = self._filled[rows, views]
         if seen.any() or len(np.unique(pairs)) != B:
@@ -310,10 +314,12 @@ class ShardBuffer:
             raise ValueError(f"(row {rows[b]}, view {views[b]}) of shard {self.index} was already put; each goes in exactly once")
 
         a = self.arrays
-        for field in VIEW_FIELDS:
+        for field in spec.view_fields:
             value = values[field.name]
             a[field.name][rows, views] = value if field.dtype is not None else _values(value, spec.dtype)
-        if not spec.layout.positive:
+        if label_emb is None:
+            pass
+        elif not spec.layout.positive:
             a["emb"][rows, views] = _values(label_emb, spec.dtype)
         else:
             b_idx, c_idx = np.nonzero(self.labels[rows])  # the batch's positive (b, c) pairs
@@ -587,7 +593,7 @@ def write_manifest(
         missing = sorted(set(range(spec.num_shards())) - set(indices))
         raise ValueError(f"manifest needs shards 0..{spec.num_shards() - 1} once each; missing {missing}, got {indices}")
     manifest: Dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": spec.format_version,
         "tool_version": __version__,
         "spec": spec.to_dict(),
         "num_samples": spec.num_samples,

@@ -38,7 +38,8 @@ from ..distributed import init_distributed
 from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
-from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, verify_on_ranks
+from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, check_outputs_serve, verify_on_ranks
+from .teacher import TeacherSpec
 from .train import Trainer, check_eval_split
 
 log = logging.getLogger("mlkd_cache")
@@ -121,7 +122,7 @@ class DistillTrainer(Trainer):
         cfg: Config,
         out: Path,
         cache: Optional[Path] = None,
-        teacher: Optional[Path] = None,
+        teacher: Optional[TeacherSpec] = None,
         resume: bool = False,
         progress: bool = True,
         verify_checksums: bool = True,
@@ -138,9 +139,12 @@ class DistillTrainer(Trainer):
                 "--fresh-views needs --teacher: a cache holds a fixed set of views; drop --fresh-views or pass --teacher"
             )
         # The teacher is built before the student's seed is set, so both modes initialise alike.
-        self.source: TeacherTargets = (
-            CacheTargets(cache, verify_checksums) if cache is not None else LiveTeacher(Path(str(teacher)), cfg, fresh_views)
-        )
+        self.source: TeacherTargets
+        if cache is not None:
+            self.source = CacheTargets(cache, verify_checksums)
+        elif teacher is not None:
+            self.source = LiveTeacher(teacher, cfg, fresh_views)
+        check_outputs_serve(cfg.criterion_t2s_para, self.source)  # a loss without its teacher output stops here
         # the images: the offline cache's own store when it has one, a store given for the online run, or the folder
         own = self.source.cache if isinstance(self.source, CacheTargets) and self.source.cache.spec.stores_images else None
         self.image_cache = own if images is None else image_cache(images, verify_checksums)
@@ -228,7 +232,7 @@ def run(
     cfg: Config,
     out: Path,
     cache: Optional[Path] = None,
-    teacher: Optional[Path] = None,
+    teacher: Optional[TeacherSpec] = None,
     resume: bool = False,
     progress: bool = True,
     verify_checksums: bool = True,

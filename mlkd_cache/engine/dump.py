@@ -25,7 +25,6 @@ from .._version import __version__
 from ..cache.format import (
     EVAL_PREFIX,
     MANIFEST_NAME,
-    VIEW_FIELDS,
     CacheSpec,
     eval_name,
     labels_digest,
@@ -46,12 +45,10 @@ from ..distributed import DistInfo, all_gather_objects, bar_disabled, barrier, i
 from ..errors import CacheMismatchError, ConfigError, MlkdError
 from ..fileio import file_sha256
 from ..models.model import feature_dim_of
-from .checkpoint import load_checkpoint
-from .evaluate import autocast_for, model_from_checkpoint
+from .evaluate import autocast_for
+from .teacher import TeacherSpec, open_teacher, teacher_outputs
 
 log = logging.getLogger("mlkd_cache")
-
-TEACHER_KEYS = ("model", "arch", "num_classes", "class_names", "embed_dim", "feature_dim", "img_size", "normalisation")
 
 
 class PairDataset(Dataset):
@@ -182,6 +179,7 @@ def build_spec(cfg: Config, ckpt: Dict, teacher_sha256: str, dataset, views: int
         base_seed=cfg.seed,
         teacher_arch=str(ckpt["arch"]),
         teacher_sha256=teacher_sha256,
+        outputs=teacher_outputs(ckpt),
         labels_sha256=labels_digest(dataset.labels),
         tool_version=__version__,
         images=cfg.cache["images"],
@@ -189,7 +187,7 @@ def build_spec(cfg: Config, ckpt: Dict, teacher_sha256: str, dataset, views: int
     )
 
 
-def check_teacher_fits(cfg: Config, ckpt: Dict, dataset, transform: TransformSpec, teacher: Path) -> None:
+def check_teacher_fits(cfg: Config, ckpt: Dict, dataset, transform: TransformSpec, teacher: TeacherSpec) -> None:
     """The config and data must be what the teacher was trained for."""
     if list(ckpt["class_names"]) != list(dataset.class_names):
         raise CacheMismatchError(
@@ -335,8 +333,9 @@ def dump_shard(
             (view_data.seed_of(int(i), int(v)) for i, v in zip(index_np, view_np)), dtype=np.uint64, count=len(index_np)
         )
         from_data = {"view_seed": seeds, "fingerprint": fp.numpy().view(np.uint64)}
-        from_teacher = {f.name: getattr(out, f.output).float() for f in VIEW_FIELDS if f.output is not None}
-        buffer.put(rows=index_np - start, views=view_np, label_emb=out.label_emb.float(), **from_data, **from_teacher)
+        from_teacher = {f.name: getattr(out, f.output).float() for f in spec.view_fields if f.output is not None}
+        label_emb = out.label_emb.float() if spec.has_embeddings else None
+        buffer.put(rows=index_np - start, views=view_np, label_emb=label_emb, **from_data, **from_teacher)
         if bar is not None:
             bar.update(len(index_np))
     return buffer
@@ -452,7 +451,7 @@ def made_with(cfg: Config) -> Dict[str, Any]:
 
 def run(
     cfg: Config,
-    teacher: Optional[Path],
+    teacher: Optional[TeacherSpec],
     out: Optional[Path],
     views: Optional[int] = None,
     overwrite: bool = False,
@@ -462,14 +461,16 @@ def run(
     """Dump the teacher's targets for the train split of ``cfg`` into ``out``. With
     ``dry_run`` nothing is written and only the planned sizes are returned; ``teacher`` may then
     be ``None`` (sizes from ``model_t`` of the config), and without a data root the published
-    train split of the dataset stands in for its labels (:mod:`mlkd_cache.data.planning`)."""
+    train split of the dataset stands in for its labels (:mod:`mlkd_cache.data.planning`).
+    ``teacher``: a teacher.pt, or a factory ``package.module:function`` (:func:`open_teacher`);
+    the cache holds the outputs it gives."""
     info = init_distributed()
     views = int(views if views is not None else cfg.cache["views"])
     if views < 1:
         raise ConfigError(f"--views must be >= 1, got {views}")
     if not dry_run and (teacher is None or out is None):
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
-    ckpt = load_checkpoint(Path(teacher), require=TEACHER_KEYS) if teacher is not None else None
+    ckpt, model, teacher_sha256 = open_teacher(teacher, cfg) if teacher is not None else (None, None, "")
     transform = TransformSpec.from_config(cfg)
     planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if dry_run and not cfg.data_root else None
     dataset: Union[PlannedSplit, MultiLabelDataset]
@@ -488,8 +489,8 @@ def run(
                     f"pass --data-root to plan from the real labels"
                 )
             planned.class_names = list(ckpt["class_names"])
-        check_teacher_fits(cfg, ckpt, dataset, transform, Path(teacher))
-        spec = build_spec(cfg, ckpt, file_sha256(Path(teacher)), dataset, views, transform)
+        check_teacher_fits(cfg, ckpt, dataset, transform, teacher)
+        spec = build_spec(cfg, ckpt, teacher_sha256, dataset, views, transform)
     if dry_run:
         eval_samples, jpeg = None, None
         if planned is None:  # real images: the eval split's size and a measured JPEG size
@@ -507,7 +508,7 @@ def run(
         plan["understood"] = label_summary(dataset.class_names, dataset.labels) if planned is None else None
         plan["ignored_columns"] = list(getattr(dataset, "ignored_columns", []))
         return {"dry_run": True, "plan": {**plan, "source": source}, "is_main": info.is_main}
-    if out is None or ckpt is None:  # refused above; this tells the type checker
+    if out is None or ckpt is None or model is None:  # refused above; this tells the type checker
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
 
     out = Path(out)
@@ -518,7 +519,7 @@ def run(
     todo, kept = prepare_out_dir(out, spec, overwrite, info)
     mine = [k for k in todo if k % info.world_size == info.rank]
     view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True, image_dtype="uint8")
-    model = model_from_checkpoint(ckpt).to(info.device).eval()
+    model = model.to(info.device).eval()
     cuda = info.device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)

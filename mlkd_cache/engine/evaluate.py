@@ -19,6 +19,7 @@ from ..distributed import DistInfo, all_gather_cat, broadcast_object, init_distr
 from ..errors import CheckpointError
 from ..metrics import average_precision, evaluate_logits
 from ..models import build_model
+from ..models.factory import build_factory_teacher
 from .checkpoint import load_checkpoint
 
 
@@ -79,10 +80,21 @@ def evaluate_model(
 
 
 def model_from_checkpoint(ckpt: Dict) -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights (on CPU)."""
-    model = build_model(
-        ckpt["arch"], ckpt["num_classes"], pretrained=None, embed_dim=ckpt["embed_dim"], img_size=ckpt["img_size"]
-    )
+    """Rebuild the model a checkpoint describes and load its weights (on CPU). A teacher.pt of a
+    factory teacher (``import-teacher --format factory``) calls its factory, then loads the weights
+    the file holds."""
+    model: nn.Module
+    if ckpt.get("factory"):
+        model = build_factory_teacher(str(ckpt["factory"]), int(ckpt["img_size"]))
+        if list(model.class_names) != list(ckpt["class_names"]):
+            raise CheckpointError(
+                f"teacher factory {ckpt['factory']} now returns other classes than the teacher.pt made from it "
+                f"({len(model.class_names)} vs {len(ckpt['class_names'])}); re-run import-teacher --format factory"
+            )
+    else:
+        model = build_model(
+            ckpt["arch"], ckpt["num_classes"], pretrained=None, embed_dim=ckpt["embed_dim"], img_size=ckpt["img_size"]
+        )
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

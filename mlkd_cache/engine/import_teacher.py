@@ -18,12 +18,17 @@ Format ``l2d``: the checkpoints L2D's ``main.py`` saves (and MPSCD's fork of it)
 
 L2D's RepVGG, Swin and MobileNetV2 are its own implementations, whose layers and keys are not
 timm's; they are refused by name (:data:`L2D_NOT_EXACT`).
+
+Format ``factory``: CHECKPOINT is a factory ``package.module:function`` returning ``(model,
+class_names)`` (:mod:`mlkd_cache.models.factory`). The teacher.pt records the factory and the
+model's weights as they are now; loading it calls the factory again and loads those weights, so
+the file pins the teacher a cache is dumped from.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -35,11 +40,12 @@ from ..data.transforms import TransformSpec
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..fileio import file_sha256
 from ..models import build_model, resolve_model_name
+from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha256
 from .checkpoint import save_checkpoint
 
-__all__ = ["FORMATS", "L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "run"]
+__all__ = ["FORMATS", "L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "import_factory", "run"]
 
-FORMATS = ("l2d",)
+FORMATS = ("l2d", "factory")
 
 # model_t seed names whose L2D checkpoints map key for key onto a timm backbone
 L2D_EXACT = ("resnet18", "resnet34", "resnet50", "resnet101", "wrn50", "wrn101")
@@ -158,13 +164,81 @@ def _describe_difference(ours: Dict[str, Tensor], theirs: Dict[str, Tensor], cfg
     return None
 
 
-def run(checkpoint: Path, cfg: Config, out: Path, fmt: str = "l2d", evaluate_split: Optional[str] = None) -> Dict[str, Any]:
+def _card(cfg: Config, spec: TransformSpec, class_names: List[str]) -> Dict[str, Any]:
+    """What every imported teacher.pt records of the config it is for."""
+    return {
+        "role": "teacher",
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "img_size": cfg.img_size,
+        "transform": spec.to_dict(),
+        "transform_hash": spec.spec_hash(),
+        "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
+        "dataset": cfg.dataset,
+        "config": cfg.to_dict(),
+        "epoch": 0,
+        "metrics": {},
+    }
+
+
+def _finish(
+    out: Path, payload: Dict[str, Any], cfg: Config, evaluate_split: Optional[str], result: Dict[str, Any]
+) -> Dict[str, Any]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, payload)
+    if evaluate_split is not None:
+        from .evaluate import run as evaluate
+
+        result["split"] = evaluate_split
+        result["metrics"] = evaluate(out, data_root=cfg.data_root, split=evaluate_split)["metrics"]
+    return result
+
+
+def import_factory(factory: str, cfg: Config, out: Path, evaluate_split: Optional[str] = None) -> Dict[str, Any]:
+    """``out``: a teacher.pt of the factory teacher ``factory`` for the config's classes and input
+    pipeline (img_size, transform), recording the factory, its outputs and its weights."""
+    if not is_factory_spec(factory):
+        raise ConfigError(f"--format factory takes package.module:function, got {factory!r}")
+    if out.exists():
+        raise ConfigError(f"-o {out} exists; remove it or choose another file")
+    class_names = _class_names(cfg)
+    if evaluate_split is not None:
+        dataset_from_config(cfg, evaluate_split)
+    teacher = build_factory_teacher(factory, cfg.img_size)
+    if teacher.class_names != class_names:
+        if len(teacher.class_names) != len(class_names):
+            what = f"{len(teacher.class_names)} classes, the config's data {len(class_names)}"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(teacher.class_names, class_names)) if a != b)
+            what = f"class {i} {teacher.class_names[i]!r}, the config's data {class_names[i]!r}"
+        raise CheckpointError(f"teacher factory {factory} returns {what}; return the dataset's classes in its order")
+    sha256 = weights_sha256(teacher)
+    payload = {
+        **_card(cfg, TransformSpec.from_config(cfg), class_names),
+        "arch": f"factory:{factory}",
+        "factory": factory,
+        "outputs": list(teacher.outputs),
+        "embed_dim": teacher.embed_dim,
+        "feature_dim": teacher.feature_dim,
+        "model": teacher.state_dict(),
+        "imported_from": {"factory": factory, "sha256": sha256, "format": "factory"},
+    }
+    result = {"out": str(out), "arch": payload["arch"], "classes": len(class_names), "source_sha256": sha256}
+    return _finish(out, payload, cfg, evaluate_split, {**result, "outputs": list(teacher.outputs)})
+
+
+def run(
+    checkpoint: Union[str, Path], cfg: Config, out: Path, fmt: str = "l2d", evaluate_split: Optional[str] = None
+) -> Dict[str, Any]:
     """Convert ``checkpoint`` (format ``fmt``) into ``out`` (a teacher.pt for ``cfg.model_t`` and
     the config's classes); with ``evaluate_split`` also score it on that split. Nothing is
-    written unless every weight maps exactly."""
-    checkpoint, out = Path(checkpoint), Path(out)
+    written unless every weight maps exactly. ``fmt="factory"``: ``checkpoint`` is a factory
+    ``package.module:function`` (:func:`import_factory`)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
+    if fmt == "factory":
+        return import_factory(str(checkpoint), cfg, Path(out), evaluate_split)
+    checkpoint, out = Path(checkpoint), Path(out)
     arch = cfg.model_t
     if arch in L2D_NOT_EXACT:
         raise ConfigError(
@@ -200,30 +274,13 @@ def run(checkpoint: Path, cfg: Config, out: Path, fmt: str = "l2d", evaluate_spl
     model.load_state_dict(theirs, strict=True)
     sha256 = file_sha256(checkpoint)
     payload = {
-        "role": "teacher",
+        **_card(cfg, spec, class_names),
         "arch": arch,
         "timm_name": resolve_model_name(arch),
-        "num_classes": len(class_names),
-        "class_names": class_names,
         "embed_dim": cfg.embed_dim,
         "feature_dim": model.feature_dim,
-        "img_size": cfg.img_size,
-        "transform": spec.to_dict(),
-        "transform_hash": spec.spec_hash(),
-        "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
-        "dataset": cfg.dataset,
-        "config": cfg.to_dict(),
         "model": model.state_dict(),
-        "epoch": 0,
-        "metrics": {},
         "imported_from": {"path": str(checkpoint.resolve()), "sha256": sha256, "format": fmt},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, payload)
     result: Dict[str, Any] = {"out": str(out), "arch": arch, "classes": len(class_names), "source_sha256": sha256}
-    if evaluate_split is not None:
-        from .evaluate import run as evaluate
-
-        result["split"] = evaluate_split
-        result["metrics"] = evaluate(out, data_root=cfg.data_root, split=evaluate_split)["metrics"]
-    return result
+    return _finish(out, payload, cfg, evaluate_split, result)

@@ -46,6 +46,8 @@ def run(cache_dir: Path, batch: int = 4096, verify_checksums: bool = True) -> Di
         "num_classes": spec.num_classes,
         "feature_dim": spec.feature_dim,
         "embed_dim": spec.embed_dim,
+        "teacher_outputs": list(spec.outputs),
+        "absent_outputs": list(spec.absent),
         "teacher_arch": spec.teacher_arch,
         "teacher_sha256": spec.teacher_sha256,
         "dataset": f"{spec.dataset}/{spec.split}",

@@ -14,13 +14,13 @@ sources.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..cache.format import LAYOUTS, VIEW_FIELDS
+from ..cache.format import LAYOUTS, OUTPUT_WORDS, VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.reader import TargetCache
 from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_fits, check_replay, open_cache
@@ -28,14 +28,16 @@ from ..config import Config
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, ViewItem
 from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
-from ..errors import CacheCorruptError
+from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
+from ..losses.base import SLOT_TEACHER_OUTPUT, losses_by_slot
+from ..losses.distiller import plan
 from .dump import PairDataset, check_teacher_fits, shard_pairs
 from .evaluate import autocast_for
-from .teacher import load_teacher
+from .teacher import TeacherSpec, open_teacher, teacher_outputs
 
 FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
 
-__all__ = ["FRESH", "Batch", "TeacherTargets", "CacheTargets", "LiveTeacher"]
+__all__ = ["FRESH", "Batch", "TeacherTargets", "CacheTargets", "LiveTeacher", "check_outputs_serve"]
 
 
 Batch = Union[ViewItem, CachedBatch]
@@ -49,7 +51,9 @@ class TeacherTargets(Protocol):
     mode: str  # "offline" or "online": recorded in the model card and checked on resume
     views: Optional[int]  # the cycle of replayed views; None = a fresh view every epoch
     base_seed: int  # the seed the replayed views derive from
-    embed_dim: int  # E_t, the teacher's label-wise embedding size
+    embed_dim: int  # E_t, the teacher's label-wise embedding size (0: it gives none)
+    outputs: Tuple[str, ...]  # what the teacher gives (cache.format.TEACHER_OUTPUTS names)
+    name: str  # the cache folder or teacher named in messages
     fingerprint_of: str  # what the replayed views' fingerprints hash (ViewDataset.fingerprint_of)
 
     def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
@@ -78,6 +82,23 @@ class TeacherTargets(Protocol):
         already on ``device``); ``position`` ("epoch E step S") is named by errors."""
 
 
+def check_outputs_serve(criterion_t2s_para: Any, source: "TeacherTargets") -> None:
+    """Refuse, before any training, a distiller with a loss whose teacher output ``source`` does
+    not give (a logits-only factory teacher and LED, say): one line naming the loss, the missing
+    output and the losses that work from what the teacher gives."""
+    given = set(source.outputs)
+    for slot, _lam, name, _factory, _para in plan(criterion_t2s_para):
+        need = SLOT_TEACHER_OUTPUT[slot]
+        if need in given:
+            continue
+        works = [n for s, names in losses_by_slot().items() if SLOT_TEACHER_OUTPUT[s] in given for n in names]
+        raise ConfigError(
+            f"{name} ({slot}_dis) needs the teacher's {OUTPUT_WORDS[need]}, and {source.name} gives only "
+            f"{', '.join(OUTPUT_WORDS[o] for o in source.outputs)}; set {slot}_dis=None in criterion_t2s_para "
+            f"(the losses that work from what it gives: {', '.join(works)})"
+        )
+
+
 def verify_on_ranks(cache: TargetCache, info: DistInfo) -> None:
     """sha256 of every file of ``cache`` (shards, stored eval parts) against the manifest, each
     rank hashing files ``k % world == rank``; every rank raises the first failure any rank found."""
@@ -104,7 +125,8 @@ class CacheTargets:
             verify_on_ranks(self.cache, init_distributed())
         spec = self.cache.spec
         self.views: Optional[int] = spec.views
-        self.base_seed, self.embed_dim = spec.base_seed, spec.embed_dim
+        self.base_seed, self.embed_dim, self.outputs = spec.base_seed, spec.embed_dim, spec.outputs
+        self.name = f"the cache in {self.directory}"
         self.fingerprint_of = self.cache.fingerprint_of  # what the cache's fingerprints hash
         self.checked = 0  # fingerprints compared in the current epoch (this rank)
 
@@ -158,9 +180,11 @@ class LiveTeacher:
 
     mode = "online"
 
-    def __init__(self, path: Path, cfg: Config, fresh_views: bool = False) -> None:
-        teacher = load_teacher(path)  # eval mode, gradients off
-        self.path, self.sha256, self.model, self.ckpt = teacher.path, teacher.sha256, teacher.model, teacher.card
+    def __init__(self, teacher: TeacherSpec, cfg: Config, fresh_views: bool = False) -> None:
+        self.ckpt, self.model, self.sha256 = open_teacher(teacher, cfg)  # eval mode, gradients off
+        self.path = teacher
+        self.outputs = teacher_outputs(self.ckpt)
+        self.name = f"teacher {teacher}"
         # views: the cycle length of the replayed views, None for a fresh view every epoch;
         # prototypes (MPSCD) are averaged over cache.views views either way, as a cache's are.
         self.prototype_views, self.base_seed = int(cfg.cache["views"]), int(cfg.seed)
@@ -192,6 +216,8 @@ class LiveTeacher:
         """``[C, E_t]`` prototypes by the cache's definition (normalised mean of the teacher's
         embeddings of every positive label over all V views), computed by running the teacher
         over every (sample, view) pair once; ranks split the pairs and sum."""
+        if "label_emb" not in self.outputs:
+            raise CacheMismatchError(f"class prototypes (MPSCD) need the teacher's label-wise embeddings; {self.name} gives none")
         device = next(self.model.parameters()).device
         pairs = shard_pairs(0, len(view_data), self.prototype_views)[info.rank :: info.world_size]
         acc = PrototypeAccumulator(len(view_data.class_names), self.embed_dim)
@@ -224,7 +250,12 @@ class LiveTeacher:
     def targets(self, batch: Batch, device: torch.device, keys: Sequence[str], position: str = "") -> Dict[str, Tensor]:
         with autocast_for(device, self.amp):
             out = self.model(batch.image)
-        targets = {f.kd: getattr(out, f.output).float() for f in VIEW_FIELDS if f.output is not None and f.kd is not None}
+        targets = {
+            f.kd: getattr(out, f.output).float()
+            for f in VIEW_FIELDS
+            if f.output in self.outputs and f.kd is not None  # what the teacher gives
+        }
         for key, kd in LAYOUTS["dense"].batch_keys:  # every class: the dense layout's fields (label_emb -> e_t)
-            targets[kd] = getattr(out, key).float()
+            if key in self.outputs:
+                targets[kd] = getattr(out, key).float()
         return targets

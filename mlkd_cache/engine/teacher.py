@@ -1,25 +1,70 @@
 """Stage 1: ``teacher-train``. Trains ``model_t`` with the hard-label loss and writes
 ``OUT/teacher.pt`` - everything ``dump-targets`` needs to rebuild the teacher and its inputs.
-:func:`load_teacher` loads it back for inference."""
+:func:`load_teacher` loads it back for inference; :func:`open_teacher` opens what a command's
+``--teacher`` names: a teacher.pt or a factory ``package.module:function``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..cache.format import TEACHER_OUTPUTS
 from ..config import Config
 from ..data.transforms import TransformSpec
 from ..distributed import as_device
 from ..errors import ConfigError
 from ..fileio import file_sha256
+from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha256
 from .checkpoint import load_checkpoint
-from .dump import TEACHER_KEYS
 from .evaluate import model_from_checkpoint
 from .train import Trainer
+
+# What a teacher.pt holds for dump-targets and the online baselines (besides transform, config, ...)
+TEACHER_KEYS = ("model", "arch", "num_classes", "class_names", "embed_dim", "feature_dim", "img_size", "normalisation")
+
+TeacherSpec = Union[str, Path]  # a teacher.pt, or a factory "package.module:function"
+
+
+def teacher_outputs(card: Dict[str, Any]) -> Tuple[str, ...]:
+    """The outputs a teacher gives (TEACHER_OUTPUTS names): a factory teacher.pt records them,
+    every other teacher (ML-Decoder head) gives all."""
+    return tuple(card.get("outputs") or TEACHER_OUTPUTS)
+
+
+def open_teacher(teacher: TeacherSpec, cfg: Config) -> Tuple[Dict[str, Any], nn.Module, str]:
+    """``(card, model, sha256)`` of what ``--teacher`` names. ``card`` holds :data:`TEACHER_KEYS`
+    but the weights, plus ``outputs``; ``model`` is on CPU in eval mode, gradients off; ``sha256``
+    identifies the weights (the file's, or :func:`weights_sha256` of a factory's model).
+
+    A factory teacher is called here; its input pipeline is the config's (img_size, transform).
+    """
+    if is_factory_spec(str(teacher)) and not isinstance(teacher, Path):
+        factory = build_factory_teacher(str(teacher), cfg.img_size)
+        spec = TransformSpec.from_config(cfg)
+        card = {
+            "arch": f"factory:{teacher}",
+            "factory": str(teacher),
+            "num_classes": factory.num_classes,
+            "class_names": list(factory.class_names),
+            "embed_dim": factory.embed_dim,
+            "feature_dim": factory.feature_dim,
+            "img_size": cfg.img_size,
+            "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
+            "outputs": list(factory.outputs),
+        }
+        return card, factory, weights_sha256(factory)
+    path = Path(teacher)
+    ckpt = load_checkpoint(path, require=TEACHER_KEYS)
+    model = model_from_checkpoint(ckpt).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    card = {k: v for k, v in ckpt.items() if k != "model"}
+    card["outputs"] = list(teacher_outputs(card))
+    return card, model, file_sha256(path)
 
 
 def run(cfg: Config, out: Path, resume: bool = False, progress: bool = True) -> Dict[str, Any]:

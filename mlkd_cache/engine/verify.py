@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from ..cache.format import VIEW_FIELDS
 from ..cache.reader import TargetCache
 from ..config import Config
 from ..data import build_dataset
@@ -26,8 +25,8 @@ from ..distributed import pick_device
 from ..errors import CacheMismatchError
 from ..fileio import file_sha256
 from .checkpoint import load_checkpoint
-from .dump import TEACHER_KEYS
 from .evaluate import model_from_checkpoint
+from .teacher import TEACHER_KEYS
 
 RTOL = {"float16": 1e-2, "float32": 1e-3}
 MIN_COSINE = 0.999
@@ -94,7 +93,7 @@ def run(
 
     device = pick_device()
     model = model_from_checkpoint(ckpt).to(device).eval()
-    teacher_fields = [f for f in VIEW_FIELDS if f.output is not None]  # logits, features
+    teacher_fields = [f for f in spec.view_fields if f.output is not None]  # logits, features (those the cache holds)
     recomputed: Dict[str, List[torch.Tensor]] = {f.name: [] for f in teacher_fields}
     label_emb: List[torch.Tensor] = []
     fingerprints: List[int] = []
@@ -105,18 +104,18 @@ def run(
         out = model(image)
         for f in teacher_fields:
             recomputed[f.name].append(getattr(out, str(f.output)).float().cpu())
-        label_emb.append(out.label_emb.float().cpu())
-    emb_t = torch.cat(label_emb)
+        if spec.has_embeddings:
+            label_emb.append(out.label_emb.float().cpu())
 
     cached_fp = cached["fingerprint"].numpy().view(np.uint64)
     fp_mismatch = int((np.asarray(fingerprints, dtype=np.uint64) != cached_fp).sum())
     rtol = RTOL[spec.dtype]
     rows = [compare(f.name, torch.cat(recomputed[f.name]), cached[f.name], rtol) for f in teacher_fields]
-    if spec.layout.positive:
-        ref_tokens = emb_t[cached["token_sample"], cached["token_class"]]
+    if spec.has_embeddings and spec.layout.positive:
+        ref_tokens = torch.cat(label_emb)[cached["token_sample"], cached["token_class"]]
         rows.append(compare("label_emb (positive)", ref_tokens, cached["tokens"], rtol))
-    else:
-        rows.append(compare("label_emb (dense)", emb_t, cached["label_emb"], rtol))
+    elif spec.has_embeddings:
+        rows.append(compare("label_emb (dense)", torch.cat(label_emb), cached["label_emb"], rtol))
     return {
         "cache": str(cache_dir),
         "checksums_verified": verify_checksums,

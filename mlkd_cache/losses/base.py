@@ -19,13 +19,26 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-__all__ = ["DISTILL_LOSSES", "SLOTS", "KDBatch", "DistillLoss", "register_loss", "slot_of", "losses_by_slot", "check_para"]
+__all__ = [
+    "DISTILL_LOSSES",
+    "SLOTS",
+    "SLOT_TEACHER_OUTPUT",
+    "KDBatch",
+    "DistillLoss",
+    "register_loss",
+    "slot_of",
+    "losses_by_slot",
+    "check_para",
+]
 
 DISTILL_LOSSES = Registry("distillation loss")
 
 # The seed format's slots (``<slot>_dis`` / ``lambda_<slot>``) and the kind of loss each takes;
 # every loss names its slot when it registers (:func:`register_loss`).
 SLOTS: Dict[str, str] = {"ft": "feature", "le": "label-embedding", "logits": "logits"}
+# The teacher output (a models.Outputs field) each slot's losses read: a teacher that gives only
+# some outputs (a factory teacher's cache) can feed the slots of those.
+SLOT_TEACHER_OUTPUT: Dict[str, str] = {"ft": "features", "le": "label_emb", "logits": "logits"}
 _SLOT_OF: Dict[str, str] = {}
 
 L = TypeVar("L", bound=Type[nn.Module])

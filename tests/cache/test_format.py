@@ -73,7 +73,7 @@ def test_shard_geometry(spec):
 
 def test_attrs_round_trip_through_hdf5(spec, tmp_path):
     attrs = spec.to_attrs()
-    assert attrs["format_version"] == FORMAT_VERSION
+    assert attrs["format_version"] == 2  # every teacher output: the oldest format that holds it
     assert all(isinstance(v, (int, str)) for v in attrs.values())
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f.attrs.update(attrs)
@@ -241,3 +241,41 @@ def test_a_store_is_recorded_only_when_there_is_one(spec, tmp_path):
     for images, quality in (("raw", 90), ("jpeg", 0), ("png", 0)):
         with pytest.raises(ValueError):
             dataclasses.replace(spec, images=images, jpeg_quality=quality)
+
+
+def test_a_cache_of_some_teacher_outputs(labels, tmp_path):
+    """A teacher that gives logits alone (or logits and features): no datasets for the rest,
+    sizes 0, ``outputs`` recorded, format 3; a complete cache keeps format 2 without ``outputs``."""
+    full = make_spec(labels)
+    assert "outputs" not in full.to_attrs() and "outputs" not in full.to_dict() and full.absent == ()
+    logits = make_spec(labels, feature_dim=0, embed_dim=0, outputs=["logits"])
+    attrs = logits.to_attrs()
+    assert attrs["format_version"] == 3 == FORMAT_VERSION and attrs["outputs"] == '["logits"]'
+    assert logits.absent == ("features", "label_emb") and not logits.has_embeddings
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.attrs.update(attrs)
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert CacheSpec.from_attrs(f.attrs) == logits
+    assert CacheSpec.from_dict(logits.to_dict()) == logits
+    shapes = dataset_shapes(logits, 20, int(labels[:20].sum()))
+    assert set(shapes) == {"keys", "labels", "view_seed", "fingerprint", "logits"}
+    n, V, C = 20, 3, 6
+    assert logits.shard_nbytes(labels[:20]) == n * 8 + n * C + 2 * n * V * 8 + n * V * C * 4
+    both = make_spec(labels, embed_dim=0, outputs=("logits", "features"))
+    assert both.outputs == ("features", "logits")  # TEACHER_OUTPUTS order
+    assert set(dataset_shapes(both, 20, 0)) == {"keys", "labels", "view_seed", "fingerprint", "logits", "features"}
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"outputs": ("features", "label_emb")}, "must hold logits"),
+        ({"outputs": ("logits", "attention")}, "must hold logits and only"),
+        ({"outputs": ("logits",)}, "feature_dim 8 does not fit outputs"),  # sizes of absent outputs are 0
+        ({"feature_dim": 0}, "feature_dim 0 does not fit outputs"),
+        ({"outputs": ("logits", "features"), "embed_dim": 5}, "embed_dim 5 does not fit"),
+    ],
+)
+def test_outputs_and_sizes_must_agree(labels, override, match):
+    with pytest.raises(ValueError, match=match):
+        make_spec(labels, **override)

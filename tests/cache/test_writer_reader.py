@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from mlkd_cache.cache import (
+    FORMAT_VERSION,
     MANIFEST_NAME,
     CacheSpec,
     ShardBuffer,
@@ -65,13 +66,16 @@ def fill(spec: CacheSpec, k: int, data: dict, order: str = "sequential", seed: i
         size = int(rng.integers(1, 14)) if order == "random" else 7
         rows, views = pairs[i : i + size, 0], pairs[i : i + size, 1]
         g = rows + start
-        args = {name: data[name][g, views] for name in ("view_seed", "fingerprint", "logits", "features", "label_emb")}
+        names = [f.name for f in spec.view_fields] + (["label_emb"] if spec.has_embeddings else [])  # what the teacher gave
+        args = {name: data[name][g, views] for name in names}
         if as_torch:  # the dump engine's types: int64 seeds carrying uint64 bits, float64 outputs
             args = {
                 k: torch.from_numpy(a.view(np.int64)) if a.dtype == np.uint64 else torch.from_numpy(a.astype(np.float64))
                 for k, a in args.items()
             }
             rows, views = torch.from_numpy(rows), torch.from_numpy(views)
+        if not spec.has_embeddings:
+            args["label_emb"] = None
         buf.put(rows, views, **args)
         i += size
     return buf
@@ -367,7 +371,7 @@ def test_refuses_newer_manifest(cache_copy):
     manifest = json.loads((cache_copy / MANIFEST_NAME).read_text())
     manifest["format_version"] = 99
     (cache_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
-    with pytest.raises(CacheMismatchError, match="format version 99, this mlkd-cache reads up to 2"):
+    with pytest.raises(CacheMismatchError, match=f"format version 99, this mlkd-cache reads up to {FORMAT_VERSION}"):
         TargetCache(cache_copy)
 
 
@@ -514,3 +518,47 @@ def test_write_manifest_needs_every_shard(tmp_path):
     with pytest.raises(ValueError, match=r"missing \[1, 2\]"):
         write_manifest(tmp_path, spec, [entry])
     assert not (tmp_path / MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize("embedding", ["positive", "dense"])
+def test_a_logits_only_cache_holds_and_returns_only_logits(embedding, tmp_path):
+    """A teacher without features or label-wise embeddings (a plain classifier): its cache stores
+    the logits, nothing zero-filled in place of the rest, and whatever needs the rest says so."""
+    from mlkd_cache.cache.prototypes import load_or_compute_prototypes
+
+    spec = build(tmp_path / "c", feature_dim=0, embed_dim=0, outputs=("logits",), embedding=embedding)
+    manifest = json.loads((tmp_path / "c" / MANIFEST_NAME).read_text())
+    assert manifest["format_version"] == 3 and manifest["spec"]["outputs"] == ["logits"]
+    with h5py.File(tmp_path / "c" / "shard-00000.h5", "r") as f:
+        assert set(f) == {"keys", "labels", "view_seed", "fingerprint", "logits"}
+    cache = TargetCache(tmp_path / "c")
+    assert cache.spec == spec and cache.format_version == 3 and cache.fingerprint_of == "uint8"
+    idx, views = random_batch()
+    got = cache.get(idx, views)
+    assert set(got) == {"view_seed", "fingerprint", "logits"}
+    np.testing.assert_array_equal(got["logits"].numpy(), DATA["logits"][idx, views])
+    for call in (lambda: cache.dense_label_emb(idx, views), lambda: next(cache.iter_positive_tokens())):
+        with pytest.raises(CacheMismatchError, match="needs the teacher's label-wise embeddings .* has none"):
+            call()
+    with pytest.raises(CacheMismatchError, match=r"class prototypes \(MPSCD\) needs the teacher's label-wise"):
+        load_or_compute_prototypes(cache)
+    buf = ShardBuffer(spec, 0, DATA["keys"][:20], DATA["labels"][:20])
+    with pytest.raises(TypeError, match="label_emb None: the cache holds no embeddings"):
+        buf.put(
+            [0],
+            [0],
+            label_emb=DATA["label_emb"][:1, 0],
+            view_seed=DATA["view_seed"][:1, 0],
+            fingerprint=DATA["fingerprint"][:1, 0],
+            logits=DATA["logits"][:1, 0],
+        )
+    with pytest.raises(TypeError, match="put\\(\\) takes the fields view_seed, fingerprint, logits"):
+        buf.put(
+            [0],
+            [0],
+            label_emb=None,
+            view_seed=DATA["view_seed"][:1, 0],
+            fingerprint=DATA["fingerprint"][:1, 0],
+            logits=DATA["logits"][:1, 0],
+            features=DATA["features"][:1, 0],
+        )

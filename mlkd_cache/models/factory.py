@@ -1,0 +1,179 @@
+"""Teachers from a user's own code: a factory ``package.module:function``.
+
+The factory takes no arguments and returns ``(model, class_names)``: an ``nn.Module`` and the
+``C`` class names in the order of its logits. The model's forward, on a float batch ``[N, 3, S,
+S]`` prepared by the config's transform, returns any of:
+
+* a tensor: the logits ``[N, C]`` (a plain timm classifier trained with BCE);
+* an object with attributes ``logits`` and optionally ``label_emb`` ``[N, C, E]`` and
+  ``features`` ``[N, D]`` (this tool's :class:`~mlkd_cache.models.Outputs`, a dataclass, ...),
+  or a mapping with those keys; an attribute that is ``None`` or missing is not given;
+* a tuple or list ``(logits, label_emb, features)``, the last two optional or ``None``.
+
+:class:`FactoryTeacher` wraps the model so that its forward returns ``Outputs`` like every
+teacher here, with ``None`` for what it does not give; :attr:`FactoryTeacher.outputs` names what
+it gives (a :data:`~mlkd_cache.cache.format.TEACHER_OUTPUTS` subset, read once from a probe
+forward pass). Its module is imported from ``sys.path``, with the working directory first, as
+``python -m`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, cast
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ModelError
+from .model import Outputs
+
+__all__ = ["FactoryTeacher", "is_factory_spec", "resolve_factory", "build_factory_teacher", "weights_sha256"]
+
+_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+_ORDER = ("logits", "label_emb", "features")  # a tuple's positions
+
+
+def is_factory_spec(text: Any) -> bool:
+    """True for ``package.module:function`` (and not an existing file of that name)."""
+    return isinstance(text, str) and bool(_SPEC.match(text)) and not Path(text).exists()
+
+
+def resolve_factory(spec: str) -> Callable[[], Any]:
+    """Import the function ``spec`` names; raises :class:`ModelError` in one line naming the fix."""
+    if not is_factory_spec(spec):
+        raise ModelError(f"teacher factory {spec!r} is not package.module:function")
+    module_name, attr = spec.split(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)  # as `python -m` does: a factory next to the user's config imports
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"cannot import {module_name} for the teacher factory {spec} ({type(exc).__name__}: {exc}); run from the "
+            f"folder that holds it or add that folder to PYTHONPATH"
+        ) from None
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise ModelError(f"{module_name} ({module.__file__}) has no function {attr!r} for the teacher factory {spec}")
+    return cast(Callable[[], Any], fn)
+
+
+def _field(raw: Any, name: str) -> Optional[Tensor]:
+    if isinstance(raw, Mapping):
+        return raw.get(name)
+    return getattr(raw, name, None)
+
+
+def read_outputs(raw: Any, num_classes: int, spec: str) -> Dict[str, Tensor]:
+    """``{output: tensor}`` of what a factory model's forward returned (module docstring), its
+    shapes checked: ``logits`` ``[N, C]``, ``label_emb`` ``[N, C, E]``, ``features`` ``[N, D]``."""
+    if isinstance(raw, Tensor):
+        found: Dict[str, Any] = {"logits": raw}
+    elif isinstance(raw, (tuple, list)) and not hasattr(raw, "_fields"):
+        if not 1 <= len(raw) <= 3:
+            raise ModelError(f"teacher factory {spec}: forward returned a {len(raw)}-tuple; return (logits, label_emb, features)")
+        found = dict(zip(_ORDER, raw))
+    else:
+        found = {name: _field(raw, name) for name in _ORDER}
+        if found["logits"] is None:
+            raise ModelError(
+                f"teacher factory {spec}: forward returned a {type(raw).__name__} without logits; return the logits [N, C], "
+                f"a (logits, label_emb, features) tuple or an object with .logits"
+            )
+    out = {name: value for name, value in found.items() if value is not None}
+    for name, value in out.items():
+        if not isinstance(value, Tensor):
+            raise ModelError(f"teacher factory {spec}: its {name} is a {type(value).__name__}, not a tensor")
+    logits = out["logits"]
+    n = logits.shape[0] if logits.dim() else 0
+    expected = {"logits": (2, num_classes), "label_emb": (3, num_classes), "features": (2, None)}
+    for name, value in out.items():
+        rank, classes = expected[name]
+        if value.dim() != rank or value.shape[0] != n or (classes is not None and value.shape[1] != classes):
+            want = {"logits": f"[N, {num_classes}]", "label_emb": f"[N, {num_classes}, E]", "features": "[N, D]"}[name]
+            raise ModelError(
+                f"teacher factory {spec}: {name} has shape {list(value.shape)}, expected {want} "
+                f"({num_classes} = the number of class names the factory returned)"
+            )
+    return out
+
+
+class FactoryTeacher(nn.Module):
+    """A user's model whose forward returns :class:`Outputs`: ``None`` for what it does not give."""
+
+    def __init__(self, model: nn.Module, class_names: Sequence[str], spec: str) -> None:
+        super().__init__()
+        self.model = model
+        self.class_names: List[str] = [str(c) for c in class_names]
+        self.num_classes = len(self.class_names)
+        self.spec = spec
+        self.outputs: Tuple[str, ...] = ("logits",)
+        self.feature_dim = 0
+        self.embed_dim = 0
+
+    def forward(self, x: Tensor) -> Outputs:
+        found = read_outputs(self.model(x), self.num_classes, self.spec)
+        # the Outputs fields a factory model does not give are None (self.outputs names the others)
+        return Outputs(
+            features=cast(Tensor, found.get("features")), label_emb=cast(Tensor, found.get("label_emb")), logits=found["logits"]
+        )
+
+    @torch.no_grad()
+    def probe(self, img_size: int) -> None:
+        """Run one batch of two blank images ``[2, 3, S, S]`` (in eval mode) and record what the
+        model gives: :attr:`outputs` (TEACHER_OUTPUTS order), :attr:`feature_dim`, :attr:`embed_dim`."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+            out = self(torch.zeros(2, 3, img_size, img_size, device=device))
+        except ModelError:
+            raise
+        except Exception as exc:  # the user's forward: its own error, in one line
+            raise ModelError(
+                f"teacher factory {self.spec}: forward on a [2, 3, {img_size}, {img_size}] batch failed "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
+        finally:
+            self.train(was_training)
+        given = {name for name in Outputs._fields if getattr(out, name) is not None}
+        self.outputs = tuple(name for name in ("features", "label_emb", "logits") if name in given)
+        self.feature_dim = int(out.features.shape[1]) if out.features is not None else 0
+        self.embed_dim = int(out.label_emb.shape[2]) if out.label_emb is not None else 0
+
+
+def build_factory_teacher(spec: str, img_size: int) -> FactoryTeacher:
+    """Call the factory ``spec`` and wrap its model (eval mode, gradients off, on CPU as returned),
+    probed at ``img_size``; raises :class:`ModelError` in one line for anything it returns wrong."""
+    made = resolve_factory(spec)()
+    if not (isinstance(made, (tuple, list)) and len(made) == 2):
+        raise ModelError(f"teacher factory {spec} returned a {type(made).__name__}; return (model, class_names)")
+    model, class_names = made
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"teacher factory {spec} returned a {type(model).__name__} as its model; return an nn.Module")
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence) or not class_names:
+        raise ModelError(f"teacher factory {spec}: class_names must be a non-empty list of names, got {class_names!r}")
+    teacher = FactoryTeacher(model, class_names, spec)
+    teacher.probe(img_size)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 (hex) of a model's ``state_dict``: names, dtypes, shapes and bytes in key order;
+    what a cache records as the teacher's identity when there is no teacher file."""
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
