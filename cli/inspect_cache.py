@@ -38,9 +38,12 @@ def inspect_command(cache_dir, as_json, verify_checksums) -> None:
     click.echo(
         f"size       {human_size(r['total_bytes'])} total, {human_size(r['bytes_per_sample'])}/sample, {human_size(r['bytes_per_view'])}/view"
     )
-    click.echo(
-        f"layout     {r['embedding']} embeddings ({r['positive_tokens']} positive tokens), {r['dtype']}; C={r['num_classes']} D={r['feature_dim']} E={r['embed_dim']}"
+    embeddings = (
+        f"{r['embedding']} embeddings ({r['positive_tokens']} positive tokens)"
+        if "label_emb" in r["teacher_outputs"]
+        else "no embeddings"
     )
+    click.echo(f"layout     {embeddings}, {r['dtype']}; C={r['num_classes']} D={r['feature_dim']} E={r['embed_dim']}")
     click.echo(
         f"teacher    {r['teacher_arch']} sha256 {r['teacher_sha256'][:16]}…  img_size {r['img_size']}  transform {r['transform_hash']}"
     )

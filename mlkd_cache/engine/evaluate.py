@@ -86,10 +86,13 @@ def model_from_checkpoint(ckpt: Dict) -> nn.Module:
     model: nn.Module
     if ckpt.get("factory"):
         model = build_factory_teacher(str(ckpt["factory"]), int(ckpt["img_size"]))
-        if list(model.class_names) != list(ckpt["class_names"]):
+        now = (list(model.class_names), list(model.outputs), model.feature_dim, model.embed_dim)
+        then = (list(ckpt["class_names"]), list(ckpt.get("outputs") or []), ckpt["feature_dim"], ckpt["embed_dim"])
+        if now != then:
+            what = ("classes", "outputs", "feature size", "embedding size")[[a != b for a, b in zip(now, then)].index(True)]
             raise CheckpointError(
-                f"teacher factory {ckpt['factory']} now returns other classes than the teacher.pt made from it "
-                f"({len(model.class_names)} vs {len(ckpt['class_names'])}); re-run import-teacher --format factory"
+                f"teacher factory {ckpt['factory']} now gives other {what} than the teacher.pt made from it; "
+                f"re-run import-teacher --format factory"
             )
     else:
         model = build_model(

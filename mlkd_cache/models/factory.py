@@ -59,10 +59,19 @@ def resolve_factory(spec: str) -> Callable[[], Any]:
             f"cannot import {module_name} for the teacher factory {spec} ({type(exc).__name__}: {exc}); run from the "
             f"folder that holds it or add that folder to PYTHONPATH"
         ) from None
+    except Exception as exc:  # the user's module failed while importing: its own error, in one line
+        raise ModelError(
+            f"importing {module_name} for the teacher factory {spec} failed ({_first_line(exc)}); fix that module"
+        ) from None
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise ModelError(f"{module_name} ({module.__file__}) has no function {attr!r} for the teacher factory {spec}")
     return cast(Callable[[], Any], fn)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _field(raw: Any, name: str) -> Optional[Tensor]:
@@ -82,11 +91,11 @@ def read_outputs(raw: Any, num_classes: int, spec: str) -> Dict[str, Tensor]:
         found = dict(zip(_ORDER, raw))
     else:
         found = {name: _field(raw, name) for name in _ORDER}
-        if found["logits"] is None:
-            raise ModelError(
-                f"teacher factory {spec}: forward returned a {type(raw).__name__} without logits; return the logits [N, C], "
-                f"a (logits, label_emb, features) tuple or an object with .logits"
-            )
+    if found.get("logits") is None:
+        raise ModelError(
+            f"teacher factory {spec}: forward returned a {type(raw).__name__} without logits; return the logits [N, C], "
+            f"a (logits, label_emb, features) tuple or an object with .logits"
+        )
     out = {name: value for name, value in found.items() if value is not None}
     for name, value in out.items():
         if not isinstance(value, Tensor):
@@ -120,6 +129,9 @@ class FactoryTeacher(nn.Module):
 
     def forward(self, x: Tensor) -> Outputs:
         found = read_outputs(self.model(x), self.num_classes, self.spec)
+        lost = [name for name in self.outputs if name not in found]
+        if lost:  # the probe saw them: a forward that sometimes omits an output would corrupt a cache
+            raise ModelError(f"teacher factory {self.spec}: forward gave no {', '.join(lost)} this time, the first forward did")
         # the Outputs fields a factory model does not give are None (self.outputs names the others)
         return Outputs(
             features=cast(Tensor, found.get("features")), label_emb=cast(Tensor, found.get("label_emb")), logits=found["logits"]
@@ -138,8 +150,7 @@ class FactoryTeacher(nn.Module):
             raise
         except Exception as exc:  # the user's forward: its own error, in one line
             raise ModelError(
-                f"teacher factory {self.spec}: forward on a [2, 3, {img_size}, {img_size}] batch failed "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                f"teacher factory {self.spec}: forward on a [2, 3, {img_size}, {img_size}] batch failed ({_first_line(exc)})"
             ) from None
         finally:
             self.train(was_training)
@@ -152,7 +163,13 @@ class FactoryTeacher(nn.Module):
 def build_factory_teacher(spec: str, img_size: int) -> FactoryTeacher:
     """Call the factory ``spec`` and wrap its model (eval mode, gradients off, on CPU as returned),
     probed at ``img_size``; raises :class:`ModelError` in one line for anything it returns wrong."""
-    made = resolve_factory(spec)()
+    fn = resolve_factory(spec)
+    try:
+        made = fn()
+    except ModelError:
+        raise
+    except Exception as exc:  # the user's factory (a weights file it cannot find, ...): one line
+        raise ModelError(f"teacher factory {spec} failed ({_first_line(exc)})") from None
     if not (isinstance(made, (tuple, list)) and len(made) == 2):
         raise ModelError(f"teacher factory {spec} returned a {type(made).__name__}; return (model, class_names)")
     model, class_names = made

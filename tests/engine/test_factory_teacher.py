@@ -56,6 +56,19 @@ def logits_and_features():
 
 def three_classes():
     return timm.create_model("test_resnet", num_classes=3), ["a", "b", "c"]
+
+
+def missing_weights():
+    return torch.load("weights/no_such_file.pth", weights_only=True), CLASSES
+
+
+class NoLogits(nn.Module):
+    def forward(self, x):
+        return None, None, x.mean((2, 3))
+
+
+def no_logits():
+    return NoLogits(), CLASSES
 """
 
 MLD = "dict(name='MLD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict())))"
@@ -169,8 +182,9 @@ def test_import_teacher_factory_pins_the_same_teacher(factory_run, tmp_path):
     with h5py.File(factory_run["cache"] / "shard-00000.h5", "r") as a, h5py.File(tmp_path / "c2" / "shard-00000.h5", "r") as b:
         np.testing.assert_array_equal(a["logits"][()], b["logits"][()])
         assert a.attrs["teacher_sha256"] == weights_sha256(loaded.model) != b.attrs["teacher_sha256"]
-    verify = run_cli_in_process(["verify", str(tmp_path / "c2"), "--teacher", str(out)])
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for cache in (tmp_path / "c2", factory_run["cache"]):  # dumped from the teacher.pt, and from the factory it pins
+        verify = run_cli_in_process(["verify", str(cache), "--teacher", str(out)])
+        assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def test_a_factory_with_logits_and_features(factory_run, tmp_path):
@@ -191,6 +205,10 @@ def test_bad_factories_are_refused_in_one_line(factory_run, tmp_path):
     assert_one_line_error(proc, r"cannot import no_such_module for the teacher factory no_such_module:make .*PYTHONPATH")
     proc = run_cli_in_process(["dump-targets", "-c", cfg, "--teacher", "my_teachers:nothing", "-o", str(tmp_path / "c")])
     assert_one_line_error(proc, r"my_teachers .* has no function 'nothing'")
+    proc = run_cli_in_process(["dump-targets", "-c", cfg, "--teacher", "my_teachers:missing_weights", "-o", str(tmp_path / "c")])
+    assert_one_line_error(proc, r"teacher factory my_teachers:missing_weights failed \(FileNotFoundError: ")
+    proc = run_cli_in_process(["dump-targets", "-c", cfg, "--teacher", "my_teachers:no_logits", "-o", str(tmp_path / "c")])
+    assert_one_line_error(proc, r"my_teachers:no_logits: forward returned a tuple without logits")
     proc = run_cli_in_process(["dump-targets", "-c", cfg, "--teacher", "my_teachers:three_classes", "-o", str(tmp_path / "c")])
     assert_one_line_error(proc, r"trained for 3 classes")
     assert not (tmp_path / "c").exists()
