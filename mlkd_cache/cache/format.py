@@ -90,7 +90,8 @@ FINGERPRINT_INPUT = {
     2: "uint8",
     3: "uint8",
 }  # format version -> what its fingerprints hash (ViewDataset.fingerprint_of)
-# What a teacher can give (models.Outputs fields); logits always. A cache stores those it gave.
+# What a teacher can give: the fields of models.Outputs, in its order (a test checks it); logits
+# always. A cache stores those it gave.
 TEACHER_OUTPUTS: Tuple[str, ...] = ("features", "label_emb", "logits")
 OUTPUT_SIZES = {"features": "feature_dim", "label_emb": "embed_dim"}  # the spec size of each optional output (0 when absent)
 OUTPUT_WORDS = {"features": "pooled features [N, D]", "label_emb": "label-wise embeddings [N, C, E]", "logits": "logits [N, C]"}

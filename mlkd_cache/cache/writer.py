@@ -317,11 +317,9 @@ class ShardBuffer:
         for field in spec.view_fields:
             value = values[field.name]
             a[field.name][rows, views] = value if field.dtype is not None else _values(value, spec.dtype)
-        if label_emb is None:
-            pass
-        elif not spec.layout.positive:
+        if label_emb is not None and not spec.layout.positive:
             a["emb"][rows, views] = _values(label_emb, spec.dtype)
-        else:
+        elif label_emb is not None:
             b_idx, c_idx = np.nonzero(self.labels[rows])  # the batch's positive (b, c) pairs
             e_t: Union[torch.Tensor, np.ndarray]
             if isinstance(label_emb, torch.Tensor):  # gather on the device: only P of B*C rows move

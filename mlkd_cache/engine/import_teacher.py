@@ -42,6 +42,7 @@ from ..fileio import file_sha256
 from ..models import build_model, resolve_model_name
 from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha256
 from .checkpoint import save_checkpoint
+from .teacher import factory_card
 
 __all__ = ["FORMATS", "L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "import_factory", "run"]
 
@@ -215,11 +216,7 @@ def import_factory(factory: str, cfg: Config, out: Path, evaluate_split: Optiona
     sha256 = weights_sha256(teacher)
     payload = {
         **_card(cfg, TransformSpec.from_config(cfg), class_names),
-        "arch": f"factory:{factory}",
-        "factory": factory,
-        "outputs": list(teacher.outputs),
-        "embed_dim": teacher.embed_dim,
-        "feature_dim": teacher.feature_dim,
+        **factory_card(teacher),
         "model": teacher.state_dict(),
         "imported_from": {"factory": factory, "sha256": sha256, "format": "factory"},
     }

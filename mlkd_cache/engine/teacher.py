@@ -18,7 +18,7 @@ from ..data.transforms import TransformSpec
 from ..distributed import as_device
 from ..errors import ConfigError
 from ..fileio import file_sha256
-from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha256
+from ..models.factory import FactoryTeacher, build_factory_teacher, is_factory_spec, weights_sha256
 from .checkpoint import load_checkpoint
 from .evaluate import model_from_checkpoint
 from .train import Trainer
@@ -35,10 +35,31 @@ def teacher_outputs(card: Dict[str, Any]) -> Tuple[str, ...]:
     return tuple(card.get("outputs") or TEACHER_OUTPUTS)
 
 
+def factory_card(teacher: FactoryTeacher) -> Dict[str, Any]:
+    """What a factory teacher is, as a teacher.pt records a teacher: ``arch``, ``factory``, its
+    classes, ``outputs`` and sizes (0 for an output it does not give)."""
+    return {
+        "arch": f"factory:{teacher.spec}",
+        "factory": teacher.spec,
+        "num_classes": teacher.num_classes,
+        "class_names": list(teacher.class_names),
+        "outputs": list(teacher.outputs),
+        "embed_dim": teacher.embed_dim,
+        "feature_dim": teacher.feature_dim,
+    }
+
+
+def teacher_sha256(path: Path, ckpt: Dict[str, Any], model: nn.Module) -> str:
+    """What a cache records as its teacher: the sha256 of the teacher.pt, or for a factory
+    teacher that of its weights (:func:`weights_sha256`), the same whether it was dumped from the
+    factory or from the teacher.pt that pins it (``import-teacher --format factory``)."""
+    return weights_sha256(model) if ckpt.get("factory") else file_sha256(path)
+
+
 def open_teacher(teacher: TeacherSpec, cfg: Config) -> Tuple[Dict[str, Any], nn.Module, str]:
     """``(card, model, sha256)`` of what ``--teacher`` names. ``card`` holds :data:`TEACHER_KEYS`
     but the weights, plus ``outputs``; ``model`` is on CPU in eval mode, gradients off; ``sha256``
-    identifies the weights (the file's, or :func:`weights_sha256` of a factory's model).
+    identifies the teacher (:func:`teacher_sha256`).
 
     A factory teacher is called here; its input pipeline is the config's (img_size, transform).
     """
@@ -46,15 +67,9 @@ def open_teacher(teacher: TeacherSpec, cfg: Config) -> Tuple[Dict[str, Any], nn.
         factory = build_factory_teacher(str(teacher), cfg.img_size)
         spec = TransformSpec.from_config(cfg)
         card = {
-            "arch": f"factory:{teacher}",
-            "factory": str(teacher),
-            "num_classes": factory.num_classes,
-            "class_names": list(factory.class_names),
-            "embed_dim": factory.embed_dim,
-            "feature_dim": factory.feature_dim,
+            **factory_card(factory),
             "img_size": cfg.img_size,
             "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
-            "outputs": list(factory.outputs),
         }
         return card, factory, weights_sha256(factory)
     path = Path(teacher)
@@ -64,7 +79,7 @@ def open_teacher(teacher: TeacherSpec, cfg: Config) -> Tuple[Dict[str, Any], nn.
         p.requires_grad_(False)
     card = {k: v for k, v in ckpt.items() if k != "model"}
     card["outputs"] = list(teacher_outputs(card))
-    return card, model, file_sha256(path)
+    return card, model, teacher_sha256(path, ckpt, model)
 
 
 def run(cfg: Config, out: Path, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
@@ -100,7 +115,7 @@ class LoadedTeacher:
     class_names: List[str]  # the C classes, in the order of the logits
     transform: TransformSpec  # the input pipeline it was trained with (img_size, normalisation, augmentation)
     arch: str  # the timm model name of its backbone
-    sha256: str  # of the checkpoint file, as a cache records its teacher
+    sha256: str  # as a cache records its teacher (teacher_sha256)
     path: Path
     card: Dict[str, Any]  # the checkpoint's record without its weights (embed_dim, img_size, normalisation, config, ...)
 
@@ -119,7 +134,7 @@ def load_teacher(path: Union[str, Path], device: Union[str, torch.device] = "cpu
         class_names=list(ckpt["class_names"]),
         transform=TransformSpec.from_dict(ckpt["transform"]),
         arch=str(ckpt["arch"]),
-        sha256=file_sha256(path),
+        sha256=teacher_sha256(path, ckpt, model),
         path=path,
         card={k: v for k, v in ckpt.items() if k != "model"},
     )

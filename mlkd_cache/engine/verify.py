@@ -23,10 +23,9 @@ from ..data.transforms import TransformSpec, to_unsigned
 from ..data.views import ViewDataset
 from ..distributed import pick_device
 from ..errors import CacheMismatchError
-from ..fileio import file_sha256
 from .checkpoint import load_checkpoint
 from .evaluate import model_from_checkpoint
-from .teacher import TEACHER_KEYS
+from .teacher import TEACHER_KEYS, teacher_sha256
 
 RTOL = {"float16": 1e-2, "float32": 1e-3}
 MIN_COSINE = 0.999
@@ -60,10 +59,8 @@ def run(
     spec = cache.spec
     teacher = Path(teacher)
     ckpt = load_checkpoint(teacher, require=TEACHER_KEYS + ("config",))
-    sha = file_sha256(teacher)
-    pinned = ckpt.get("imported_from") or {}
-    if pinned.get("format") == "factory" and pinned.get("sha256") == spec.teacher_sha256:
-        sha = spec.teacher_sha256  # a cache dumped from the factory itself: the weights this teacher.pt pins
+    model = model_from_checkpoint(ckpt)
+    sha = teacher_sha256(teacher, ckpt, model)
     if sha != spec.teacher_sha256:
         raise CacheMismatchError(
             f"cache {cache_dir} was dumped from teacher sha256 {spec.teacher_sha256[:12]}…, {teacher} is "
@@ -95,7 +92,7 @@ def run(
     cached = cache.get(indices, views)
 
     device = pick_device()
-    model = model_from_checkpoint(ckpt).to(device).eval()
+    model = model.to(device).eval()
     teacher_fields = [f for f in spec.view_fields if f.output is not None]  # logits, features (those the cache holds)
     recomputed: Dict[str, List[torch.Tensor]] = {f.name: [] for f in teacher_fields}
     label_emb: List[torch.Tensor] = []

@@ -155,7 +155,7 @@ class FactoryTeacher(nn.Module):
         finally:
             self.train(was_training)
         given = {name for name in Outputs._fields if getattr(out, name) is not None}
-        self.outputs = tuple(name for name in ("features", "label_emb", "logits") if name in given)
+        self.outputs = tuple(name for name in Outputs._fields if name in given)
         self.feature_dim = int(out.features.shape[1]) if out.features is not None else 0
         self.embed_dim = int(out.label_emb.shape[2]) if out.label_emb is not None else 0
 

@@ -246,6 +246,10 @@ def test_a_store_is_recorded_only_when_there_is_one(spec, tmp_path):
 def test_a_cache_of_some_teacher_outputs(labels, tmp_path):
     """A teacher that gives logits alone (or logits and features): no datasets for the rest,
     sizes 0, ``outputs`` recorded, format 3; a complete cache keeps format 2 without ``outputs``."""
+    from mlkd_cache.cache.format import TEACHER_OUTPUTS
+    from mlkd_cache.models import Outputs
+
+    assert TEACHER_OUTPUTS == Outputs._fields  # one order of the names, the model's
     full = make_spec(labels)
     assert "outputs" not in full.to_attrs() and "outputs" not in full.to_dict() and full.absent == ()
     logits = make_spec(labels, feature_dim=0, embed_dim=0, outputs=["logits"])
