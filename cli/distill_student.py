@@ -17,6 +17,7 @@ Examples:
       --cache runs/digits/cache -o runs/digits/student-l2d
   mlkd-cache distill-student -c CONFIG --cache CACHE -o OUT \\
       --set "criterion_t2s_para=dict(name='MLD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict())))"
+  mlkd-cache distill-student -c CONFIG --cache runs/teacher-a/cache --cache runs/teacher-b/cache -o OUT   # two teachers
   mlkd-cache distill-student -c CONFIG --no-kd -o OUT                                   # no-KD baseline
   mlkd-cache distill-student -c CONFIG --no-kd --cache CACHE -o OUT    # no-KD on the images a cache stores
   mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt --fresh-views -o OUT   # online, L2D's regime
@@ -29,8 +30,8 @@ Examples:
 @click.option(
     "--cache",
     type=click.Path(path_type=Path),
-    default=None,
-    help="cache folder written by dump-targets (offline distillation); its image store, if any, is the data (no dataset folder needed); with --no-kd or --teacher only its images are read",
+    multiple=True,
+    help="cache folder written by dump-targets (offline distillation); its image store, if any, is the data (no dataset folder needed); with --no-kd or --teacher only its images are read. Repeat it to distil from several teachers (caches of the same views; the loss terms are averaged over teachers)",
 )
 @click.option(
     "--teacher",
@@ -67,7 +68,7 @@ def distill_student(
     result = distill.run(
         cfg,
         out,
-        cache=cache,
+        cache=list(cache) or None,
         teacher=teacher,
         resume=resume,
         progress=not no_progress,
@@ -78,7 +79,9 @@ def distill_student(
     if result["is_main"]:
         views = "a fresh view every epoch" if result["views"] == distill.FRESH else f"{result['views']} views"
         source = {
-            "offline": f"offline from cache {cache}",
+            "offline": f"offline from cache {cache[0]}"
+            if len(cache) == 1
+            else f"offline from {len(cache)} teachers' caches {', '.join(map(str, cache))}",
             "online": f"online from live teacher {teacher}",
             "no-kd": "without distillation",
         }[result["mode"]]

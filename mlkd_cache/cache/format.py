@@ -69,6 +69,8 @@ __all__ = [
     "CacheSpec",
     "shard_name",
     "labels_digest",
+    "SAME_INPUTS",
+    "inputs_difference",
     "split_digest",
     "check_request",
     "dataset_shapes",
@@ -510,6 +512,40 @@ def spec_difference(a: CacheSpec, b: CacheSpec) -> Optional[str]:
     for name, value in attrs_a.items():
         if attrs_b.get(name) != value:
             return f"{name} {_short(value)} vs {_short(attrs_b.get(name))}"
+    return None
+
+
+# The CacheSpec fields that decide which (sample, view) inputs a cache's targets belong to, with
+# the words an error uses: caches equal in these hold targets of the very same inputs, whatever
+# their teachers (what an ensemble of caches needs). jpeg_quality: a JPEG store's views are made
+# from its decoded pixels (0 for no store or a raw one: the dataset's own pixels).
+SAME_INPUTS: Dict[str, str] = {
+    "dataset": "dataset",
+    "split": "split",
+    "num_samples": "number of samples",
+    "class_names": "classes",
+    "labels_sha256": "labels",
+    "img_size": "img_size",
+    "transform_hash": "transform",
+    "base_seed": "seed",
+    "views": "views",
+    "jpeg_quality": "JPEG quality of the image store",
+}
+
+
+def inputs_difference(a: CacheSpec, b: CacheSpec) -> Optional[str]:
+    """``"words (b's vs a's)"`` for the first :data:`SAME_INPUTS` field where two caches differ
+    (a class list by its first differing name), ``None`` when their targets belong to the same inputs."""
+    for field, words in SAME_INPUTS.items():
+        va, vb = getattr(a, field), getattr(b, field)
+        if va == vb:
+            continue
+        if field == "class_names" and len(va) == len(vb):
+            k = next(i for i, (x, y) in enumerate(zip(va, vb)) if x != y)
+            return f"{words} (#{k} {vb[k]!r} vs {va[k]!r})"
+        if field == "class_names":
+            return f"{words} ({len(vb)} vs {len(va)})"
+        return f"{words} ({_short(vb, 24)} vs {_short(va, 24)})"
     return None
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -38,6 +38,7 @@ from ..distributed import init_distributed
 from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
+from .ensemble import EnsembleTargets, describe, ensemble_term
 from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, check_outputs_serve, verify_on_ranks
 from .teacher import TeacherSpec
 from .train import Trainer, check_eval_split
@@ -109,19 +110,31 @@ class NoKDTrainer(Trainer):
             )
 
 
+def cache_list(cache: Union[Path, str, Sequence[Path], None]) -> List[Path]:
+    """``--cache`` as a list of folders: none, one, or several (an ensemble of teachers)."""
+    if cache is None:
+        return []
+    if isinstance(cache, (str, Path)):
+        return [Path(cache)]
+    return [Path(c) for c in cache]
+
+
 def images_of(cache: Optional[TargetCache]) -> str:
     """Where a run's images come from, as its model card records it."""
     return "dataset" if cache is None else f"{cache.spec.images} store of {cache.directory}"
 
 
 class DistillTrainer(Trainer):
-    """The student trainer: hard-label loss + distiller, teacher targets from ``source``."""
+    """The student trainer: hard-label loss + distiller, teacher targets from ``source``.
+
+    ``cache`` is one cache folder, or several (an ensemble: one distiller per teacher, the terms
+    averaged over teachers and logged per teacher as ``t1/mld``, ``t2/mld``, ...)."""
 
     def __init__(
         self,
         cfg: Config,
         out: Path,
-        cache: Optional[Path] = None,
+        cache: Union[Path, Sequence[Path], None] = None,
         teacher: Optional[TeacherSpec] = None,
         resume: bool = False,
         progress: bool = True,
@@ -129,26 +142,47 @@ class DistillTrainer(Trainer):
         fresh_views: bool = False,
         images: Optional[Path] = None,
     ) -> None:
-        if (cache is None) == (teacher is None):
+        caches = cache_list(cache)
+        if bool(caches) == (teacher is not None):
             raise ConfigError(
                 "give either --cache DIR (offline, from dump-targets) or --teacher teacher.pt (online baseline), not "
-                + ("both" if cache is not None else "neither")
+                + ("both" if caches else "neither")
             )
         if fresh_views and teacher is None:
             raise ConfigError(
                 "--fresh-views needs --teacher: a cache holds a fixed set of views; drop --fresh-views or pass --teacher"
             )
         # The teacher is built before the student's seed is set, so both modes initialise alike.
-        self.source: TeacherTargets
-        if cache is not None:
-            self.source = CacheTargets(cache, verify_checksums)
+        # members: the teachers, each a TeacherTargets; several only for an ensemble of caches
+        self.ensemble: Optional[EnsembleTargets] = None
+        self.members: List[TeacherTargets]
+        if len(caches) > 1:
+            self.ensemble = EnsembleTargets(caches, verify_checksums)
+            self.members = list(self.ensemble.members)
+        elif caches:
+            self.members = [CacheTargets(caches[0], verify_checksums)]
         elif teacher is not None:
-            self.source = LiveTeacher(teacher, cfg, fresh_views)
-        check_outputs_serve(cfg.criterion_t2s_para, self.source)  # a loss without its teacher output stops here
-        # the images: the offline cache's own store when it has one, a store given for the online run, or the folder
-        own = self.source.cache if isinstance(self.source, CacheTargets) and self.source.cache.spec.stores_images else None
+            self.members = [LiveTeacher(teacher, cfg, fresh_views)]
+        self.source: Union[TeacherTargets, EnsembleTargets] = self.ensemble or self.members[0]
+        for member in self.members:
+            check_outputs_serve(cfg.criterion_t2s_para, member)  # a loss without its teacher output stops here
+        if self.ensemble is not None and init_distributed().is_main:
+            log.info("distilling from %d teachers: %s", len(self.members), describe(self.ensemble.members))
+        # the images: the offline cache's own store (an ensemble's first) when it has one, a store given for the
+        # online run, or the folder
+        own = None
+        if isinstance(self.source, (CacheTargets, EnsembleTargets)) and self.source.cache.spec.stores_images:
+            own = self.source.cache
         self.image_cache = own if images is None else image_cache(images, verify_checksums)
         super().__init__(cfg, "s", out, resume=resume, final_name="student.pt", progress=progress)
+
+    def term_name(self, teacher: int, term: str) -> str:
+        """How a teacher's term is logged: ``mld`` for one teacher, ``t1/mld``, ``t2/mld`` ... for an ensemble."""
+        return term if self.ensemble is None else ensemble_term(self.ensemble.names[teacher], term)
+
+    def term_names(self) -> List[str]:
+        """The distillation terms :meth:`loss_terms` returns, in order."""
+        return [self.term_name(k, term) for k, d in enumerate(self.distillers) for term in d.names()]
 
     # ---------------------------------------------------------------- Trainer hooks
     def load_splits(self) -> Tuple[Any, Any]:
@@ -173,24 +207,36 @@ class DistillTrainer(Trainer):
 
     def build_extra_modules(self) -> List[nn.Module]:
         self.source.to(self.info.device, bool(self.cfg.amp and self.info.device.type == "cuda"))
-        self.distiller = Distiller.from_config(
-            self.cfg.criterion_t2s_para,
-            num_classes=len(self.class_names),
-            student_embed_dim=self.cfg.embed_dim,
-            teacher_embed_dim=self.source.embed_dim,
-        )
-        if self.distiller.needs_prototypes:
-            self.distiller.set_prototypes(
-                self.source.prototypes(self.info, self.train_data, self.cfg.batch_size, self.cfg.workers)
+        self.distillers = [
+            Distiller.from_config(
+                self.cfg.criterion_t2s_para,
+                num_classes=len(self.class_names),
+                student_embed_dim=self.cfg.embed_dim,
+                teacher_embed_dim=member.embed_dim,
             )
-        return [self.distiller]
+            for member in self.members
+        ]
+        self.distiller = self.distillers[0]  # the distiller of a single teacher
+        if self.distiller.needs_prototypes:
+            for distiller, member in zip(self.distillers, self.members):  # each teacher's own, [C, E_k]
+                distiller.set_prototypes(member.prototypes(self.info, self.train_data, self.cfg.batch_size, self.cfg.workers))
+        return list(self.distillers)
 
     def loss_terms(self, batch: Batch, outputs: Any) -> Dict[str, Tensor]:
         device = self.info.device
         y = batch.labels.to(device, non_blocking=device.type == "cuda")
-        teacher = self.source.targets(batch, device, self.train_data.keys, self.position)
-        kd = KDBatch(y=y, z_s=outputs.logits.float(), f_s=outputs.features.float(), e_s=outputs.label_emb.float(), **teacher)
-        return {**self.hard_loss(outputs.logits, y), **self.distiller(kd)}
+        student = dict(y=y, z_s=outputs.logits.float(), f_s=outputs.features.float(), e_s=outputs.label_emb.float())
+        keys, position = self.train_data.keys, self.position
+        if self.ensemble is not None:
+            per_teacher = self.ensemble.targets(batch, device, keys, position)
+        else:
+            per_teacher = [self.members[0].targets(batch, device, keys, position)]
+        terms = self.hard_loss(outputs.logits, y)
+        share = 1.0 / len(per_teacher)  # the terms are averaged over teachers (1.0 for one: exact)
+        for k, (distiller, targets) in enumerate(zip(self.distillers, per_teacher)):
+            for term, value in distiller(KDBatch(**student, **targets)).items():
+                terms[self.term_name(k, term)] = value * share
+        return terms
 
     def resume_keys(self) -> list:
         return [*super().resume_keys(), "criterion_t2s_para"]
@@ -231,7 +277,7 @@ class DistillTrainer(Trainer):
 def run(
     cfg: Config,
     out: Path,
-    cache: Optional[Path] = None,
+    cache: Union[Path, Sequence[Path], None] = None,
     teacher: Optional[TeacherSpec] = None,
     resume: bool = False,
     progress: bool = True,
@@ -241,22 +287,30 @@ def run(
 ) -> Dict[str, Any]:
     """Train ``model_s`` of ``cfg`` into ``out``: distilled from a cache (offline), from a live
     teacher on the cached views' replay or on ``fresh_views`` (online), or with ``no_kd`` from
-    the labels alone (hard-label loss, a fresh view every epoch; no cache, no teacher)."""
+    the labels alone (hard-label loss, a fresh view every epoch; no cache, no teacher).
+    Several ``cache`` folders distil from an ensemble of their teachers (offline only)."""
     views: Union[str, int]  # FRESH, or the number of replayed views
+    caches = cache_list(cache)
+    if len(caches) > 1 and (no_kd or teacher is not None):
+        given = "--no-kd" if no_kd else "--teacher"
+        raise ConfigError(
+            f"several --cache folders distil from their teachers offline; with {given} give one --cache (its images are read)"
+        )
+    store = caches[0] if caches else None
     if no_kd:
         if teacher is not None or fresh_views:
             given = "--teacher" if teacher is not None else "--fresh-views"
             raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
         trainer: Trainer = NoKDTrainer(
-            cfg, out, resume=resume, progress=progress, images=cache, verify_checksums=verify_checksums
+            cfg, out, resume=resume, progress=progress, images=store, verify_checksums=verify_checksums
         )
         mode, views, terms = "no-kd", FRESH, [trainer.hard_loss.name]
     else:
-        online_store = cache if teacher is not None else None  # --teacher with --cache: the live teacher on the store's images
+        online_store = store if teacher is not None else None  # --teacher with --cache: the live teacher on the store's images
         trainer = DistillTrainer(
             cfg,
             out,
-            cache=None if online_store is not None else cache,
+            cache=None if online_store is not None else caches,
             teacher=teacher,
             resume=resume,
             progress=progress,
@@ -265,7 +319,7 @@ def run(
             images=online_store,
         )
         source_views = trainer.source.views
-        mode, terms = trainer.source.mode, [trainer.hard_loss.name, *trainer.distiller.names()]
+        mode, terms = trainer.source.mode, [trainer.hard_loss.name, *trainer.term_names()]
         views = FRESH if source_views is None else source_views
     result = trainer.fit()
     images = images_of(getattr(trainer, "image_cache", None))

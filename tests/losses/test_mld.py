@@ -71,3 +71,29 @@ def test_module_returns_named_term():
 def test_no_temperature_parameter():
     with pytest.raises(ConfigError, match=r"MLD got unknown parameter 'T'; valid: \(none\)"):
         DISTILL_LOSSES.get("MLD")(T=4.0)
+
+
+def test_averaged_over_teachers_is_mld_from_the_mean_probability():
+    """Why an ensemble averages its terms (docs/losses.md, "Several teachers"): the mean over K
+    teachers of MLD(z_s, z_k) has the value MLD(z_s, z̄) + J and the gradient of MLD(z_s, z̄), with
+    σ(z̄) the mean of the teachers' probabilities and J = H(mean p) - mean H(p_k) >= 0 (per
+    entry, summed, / N) free of the student: distilling each teacher and averaging trains the
+    student toward the ensemble's mean probability. float64."""
+    g = torch.Generator().manual_seed(1)
+    z_s = torch.randn(6, 5, generator=g, dtype=torch.float64) * 3
+    z_k = torch.randn(3, 6, 5, generator=g, dtype=torch.float64) * 3  # K = 3 teachers
+    p_mean = torch.sigmoid(z_k).mean(0)
+    z_mean = torch.log(p_mean) - torch.log1p(-p_mean)  # the logit of the mean probability
+
+    def averaged(z, _):
+        return sum(mld(z, z_k[k]) for k in range(3)) / 3
+
+    def entropy(p):
+        return -(p * p.log() + (1 - p) * (1 - p).log())
+
+    v, dz = grad(averaged, z_s, None)
+    v_mean, dz_mean = grad(mld, z_s, z_mean)
+    jensen = (entropy(p_mean) - entropy(torch.sigmoid(z_k)).mean(0)).sum() / 6
+    assert jensen > 0
+    torch.testing.assert_close(v, v_mean + jensen)
+    torch.testing.assert_close(dz, dz_mean)
