@@ -129,10 +129,11 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_example_distils_from_a_cache(example, tiny_cache):
+def test_example_distils_from_a_cache(example, tiny_cache, tmp_path):
     cfg_path, cache = tiny_cache
+    given = ["--out", str(tmp_path / "factory")] if example.name == "factory_teacher.py" else ["--cache", str(cache)]
     proc = subprocess.run(
-        [sys.executable, str(example), "-c", str(cfg_path), "--cache", str(cache), "--epochs", "2"],
+        [sys.executable, str(example), "-c", str(cfg_path), *given, "--epochs", "2"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -145,6 +146,13 @@ def test_example_distils_from_a_cache(example, tiny_cache):
     if example.name == "distill_from_cache.py":
         assert re.search(r"^test mAP \d+\.\d+$", proc.stdout, re.M), proc.stdout
         assert "led_cd" in proc.stdout  # the config's L2D distiller ran: MLD and LED terms
+    if example.name == "factory_teacher.py":  # its own teacher's logits-only cache, then an MLD student
+        out = tmp_path / "factory"
+        manifest = json.loads((out / "cache" / "manifest.json").read_text())
+        assert manifest["spec"]["outputs"] == ["logits"]
+        assert manifest["spec"]["teacher_arch"] == "factory:factory_teacher:bce_classifier"
+        assert "loss bce + mld" in proc.stdout and (out / "student" / "student.pt").is_file(), proc.stdout
+        assert re.search(r"^test mAP \d+\.\d+", proc.stdout, re.M), proc.stdout
 
 
 @pytest.mark.slow
