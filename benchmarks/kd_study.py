@@ -1,8 +1,9 @@
 """Does the cache teach? Offline vs online distillation and the number of views, paired over seeds.
 
 One teacher (the shipped digits config: ``resnet10t`` trained on ``dataset_para_t``'s 6,000
-canvases), one cache per view count V (dumped over the students' 1,000 canvases), and these
-student recipes (``test_resnet``, the config's epochs and schedule), each with every seed:
+canvases; a second one for the ensemble rows), one cache per view count V (dumped over the
+students' 1,000 canvases), and these student recipes (``test_resnet``, the config's epochs and
+schedule), each with every seed:
 
 * ``no KD``: ``distill-student --no-kd`` (hard-label loss only, a fresh view every epoch);
 * ``L2D online fresh``: ``--teacher teacher.pt --fresh-views``, L2D's own regime (the teacher
@@ -10,7 +11,12 @@ student recipes (``test_resnet``, the config's epochs and schedule), each with e
 * ``L2D offline V=...``: ``--cache`` of V views, for every V of ``--views``;
 * ``MLD offline``, ``MPSCD offline``: for each V of ``--method-views`` (default: the config's
   ``cache.views``);
-* ``MLD online fresh``.
+* ``MLD online fresh``;
+* ``L2D offline V=... teacher B`` and ``... teachers A+B`` (``l2d-ensemble``, at each V of
+  ``--method-views``): teacher B is the config with ``--teacher-b`` changes (default: seed + 1),
+  dumped over the same views; A+B distils from both caches (``--cache A --cache B``). Printed
+  with both teachers' mAP, the ensemble's (the mean of their probabilities), and the student of
+  both against the better single-teacher student (chosen by val mAP), paired per seed.
 
 One seed = the same initialisation and sample order in every recipe (``seed`` of the config).
 Per row: mean ± std over seeds of test mAP and OF1/CF1 (L2D's top-k protocol) and of val mAP
@@ -39,6 +45,7 @@ the paired Δ of each KD row. ``--rows`` runs some row families only (``no-kd`` 
     python benchmarks/kd_study.py --seeds 5 --json
     python benchmarks/kd_study.py --benchmark voc-rf144 --views 1,4,16 --work runs/kd-voc   # 95 min
     python benchmarks/kd_study.py --views 4,8,16 --seeds 5 --rows no-kd,l2d-online,l2d-offline
+    python benchmarks/kd_study.py --rows l2d-ensemble --seeds 5 --teacher-b seed=1
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,6 +78,8 @@ from mlkd_cache.engine import distill, dump, evaluate  # noqa: E402
 from mlkd_cache.engine.recipes import RECIPES, student_config  # noqa: E402
 from mlkd_cache.engine.runlog import MetricsLog  # noqa: E402
 from mlkd_cache.engine.train import Trainer  # noqa: E402
+from mlkd_cache.errors import MlkdError  # noqa: E402
+from mlkd_cache.metrics import average_precision, evaluate_logits  # noqa: E402
 
 METRICS = ("mAP", "OF1_topk", "CF1_topk")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -131,16 +141,21 @@ def quick_csv_files(root: Path, dataset_para: Dict[str, Any], rows: int, out: Pa
 @dataclass(frozen=True)
 class Row:
     """One recipe of the study: ``method`` is a key of RECIPES, ``mode`` no-kd / online / offline,
-    ``views`` the cache's V (offline), ``"fresh"`` (online, L2D's regime) or ``None``."""
+    ``views`` the cache's V (offline), ``"fresh"`` (online, L2D's regime) or ``None``;
+    ``teachers`` the caches it reads: ``"a"`` (the study's teacher), ``"b"`` (the second teacher
+    of the ensemble rows) or ``"ab"`` (both: ``--cache A --cache B``)."""
 
     name: str
     method: str
     mode: str
     views: Any
+    teachers: str = "a"
 
     @property
     def kind(self) -> str:
-        """The ``--rows`` name of this row's family: ``l2d-offline``, ``mld-online``, ..."""
+        """The ``--rows`` name of this row's family: ``l2d-offline``, ``mld-online``, ``l2d-ensemble``, ..."""
+        if self.teachers != "a":
+            return f"{self.method}-ensemble"
         return "no-kd" if self.mode == "no-kd" else f"{self.method}-{self.mode}"
 
     @property
@@ -148,11 +163,13 @@ class Row:
         return self.name.lower().replace(" ", "-").replace("=", "")
 
 
-ROW_KINDS = ("no-kd", "l2d-online", "l2d-offline", "mld-offline", "mpscd-offline", "mld-online")  # --rows
+ROW_KINDS = ("no-kd", "l2d-online", "l2d-offline", "mld-offline", "mpscd-offline", "mld-online", "l2d-ensemble")  # --rows
 
 
 def study_rows(views: List[int], method_views: List[int], kinds: Sequence[str] = ROW_KINDS) -> List[Row]:
-    """The study's rows in table order, of the ``kinds`` asked for (no KD always: every Δ is to it)."""
+    """The study's rows in table order, of the ``kinds`` asked for (no KD always: every Δ is to it).
+    ``l2d-ensemble``: L2D offline from the second teacher alone and from both, at each V of
+    ``method_views``, with L2D offline from the first teacher at those V (their single-teacher pair)."""
     rows = [Row("no KD", "vanilla", "no-kd", None), Row("L2D online fresh", "l2d", "online", "fresh")]
     rows += [Row(f"L2D offline V={v}", "l2d", "offline", v) for v in views]
     rows += [
@@ -161,7 +178,13 @@ def study_rows(views: List[int], method_views: List[int], kinds: Sequence[str] =
         for v in method_views
     ]
     rows.append(Row("MLD online fresh", "mld", "online", "fresh"))
-    return [r for r in rows if r.mode == "no-kd" or r.kind in kinds]
+    kept = [r for r in rows if r.mode == "no-kd" or r.kind in kinds]
+    if "l2d-ensemble" in kinds:
+        single = [Row(f"L2D offline V={v}", "l2d", "offline", v) for v in method_views]
+        kept += [r for r in single if r not in kept]
+        kept += [Row(f"L2D offline V={v} teacher B", "l2d", "offline", v, "b") for v in method_views]
+        kept += [Row(f"L2D offline V={v} teachers A+B", "l2d", "offline", v, "ab") for v in method_views]
+    return kept
 
 
 def identity(cfg: Config) -> Dict[str, Any]:
@@ -210,12 +233,26 @@ class Study:
         method_views: List[int],
         config_name: str = "",
         kinds: Sequence[str] = ROW_KINDS,
+        teacher_b: Optional[Dict[str, Any]] = None,
+        cfg_b: Optional[Config] = None,
     ) -> None:
+        """``teacher_b``: the config changes that make the ensemble rows' second teacher (default:
+        seed + 1), ``cfg_b`` the config they give (default: ``cfg`` with them)."""
         self.cfg, self.work, self.seeds, self.config_name = cfg, work, seeds, config_name
         self.views, self.method_views = views, method_views
         self.prototype_views = int(cfg.cache["views"])  # online rows: MPSCD prototypes only
         self.rows = study_rows(views, method_views, kinds)
+        self.teacher_b = dict(teacher_b or {"seed": int(cfg.seed) + 1})
+        self.cfg_b = cfg_b if cfg_b is not None else cfg.replace(**self.teacher_b)
         work.mkdir(parents=True, exist_ok=True)
+        if "b" in self.letters:  # every run of teacher B (its folder, caches, students) belongs to these changes
+            stamp, changes = work / "teacher-b.json", json.loads(json.dumps(self.teacher_b, default=str))
+            if stamp.is_file() and json.loads(stamp.read_text()) != changes:
+                sys.exit(
+                    f"error: {work} holds ensemble runs of another teacher B ({stamp.read_text().strip()}); choose another "
+                    f"--work, or delete its teacher-b, cache-b-v*, *-teacher-b and *-teachers-a+b folders and teacher-b.json"
+                )
+            stamp.write_text(json.dumps(changes))
         stamp = work / "study.json"
         mine = {"config": identity(cfg), "tool_version": __version__}
         if stamp.is_file():
@@ -229,41 +266,71 @@ class Study:
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    @property
+    def letters(self) -> List[str]:
+        """The teachers the rows read: ``a``, and ``b`` when there are ensemble rows."""
+        return ["a", "b"] if any(r.teachers != "a" for r in self.rows) else ["a"]
+
     # -- stage 1 --------------------------------------------------------------------------
-    def teacher(self) -> Dict[str, Any]:
-        out = self.work / "teacher"
+    def teacher(self, letter: str = "a") -> Dict[str, Any]:
+        """Train (or reuse) teacher ``a`` (the config's) or ``b`` (``cfg_b``); its metrics and logits."""
+        out = self.work / ("teacher" if letter == "a" else "teacher-b")
+        cfg = self.cfg if letter == "a" else self.cfg_b
         final = out / "teacher.pt"
         if not final.is_file():
-            self.log("training the teacher ...")
-            Trainer(self.cfg, "t", out, resume=(out / "checkpoint.pt").is_file(), progress=False).fit()
+            self.log("training the teacher ..." if letter == "a" else "training teacher B ...")
+            Trainer(cfg, "t", out, resume=(out / "checkpoint.pt").is_file(), progress=False).fit()
         rows = MetricsLog(out / "metrics.jsonl").read()
         seconds = sum(r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in rows)
-        test = rows[-1]
-        val = evaluate.run(final, split="val")["metrics"]
-        per_class = evaluate.run(final, split="test")["per_class_ap"]
+        val = evaluate.run(final, split="val", keep_logits=True)
+        test = evaluate.run(final, split="test", keep_logits=True)
         return {
             "path": str(final),
+            "arch": cfg.model_t,
+            "changes": {} if letter == "a" else self.teacher_b,
             "seconds": seconds,
-            "test": {k: test[k] for k in METRICS},
-            "val_mAP": val["mAP"],
-            "test_per_class_ap": per_class,
+            "test": {k: test["metrics"][k] for k in METRICS},
+            "val_mAP": val["metrics"]["mAP"],
+            "test_per_class_ap": test["per_class_ap"],
+            "_logits": {"val": val, "test": test},  # for the ensemble's scores; not written out
         }
 
-    def dumps(self, teacher: Path) -> Dict[int, Dict[str, Any]]:
+    def dumps(self, teachers: Dict[str, Dict[str, Any]]) -> Dict[Any, Dict[str, Any]]:
+        """Every cache the rows read, keyed ``(teacher letter, V)``; all dumped with the config
+        (its seed and transform), so that the two teachers' caches hold the same views."""
         result = {}
-        for v in sorted({r.views for r in self.rows if r.mode == "offline"}):
-            out = self.work / f"cache-v{v}"
+        wanted = {(letter, r.views) for r in self.rows if r.mode == "offline" for letter in r.teachers}
+        for letter, v in sorted(wanted):
+            out = self.work / (f"cache-v{v}" if letter == "a" else f"cache-{letter}-v{v}")
             record = out / "study-dump.json"
             if not record.is_file():  # a dump without its record is redone whole, so that its time is a whole dump's
-                self.log(f"dumping V={v} ...")
+                self.log(f"dumping teacher {letter.upper()}, V={v} ...")
                 started = time.perf_counter()
+                teacher = Path(teachers[letter]["path"])
                 info = dump.run(self.cfg.replace(cache={"views": v}), teacher, out, progress=False, overwrite=True)
                 record.write_text(json.dumps({"seconds": time.perf_counter() - started, "bytes": info.get("total_bytes")}))
-            result[v] = {"path": str(out), **json.loads(record.read_text())}
+            result[letter, v] = {"path": str(out), **json.loads(record.read_text())}
         return result
 
+    def ensemble_teacher(self, teachers: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        """The two teachers as an ensemble: scores = the mean of their probabilities, scored as
+        logits ``log(p / (1 - p))`` (the same ranking, so the same AP; top-k and thresholds alike)."""
+        out: Dict[str, Any] = {}
+        for split in ("val", "test"):
+            runs = [teachers[letter]["_logits"][split] for letter in ("a", "b")]
+            p = np.mean([1.0 / (1.0 + np.exp(-r["logits"].astype(np.float64))) for r in runs], axis=0)
+            z = np.log(p) - np.log1p(-p)
+            metrics = evaluate_logits(z, runs[0]["labels"])
+            if split == "val":
+                out["val_mAP"] = metrics["mAP"]
+            else:
+                out["test"] = {k: metrics[k] for k in METRICS}
+                ap = average_precision(z, runs[0]["labels"])
+                out["test_per_class_ap"] = {name: float(100 * v) for name, v in zip(teachers["a"]["test_per_class_ap"], ap)}
+        return out
+
     # -- stage 2 --------------------------------------------------------------------------
-    def student(self, row: Row, seed: int, teacher: Path, caches: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
+    def student(self, row: Row, seed: int, teacher: Path, caches: Dict[Any, Dict[str, Any]]) -> Dict[str, Any]:
         out = self.work / row.slug / f"seed{seed}"
         record = out / "study-run.json"
         if record.is_file():
@@ -274,13 +341,14 @@ class Study:
         cfg = student_config(self.cfg, row.method, seed).replace(
             eval_every=self.cfg.epochs("s")[1], cache={"views": row.views if row.mode == "offline" else self.prototype_views}
         )
+        cache = [Path(caches[letter, row.views]["path"]) for letter in row.teachers] if row.mode == "offline" else None
         started = time.perf_counter()
         result = distill.run(
             cfg,
             out,
             progress=False,
             no_kd=row.mode == "no-kd",
-            cache=Path(caches[row.views]["path"]) if row.mode == "offline" else None,
+            cache=cache,
             teacher=teacher if row.mode == "online" else None,
             fresh_views=row.views == "fresh",
         )
@@ -299,16 +367,20 @@ class Study:
 
     def run(self) -> Dict[str, Any]:
         started = time.perf_counter()
-        teacher = self.teacher()
-        caches = self.dumps(Path(teacher["path"]))
+        teachers = {letter: self.teacher(letter) for letter in self.letters}
+        caches = self.dumps(teachers)
+        teacher = Path(teachers["a"]["path"])
         runs: Dict[str, List[Dict[str, Any]]] = {row.name: [] for row in self.rows}
         for seed in self.seeds:  # seed-major: an interrupted study has whole seeds
             for row in self.rows:
-                runs[row.name].append(self.student(row, seed, Path(teacher["path"]), caches))
-        readers = {v: sum(len(self.seeds) for r in self.rows if r.mode == "offline" and r.views == v) for v in caches}
+                runs[row.name].append(self.student(row, seed, teacher, caches))
+        readers = {
+            key: sum(len(self.seeds) for r in self.rows if r.mode == "offline" and r.views == key[1] and key[0] in r.teachers)
+            for key in caches
+        }
         table = [self.summarise_row(row, runs, caches, readers) for row in self.rows]
         train = dataset_from_config(self.cfg, "train")
-        return {
+        result = {
             "study": "kd_study",
             "tool_version": __version__,
             "config": self.config_name,
@@ -316,8 +388,8 @@ class Study:
             "train_size_students": len(train),
             "classes": class_profile(train.class_names, train.labels),
             "train_size_teacher": len(dataset_from_config(self.cfg, "train", "t")),
-            "teacher": teacher,
-            "dumps": {str(v): c for v, c in caches.items()},
+            "teacher": {k: v for k, v in teachers["a"].items() if k != "_logits"},
+            "dumps": {f"{letter}{v}" if letter != "a" else str(v): c for (letter, v), c in caches.items()},
             "rows": table,
             "wall_s": time.perf_counter() - started,
             "machine": {
@@ -327,12 +399,17 @@ class Study:
                 "threads": torch.get_num_threads(),
             },
         }
+        if "b" in teachers:
+            result["teacher_b"] = {k: v for k, v in teachers["b"].items() if k != "_logits"}
+            result["ensemble_teacher"] = self.ensemble_teacher(teachers)
+            result["ensembles"] = ensemble_comparisons(table)
+        return result
 
     def summarise_row(self, row: Row, runs, caches, readers) -> Dict[str, Any]:
         mine = runs[row.name]
-        by_kind = {(r.method, r.mode, r.views): r.name for r in self.rows}
-        base = runs[by_kind["vanilla", "no-kd", None]]
-        online_name = by_kind.get((row.method, "online", "fresh"))
+        by_kind = {(r.method, r.mode, r.views, r.teachers): r.name for r in self.rows}
+        base = runs[by_kind["vanilla", "no-kd", None, "a"]]
+        online_name = by_kind.get((row.method, "online", "fresh", "a")) if row.teachers == "a" else None
 
         def test_map(rs: List[Dict[str, Any]]) -> Dict[int, float]:
             return {r["seed"]: r["test"]["mAP"] for r in rs}
@@ -343,6 +420,7 @@ class Study:
             "loss": RECIPES[row.method].label,
             "mode": row.mode,
             "views": row.views,
+            "teachers": row.teachers,
             "runs": mine,
             "test": {k: summarise([r["test"][k] for r in mine]) for k in METRICS},
             "val_mAP": summarise([r["val_mAP"] for r in mine]),
@@ -354,13 +432,19 @@ class Study:
         }
         out["loss_terms"] = self.loss_terms(row)
         if row.mode == "offline":
-            dump_s = caches[row.views]["seconds"]
-            out["dump"] = {
-                "seconds": dump_s,
-                "bytes": caches[row.views]["bytes"],
-                "students": readers[row.views],
-                "seconds_per_student": dump_s / readers[row.views],
+            parts = [
+                {"seconds": caches[letter, row.views]["seconds"], "students": readers[letter, row.views]}
+                for letter in row.teachers
+            ]
+            sizes = [caches[letter, row.views]["bytes"] for letter in row.teachers]
+            out["dump"] = {  # several caches (an ensemble): each dump's time over the students that read it
+                "seconds": sum(p["seconds"] for p in parts),
+                "bytes": None if None in sizes else sum(sizes),
+                "parts": parts,
+                "seconds_per_student": sum(p["seconds"] / p["students"] for p in parts),
             }
+            if len(parts) == 1:
+                out["dump"]["students"] = parts[0]["students"]
         return out
 
     def loss_terms(self, row: Row) -> Dict[str, Dict[str, float]]:
@@ -371,6 +455,38 @@ class Study:
             for key, r in (("first_epoch", rows[0]), ("last_epoch", rows[-1])):
                 ends[key].append({k[len("loss/") :]: v for k, v in r.items() if k.startswith("loss/")})
         return {key: {t: statistics.mean(d[t] for d in ds) for t in ds[0]} for key, ds in ends.items()}
+
+
+def ensemble_comparisons(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per V with ensemble rows: the student of both teachers against the better single-teacher
+    student, chosen by mean val mAP (never test), paired per seed on test mAP; and against the other."""
+    out = []
+    for both in (r for r in rows if r["teachers"] == "ab"):
+        singles = [
+            r
+            for r in rows
+            if r["mode"] == "offline"
+            and r["views"] == both["views"]
+            and r["teachers"] in ("a", "b")
+            and r["method"] == both["method"]
+        ]
+        better = max(singles, key=lambda r: r["val_mAP"]["mean"])
+        other = next((r for r in singles if r is not better), None)
+
+        def test_map(row: Dict[str, Any]) -> Dict[int, float]:
+            return {run["seed"]: run["test"]["mAP"] for run in row["runs"]}
+
+        out.append(
+            {
+                "views": both["views"],
+                "ensemble_row": both["name"],
+                "better_single": better["name"],
+                "vs_better_single": paired(test_map(both), test_map(better)),
+                "other_single": other["name"] if other else None,
+                "vs_other_single": paired(test_map(both), test_map(other)) if other else None,
+            }
+        )
+    return out
 
 
 def class_profile(class_names: Sequence[str], labels: Any) -> Dict[str, Dict[str, float]]:
@@ -470,7 +586,30 @@ def _run_minutes(result: Dict[str, Any]) -> float:
     """Minutes of every run the table rests on: teacher, dumps and students (stable across reruns)."""
     students = sum(run["seconds"] for row in result["rows"] for run in row["runs"])
     dumps = sum(d["seconds"] for d in result["dumps"].values())
-    return (result["teacher"]["seconds"] + dumps + students) / 60
+    teachers = result["teacher"]["seconds"] + result.get("teacher_b", {}).get("seconds", 0.0)
+    return (teachers + dumps + students) / 60
+
+
+def ensemble_section(result: Dict[str, Any]) -> List[str]:
+    """The ensemble rows' comparison: both teachers and their ensemble, and the student of both
+    against the better single-teacher student (chosen on val)."""
+    if "ensemble_teacher" not in result:
+        return []
+    a, b, e = result["teacher"], result["teacher_b"], result["ensemble_teacher"]
+    changes = ", ".join(f"{k}={v}" for k, v in b["changes"].items())
+    lines = [
+        "",
+        "several teachers (L2D offline; teacher B = the config with " + changes + "):",
+        f"  teacher A {a['arch']}: test mAP {a['test']['mAP']:.2f} (val {a['val_mAP']:.2f}); teacher B {b['arch']}: "
+        f"test mAP {b['test']['mAP']:.2f} (val {b['val_mAP']:.2f}), trained in {b['seconds']:.0f} s; "
+        f"ensemble (mean of their probabilities): test mAP {e['test']['mAP']:.2f} (val {e['val_mAP']:.2f})",
+    ]
+    for c in result["ensembles"]:
+        lines.append(
+            f"  V={c['views']}: {c['ensemble_row']} - {c['better_single']} (the better single teacher's student by val mAP) = "
+            f"{_diff(c['vs_better_single'])}; - {c['other_single']} = {_diff(c['vs_other_single'])}"
+        )
+    return lines
 
 
 def render(result: Dict[str, Any]) -> str:
@@ -488,7 +627,8 @@ def render(result: Dict[str, Any]) -> str:
         dump_cell = "—"
         if "dump" in r:
             d = r["dump"]
-            dump_cell = f"{d['seconds']:.0f} s / {d['students']} = {d['seconds_per_student']:.1f} s"
+            shares = " + ".join(f"{p['seconds']:.0f} s / {p['students']}" for p in d.get("parts", [d]))
+            dump_cell = f"{shares} = {d['seconds_per_student']:.1f} s"
         body.append(
             [
                 r["name"],
@@ -521,10 +661,11 @@ def render(result: Dict[str, Any]) -> str:
         f"no-KD seed-to-seed std {base['std']:.2f} (goal <= 1)",
         "loss terms per batch, first epoch -> last epoch (mean over seeds):",
     ]
+    width = max(len(r["name"]) for r in result["rows"])
     for r in result["rows"]:
         first, last = r["loss_terms"]["first_epoch"], r["loss_terms"]["last_epoch"]
         terms = "  ".join(f"{k} {first[k]:.1f} -> {last[k]:.1f}" for k in first)
-        lines.append(f"  {r['name']:<20} {terms}")
+        lines.append(f"  {r['name']:<{width}}  {terms}")
     lines += [
         "",
         f"mean ± std over {n} seeds; Δ: paired per-seed differences of test mAP, mean ± std, * = 95% t-interval excludes 0;",
@@ -532,7 +673,7 @@ def render(result: Dict[str, Any]) -> str:
         f"time per student run that read the cache in this study. Runs in this table: {_run_minutes(result):.1f} min "
         f"(teacher, dumps, students); this invocation {result['wall_s'] / 60:.1f} min (finished runs are reused).",
     ]
-    return "\n".join(lines + per_class_section(result))
+    return "\n".join(lines + ensemble_section(result) + per_class_section(result))
 
 
 def main(argv=None) -> int:
@@ -562,6 +703,14 @@ def main(argv=None) -> int:
         default=",".join(ROW_KINDS),
         help=f"row families to run, comma-separated, of {', '.join(ROW_KINDS)} (default all; no-kd always runs)",
     )
+    parser.add_argument(
+        "--teacher-b",
+        dest="teacher_b",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the l2d-ensemble rows' second teacher: a config change (repeatable; default seed=<the config's seed + 1>)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if args.seeds < 2:
@@ -570,6 +719,8 @@ def main(argv=None) -> int:
     unknown = sorted(set(kinds) - set(ROW_KINDS))
     if unknown:
         parser.error(f"--rows: unknown {', '.join(unknown)}; choose from {', '.join(ROW_KINDS)}")
+    if args.teacher_b and "l2d-ensemble" not in kinds:
+        parser.error("--teacher-b makes the second teacher of the l2d-ensemble rows; add l2d-ensemble to --rows")
     logging.basicConfig(level=logging.WARNING)
     from mlkd_cache.config import parse_override
 
@@ -585,12 +736,16 @@ def main(argv=None) -> int:
 
     def study(work: Path) -> Dict[str, Any]:
         cfg = load_config(bench.config, overrides, settings=settings)
+        teacher_b = dict(parse_override(s) for s in args.teacher_b) or {"seed": int(cfg.seed) + 1}
+        try:  # a bad --teacher-b stops here, before any run (--set's syntax, dotted keys included)
+            cfg_b = load_config(bench.config, overrides, settings={**settings, **teacher_b})
+        except MlkdError as exc:
+            sys.exit(f"error: --teacher-b: {exc}")
         if args.quick and bench.quick_rows and bench.data_root is not None:
-            cfg = cfg.replace(
-                dataset_para=quick_csv_files(bench.data_root, cfg.dataset_para, bench.quick_rows, work / "quick-data")
-            )
+            para = quick_csv_files(bench.data_root, cfg.dataset_para, bench.quick_rows, work / "quick-data")
+            cfg, cfg_b = cfg.replace(dataset_para=para), cfg_b.replace(dataset_para=para)
         method_views = [2] if args.quick else sorted({int(v) for v in (args.method_views or str(cfg.cache["views"])).split(",")})
-        return Study(cfg, work, seeds, views, method_views, bench.config, kinds).run()
+        return Study(cfg, work, seeds, views, method_views, bench.config, kinds, teacher_b, cfg_b).run()
 
     if args.work is None:
         with tempfile.TemporaryDirectory(prefix="kd-study-") as tmp:

@@ -112,10 +112,12 @@ def run(
     batch_size: Optional[int] = None,
     workers: Optional[int] = None,
     split: str = "test",
+    keep_logits: bool = False,
 ) -> Dict:
     """Score ``checkpoint`` on ``split`` of the dataset it was trained for.
 
-    Returns ``{"metrics": {...}, "per_class_ap": {class: AP%}, "checkpoint": ..., "samples": N}``.
+    Returns ``{"metrics": {...}, "per_class_ap": {class: AP%}, "checkpoint": ..., "samples": N}``,
+    with ``keep_logits`` also ``"logits"`` float32 and ``"labels"`` uint8, ``[N, C]`` in dataset order.
     """
     info = init_distributed()
     ckpt = load_checkpoint(checkpoint, require=("model", "arch", "num_classes", "class_names", "config", "transform"))
@@ -136,7 +138,9 @@ def run(
     amp = bool(cfg.amp and info.device.type == "cuda")
     z, y = predict(model, eval_loader(view_data, cfg.batch_size, cfg.workers, info), info, amp, len(view_data), spec)
     ap = average_precision(z, y)
+    kept = {"logits": z, "labels": y} if keep_logits else {}
     return {
+        **kept,
         "checkpoint": str(checkpoint),
         "split": split,
         "samples": len(view_data),

@@ -35,6 +35,8 @@ def test_every_row_ran_with_every_seed(study):
         "MLD offline V=2",
         "MPSCD offline V=2",
         "MLD online fresh",
+        "L2D offline V=2 teacher B",
+        "L2D offline V=2 teachers A+B",
     ]
     assert result["seeds"] == [0, 1]
     for row in result["rows"]:
@@ -47,6 +49,26 @@ def test_every_row_ran_with_every_seed(study):
     assert terms["no KD"] == {"bce"} and terms["MLD online fresh"] == {"bce", "mld"}
     assert terms["L2D offline V=1"] == terms["L2D online fresh"] == {"bce", "mld", "led_cd", "led_id"}
     assert terms["MPSCD offline V=2"] == {"bce", "mld", "mpscd_pcrd", "mpscd_pcsd"}
+    assert terms["L2D offline V=2 teacher B"] == terms["L2D offline V=1"]
+    assert terms["L2D offline V=2 teachers A+B"] == {"bce", *(f"t{k}/{t}" for k in (1, 2) for t in ("mld", "led_cd", "led_id"))}
+
+
+def test_ensemble_rows_compare_with_the_better_single_teacher_chosen_on_val(study):
+    """Teacher B is the config with seed + 1 (its own folder and cache of the same views); the
+    student of both is paired with the single-teacher student of higher val mAP."""
+    result, work, _ = study
+    assert result["teacher_b"]["changes"] == {"seed": 1} and result["teacher_b"]["arch"] == result["teacher"]["arch"]
+    assert result["teacher_b"]["test"]["mAP"] != result["teacher"]["test"]["mAP"]  # another teacher
+    assert 0.0 < result["ensemble_teacher"]["test"]["mAP"] <= 100.0
+    assert (work / "teacher-b" / "teacher.pt").is_file() and (work / "cache-b-v2" / "manifest.json").is_file()
+    rows = {r["name"]: r for r in result["rows"]}
+    (c,) = result["ensembles"]
+    singles = [rows["L2D offline V=2"], rows["L2D offline V=2 teacher B"]]
+    better = max(singles, key=lambda r: r["val_mAP"]["mean"])
+    assert c["better_single"] == better["name"] and c["ensemble_row"] == "L2D offline V=2 teachers A+B"
+    both = [r["test"]["mAP"] for r in rows[c["ensemble_row"]]["runs"]]
+    assert c["vs_better_single"]["per_seed"] == pytest.approx([a - r["test"]["mAP"] for a, r in zip(both, better["runs"])])
+    assert rows["L2D offline V=2 teacher B"]["vs_online_fresh"] is None  # the online row is teacher A's
 
 
 def test_paired_differences_and_dump_cost_are_the_runs_arithmetic(study):
@@ -63,10 +85,18 @@ def test_paired_differences_and_dump_cost_are_the_runs_arithmetic(study):
         [a["test"]["mAP"] - b["test"]["mAP"] for a, b in zip(rows["MLD offline V=2"]["runs"], rows["MLD online fresh"]["runs"])]
     )
     assert rows["MPSCD offline V=2"]["vs_online_fresh"] is None  # no online MPSCD row
-    # V=2 serves L2D, MLD and MPSCD with 2 seeds each; V=1 only L2D
-    assert l2d["dump"]["students"] == 6 and rows["L2D offline V=1"]["dump"]["students"] == 2
-    assert l2d["dump"]["seconds_per_student"] == pytest.approx(l2d["dump"]["seconds"] / 6)
+    # V=2 serves L2D, MLD, MPSCD and the ensemble with 2 seeds each; V=1 only L2D
+    assert l2d["dump"]["students"] == 8 and rows["L2D offline V=1"]["dump"]["students"] == 2
+    assert l2d["dump"]["seconds_per_student"] == pytest.approx(l2d["dump"]["seconds"] / 8)
     assert result["dumps"]["2"]["bytes"] > result["dumps"]["1"]["bytes"]
+
+
+def test_another_teacher_b_is_refused_in_a_folder_of_the_first(study):
+    _, work, cmd = study
+    proc = subprocess.run([*cmd, "--teacher-b", "seed=2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "holds ensemble runs of another teacher B" in proc.stderr, proc.stderr
+    proc = subprocess.run([*cmd, "--rows", "l2d-offline", "--teacher-b", "seed=2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "add l2d-ensemble to --rows" in proc.stderr, proc.stderr
 
 
 def test_rerun_reuses_finished_runs(study):
@@ -74,7 +104,7 @@ def test_rerun_reuses_finished_runs(study):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
-    assert "training the teacher" not in proc.stderr and "seed 0 ..." not in proc.stderr
+    assert "training" not in proc.stderr and "seed 0 ..." not in proc.stderr
     assert [r["runs"] for r in again["rows"]] == [r["runs"] for r in result["rows"]]
 
 
@@ -140,7 +170,14 @@ def test_rows_filter_keeps_no_kd_and_the_families_asked_for():
     kd = _study_module()
     rows = kd.study_rows([1, 4], [4], kinds=("l2d-offline", "mld-online"))
     assert [r.name for r in rows] == ["no KD", "L2D offline V=1", "L2D offline V=4", "MLD online fresh"]
-    assert [r.name for r in kd.study_rows([1], [4])][-1] == "MLD online fresh" and len(kd.study_rows([1], [4])) == 6
+    assert [r.name for r in kd.study_rows([1], [4])][-3:] == [
+        "L2D offline V=4",
+        "L2D offline V=4 teacher B",
+        "L2D offline V=4 teachers A+B",
+    ]
+    assert len(kd.study_rows([1], [4])) == 9  # L2D offline V=4 joins as the ensemble's single-teacher pair
+    only = kd.study_rows([4, 16], [16], kinds=("l2d-ensemble",))
+    assert [r.name for r in only] == ["no KD", "L2D offline V=16", "L2D offline V=16 teacher B", "L2D offline V=16 teachers A+B"]
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "kd_study.py"), "--rows", "l2d-ofline"], capture_output=True, text=True
     )
