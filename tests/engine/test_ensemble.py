@@ -158,3 +158,23 @@ def test_refusals(two, tmp_path):
         sys.path.remove(monkey_path)
         sys.modules.pop("user_teachers", None)
     refused(["--cache", str(two.a), "--cache", str(logits_cache)], f"the cache in {logits_cache} gives only logits")
+
+
+def test_teacher_agreement_benchmark(two, capsys):
+    """benchmarks/teacher_agreement.py: a cache against itself agrees fully (J = 0); two teachers do not."""
+    from ..conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import teacher_agreement
+    finally:
+        sys.path.pop(0)
+    assert teacher_agreement.main([str(two.a), str(two.a)]) == 0
+    same = capsys.readouterr().out
+    assert "mean |p_A - p_B|        0.0000" in same and "0.00 %" in same and "J           0.0000" in same
+    teacher_agreement.main([str(two.a), str(two.b)])
+    other = capsys.readouterr().out
+    assert "1,920 entries (96 samples x 2 views x 10 classes)" in other and re.search(
+        r"mean \|p_A - p_B\|\s+0\.(?!0000)\d{4}", other
+    ), other
+    assert re.search(r"Jensen term J\s+0\.(?!0000)\d{4}", other), other
