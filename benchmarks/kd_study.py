@@ -40,7 +40,7 @@ Each run also records its per-class test AP; the table is followed by test AP pe
 mostly alone by the share of a class's images that carry another label) and per class, with
 the paired Δ of each KD row. ``--rows`` runs some row families only (``no-kd`` always runs).
 
-    python benchmarks/kd_study.py                      # the full study, about 70 min on 2 cores
+    python benchmarks/kd_study.py                      # every row, about 100 min on 2 cores (70 without l2d-ensemble)
     python benchmarks/kd_study.py --quick              # smoke run of every row, < 60 s
     python benchmarks/kd_study.py --seeds 5 --json
     python benchmarks/kd_study.py --benchmark voc-rf144 --views 1,4,16 --work runs/kd-voc   # 95 min
