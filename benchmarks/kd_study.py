@@ -207,6 +207,11 @@ def summarise(values: List[float]) -> Dict[str, float]:
     return {"mean": mean, "std": std}
 
 
+def map_by_seed(runs: List[Dict[str, Any]]) -> Dict[int, float]:
+    """``{seed: test mAP}`` of a row's runs."""
+    return {r["seed"]: r["test"]["mAP"] for r in runs}
+
+
 def paired(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
     """Per-seed differences ``a[seed] - b[seed]``: mean, std, and whether the 95% t-interval excludes 0."""
     if set(a) != set(b):
@@ -244,6 +249,7 @@ class Study:
         self.rows = study_rows(views, method_views, kinds)
         self.teacher_b = dict(teacher_b or {"seed": int(cfg.seed) + 1})
         self.cfg_b = cfg_b if cfg_b is not None else cfg.replace(**self.teacher_b)
+        self.scores: Dict[str, Dict[str, Dict[str, Any]]] = {}  # teacher letter -> split -> evaluate.run(keep_logits)
         work.mkdir(parents=True, exist_ok=True)
         if "b" in self.letters:  # every run of teacher B (its folder, caches, students) belongs to these changes
             stamp, changes = work / "teacher-b.json", json.loads(json.dumps(self.teacher_b, default=str))
@@ -284,6 +290,7 @@ class Study:
         seconds = sum(r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in rows)
         val = evaluate.run(final, split="val", keep_logits=True)
         test = evaluate.run(final, split="test", keep_logits=True)
+        self.scores[letter] = {"val": val, "test": test}  # logits and labels, for the ensemble's scores
         return {
             "path": str(final),
             "arch": cfg.model_t,
@@ -292,7 +299,6 @@ class Study:
             "test": {k: test["metrics"][k] for k in METRICS},
             "val_mAP": val["metrics"]["mAP"],
             "test_per_class_ap": test["per_class_ap"],
-            "_logits": {"val": val, "test": test},  # for the ensemble's scores; not written out
         }
 
     def dumps(self, teachers: Dict[str, Dict[str, Any]]) -> Dict[Any, Dict[str, Any]]:
@@ -317,7 +323,7 @@ class Study:
         logits ``log(p / (1 - p))`` (the same ranking, so the same AP; top-k and thresholds alike)."""
         out: Dict[str, Any] = {}
         for split in ("val", "test"):
-            runs = [teachers[letter]["_logits"][split] for letter in ("a", "b")]
+            runs = [self.scores[letter][split] for letter in ("a", "b")]
             p = np.mean([1.0 / (1.0 + np.exp(-r["logits"].astype(np.float64))) for r in runs], axis=0)
             z = np.log(p) - np.log1p(-p)
             metrics = evaluate_logits(z, runs[0]["labels"])
@@ -388,7 +394,7 @@ class Study:
             "train_size_students": len(train),
             "classes": class_profile(train.class_names, train.labels),
             "train_size_teacher": len(dataset_from_config(self.cfg, "train", "t")),
-            "teacher": {k: v for k, v in teachers["a"].items() if k != "_logits"},
+            "teacher": teachers["a"],
             "dumps": {f"{letter}{v}" if letter != "a" else str(v): c for (letter, v), c in caches.items()},
             "rows": table,
             "wall_s": time.perf_counter() - started,
@@ -400,7 +406,7 @@ class Study:
             },
         }
         if "b" in teachers:
-            result["teacher_b"] = {k: v for k, v in teachers["b"].items() if k != "_logits"}
+            result["teacher_b"] = teachers["b"]
             result["ensemble_teacher"] = self.ensemble_teacher(teachers)
             result["ensembles"] = ensemble_comparisons(table)
         return result
@@ -410,9 +416,6 @@ class Study:
         by_kind = {(r.method, r.mode, r.views, r.teachers): r.name for r in self.rows}
         base = runs[by_kind["vanilla", "no-kd", None, "a"]]
         online_name = by_kind.get((row.method, "online", "fresh", "a")) if row.teachers == "a" else None
-
-        def test_map(rs: List[Dict[str, Any]]) -> Dict[int, float]:
-            return {r["seed"]: r["test"]["mAP"] for r in rs}
 
         out: Dict[str, Any] = {
             "name": row.name,
@@ -425,8 +428,8 @@ class Study:
             "test": {k: summarise([r["test"][k] for r in mine]) for k in METRICS},
             "val_mAP": summarise([r["val_mAP"] for r in mine]),
             "seconds": summarise([r["seconds"] for r in mine]),
-            "vs_no_kd": None if row.mode == "no-kd" else paired(test_map(mine), test_map(base)),
-            "vs_online_fresh": paired(test_map(mine), test_map(runs[online_name]))
+            "vs_no_kd": None if row.mode == "no-kd" else paired(map_by_seed(mine), map_by_seed(base)),
+            "vs_online_fresh": paired(map_by_seed(mine), map_by_seed(runs[online_name]))
             if online_name and row.mode == "offline"
             else None,
         }
@@ -473,17 +476,14 @@ def ensemble_comparisons(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         better = max(singles, key=lambda r: r["val_mAP"]["mean"])
         other = next((r for r in singles if r is not better), None)
 
-        def test_map(row: Dict[str, Any]) -> Dict[int, float]:
-            return {run["seed"]: run["test"]["mAP"] for run in row["runs"]}
-
         out.append(
             {
                 "views": both["views"],
                 "ensemble_row": both["name"],
                 "better_single": better["name"],
-                "vs_better_single": paired(test_map(both), test_map(better)),
+                "vs_better_single": paired(map_by_seed(both["runs"]), map_by_seed(better["runs"])),
                 "other_single": other["name"] if other else None,
-                "vs_other_single": paired(test_map(both), test_map(other)) if other else None,
+                "vs_other_single": paired(map_by_seed(both["runs"]), map_by_seed(other["runs"])) if other else None,
             }
         )
     return out
