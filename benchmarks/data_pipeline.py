@@ -1,6 +1,6 @@
 """Images per second of one data-loading worker: decode + replayable train view, on real photographs.
 
-On a GPU box the student's step takes milliseconds and the CPU side decides the speed of vanilla,
+On a GPU box the student's step takes milliseconds and the CPU side decides the speed of no-KD,
 online and offline training alike: JPEG decode, resize, Cutout, RandAugment, ToTensor, replayed
 for every sample. This script times what one DataLoader worker process does per sample (one
 thread, as in a worker) on the photographs of ``../shared/data/coco2017-tiny`` (COCO-sized,

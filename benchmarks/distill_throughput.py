@@ -1,16 +1,16 @@
-"""Student training throughput: vanilla, online KD and offline KD, against the ideal speed-up.
+"""Student training throughput: no-KD, online KD and offline KD, against the ideal speed-up.
 
 One run, one teacher/student pair (default resnet50 -> resnet18, timm, random init: no
 pretrained weights, nothing downloaded), the embedded digits data at 64 px, the same batch
 size, workers and sample order (same sampler seed and epochs) in every mode:
 
-* ``vanilla``: ``Trainer(cfg, 's')``, the student on the hard-label loss only;
+* ``no-kd``: ``Trainer(cfg, 's')``, the student on the hard-label loss only;
 * ``online``: ``DistillTrainer(teacher=teacher.pt)``, the teacher run live on every batch;
 * ``offline``: ``DistillTrainer(cache=DIR)``, teacher targets read from a ``dump-targets``
   cache of the same teacher (its dump time is reported too).
 
 Each mode first runs one untimed warm-up epoch; then ``--rounds`` rounds, each of one
-``train_one_epoch`` per mode in turn (vanilla, online, offline, vanilla, ...): interleaved, so
+``train_one_epoch`` per mode in turn (no-kd, online, offline, no-kd, ...): interleaved, so
 that load from other jobs falls on every mode alike. ``train_one_epoch`` does not evaluate;
 its ``train_time_s`` covers data loading (DataLoader workers start each epoch), forward,
 losses, backward and optimiser. steps/s = len(loader) / train_time_s, best (default) or median
@@ -18,12 +18,12 @@ of the rounds (``--stat``).
 
 After each round, on ``--batches`` preloaded batches (no data loading), two costs are timed
 side by side, alternating batch by batch: the teacher's no-grad eval forward (the online
-trainer's own ``source.targets``) and one vanilla student step (forward, hard loss, backward,
+trainer's own ``source.targets``) and one no-KD student step (forward, hard loss, backward,
 optimiser step). With the same statistic over all rounds:
 ideal speed-up = (t_teacher_forward + t_student_step) / t_student_step, the most that skipping
 the teacher can buy.
 
-Goals (printed, not asserted): offline >= 0.95 x vanilla; offline/online >= 0.90 x ideal.
+Goals (printed, not asserted): offline >= 0.95 x no-kd; offline/online >= 0.90 x ideal.
 
 Optimiser implementations, before/after: one training step (forward, hard loss, backward,
 Adam step) of the teacher and of the student with each Adam implementation of
@@ -66,8 +66,8 @@ from mlkd_cache.losses.hard import build_hard_loss  # noqa: E402
 from mlkd_cache.models import build_model  # noqa: E402
 
 CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
-MODES = ("vanilla", "online", "offline")
-GOAL_OFFLINE_VS_VANILLA = 0.95
+MODES = ("no-kd", "online", "offline")
+GOAL_OFFLINE_VS_NO_KD = 0.95
 GOAL_OF_IDEAL = 0.90
 
 
@@ -110,7 +110,7 @@ def preload_batches(trainer: Trainer, count: int, batch_size: int) -> list:
 
 
 def student_step(trainer: Trainer, batch) -> None:
-    """One hard-label training step of the vanilla student, as ``train_one_epoch`` does it."""
+    """One hard-label training step of the no-KD student, as ``train_one_epoch`` does it."""
     trainer.ddp.train()
     outputs = trainer.ddp(batch.image)
     loss = sum(trainer.loss_terms(batch, outputs).values())
@@ -209,16 +209,16 @@ def run(args, work: Path) -> int:
 
     say("setup: trainers ...")
     trainers: Dict[str, Trainer] = {
-        "vanilla": Trainer(cfg, "s", work / "vanilla", progress=False),
+        "no-kd": Trainer(cfg, "s", work / "no-kd", progress=False),
         "online": DistillTrainer(cfg, work / "online", teacher=teacher_pt, progress=False),
         "offline": DistillTrainer(cfg, work / "offline", cache=work / "cache", progress=False),
     }
     steps = {m: len(t.loader) for m, t in trainers.items()}
     assert len(set(steps.values())) == 1, steps
-    steps_per_epoch = steps["vanilla"]
-    vanilla, live = trainers["vanilla"], trainers["online"].source
-    device = vanilla.info.device
-    batches = preload_batches(vanilla, args.batches, args.batch_size)
+    steps_per_epoch = steps["no-kd"]
+    no_kd, live = trainers["no-kd"], trainers["online"].source
+    device = no_kd.info.device
+    batches = preload_batches(no_kd, args.batches, args.batch_size)
 
     def sync() -> None:  # CUDA runs asynchronously: time finished work only
         if device.type == "cuda":
@@ -233,7 +233,7 @@ def run(args, work: Path) -> int:
         trainer.train_one_epoch(0)
     for batch in batches[:1]:
         teacher_forward(batch)
-        student_step(vanilla, batch)
+        student_step(no_kd, batch)
 
     epoch_s: Dict[str, List[float]] = {m: [] for m in MODES}
     t_teacher: List[float] = []
@@ -248,7 +248,7 @@ def run(args, work: Path) -> int:
             teacher_forward(batch)
             t_teacher.append(time.perf_counter() - start)
             start = time.perf_counter()
-            student_step(vanilla, batch)
+            student_step(no_kd, batch)
             sync()
             t_student.append(time.perf_counter() - start)
         say(
@@ -261,14 +261,14 @@ def run(args, work: Path) -> int:
     steps_per_s = {m: 1.0 / v for m, v in per_step.items()}
     tf, ts = pick(t_teacher, args.stat), pick(t_student, args.stat)
     ideal = (tf + ts) / ts
-    offline_vs_vanilla = steps_per_s["offline"] / steps_per_s["vanilla"]
+    offline_vs_no_kd = steps_per_s["offline"] / steps_per_s["no-kd"]
     offline_vs_online = steps_per_s["offline"] / steps_per_s["online"]
     of_ideal = offline_vs_online / ideal
     goals = {
-        "offline_vs_vanilla": {
-            "value": offline_vs_vanilla,
-            "goal": GOAL_OFFLINE_VS_VANILLA,
-            "pass": offline_vs_vanilla >= GOAL_OFFLINE_VS_VANILLA,
+        "offline_vs_no_kd": {
+            "value": offline_vs_no_kd,
+            "goal": GOAL_OFFLINE_VS_NO_KD,
+            "pass": offline_vs_no_kd >= GOAL_OFFLINE_VS_NO_KD,
         },
         "offline_vs_online_of_ideal": {"value": of_ideal, "goal": GOAL_OF_IDEAL, "pass": of_ideal >= GOAL_OF_IDEAL},
     }
@@ -304,7 +304,7 @@ def run(args, work: Path) -> int:
         "dump_s": dumped["seconds"],
         "dump_views_per_s": args.samples * args.views / dumped["seconds"],
         "cache_mb": dumped.get("total_bytes", 0) / 2**20,
-        "offline_over_vanilla": offline_vs_vanilla,
+        "offline_over_no_kd": offline_vs_no_kd,
         "offline_over_online": offline_vs_online,
         "ideal_speedup": ideal,
         "offline_over_online_of_ideal": of_ideal,
@@ -313,7 +313,7 @@ def run(args, work: Path) -> int:
     say("optimiser implementations: teacher and student steps ...")
     optim_ms = {}
     for role, arch in (("teacher", args.teacher), ("student", args.student)):
-        times = optimizer_step_times(cfg, arch, batches, args.rounds, len(vanilla.class_names), device)
+        times = optimizer_step_times(cfg, arch, batches, args.rounds, len(no_kd.class_names), device)
         optim_ms[role] = {impl: pick(v, args.stat) * 1e3 for impl, v in times.items()}
     report["optimizer_step_ms"] = optim_ms
     report["fused_speedup_over_for_loop"] = {r: v["for-loop"] / v["fused"] for r, v in optim_ms.items()}
@@ -342,18 +342,18 @@ def run(args, work: Path) -> int:
             f"{steps_per_s[m]:.2f}",
             f"{per_step[m] * 1e3:.0f}",
             f"{steps_per_s[m] * args.batch_size:.0f}",
-            f"{steps_per_s[m] / steps_per_s['vanilla']:.3f}",
+            f"{steps_per_s[m] / steps_per_s['no-kd']:.3f}",
         )
         for m in MODES
     ]
-    print(format_table(rows, ["mode", "steps/s", "ms/step", "samples/s", "x vanilla"]))
+    print(format_table(rows, ["mode", "steps/s", "ms/step", "samples/s", "x no-kd"]))
     print(f"({args.stat} of {args.rounds} interleaved epochs per mode after 1 warm-up epoch; epoch time includes data loading)")
     print()
     print(f"teacher forward (no grad, eval)   {tf * 1e3:8.1f} ms/batch")
     print(f"student step (fwd+bwd+optimiser)  {ts * 1e3:8.1f} ms/batch")
     print(f"({args.stat} of {len(t_teacher)} each, alternating on {args.batches} preloaded batches, no data loading)")
     print()
-    print(f"offline / vanilla          {offline_vs_vanilla:.3f}")
+    print(f"offline / no-kd            {offline_vs_no_kd:.3f}")
     print(f"offline / online           {offline_vs_online:.3f}")
     print(f"ideal speed-up             {ideal:.3f}   = (t_teacher_forward + t_student_step) / t_student_step")
     print(f"(offline / online) / ideal {of_ideal:.3f}")
@@ -373,7 +373,7 @@ def run(args, work: Path) -> int:
     )
     print()
     for name, text in (
-        ("offline_vs_vanilla", "offline >= 0.95 x vanilla"),
+        ("offline_vs_no_kd", "offline >= 0.95 x no-kd"),
         ("offline_vs_online_of_ideal", "offline/online >= 0.90 x ideal"),
     ):
         g = goals[name]

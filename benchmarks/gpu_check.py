@@ -15,7 +15,7 @@ memory, channels-last models, non-blocking copies (what the trainers do on CUDA)
    that reads only that cache, its data root pointed at a folder that does not exist;
 5. throughput ratios at 224 px from the benchmarks, side by side in one run:
    ``benchmarks/dump.py`` (dump / inference) and ``benchmarks/distill_throughput.py``
-   (offline / vanilla, offline / online against the ideal speed-up).
+   (offline / no-KD, offline / online against the ideal speed-up).
 
 Any stage that exits non-zero stops the check with its stderr and exit code 1. On a machine
 without CUDA it prints one line and exits 0 without running anything.

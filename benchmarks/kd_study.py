@@ -75,11 +75,12 @@ from mlkd_cache import __version__  # noqa: E402
 from mlkd_cache.config import Config, load_config  # noqa: E402
 from mlkd_cache.data import dataset_from_config  # noqa: E402
 from mlkd_cache.engine import distill, dump, evaluate  # noqa: E402
-from mlkd_cache.engine.recipes import RECIPES, student_config  # noqa: E402
+from mlkd_cache.engine.recipes import NO_KD, RECIPES, student_config  # noqa: E402
 from mlkd_cache.engine.runlog import MetricsLog  # noqa: E402
 from mlkd_cache.engine.train import Trainer  # noqa: E402
 from mlkd_cache.errors import MlkdError  # noqa: E402
 from mlkd_cache.metrics import average_precision, evaluate_logits  # noqa: E402
+from mlkd_cache.stats import paired, summarise  # noqa: E402
 
 METRICS = ("mAP", "OF1_topk", "CF1_topk")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -170,7 +171,7 @@ def study_rows(views: List[int], method_views: List[int], kinds: Sequence[str] =
     """The study's rows in table order, of the ``kinds`` asked for (no KD always: every Δ is to it).
     ``l2d-ensemble``: L2D offline from the second teacher alone and from both, at each V of
     ``method_views``, with L2D offline from the first teacher at those V (their single-teacher pair)."""
-    rows = [Row("no KD", "vanilla", "no-kd", None), Row("L2D online fresh", "l2d", "online", "fresh")]
+    rows = [Row("no KD", NO_KD, "no-kd", None), Row("L2D online fresh", "l2d", "online", "fresh")]
     rows += [Row(f"L2D offline V={v}", "l2d", "offline", v) for v in views]
     rows += [
         Row(f"{name} offline V={v}", method, "offline", v)
@@ -194,38 +195,9 @@ def identity(cfg: Config) -> Dict[str, Any]:
     return values
 
 
-def t_critical(n: int) -> float:
-    """Two-sided 95% quantile of Student's t with n - 1 degrees of freedom."""
-    from scipy.stats import t  # scipy comes with scikit-learn
-
-    return float(t.ppf(0.975, n - 1))
-
-
-def summarise(values: List[float]) -> Dict[str, float]:
-    mean = statistics.mean(values)
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return {"mean": mean, "std": std}
-
-
 def map_by_seed(runs: List[Dict[str, Any]]) -> Dict[int, float]:
     """``{seed: test mAP}`` of a row's runs."""
     return {r["seed"]: r["test"]["mAP"] for r in runs}
-
-
-def paired(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
-    """Per-seed differences ``a[seed] - b[seed]``: mean, std, and whether the 95% t-interval excludes 0."""
-    if set(a) != set(b):
-        raise ValueError(f"unpaired seeds: {sorted(a)} vs {sorted(b)}")
-    diffs = [a[seed] - b[seed] for seed in sorted(a)]
-    out: Dict[str, Any] = {"per_seed": diffs, **summarise(diffs)}
-    n = len(diffs)
-    if n > 1 and out["std"] > 0:
-        half = t_critical(n) * out["std"] / math.sqrt(n)
-        out["ci95"] = [out["mean"] - half, out["mean"] + half]
-        out["beyond_noise"] = bool(abs(out["mean"]) > half)
-    else:
-        out["ci95"], out["beyond_noise"] = None, None
-    return out
 
 
 class Study:
@@ -414,7 +386,7 @@ class Study:
     def summarise_row(self, row: Row, runs, caches, readers) -> Dict[str, Any]:
         mine = runs[row.name]
         by_kind = {(r.method, r.mode, r.views, r.teachers): r.name for r in self.rows}
-        base = runs[by_kind["vanilla", "no-kd", None, "a"]]
+        base = runs[by_kind[NO_KD, "no-kd", None, "a"]]
         online_name = by_kind.get((row.method, "online", "fresh", "a")) if row.teachers == "a" else None
 
         out: Dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Named student recipes: the rows of a KD comparison, shared by ``demo`` and the KD study.
 
-A recipe is a hard-label loss plus an optional distiller (``criterion_t2s_para``). ``vanilla``
-has none (the no-KD baseline, ``distill-student --no-kd``); ``l2d`` takes the config's own
+A recipe is a hard-label loss plus an optional distiller (``criterion_t2s_para``). ``no-kd``
+has none (the baseline, what ``distill-student --no-kd`` trains); ``l2d`` takes the config's own
 criterion (for the shipped digits config, L2D's MLD + LED); ``mld`` and ``mpscd`` are fixed
 here, with L2D's logit weight.
 """
@@ -29,8 +29,10 @@ class Recipe:
         return self.criterion is not None
 
 
+NO_KD = "no-kd"  # the baseline recipe: every KD recipe is measured against it
+
 RECIPES: Dict[str, Recipe] = {
-    "vanilla": Recipe("BCE (no KD)", None),
+    NO_KD: Recipe("BCE (no KD)", None),
     "mld": Recipe("BCE + MLD", dict(name="MLD", para=dict(lambda_logits=10.0, logits_dis=_MLD))),
     "l2d": Recipe("BCE + MLD + LED", "config"),
     "mpscd": Recipe(

@@ -108,22 +108,6 @@ def test_rerun_reuses_finished_runs(study):
     assert [r["runs"] for r in again["rows"]] == [r["runs"] for r in result["rows"]]
 
 
-def test_paired_statistics():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from kd_study import paired
-    finally:
-        sys.path.pop(0)
-    d = paired({0: 3.0, 1: 5.0, 2: 7.0}, {0: 2.0, 1: 3.0, 2: 4.0})  # differences 1, 2, 3
-    assert d["per_seed"] == [1.0, 2.0, 3.0] and d["mean"] == 2.0 and d["std"] == 1.0
-    half = 4.302652729911275 / 3**0.5  # t(0.975, 2 df) * std / sqrt(n)
-    assert d["ci95"] == pytest.approx([2.0 - half, 2.0 + half]) and d["beyond_noise"] is False
-    tight = paired({0: 3.0, 1: 3.1, 2: 3.2}, {0: 1.0, 1: 1.0, 2: 1.0})
-    assert tight["beyond_noise"] is True
-    with pytest.raises(ValueError, match="unpaired seeds"):
-        paired({0: 1.0, 1: 2.0}, {0: 1.0, 2: 2.0})
-
-
 def test_the_voc_benchmark_runs_every_row_on_real_photographs(tmp_path):
     """--benchmark voc-rf144 --quick: the same rows on the first rows of the VOC 2007 rf144 files
     (real photographs, the shipped voc-rf144 config), read by the csv loader with its val file."""

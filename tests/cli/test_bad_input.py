@@ -378,8 +378,8 @@ CASES: Dict[str, Case] = {
         r"unknown split 'dev'; valid: train, val, test",
     ),
     "demo: unknown student recipe": Case(
-        lambda t, b: ["demo", "-c", str(tiny_config(t)), "-o", str(t / "out"), "--students", "vanilla,l3d"],
-        r"--students: unknown recipe 'l3d'; choose from vanilla, mld, l2d, mpscd",
+        lambda t, b: ["demo", "-c", str(tiny_config(t)), "-o", str(t / "out"), "--students", "no-kd,l3d"],
+        r"--students: unknown recipe 'l3d'; choose from no-kd, mld, l2d, mpscd",
     ),
 }
 
