@@ -32,7 +32,7 @@ test-numeric: $(STAMP)
 		ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q -m numeric; \
 	else echo "this CPU has no AVX2: the AVX2 pass is skipped"; fi
 
-# ruff (lint + format check) and mypy on the library, as CI runs them before the tests
+# ruff (lint + format check) and mypy on the library and its CLI, as CI runs them before the tests
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -30,8 +30,9 @@ from mlkd_cache.data import build_dataset
 from mlkd_cache.data.transforms import TransformSpec, model_input
 from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.engine import dump
-from mlkd_cache.engine.checkpoint import save_checkpoint
+from mlkd_cache.engine.checkpoint import load_model, save_model
 from mlkd_cache.models import build_model
+from mlkd_cache.models.card import ModelCard
 
 
 def write_config(directory: Path, samples: int, model: str, img_size: int, batch: int, workers: int, shard: int) -> Path:
@@ -48,42 +49,19 @@ def write_teacher(directory: Path, cfg) -> Path:
     """A randomly initialised teacher checkpoint with the model card dump-targets reads."""
     torch.manual_seed(0)
     model = build_model(cfg.model_t, 10, embed_dim=cfg.embed_dim, img_size=cfg.img_size)
-    spec = TransformSpec.from_config(cfg)
+    card = ModelCard.of(model, "teacher", [str(d) for d in range(10)], TransformSpec.from_config(cfg), cfg.to_dict())
     path = directory / "teacher.pt"
-    save_checkpoint(
-        path,
-        dict(
-            role="teacher",
-            arch=cfg.model_t,
-            timm_name=model.timm_name,
-            num_classes=10,
-            class_names=[str(d) for d in range(10)],
-            embed_dim=cfg.embed_dim,
-            feature_dim=model.feature_dim,
-            img_size=cfg.img_size,
-            transform=spec.to_dict(),
-            transform_hash=spec.spec_hash(),
-            normalisation={"mean": list(spec.mean), "std": list(spec.std)},
-            dataset="digits",
-            config=cfg.to_dict(),
-            model=model.state_dict(),
-            epoch=0,
-            metrics={},
-        ),
-    )
+    save_model(path, card, model.state_dict(), epoch=0, metrics={})
     return path
 
 
 @torch.no_grad()
 def time_inference(cfg, teacher_pt: Path, views: int) -> float:
     """Seconds for the teacher's forward passes over every (sample, view), as dump batches them."""
-    from mlkd_cache.engine.checkpoint import load_checkpoint
-    from mlkd_cache.engine.evaluate import model_from_checkpoint
-
     data = build_dataset(cfg.dataset, "train", None, **cfg.dataset_para)
     spec = TransformSpec.from_config(cfg)
     view_data = ViewDataset(data, spec, cfg.seed, train=True, views=views, with_fingerprint=True, image_dtype="uint8")
-    model = model_from_checkpoint(load_checkpoint(teacher_pt)).eval()
+    model = load_model(teacher_pt).model
     shard = cfg.cache["shard_size"]
     started = time.perf_counter()
     for start in range(0, len(data), shard):

@@ -26,7 +26,8 @@ from mlkd_cache.config import load_config, shipped_configs_dir
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.planning import planned_train_split
 from mlkd_cache.data.transforms import TransformSpec
-from mlkd_cache.engine.dump import build_spec, planned_teacher
+from mlkd_cache.engine.dump import build_spec
+from mlkd_cache.engine.teacher import planned_card
 
 VIEWS = (1, 4, 8, 16)
 DTYPES = ("float16", "float32")
@@ -45,7 +46,7 @@ def planned_data(cfg):
 def plan_config(path: Path) -> Dict[str, Any]:
     cfg = load_config(str(path))
     data = planned_data(cfg)
-    teacher = planned_teacher(cfg, data.class_names)
+    teacher = planned_card(cfg, data.class_names)
     transform = TransformSpec.from_config(cfg)
     sizes = {}
     for dtype in DTYPES:
@@ -56,7 +57,7 @@ def plan_config(path: Path) -> Dict[str, Any]:
     return {
         "config": f"{path.parent.name}/{path.name}",
         "teacher": cfg.model_t,
-        "D": teacher["feature_dim"],
+        "D": teacher.feature_dim,
         "E": cfg.embed_dim,
         "N": len(data),
         "C": len(data.class_names),

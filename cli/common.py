@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import click
 
-from ..config import Config, load_config, parse_override, resolve_config_path
+from ..config import Config, epochs_override, load_config, parse_override, resolve_config_path
 
 CONTEXT_SETTINGS = dict(help_option_names=["-h", "--help"], show_default=True, max_content_width=100)
 
@@ -109,10 +109,10 @@ def build_config(role: str, config_path: str, settings: Iterable[str], **cli: An
         "workers": cli.get("workers"),
         "seed": cli.get("seed"),
     }
-    clear = []
+    clear: Iterable[str] = ()
     if cli.get("epochs") is not None:
-        mapping[f"max_epoch_{role}"] = cli["epochs"]
-        clear.append(f"stop_epoch_{role}")
+        planned, clear = epochs_override(role, cli["epochs"])
+        mapping.update(planned)
     given = dict(parse_override(item) for item in settings)
     return load_config(config_path, mapping, clear=clear, settings=given)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..config import IMAGE_STORES
+from ..cache.format import MANIFEST_NAME, part_glob
+from ..config import CACHE_FIELDS, IMAGE_STORES, JPEG_QUALITIES
 from ..data.base import format_label_summary
 from ..engine import dump
 from .common import CONTEXT_SETTINGS, TEACHER, build_config, human_size
@@ -22,7 +23,13 @@ Examples:
 """
 
 
-@click.command("dump-targets", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@click.command(
+    "dump-targets",
+    context_settings=CONTEXT_SETTINGS,
+    epilog=EPILOG,
+    help=f"Write the teacher's logits, pooled features and label-wise embeddings for every training sample under V "
+    f"replayable views into OUT/{part_glob()} and OUT/{MANIFEST_NAME} (with --images, the train and eval images too).",
+)
 @click.option("--config", "-c", "config_path", required=True, help="config file (.py) or a shipped name")
 @click.option(
     "--teacher",
@@ -49,13 +56,13 @@ Examples:
     "--images",
     type=click.Choice(IMAGE_STORES),
     default=None,
-    help="store the train and eval images, decoded and resized, in the cache: raw uint8 pixels or jpeg (smaller); a student then needs no dataset folder  [default: config cache.images, none]",
+    help=f"store the train and eval images, decoded and resized, in the cache: raw uint8 pixels or jpeg (smaller); a student then needs no dataset folder  [default: config cache.images, {CACHE_FIELDS['images'].default}]",
 )
 @click.option(
     "--jpeg-quality",
-    type=click.IntRange(1, 95),
+    type=click.IntRange(*JPEG_QUALITIES),
     default=None,
-    help="JPEG quality of --images jpeg  [default: config cache.jpeg_quality, 90]",
+    help=f"JPEG quality of --images jpeg  [default: config cache.jpeg_quality, {CACHE_FIELDS['jpeg_quality'].default}]",
 )
 @click.option("--overwrite", is_flag=True, help="delete the shards already in --out and start over")
 @click.option("--dry-run", is_flag=True, help="print the planned size and exit")
@@ -75,14 +82,14 @@ def dump_targets(
     dry_run,
     no_progress,
 ) -> None:
-    """Write the teacher's logits, pooled features and label-wise embeddings for every training
-    sample under V replayable views into OUT/shard-*.h5 and OUT/manifest.json (with --images,
-    the train and eval images too)."""
     stored = [
         f"cache.{key}={value!r}" for key, value in (("images", images), ("jpeg_quality", jpeg_quality)) if value is not None
     ]
     cfg = build_config("t", config_path, (*settings, *stored), data_root=data_root, batch_size=batch_size, workers=workers)
-    result = dump.run(cfg, teacher, out, views=views, overwrite=overwrite, dry_run=dry_run, progress=not no_progress)
+    if dry_run:
+        result = dump.plan(cfg, teacher, views=views)
+    else:
+        result = dump.run(cfg, teacher, out, views=views, overwrite=overwrite, progress=not no_progress)
     if not result["is_main"]:
         return
     if result["dry_run"]:

@@ -19,7 +19,7 @@ from ._version import __version__
 # public name -> the module that defines it (one place; docs/api.md documents each name)
 _EXPORTS: Dict[str, str] = {
     # the cache
-    "open_cache": "mlkd_cache.cache.replay",
+    "open_cache": "mlkd_cache.cache.reader",
     "TargetCache": "mlkd_cache.cache.reader",
     "CachedViews": "mlkd_cache.cache.replay",
     "CachedBatch": "mlkd_cache.cache.replay",
@@ -35,6 +35,7 @@ _EXPORTS: Dict[str, str] = {
     "ViewDataset": "mlkd_cache.data.views",
     "build_model": "mlkd_cache.models",
     "Outputs": "mlkd_cache.models",
+    "load_model": "mlkd_cache.engine.checkpoint",
     "load_teacher": "mlkd_cache.engine.teacher",
     # losses
     "KDBatch": "mlkd_cache.losses.base",

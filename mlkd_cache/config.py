@@ -86,9 +86,17 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 # How the cache stores its floats, and which label-wise embeddings it keeps (docs/cache.md).
 CACHE_DTYPES = ("float16", "float32")
 EMBEDDING_LAYOUTS = ("positive", "dense")
-# The image store of a cache (docs/cache.md): none, raw uint8 pixels, or JPEG at a stated quality,
-# each image after the deterministic first step (decode, RGB, resize to img_size square).
+# The image store of a cache (docs/cache.md): none, raw uint8 pixels, or JPEG at a stated quality
+# (JPEG_QUALITIES, Pillow's useful range), each image after the deterministic first step (decode,
+# RGB, resize to img_size square).
 IMAGE_STORES = ("none", "raw", "jpeg")
+JPEG_QUALITIES = (1, 95)
+# The splits a model can be scored on during training (eval_split) and that a cache's image store keeps.
+EVAL_SPLITS = ("test", "val")
+# What an image file that cannot be decoded does (data/bad_images.py).
+BAD_IMAGE_POLICIES = ("error", "skip")
+# The optimizers (config key `optimizer`), each with the torch.optim class it names.
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW"}
 
 TRANSFORM_FIELDS: Dict[str, Field] = {
     "cutout": Field("float", 0.5, "Cutout box side as a fraction of the image side (0 = off)", _unit_interval),
@@ -124,7 +132,12 @@ CACHE_FIELDS: Dict[str, Field] = {
         _one_of(*IMAGE_STORES),
     ),
     "jpeg_quality": Field(
-        "int", 90, "JPEG quality of images='jpeg' (1-95)", lambda v: None if 1 <= v <= 95 else "must be in [1, 95]"
+        "int",
+        90,
+        f"JPEG quality of images='jpeg' ({JPEG_QUALITIES[0]}-{JPEG_QUALITIES[1]})",
+        lambda v: (
+            None if JPEG_QUALITIES[0] <= v <= JPEG_QUALITIES[1] else f"must be in [{JPEG_QUALITIES[0]}, {JPEG_QUALITIES[1]}]"
+        ),
     ),
 }
 
@@ -164,7 +177,7 @@ FIELDS: Dict[str, Field] = {
         "str",
         "error",
         "an image file that cannot be decoded: error (stop, naming it) or skip (decode every image once at start-up, leave out the bad ones, warn with their count)",
-        _one_of("error", "skip"),
+        _one_of(*BAD_IMAGE_POLICIES),
     ),
     "workers": Field("int", 2, "DataLoader worker processes per rank", _at_least(0)),
     "seed": Field(
@@ -179,7 +192,7 @@ FIELDS: Dict[str, Field] = {
     "loss_t": Field("str", "bce", "teacher hard-label loss: bce (sum-reduced, as L2D) or asl", _hard_loss),
     "loss_s": Field("str", "bce", "student hard-label loss: bce or asl", _hard_loss),
     "asl_para": Field("dict", dict(gamma_neg=4.0, gamma_pos=0.0, clip=0.05), "ASL parameters (used when a loss is asl)"),
-    "optimizer": Field("str", "adam", "adam or adamw (L2D: Adam, weight decay on weights only)", _one_of("adam", "adamw")),
+    "optimizer": Field("str", "adam", "adam or adamw (L2D: Adam, weight decay on weights only)", _one_of(*OPTIMIZERS)),
     "weight_decay": Field("float", 1e-4, "weight decay of non-bias, non-norm parameters", _at_least(0)),
     "pct_start": Field("float", 0.2, "OneCycle warm-up fraction", _open_unit_interval),
     "amp": Field("bool", True, "mixed precision on CUDA (ignored on CPU)"),
@@ -188,7 +201,7 @@ FIELDS: Dict[str, Field] = {
         "str",
         "test",
         "split scored during training and reported: test, or val to choose epochs and hyper-parameters without the test split (digits and csv with a val_file have one)",
-        _one_of("test", "val"),
+        _one_of(*EVAL_SPLITS),
     ),
     "log_every": Field("int", 10, "write the loss terms of every N-th training step to OUT/steps.jsonl (0 = off)", _at_least(0)),
     "replay_check": Field(
@@ -447,6 +460,15 @@ def parse_override(text: str) -> Tuple[str, Any]:
     except (ValueError, SyntaxError, TypeError):
         value = raw
     return key.strip(), value
+
+
+def epochs_override(role: str, epochs: int) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
+    """``(overrides, clear)`` for :func:`load_config` that plan and run ``epochs`` epochs of
+    role ``"t"`` or ``"s"``: ``max_epoch_<role>`` is set and ``stop_epoch_<role>`` cleared, so a
+    config that stopped its schedule early does not stop this one."""
+    if role not in ("t", "s"):
+        raise ValueError(f"role must be 't' or 's', got {role!r}")
+    return {f"max_epoch_{role}": epochs}, (f"stop_epoch_{role}",)
 
 
 def load_config(

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, NoReturn
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from .device import pick_device
 
 
 @dataclass(frozen=True)
@@ -53,23 +53,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def as_device(device: Any) -> torch.device:
-    """``device`` as a ``torch.device`` (``"cpu"``, ``"cuda:1"``, ``1``); a bad name is one line."""
-    if isinstance(device, torch.device):
-        return device
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a device; give a torch.device or a name such as 'cpu' or 'cuda:0'") from None
-
-
-def pick_device(local_rank: int = 0) -> torch.device:
-    """``cuda:<local_rank>`` when CUDA is available, else CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def init_distributed(timeout_s: float = 300.0) -> DistInfo:

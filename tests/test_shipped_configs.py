@@ -135,7 +135,7 @@ def test_shipped_config_trains_dumps_and_distills(path, tmp_path):
     train_set = teacher.train_data.dataset
     view_data = ViewDataset(train_set, teacher.spec, cfg.seed, train=True, views=1, with_fingerprint=True)
     sha = hashlib.sha256(f"{cfg.model_t} stand-in for teacher.pt".encode()).hexdigest()
-    spec = dump.build_spec(cfg, teacher.model_card(), sha, train_set, 1, teacher.spec)
+    spec = dump.build_spec(cfg, teacher.card(), sha, train_set, 1, teacher.spec)
     assert spec.num_shards() == 1 and spec.num_samples == 2
     buffer = dump.dump_shard(model, view_data, spec, 0, cfg.batch_size, 0, teacher.info, amp=False)
     assert buffer.complete

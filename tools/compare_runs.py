@@ -9,7 +9,9 @@ It walks both folders and compares, file by file:
 * HDF5 shards: every dataset's dtype, shape and bytes, and every attribute except the shard's
   ``created`` time;
 * checkpoints (``*.pt``): every tensor bit for bit, and the other entries except folders and the
-  cache's digest;
+  cache's digest; a model checkpoint's card is compared as the card it reads as, so a checkpoint
+  of format 1 (the card's entries at its top level) compares with one of format 2 (a teacher's
+  ``teacher_sha256`` still differs: it is the sha256 of the teacher.pt file);
 * ``metrics.jsonl`` / ``steps.jsonl``: every value except times and throughput;
 * ``manifest.json``: everything except the shard sha256 sums (they cover ``created``);
 * ``prototypes.pt``: the prototypes bit for bit.
@@ -29,6 +31,8 @@ import numpy as np
 import torch
 
 from mlkd_cache.cache.h5 import open_read
+from mlkd_cache.engine.checkpoint import CHECKPOINT_FORMAT, read_card
+from mlkd_cache.models.card import LEGACY_ENTRIES
 
 # Entries that differ between two runs of the same code: clocks, folders, and digests of files
 # that hold a creation time (a shard's sha256 covers its ``created`` attribute).
@@ -86,6 +90,16 @@ def _h5(a: Path, b: Path, where: str) -> Iterator[str]:
                 yield f"{where}/{name}: bytes differ"
 
 
+def _checkpoint(path: Path) -> Any:
+    """A ``.pt`` file's contents; a model checkpoint's card as the card it reads as (any format
+    version), beside its other entries."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT or not ("card" in obj or "transform" in obj):
+        return obj
+    rest = {k: v for k, v in obj.items() if k not in ("card", "format_version", *LEGACY_ENTRIES)}
+    return {**rest, "card": read_card(obj, path).to_dict()}
+
+
 def _jsonl(path: Path) -> List[Any]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -99,13 +113,7 @@ def compare(a: Path, b: Path) -> List[str]:
         if rel.suffix == ".h5":
             problems += list(_h5(fa, fb, where))
         elif rel.suffix == ".pt":
-            problems += list(
-                _same(
-                    torch.load(fa, map_location="cpu", weights_only=True),
-                    torch.load(fb, map_location="cpu", weights_only=True),
-                    where,
-                )
-            )
+            problems += list(_same(_checkpoint(fa), _checkpoint(fb), where))
         elif rel.suffix == ".jsonl":
             problems += list(_same(_jsonl(fa), _jsonl(fb), where))
         elif rel.suffix == ".json":

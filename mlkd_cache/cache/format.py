@@ -55,6 +55,7 @@ from .._version import __version__
 from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS, IMAGE_STORES
 from ..data.transforms import TransformSpec
 from ..errors import CacheCorruptError, CacheMismatchError
+from ..models.card import OUTPUTS
 
 __all__ = [
     "ViewField",
@@ -79,6 +80,9 @@ __all__ = [
     "eval_name",
     "part_ranges",
     "EVAL_PREFIX",
+    "SHARD_PREFIX",
+    "part_glob",
+    "index_array",
     "FINGERPRINT_INPUT",
     "TEACHER_OUTPUTS",
     "OUTPUT_SIZES",
@@ -92,12 +96,13 @@ FINGERPRINT_INPUT = {
     2: "uint8",
     3: "uint8",
 }  # format version -> what its fingerprints hash (ViewDataset.fingerprint_of)
-# What a teacher can give: the fields of models.Outputs, in its order (a test checks it); logits
-# always. A cache stores those it gave.
-TEACHER_OUTPUTS: Tuple[str, ...] = ("features", "label_emb", "logits")
+# What a teacher can give: the fields of models.Outputs, in its order; logits always. A cache
+# stores those it gave.
+TEACHER_OUTPUTS: Tuple[str, ...] = OUTPUTS
 OUTPUT_SIZES = {"features": "feature_dim", "label_emb": "embed_dim"}  # the spec size of each optional output (0 when absent)
 OUTPUT_WORDS = {"features": "pooled features [N, D]", "label_emb": "label-wise embeddings [N, C, E]", "logits": "logits [N, C]"}
 MANIFEST_NAME = "manifest.json"
+SHARD_PREFIX = "shard"  # shard-00000.h5 ...: the targets (and the train images of a store)
 EVAL_PREFIX = "eval"  # eval-00000.h5 ...: the stored evaluation split
 DTYPES = CACHE_DTYPES  # the choices live with the config keys that take them
 EMBEDDINGS = EMBEDDING_LAYOUTS
@@ -183,7 +188,21 @@ LAYOUTS: Dict[str, EmbeddingLayout] = {
 
 def shard_name(k: int) -> str:
     """File name of shard ``k``: ``shard-00000.h5``."""
-    return f"shard-{int(k):05d}.h5"
+    return f"{SHARD_PREFIX}-{int(k):05d}.h5"
+
+
+def index_array(x: Any) -> np.ndarray:
+    """Indices (sample, view or row numbers) given as a tensor, array or sequence, as int64 ``[K]``."""
+    if hasattr(x, "detach"):  # a torch tensor, on any device
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64, copy=False).reshape(-1)
+
+
+def part_glob(prefix: str = SHARD_PREFIX, tail: str = "") -> str:
+    """The glob pattern of a cache's files named ``prefix`` (:data:`SHARD_PREFIX` or
+    :data:`EVAL_PREFIX`): ``shard-*.h5``, with ``tail`` appended (``".tmp"``: a write cut short;
+    ``"*"``: either)."""
+    return f"{prefix}-*.h5{tail}"
 
 
 def _canonical_json(value: Any) -> str:

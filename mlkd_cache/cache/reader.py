@@ -1,5 +1,7 @@
 """Reading a target cache: :class:`TargetCache`, random access by (sample, view) through numpy
-memory maps of the contiguous HDF5 datasets.
+memory maps of the contiguous HDF5 datasets; :func:`open_cache` opens one and checks it against
+the train split and input pipeline a student trains on (:func:`check_fits`), and
+:func:`check_store_fits` a config against what its image store holds.
 
 h5py is used only to validate shards and to find each dataset's byte offset; batches are
 gathered with numpy advanced indexing on read-only memory maps (h5py fancy indexing is 50-70x
@@ -15,29 +17,25 @@ import logging
 import mmap
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from ..errors import CacheCorruptError, CacheMismatchError
+from ..config import EVAL_SPLITS
+from ..data.transforms import TransformSpec
+from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from ..fileio import file_sha256
 from . import format as fmt
 from .format import FINGERPRINT_INPUT, FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes, eval_shapes
 from .h5 import open_failure, open_failure_advice, open_read, sha256_as_closed
 from .images import ImageStore, StoredSplit, stored_jpeg_bytes
 
-__all__ = ["TargetCache"]
+__all__ = ["TargetCache", "open_cache", "check_fits", "check_store_fits", "STORED_IMAGE_FIELDS"]
 
 log = logging.getLogger("mlkd_cache")
 
 _MAPPED = (*(f.name for f in fmt.VIEW_FIELDS), "emb")  # memory-mapped and gathered per batch
-
-
-def _index_array(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x).astype(np.int64, copy=False).reshape(-1)
 
 
 def _ranges(entries: List[Dict[str, Any]]) -> List[Tuple[int, int, int]]:
@@ -113,7 +111,7 @@ class TargetCache:
         if not where.is_dir():
             raise CacheCorruptError(f"cache folder not found: {where} is not a folder; give the --out folder of dump-targets")
         if not path.is_file():
-            if not any(where.glob("shard-*.h5*")):
+            if not any(where.glob(fmt.part_glob(fmt.SHARD_PREFIX, "*"))):
                 raise CacheCorruptError(
                     f"no {MANIFEST_NAME} in {where} and no shard files: not a target cache; give the --out folder of dump-targets"
                 )
@@ -160,7 +158,7 @@ class TargetCache:
                 f"{MANIFEST_NAME} in {where} lacks a well-formed 'eval' entry for its image store; re-run dump-targets"
             ) from None
         needed = fmt.part_ranges(total, self.spec.shard_size)
-        if listed != needed or split not in ("test", "val"):
+        if listed != needed or split not in EVAL_SPLITS:
             raise CacheCorruptError(
                 f"{MANIFEST_NAME} in {where}: the stored {split} split lists {len(listed)} parts, {total} samples need "
                 f"{len(needed)}; re-run dump-targets"
@@ -368,7 +366,7 @@ class TargetCache:
     def _locate(self, indices: Any, views: Any) -> Tuple[List[Tuple[int, Any]], np.ndarray, np.ndarray]:
         """(groups, local row [B], view [B]); groups are (shard, selector) pairs, the selector a
         plain slice when the whole batch lies in one shard (the common fast path)."""
-        idx, view = _index_array(indices), _index_array(views)
+        idx, view = fmt.index_array(indices), fmt.index_array(views)
         if idx.shape != view.shape:
             raise ValueError(f"indices and views differ in length ({len(idx)} vs {len(view)})")
         if len(idx) == 0:
@@ -501,3 +499,91 @@ class TargetCache:
                         if not self.spec.layout.positive:
                             tokens = tokens[np.arange(len(r)), c]
                     yield torch.from_numpy(np.array(tokens, dtype=np.float32)), torch.from_numpy(np.array(c, dtype=np.int64))
+
+
+def open_cache(
+    directory: Path,
+    dataset: Any = None,
+    transform: Union[TransformSpec, Mapping[str, Any], None] = None,
+    *,
+    verify_checksums: bool = False,
+) -> TargetCache:
+    """Open the cache written by ``dump-targets`` into ``directory``.
+
+    With ``dataset`` (a :class:`~mlkd_cache.data.base.MultiLabelDataset`: the train split a
+    student learns from) the cache must be its dump: same dataset name, class list and label
+    matrix. With ``transform`` (:class:`~mlkd_cache.data.transforms.TransformSpec`) the cache's
+    views must come from the same input pipeline (``img_size`` and the spec's hash). With
+    ``verify_checksums`` every shard's sha256 is compared with the manifest (reads every byte).
+    Raises :class:`~mlkd_cache.errors.CacheMismatchError` naming the first difference, or
+    :class:`~mlkd_cache.errors.CacheCorruptError`.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"--cache {directory} is not a folder; give the --out folder of dump-targets")
+    cache = TargetCache(directory)
+    if verify_checksums:
+        cache.verify_checksums()
+    check_fits(cache, dataset, transform)
+    return cache
+
+
+def check_fits(
+    cache: TargetCache, dataset: Any = None, transform: Union[TransformSpec, Mapping[str, Any], None] = None, name: str = ""
+) -> None:
+    """:class:`~mlkd_cache.errors.CacheMismatchError` unless ``cache`` is the dump of the train
+    split ``dataset`` (dataset ``name``, default ``dataset.name``; class list; labels) under
+    ``transform`` (a :class:`TransformSpec` or its dict; ``img_size`` and the spec's hash).
+    Arguments left ``None`` are not checked."""
+    spec = cache.spec
+    if dataset is not None:
+        name = name or getattr(dataset, "name", spec.dataset)
+        if spec.dataset != name or spec.split != "train":
+            raise CacheMismatchError(
+                f"{cache.directory}: cache built for {spec.dataset}/{spec.split}, the student trains on {name}/train; "
+                f"pass the cache of this dataset"
+            )
+    if isinstance(transform, Mapping):  # a CacheSpec.transform or a teacher card's: the spec it describes
+        transform = TransformSpec.from_dict(transform)
+    if transform is not None and not isinstance(transform, TransformSpec):
+        raise TypeError(f"transform must be a TransformSpec (TransformSpec.from_config(cfg)), got {type(transform).__name__}")
+    cache.check_request(
+        class_names=None if dataset is None else dataset.class_names,
+        labels=None if dataset is None else dataset.labels,
+        img_size=None if transform is None else transform.img_size,
+        transform_hash=None if transform is None else transform.spec_hash(),
+    )
+
+
+# the transform fields that decide a stored image (the rest decide the views made from it)
+STORED_IMAGE_FIELDS = ("img_size", "interpolation", "decode")
+
+
+def check_store_fits(
+    cache: TargetCache, dataset: str, dataset_para: Mapping[str, Any], bad_images: str, transform: TransformSpec
+) -> None:
+    """:class:`~mlkd_cache.errors.CacheMismatchError` unless ``cache``'s image store holds the
+    split a config describes: its ``dataset``, ``dataset_para`` and ``bad_images`` as the dump
+    recorded them (``made_with``), and images prepared as ``transform`` prepares them (size,
+    resize filter, decoding)."""
+    spec, where = cache.spec, cache.directory
+    made = cache.manifest.get("made_with") or {}
+    asked = {
+        "dataset": dataset,
+        "dataset_para": json.loads(json.dumps(dict(dataset_para), default=repr)),
+        "bad_images": bad_images,
+    }
+    recorded = {"dataset": spec.dataset, **{k: made[k] for k in ("dataset_para", "bad_images") if k in made}}
+    for key, value in recorded.items():
+        if asked[key] != value:
+            raise CacheMismatchError(
+                f"{where} stores the images of {key} {value!r}, the config asks for {asked[key]!r}; pass the cache of "
+                f"this data or set {key} as the dump had it"
+            )
+    stored = spec.transform_spec
+    for key in STORED_IMAGE_FIELDS:
+        if getattr(stored, key) != getattr(transform, key):
+            raise CacheMismatchError(
+                f"{where} stores images prepared with {key} {getattr(stored, key)!r}, the config asks for "
+                f"{getattr(transform, key)!r}; set transform.{key} (or img_size) as the dump had it"
+            )

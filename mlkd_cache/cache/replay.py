@@ -1,8 +1,8 @@
 """A cache replayed: each sample's augmented view, rebuilt from the cache's seeds, next to the
 teacher's targets for exactly that view. This is what a training loop reads, ours or yours.
 
-* :func:`open_cache` opens a cache and checks it against the dataset and input pipeline a
-  student trains on (the checks of ``distill-student``);
+* :func:`~mlkd_cache.cache.reader.open_cache` opens a cache and checks it against the dataset
+  and input pipeline a student trains on (the checks of ``distill-student``);
 * :class:`CachedViews` is a ``torch.utils.data.Dataset`` of :class:`~mlkd_cache.data.views.ViewItem`
   s whose :attr:`~CachedViews.collate` adds the cached targets of the batch's (sample, view)
   pairs (a :class:`CachedBatch`), read inside the DataLoader workers; :meth:`CachedViews.targets`
@@ -15,9 +15,8 @@ any ``V`` consecutive epochs visit every cached view of every sample once.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -29,109 +28,18 @@ from ..data import build_dataset, dataset_from_config
 from ..data.sampler import EpochIndex, EpochSampler
 from ..data.transforms import TransformSpec, model_input, to_unsigned
 from ..data.views import ViewDataset, ViewItem
-from ..distributed import as_device
+from ..device import as_device
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from .format import VIEW_FIELDS
-from .reader import TargetCache
+from .reader import TargetCache, check_fits, check_store_fits, open_cache
 
 __all__ = [
-    "open_cache",
-    "check_fits",
-    "check_store_fits",
     "CachedBatch",
     "CachedTargetsCollate",
     "CachedViews",
     "check_replay",
     "check_finite",
 ]
-
-
-def open_cache(
-    directory: Path,
-    dataset: Any = None,
-    transform: Union[TransformSpec, Mapping[str, Any], None] = None,
-    *,
-    verify_checksums: bool = False,
-) -> TargetCache:
-    """Open the cache written by ``dump-targets`` into ``directory``.
-
-    With ``dataset`` (a :class:`~mlkd_cache.data.base.MultiLabelDataset`: the train split a
-    student learns from) the cache must be its dump: same dataset name, class list and label
-    matrix. With ``transform`` (:class:`~mlkd_cache.data.transforms.TransformSpec`) the cache's
-    views must come from the same input pipeline (``img_size`` and the spec's hash). With
-    ``verify_checksums`` every shard's sha256 is compared with the manifest (reads every byte).
-    Raises :class:`~mlkd_cache.errors.CacheMismatchError` naming the first difference, or
-    :class:`~mlkd_cache.errors.CacheCorruptError`.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ConfigError(f"--cache {directory} is not a folder; give the --out folder of dump-targets")
-    cache = TargetCache(directory)
-    if verify_checksums:
-        cache.verify_checksums()
-    check_fits(cache, dataset, transform)
-    return cache
-
-
-def check_fits(
-    cache: TargetCache, dataset: Any = None, transform: Union[TransformSpec, Mapping[str, Any], None] = None, name: str = ""
-) -> None:
-    """:class:`~mlkd_cache.errors.CacheMismatchError` unless ``cache`` is the dump of the train
-    split ``dataset`` (dataset ``name``, default ``dataset.name``; class list; labels) under
-    ``transform`` (a :class:`TransformSpec` or its dict; ``img_size`` and the spec's hash).
-    Arguments left ``None`` are not checked."""
-    spec = cache.spec
-    if dataset is not None:
-        name = name or getattr(dataset, "name", spec.dataset)
-        if spec.dataset != name or spec.split != "train":
-            raise CacheMismatchError(
-                f"{cache.directory}: cache built for {spec.dataset}/{spec.split}, the student trains on {name}/train; "
-                f"pass the cache of this dataset"
-            )
-    if isinstance(transform, Mapping):  # a CacheSpec.transform or a teacher card's: the spec it describes
-        transform = TransformSpec.from_dict(transform)
-    if transform is not None and not isinstance(transform, TransformSpec):
-        raise TypeError(f"transform must be a TransformSpec (TransformSpec.from_config(cfg)), got {type(transform).__name__}")
-    cache.check_request(
-        class_names=None if dataset is None else dataset.class_names,
-        labels=None if dataset is None else dataset.labels,
-        img_size=None if transform is None else transform.img_size,
-        transform_hash=None if transform is None else transform.spec_hash(),
-    )
-
-
-# the transform fields that decide a stored image (the rest decide the views made from it)
-STORED_IMAGE_FIELDS = ("img_size", "interpolation", "decode")
-
-
-def check_store_fits(
-    cache: TargetCache, dataset: str, dataset_para: Mapping[str, Any], bad_images: str, transform: TransformSpec
-) -> None:
-    """:class:`~mlkd_cache.errors.CacheMismatchError` unless ``cache``'s image store holds the
-    split a config describes: its ``dataset``, ``dataset_para`` and ``bad_images`` as the dump
-    recorded them (``made_with``), and images prepared as ``transform`` prepares them (size,
-    resize filter, decoding)."""
-    spec, where = cache.spec, cache.directory
-    made = cache.manifest.get("made_with") or {}
-    asked = {
-        "dataset": dataset,
-        "dataset_para": json.loads(json.dumps(dict(dataset_para), default=repr)),
-        "bad_images": bad_images,
-    }
-    recorded = {"dataset": spec.dataset, **{k: made[k] for k in ("dataset_para", "bad_images") if k in made}}
-    for key, value in recorded.items():
-        if asked[key] != value:
-            raise CacheMismatchError(
-                f"{where} stores the images of {key} {value!r}, the config asks for {asked[key]!r}; pass the cache of "
-                f"this data or set {key} as the dump had it"
-            )
-    stored = spec.transform_spec
-    for key in STORED_IMAGE_FIELDS:
-        if getattr(stored, key) != getattr(transform, key):
-            raise CacheMismatchError(
-                f"{where} stores images prepared with {key} {getattr(stored, key)!r}, the config asks for "
-                f"{getattr(transform, key)!r}; set transform.{key} (or img_size) as the dump had it"
-            )
 
 
 class CachedBatch(NamedTuple):

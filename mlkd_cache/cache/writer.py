@@ -31,6 +31,7 @@ from .format import (
     eval_name,
     eval_shapes,
     image_shapes,
+    index_array,
     shard_name,
 )
 from .h5 import open_read
@@ -49,12 +50,6 @@ __all__ = [
 ]
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
-
-
-def _index_array(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x).astype(np.int64, copy=False).reshape(-1)
 
 
 def _uint64_array(x: Any) -> np.ndarray:
@@ -99,7 +94,7 @@ class ImageRows:
     def put(self, rows: Any, encoded: Sequence[np.ndarray]) -> None:
         """Store ``encoded[b]`` (what :func:`~mlkd_cache.cache.images.encode_image` returns) as
         row ``rows[b]``'s image; each row once."""
-        rows = _index_array(rows)
+        rows = index_array(rows)
         if self.mode == "none":
             raise ValueError(f"{self.where} has no image store (images='none')")
         if len(encoded) != len(rows):
@@ -281,7 +276,7 @@ class ShardBuffer:
         only where ``labels[rows[b], c] == 1``. Each (row, view) pair may be put once.
         """
         spec = self.spec
-        rows, views = _index_array(rows), _index_array(views)
+        rows, views = index_array(rows), index_array(views)
         B = len(rows)
         n, V, C, E = self.num_samples, spec.views, spec.num_classes, spec.embed_dim
         _check_shape("views", views, (B,))

@@ -24,6 +24,7 @@ __all__ = [
     "SPLITS",
     "MultiLabelDataset",
     "build_dataset",
+    "check_eval_split",
     "dataset_from_config",
     "dataset_params",
 ]
@@ -71,3 +72,14 @@ def dataset_from_config(cfg: Config, split: str, role: str = "s") -> MultiLabelD
     return build_dataset(
         cfg.dataset, split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_params(role)
     )
+
+
+def check_eval_split(cfg: Config) -> None:
+    """``eval_split`` must be a split of the config's dataset (digits, and csv with a val_file,
+    have a val split); :class:`~mlkd_cache.errors.ConfigError` naming the splits it has."""
+    splits = getattr(DATASETS.get(cfg.dataset), "splits", SPLITS)
+    if cfg.eval_split not in splits:
+        raise ConfigError(
+            f"config key eval_split={cfg.eval_split!r}: dataset {cfg.dataset} has no {cfg.eval_split} split "
+            f"(it has {', '.join(splits)}); set eval_split='test'"
+        )

@@ -20,12 +20,11 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
+from ..config import BAD_IMAGE_POLICIES
 from ..errors import ConfigError, DataError
 from .base import MultiLabelDataset
 
 log = logging.getLogger("mlkd_cache")
-
-BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 def decode_problem(path: str) -> Optional[str]:

@@ -373,19 +373,26 @@ def _rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-class EvalTransform:
-    """Deterministic test-time transform: resize to ``img_size`` square, ToTensor, Normalize."""
+class _SquareResize:
+    """The deterministic first step every view of an image shares: RGB, resized to ``img_size``
+    square with the spec's filter."""
 
     def __init__(self, spec: TransformSpec) -> None:
         self.spec = spec
         self._filter = _INTERPOLATIONS[spec.interpolation]
 
     def prepare(self, img: Image.Image) -> Image.Image:
-        """RGB, resized to ``img_size`` square (an image already that size is kept as it is:
-        Pillow's resize to an image's own size is a copy)."""
+        """RGB, resized to ``img_size`` square. An image already that size is kept as it is
+        (Pillow's resize to an image's own size is a copy), so a prepared image gives the same
+        views as the original: V views need one decode and one resize, and a cache's stored
+        images need none."""
         s = self.spec.img_size
         img = _rgb(img)
         return img if img.size == (s, s) else img.resize((s, s), self._filter)
+
+
+class EvalTransform(_SquareResize):
+    """Deterministic test-time transform: resize to ``img_size`` square, ToTensor, Normalize."""
 
     def pixels(self, img: Image.Image) -> torch.Tensor:
         """uint8 ``[3, img_size, img_size]``: the eval view before the float conversion."""
@@ -398,7 +405,7 @@ class EvalTransform:
         return f"EvalTransform({self.spec})"
 
 
-class ReplayableTransform:
+class ReplayableTransform(_SquareResize):
     """Train transform whose output is a pure function of ``(image, seed)``.
 
     ``Resize -> Cutout -> RandAugment -> hflip -> ToTensor -> Normalize``; see the module
@@ -406,8 +413,7 @@ class ReplayableTransform:
     """
 
     def __init__(self, spec: TransformSpec) -> None:
-        self.spec = spec
-        self._filter = _INTERPOLATIONS[spec.interpolation]
+        super().__init__(spec)
         self._randaugment = _build_randaugment(spec) if spec.randaugment is not None else None
 
     # the timm object is rebuilt on unpickling (spawned DataLoader workers) rather than shipped
@@ -433,15 +439,6 @@ class ReplayableTransform:
         if y2c > y1c and x2c > x1c:  # a paste of one colour: the pixels of an array assignment, 10x cheaper
             out.paste(tuple(int(c) for c in colour), (x1c, y1c, x2c, y2c))
         return out
-
-    def prepare(self, img: Image.Image) -> Image.Image:
-        """The deterministic first step every view of an image shares: RGB, resized to
-        ``img_size`` square. A prepared image gives the same views as the original (an image
-        already that size is kept: Pillow's resize to an image's own size is a copy), so V views
-        need one decode and one resize, and a cache's stored images need none."""
-        s = self.spec.img_size
-        img = _rgb(img)
-        return img if img.size == (s, s) else img.resize((s, s), self._filter)
 
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
         """float32 ``[3, img_size, img_size]``: :meth:`pixels` as the model's input."""

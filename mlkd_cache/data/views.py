@@ -49,7 +49,7 @@ from PIL import Image
 from .sampler import EpochIndex
 from .transforms import EvalTransform, ReplayableTransform, TransformSpec, fingerprint, to_float, to_signed, view_seed
 
-__all__ = ["ViewItem", "ViewDataset", "IMAGE_DTYPES", "FINGERPRINT_INPUTS"]
+__all__ = ["ViewItem", "ViewDataset", "PairViews", "view_pairs", "eval_inputs", "IMAGE_DTYPES", "FINGERPRINT_INPUTS"]
 
 IMAGE_DTYPES = ("float32", "uint8")  # what a ViewItem's image holds: the model's input, or its pixels
 FINGERPRINT_INPUTS = ("uint8", "float32")  # what a fingerprint hashes: the pixels, or the float input
@@ -236,3 +236,35 @@ class ViewDataset(torch.utils.data.Dataset):
         split = getattr(self.dataset, "split", "?")
         mode = "eval" if not self.train else ("epoch views" if self.views is None else f"{self.views} views")
         return f"ViewDataset({name}/{split}, n={len(self)}, {mode}, seed={self.base_seed})"
+
+
+def view_pairs(start: int, stop: int, views: int) -> np.ndarray:
+    """The (sample, view) pairs of samples ``start..stop-1`` under ``views`` views, sample-major
+    (the order a dump runs the teacher in): int64 ``[(stop - start) * views, 2]``."""
+    samples = np.repeat(np.arange(start, stop, dtype=np.int64), views)
+    return np.stack([samples, np.tile(np.arange(views, dtype=np.int64), stop - start)], axis=1)
+
+
+class PairViews(torch.utils.data.Dataset):
+    """The items of ``view_data`` for an explicit list of (sample, view) ``pairs`` (int64 ``[P, 2]``)."""
+
+    def __init__(self, view_data: ViewDataset, pairs: np.ndarray) -> None:
+        self.view_data, self.pairs = view_data, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, j: int) -> ViewItem:
+        index, view = self.pairs[j]
+        return self.view_data.get(int(index), int(view))
+
+
+def eval_inputs(dataset: Any, spec: TransformSpec, image_dtype: str = "uint8") -> ViewDataset:
+    """The one eval input pipeline: every sample of ``dataset`` (a split, a cache's stored split
+    or :class:`~mlkd_cache.data.image_files.ImageFiles`) as a model with input spec ``spec``
+    sees it at test time: decoded (at reduced size where ``spec.decode`` says so), RGB, resized
+    to ``img_size`` square, as uint8 pixels ``[3, S, S]`` (``image_dtype="float32"``: the float
+    input itself). :func:`~mlkd_cache.data.transforms.model_input` converts a uint8 batch on the
+    device to the floats :meth:`~mlkd_cache.data.transforms.EvalTransform.__call__` gives.
+    Items are in dataset order; no view seed is drawn (the base seed plays no part)."""
+    return ViewDataset(dataset, spec, 0, train=False, image_dtype=image_dtype)

@@ -1,27 +1,52 @@
-"""Atomic checkpoints that load with ``torch.load(weights_only=True)``.
+"""Atomic checkpoints that load with ``torch.load(weights_only=True)``, and the one writer and
+the one loader of a model's checkpoint.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists, tuples and dicts: the model
-state plus everything a later stage needs to rebuild the model and its inputs (arch, classes,
-img_size, transform spec, config snapshot). It is written to a temporary file, flushed, fsynced
-and renamed (:func:`~mlkd_cache.fileio.atomic_write_bytes`), so a file named ``NAME`` is always
-complete.
+A checkpoint is a plain dict of tensors, numbers, strings, lists, tuples and dicts: the model's
+``card`` (:class:`~mlkd_cache.models.card.ModelCard`: everything a later stage needs to rebuild
+the model and its inputs), its weights under ``model``, ``epoch`` and ``metrics``, and in a
+run's ``checkpoint.pt`` the state ``--resume`` needs. It is written to a temporary file, flushed,
+fsynced and renamed (:func:`~mlkd_cache.fileio.atomic_write_bytes`), so a file named ``NAME`` is
+always complete.
+
+:func:`save_model` writes every checkpoint (teacher-train, distill-student, import-teacher);
+:func:`load_model` reads one back as a model in eval mode with its card (evaluate, dump-targets,
+verify, the online teacher, the Python API). Format 1 (the card's entries at the top level of
+the file) is still read.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
+from torch import Tensor, nn
 
 from .._version import __version__
+from ..data.transforms import TransformSpec
+from ..device import as_device, place_model
 from ..errors import CheckpointError
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, file_sha256
+from ..models.card import ModelCard, model_from_card
+from ..models.factory import weights_sha256
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_model",
+    "read_card",
+    "LoadedModel",
+    "load_model",
+]
 
 CHECKPOINT_FORMAT = "mlkd-cache-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the model card under "card"; 1: its entries at the top level (still read)
 
 
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
@@ -33,7 +58,7 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def load_checkpoint(path: Path, require: Iterable[str] = ("model", "arch", "num_classes")) -> Dict[str, Any]:
+def load_checkpoint(path: Path, require: Iterable[str] = ("model",)) -> Dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on CPU)."""
     path = Path(path)
     if not path.is_file():
@@ -61,3 +86,68 @@ def load_checkpoint(path: Path, require: Iterable[str] = ("model", "arch", "num_
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     return ckpt
+
+
+def save_model(path: Path, card: ModelCard, weights: Mapping[str, Tensor], **entries: Any) -> None:
+    """Write a model's checkpoint to ``path`` atomically: its ``card``, its ``weights`` (a state
+    dict) and ``entries`` (``epoch``, ``metrics``, and a run's resume state)."""
+    reserved = sorted({"card", "model", "format", "format_version"} & set(entries))
+    if reserved:
+        raise ValueError(f"save_model: {reserved[0]!r} is not an entry of its own")
+    save_checkpoint(path, {"card": card.to_dict(), "model": dict(weights), **entries})
+
+
+def read_card(ckpt: Mapping[str, Any], path: Union[str, Path]) -> ModelCard:
+    """The model card of the loaded checkpoint ``ckpt`` read from ``path`` (any format version)."""
+    return ModelCard.from_checkpoint(ckpt, f"checkpoint {path}")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to run (:func:`load_model`), with what its checkpoint says about it."""
+
+    # eval mode, no gradients: model(image [N, 3, S, S]) -> Outputs(features [N, D], label_emb [N, C, E], logits [N, C])
+    model: nn.Module
+    card: ModelCard  # classes, sizes, outputs, input pipeline (card.transform), config, provenance, thresholds
+    path: Optional[Path] = None  # the checkpoint it came from (None: a teacher factory called directly)
+    epoch: int = 0  # epochs trained
+    metrics: Dict[str, Any] = field(default_factory=dict)  # its scores after the last epoch (percent)
+
+    @property
+    def class_names(self) -> List[str]:
+        """The C classes, in the order of the logits."""
+        return list(self.card.class_names)
+
+    @property
+    def transform(self) -> TransformSpec:
+        """The input pipeline it was trained with (img_size, normalisation, augmentation)."""
+        return self.card.transform
+
+    @property
+    def arch(self) -> str:
+        return self.card.arch
+
+    @cached_property
+    def sha256(self) -> str:
+        """What a cache records as its teacher: the checkpoint file's sha256, or for a factory
+        teacher that of its weights (the same whether the cache was dumped from the factory or
+        from the teacher.pt that pins it, ``import-teacher --format factory``)."""
+        if self.card.factory is not None or self.path is None:
+            return weights_sha256(self.model)
+        return file_sha256(self.path)
+
+
+def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LoadedModel:
+    """The model of the checkpoint at ``path`` (teacher.pt, student.pt, a run's checkpoint.pt) on
+    ``device`` (channels-last on CUDA), in eval mode with gradients off, and its card. A file
+    that is not such a checkpoint raises :class:`~mlkd_cache.errors.CheckpointError` in one line."""
+    path = Path(path)
+    ckpt = load_checkpoint(path, require=("model",))
+    card = read_card(ckpt, path)
+    model = model_from_card(card, ckpt["model"]).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model = place_model(model, as_device(device))
+    return LoadedModel(
+        model=model, card=card, path=path, epoch=int(ckpt.get("epoch", 0)), metrics=dict(ckpt.get("metrics") or {})
+    )

@@ -28,24 +28,24 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
-from ..cache.reader import TargetCache
-from ..cache.replay import check_store_fits, open_cache
+from ..cache.reader import TargetCache, check_store_fits, open_cache
 from ..config import Config
-from ..data import MultiLabelDataset, dataset_from_config
+from ..data import MultiLabelDataset, check_eval_split, dataset_from_config
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset
 from ..distributed import init_distributed
 from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
+from ..models.card import ModelCard
 from .ensemble import EnsembleTargets, describe, ensemble_term
 from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, check_outputs_serve, verify_on_ranks
 from .teacher import TeacherSpec
-from .train import Trainer, check_eval_split
+from .train import Trainer
 
 log = logging.getLogger("mlkd_cache")
 
-__all__ = ["FRESH", "NoKDTrainer", "DistillTrainer", "run"]
+__all__ = ["FRESH", "StudentTrainer", "NoKDTrainer", "DistillTrainer", "run"]
 
 
 def image_cache(directory: Optional[Path], verify_checksums: bool = True) -> Optional[TargetCache]:
@@ -82,7 +82,20 @@ def splits_from_store(cache: TargetCache, cfg: Config) -> Tuple[MultiLabelDatase
         ) from None
 
 
-class NoKDTrainer(Trainer):
+class StudentTrainer(Trainer):
+    """:class:`Trainer` of ``model_s``, whose splits come from ``image_cache``'s image store when
+    the run reads one (set before ``Trainer.__init__``), else from the dataset folder."""
+
+    image_cache: Optional[TargetCache] = None
+
+    def load_splits(self) -> Tuple[Any, Any]:
+        return super().load_splits() if self.image_cache is None else splits_from_store(self.image_cache, self.cfg)
+
+    def provenance(self) -> Dict[str, Any]:
+        return {"images": images_of(self.image_cache)}
+
+
+class NoKDTrainer(StudentTrainer):
     """The no-KD student (``distill-student --no-kd``): :class:`Trainer` on ``model_s`` with the
     hard-label loss alone, a fresh view every epoch; it refuses to resume a distilled run. With
     ``images`` (a cache with an image store) its data comes from that store."""
@@ -99,13 +112,10 @@ class NoKDTrainer(Trainer):
         self.image_cache = image_cache(images, verify_checksums)
         super().__init__(cfg, "s", out, resume=resume, progress=progress)
 
-    def load_splits(self) -> Tuple[Any, Any]:
-        return super().load_splits() if self.image_cache is None else splits_from_store(self.image_cache, self.cfg)
-
-    def check_resume(self, ckpt: Dict[str, Any]) -> None:
-        if "distill" in ckpt:
+    def check_resume(self, card: ModelCard) -> None:
+        if "distill" in card.provenance:
             raise CheckpointError(
-                f"cannot resume {self.files.checkpoint}: it was distilled ({ckpt['distill'].get('mode')}); "
+                f"cannot resume {self.files.checkpoint}: it was distilled ({card.provenance['distill'].get('mode')}); "
                 f"drop --no-kd to resume it or start a new run in another --out"
             )
 
@@ -124,7 +134,7 @@ def images_of(cache: Optional[TargetCache]) -> str:
     return "dataset" if cache is None else f"{cache.spec.images} store of {cache.directory}"
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(StudentTrainer):
     """The student trainer: hard-label loss + distiller, teacher targets from ``source``.
 
     ``cache`` is one cache folder, or several (an ensemble: one distiller per teacher, the terms
@@ -174,7 +184,7 @@ class DistillTrainer(Trainer):
         if isinstance(self.source, (CacheTargets, EnsembleTargets)) and self.source.cache.spec.stores_images:
             own = self.source.cache
         self.image_cache = own if images is None else image_cache(images, verify_checksums)
-        super().__init__(cfg, "s", out, resume=resume, final_name="student.pt", progress=progress)
+        super().__init__(cfg, "s", out, resume=resume, progress=progress)
 
     def term_name(self, teacher: int, term: str) -> str:
         """How a teacher's term is logged: ``mld`` for one teacher, ``t1/mld``, ``t2/mld`` ... for an ensemble."""
@@ -185,9 +195,6 @@ class DistillTrainer(Trainer):
         return [self.term_name(k, term) for k, d in enumerate(self.distillers) for term in d.names()]
 
     # ---------------------------------------------------------------- Trainer hooks
-    def load_splits(self) -> Tuple[Any, Any]:
-        return super().load_splits() if self.image_cache is None else splits_from_store(self.image_cache, self.cfg)
-
     def make_train_data(self, train_set) -> ViewDataset:
         self.source.check_fits(self.cfg, train_set, self.spec)
         share = self.cfg.replay_check if self.source.mode == "offline" else 0.0
@@ -241,13 +248,13 @@ class DistillTrainer(Trainer):
     def resume_keys(self) -> list:
         return [*super().resume_keys(), "criterion_t2s_para"]
 
-    def check_resume(self, ckpt: Dict[str, Any]) -> None:
-        if "distill" not in ckpt:
+    def check_resume(self, card: ModelCard) -> None:
+        if "distill" not in card.provenance:
             raise CheckpointError(
                 f"cannot resume {self.files.checkpoint}: it is a run without distillation (--no-kd); "
                 f"resume it with --no-kd or start a new run in another --out"
             )
-        old, now = ckpt["distill"], self.source.identity()
+        old, now = card.provenance["distill"], self.source.identity()
         if old.get("views") != now.get("views") and FRESH in (old.get("views"), now.get("views")):
 
             def said(views):
@@ -264,8 +271,8 @@ class DistillTrainer(Trainer):
                     f"({old.get(key)!r}, now {now.get(key)!r}); pass the same --cache/--teacher or start a new run in another --out"
                 )
 
-    def model_card(self) -> Dict[str, Any]:
-        return {**super().model_card(), "distill": self.source.identity(), "images": images_of(self.image_cache)}
+    def provenance(self) -> Dict[str, Any]:
+        return {"distill": self.source.identity(), **super().provenance()}
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         self.source.start_epoch()

@@ -25,9 +25,11 @@ from .._version import __version__
 from ..cache.format import (
     EVAL_PREFIX,
     MANIFEST_NAME,
+    SHARD_PREFIX,
     CacheSpec,
     eval_name,
     labels_digest,
+    part_glob,
     part_ranges,
     shard_name,
     split_digest,
@@ -40,29 +42,15 @@ from ..data import MultiLabelDataset, dataset_from_config
 from ..data.base import label_summary
 from ..data.planning import PlannedSplit, planned_train_split
 from ..data.transforms import TransformSpec, model_input
-from ..data.views import ViewDataset, ViewItem
+from ..data.views import ViewDataset, ViewItem, eval_inputs
+from ..device import amp_enabled, autocast_for, place_model
 from ..distributed import DistInfo, all_gather_objects, bar_disabled, barrier, init_distributed
 from ..errors import CacheMismatchError, ConfigError, MlkdError
 from ..fileio import file_sha256
-from ..models.model import feature_dim_of
-from .evaluate import autocast_for
-from .teacher import TeacherSpec, open_teacher, teacher_outputs
+from ..models.card import ModelCard
+from .teacher import TeacherSpec, check_teacher_fits, open_teacher, planned_card
 
 log = logging.getLogger("mlkd_cache")
-
-
-class PairDataset(Dataset):
-    """Items of ``view_data`` for an explicit list of (sample index, view) pairs."""
-
-    def __init__(self, view_data: ViewDataset, pairs: np.ndarray) -> None:
-        self.view_data, self.pairs = view_data, pairs  # pairs: int64 [P, 2]
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, j: int):
-        index, view = self.pairs[j]
-        return self.view_data.get(int(index), int(view))
 
 
 Stored = List[Tuple[int, np.ndarray]]  # (sample index, what the image store keeps for it)
@@ -110,7 +98,7 @@ def view_batches(
     quality: int = 0,
 ) -> Iterator[Tuple[ViewItem, Stored]]:
     """:class:`ViewItem` batches of the (sample, view) pairs of samples ``start..stop-1`` in
-    :func:`shard_pairs` order, ``batch_size`` pairs each (the last may hold fewer): the batches
+    :func:`~mlkd_cache.data.views.view_pairs` order, ``batch_size`` pairs each (the last may hold fewer): the batches
     the teacher has always been run on, while the loader's workers decode each sample once. Each
     comes with the stored images (``images`` raw or jpeg) of the samples loaded since the last."""
     loader = DataLoader(
@@ -152,20 +140,14 @@ class StoreImages(Dataset):
         return i, encode_image(self.view_data.prepared(i), self.images, self.quality)[0]
 
 
-def shard_pairs(start: int, stop: int, views: int) -> np.ndarray:
-    """(sample, view) pairs of samples ``start..stop-1``, sample-major: int64 ``[(stop-start)·V, 2]``."""
-    samples = np.repeat(np.arange(start, stop, dtype=np.int64), views)
-    return np.stack([samples, np.tile(np.arange(views, dtype=np.int64), stop - start)], axis=1)
-
-
-def build_spec(cfg: Config, ckpt: Dict, teacher_sha256: str, dataset, views: int, transform: TransformSpec) -> CacheSpec:
-    """The cache a dump of ``dataset`` with this teacher and config will produce."""
+def build_spec(cfg: Config, card: ModelCard, teacher_sha256: str, dataset, views: int, transform: TransformSpec) -> CacheSpec:
+    """The cache a dump of ``dataset`` by the teacher of ``card`` under this config will produce."""
     return CacheSpec(
         num_samples=len(dataset),
         views=views,
-        num_classes=int(ckpt["num_classes"]),
-        feature_dim=int(ckpt["feature_dim"]),
-        embed_dim=int(ckpt["embed_dim"]),
+        num_classes=card.num_classes,
+        feature_dim=card.feature_dim,
+        embed_dim=card.embed_dim,
         dtype=cfg.cache["dtype"],
         embedding=cfg.cache["embedding"],
         shard_size=cfg.cache["shard_size"],
@@ -177,9 +159,9 @@ def build_spec(cfg: Config, ckpt: Dict, teacher_sha256: str, dataset, views: int
         transform_hash=transform.spec_hash(),
         normalisation={"mean": list(transform.mean), "std": list(transform.std)},
         base_seed=cfg.seed,
-        teacher_arch=str(ckpt["arch"]),
+        teacher_arch=card.arch,
         teacher_sha256=teacher_sha256,
-        outputs=teacher_outputs(ckpt),
+        outputs=card.outputs,
         labels_sha256=labels_digest(dataset.labels),
         tool_version=__version__,
         images=cfg.cache["images"],
@@ -187,30 +169,10 @@ def build_spec(cfg: Config, ckpt: Dict, teacher_sha256: str, dataset, views: int
     )
 
 
-def check_teacher_fits(cfg: Config, ckpt: Dict, dataset, transform: TransformSpec, teacher: TeacherSpec) -> None:
-    """The config and data must be what the teacher was trained for."""
-    if list(ckpt["class_names"]) != list(dataset.class_names):
-        raise CacheMismatchError(
-            f"teacher {teacher} was trained for {len(ckpt['class_names'])} classes "
-            f"({', '.join(map(str, ckpt['class_names'][:4]))}, ...), the {cfg.dataset} train split has "
-            f"{len(dataset.class_names)} ({', '.join(dataset.class_names[:4])}, ...); use the teacher of this dataset"
-        )
-    if int(ckpt["img_size"]) != cfg.img_size:
-        raise CacheMismatchError(
-            f"teacher {teacher} was trained at img_size {ckpt['img_size']}, config asks for {cfg.img_size}; fix img_size"
-        )
-    norm = ckpt["normalisation"]
-    if [float(x) for x in norm["mean"]] != list(transform.mean) or [float(x) for x in norm["std"]] != list(transform.std):
-        raise CacheMismatchError(
-            f"teacher {teacher} expects normalisation mean {norm['mean']} std {norm['std']}, config gives "
-            f"mean {list(transform.mean)} std {list(transform.std)}; fix transform.mean/std"
-        )
-
-
 def _existing_conflicts(out: Path, spec: CacheSpec) -> List[str]:
     """Shard files in ``out`` that belong to another dump (readable, attributes differ)."""
     conflicts = []
-    for path in sorted(out.glob("shard-*.h5")):
+    for path in sorted(out.glob(part_glob(SHARD_PREFIX))):
         try:
             with open_read(path) as fh:
                 other = CacheSpec.from_attrs(dict(fh.attrs))
@@ -282,13 +244,9 @@ def prepare_out_dir(out: Path, spec: CacheSpec, overwrite: bool, info: DistInfo)
         try:
             out.mkdir(parents=True, exist_ok=True)
             (out / MANIFEST_NAME).unlink(missing_ok=True)  # never look complete while shards change
-            if overwrite:
-                for pattern in ("shard-*.h5*", f"{EVAL_PREFIX}-*.h5*"):
-                    for path in out.glob(pattern):
-                        path.unlink()
-            for pattern in ("shard-*.h5.tmp", f"{EVAL_PREFIX}-*.h5.tmp"):
-                for path in out.glob(pattern):
-                    path.unlink()  # a write cut short by a kill
+            for prefix in (SHARD_PREFIX, EVAL_PREFIX):
+                for path in out.glob(part_glob(prefix, "*" if overwrite else ".tmp")):
+                    path.unlink()  # every file of the cache with --overwrite, else a write cut short by a kill
         except OSError as exc:
             raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
     barrier(info)
@@ -359,7 +317,7 @@ def dump_eval_store(
         raise CacheMismatchError(
             f"the {cfg.dataset} {split} split has other classes than its train split; check the dataset files"
         )
-    view_data = ViewDataset(dataset, transform, cfg.seed, train=False)
+    view_data = eval_inputs(dataset, transform)
     total, size = len(dataset), spec.shard_size
     digest = split_digest(dataset.keys, dataset.labels)
     kept, written = [], []
@@ -385,7 +343,7 @@ def dump_eval_store(
     entries = [e for part in all_gather_objects(kept + written, info) for e in part]
     if info.is_main:  # parts of an earlier, longer eval split
         listed = {e["file"] for e in entries}
-        for path in out.glob(f"{EVAL_PREFIX}-*.h5"):
+        for path in out.glob(part_glob(EVAL_PREFIX)):
             if path.name not in listed:
                 path.unlink()
     return {"split": split, "num_samples": total, "labels_sha256": labels_digest(dataset.labels), "shards": entries}
@@ -401,11 +359,16 @@ def jpeg_bytes_per_image(view_data: ViewDataset, quality: int, count: int = 32) 
 
 
 def plan_text(
-    spec: CacheSpec, labels: np.ndarray, eval_samples: Optional[int] = None, jpeg_per_image: Optional[float] = None
+    spec: CacheSpec,
+    labels: np.ndarray,
+    eval_samples: Optional[int] = None,
+    jpeg_per_image: Optional[float] = None,
+    jpeg_quality: Optional[int] = None,
 ) -> Dict[str, Any]:
     """The planned size of the cache (``--dry-run``), computed by the code that writes it, and
     of its image store in each mode (``image_bytes``: raw exact, jpeg from ``jpeg_per_image``,
-    a measured mean, or ``None``) for the train split and ``eval_samples`` eval images."""
+    a measured mean at ``jpeg_quality``, or ``None``) for the train split and ``eval_samples``
+    eval images."""
     plan = spec.plan(labels)
     images = spec.num_samples + (eval_samples or 0)
     return {
@@ -417,21 +380,9 @@ def plan_text(
         **plan,
         "images": spec.images,
         "eval_samples": eval_samples,
-        "jpeg_quality": spec.jpeg_quality or None,
+        "jpeg_quality": jpeg_quality if jpeg_quality is not None else (spec.jpeg_quality or None),
         "jpeg_bytes_per_image": jpeg_per_image,
         "image_bytes": {mode: spec.image_nbytes(images, mode, jpeg_per_image) for mode in ("raw", "jpeg")},
-    }
-
-
-def planned_teacher(cfg: Config, class_names: Sequence[str]) -> Dict[str, Any]:
-    """What a dump needs to know of the teacher, from the config alone (``--dry-run`` before
-    the teacher is trained): ``model_t``'s pooled feature size, ``embed_dim``, the classes."""
-    return {
-        "arch": cfg.model_t,
-        "num_classes": len(class_names),
-        "class_names": list(class_names),
-        "embed_dim": cfg.embed_dim,
-        "feature_dim": feature_dim_of(cfg.model_t, cfg.img_size),
     }
 
 
@@ -449,67 +400,77 @@ def made_with(cfg: Config) -> Dict[str, Any]:
     return json.loads(json.dumps(record, default=repr))
 
 
-def run(
-    cfg: Config,
-    teacher: Optional[TeacherSpec],
-    out: Optional[Path],
-    views: Optional[int] = None,
-    overwrite: bool = False,
-    dry_run: bool = False,
-    progress: bool = True,
-) -> Dict[str, Any]:
-    """Dump the teacher's targets for the train split of ``cfg`` into ``out``. With
-    ``dry_run`` nothing is written and only the planned sizes are returned; ``teacher`` may then
-    be ``None`` (sizes from ``model_t`` of the config), and without a data root the published
-    train split of the dataset stands in for its labels (:mod:`mlkd_cache.data.planning`).
-    ``teacher``: a teacher.pt, or a factory ``package.module:function`` (:func:`open_teacher`);
-    the cache holds the outputs it gives."""
-    info = init_distributed()
+def _views(cfg: Config, views: Optional[int]) -> int:
     views = int(views if views is not None else cfg.cache["views"])
     if views < 1:
         raise ConfigError(f"--views must be >= 1, got {views}")
-    if not dry_run and (teacher is None or out is None):
-        raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
-    ckpt, model, teacher_sha256 = open_teacher(teacher, cfg) if teacher is not None else (None, None, "")
+    return views
+
+
+def plan(cfg: Config, teacher: Optional[TeacherSpec] = None, views: Optional[int] = None) -> Dict[str, Any]:
+    """``--dry-run``: the planned sizes of the cache of the train split of ``cfg``; nothing is
+    written. Without ``teacher`` the sizes come from ``model_t`` of the config (the card
+    teacher-train will write); without a data root the published train split of the dataset
+    stands in for its labels (:mod:`mlkd_cache.data.planning`)."""
+    info = init_distributed()
+    views = _views(cfg, views)
+    loaded = open_teacher(teacher, cfg) if teacher is not None else None
     transform = TransformSpec.from_config(cfg)
-    planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if dry_run and not cfg.data_root else None
+    planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if not cfg.data_root else None
     dataset: Union[PlannedSplit, MultiLabelDataset]
-    if planned is not None:  # a dry run without data: the published train split stands in
+    if planned is not None:  # no data: the published train split stands in
         dataset, source = planned, planned.source
     else:
         real = dataset_from_config(cfg, "train")
         dataset, source = real, f"the labels of {real.describe()}"
-    if teacher is None or ckpt is None:  # a dry run before the teacher exists: sizes from the config's model_t
-        spec = build_spec(cfg, planned_teacher(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
+    if loaded is None:  # before the teacher exists: sizes from the config's model_t
+        spec = build_spec(cfg, planned_card(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
     else:
         if planned is not None:  # no data to check the teacher against: plan for its classes
-            if len(ckpt["class_names"]) != len(planned.class_names):
+            if loaded.card.num_classes != len(planned.class_names):
                 raise CacheMismatchError(
-                    f"teacher {teacher} has {len(ckpt['class_names'])} classes, {cfg.dataset} {len(planned.class_names)}; "
+                    f"teacher {teacher} has {loaded.card.num_classes} classes, {cfg.dataset} {len(planned.class_names)}; "
                     f"pass --data-root to plan from the real labels"
                 )
-            planned.class_names = list(ckpt["class_names"])
-        check_teacher_fits(cfg, ckpt, dataset, transform, teacher)
-        spec = build_spec(cfg, ckpt, teacher_sha256, dataset, views, transform)
-    if dry_run:
-        eval_samples, jpeg = None, None
-        if planned is None:  # real images: the eval split's size and a measured JPEG size
-            try:
-                eval_samples = len(dataset_from_config(cfg, cfg.eval_split))
-            except MlkdError:
-                if cfg.cache["images"] != "none":  # a dump with a store would need that split
-                    raise
-                eval_samples = None
-            quality = cfg.cache["jpeg_quality"]
-            jpeg = jpeg_bytes_per_image(ViewDataset(dataset, transform, cfg.seed, train=True), quality)
-        plan = plan_text(spec, dataset.labels, eval_samples, jpeg)
-        plan["jpeg_quality"] = cfg.cache["jpeg_quality"]
-        # what was read from the data (None for a published split standing in: its labels are not real)
-        plan["understood"] = label_summary(dataset.class_names, dataset.labels) if planned is None else None
-        plan["ignored_columns"] = list(getattr(dataset, "ignored_columns", []))
-        return {"dry_run": True, "plan": {**plan, "source": source}, "is_main": info.is_main}
-    if out is None or ckpt is None or model is None:  # refused above; this tells the type checker
+            planned.class_names = list(loaded.card.class_names)
+        check_teacher_fits(cfg, loaded.card, dataset, transform, str(teacher))
+        spec = build_spec(cfg, loaded.card, loaded.sha256, dataset, views, transform)
+    eval_samples, jpeg = None, None
+    if planned is None:  # real images: the eval split's size and a measured JPEG size
+        try:
+            eval_samples = len(dataset_from_config(cfg, cfg.eval_split))
+        except MlkdError:
+            if cfg.cache["images"] != "none":  # a dump with a store would need that split
+                raise
+        jpeg = jpeg_bytes_per_image(ViewDataset(dataset, transform, cfg.seed, train=True), cfg.cache["jpeg_quality"])
+    result = plan_text(spec, dataset.labels, eval_samples, jpeg, cfg.cache["jpeg_quality"])
+    # what was read from the data (None for a published split standing in: its labels are not real)
+    result["understood"] = label_summary(dataset.class_names, dataset.labels) if planned is None else None
+    result["ignored_columns"] = list(getattr(dataset, "ignored_columns", []))
+    return {"dry_run": True, "plan": {**result, "source": source}, "is_main": info.is_main}
+
+
+def run(
+    cfg: Config,
+    teacher: TeacherSpec,
+    out: Path,
+    views: Optional[int] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Dump the teacher's targets for the train split of ``cfg`` into ``out`` (:func:`plan`
+    gives the sizes without writing). ``teacher``: a teacher.pt, or a factory
+    ``package.module:function`` (:func:`~mlkd_cache.engine.teacher.open_teacher`); the cache
+    holds the outputs it gives."""
+    info = init_distributed()
+    views = _views(cfg, views)
+    if teacher is None or out is None:
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
+    loaded = open_teacher(teacher, cfg)
+    transform = TransformSpec.from_config(cfg)
+    dataset = dataset_from_config(cfg, "train")
+    check_teacher_fits(cfg, loaded.card, dataset, transform, str(teacher))
+    spec = build_spec(cfg, loaded.card, loaded.sha256, dataset, views, transform)
 
     out = Path(out)
     previous_eval = (
@@ -519,11 +480,8 @@ def run(
     todo, kept = prepare_out_dir(out, spec, overwrite, info)
     mine = [k for k in todo if k % info.world_size == info.rank]
     view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True, image_dtype="uint8")
-    model = model.to(info.device).eval()
-    cuda = info.device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    amp = bool(cfg.amp and cuda)
+    model = place_model(loaded.model, info.device)
+    amp = amp_enabled(cfg.amp, info.device)
 
     started = time.perf_counter()
     total_pairs = sum((spec.shard_range(k)[1] - spec.shard_range(k)[0]) * views for k in mine)

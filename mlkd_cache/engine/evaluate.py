@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -14,20 +13,12 @@ from torch.utils.data import DataLoader, Subset
 from ..config import Config
 from ..data import dataset_from_config
 from ..data.transforms import TransformSpec, model_input
-from ..data.views import ViewDataset
+from ..data.views import ViewDataset, eval_inputs
+from ..device import amp_enabled, autocast_for
 from ..distributed import DistInfo, all_gather_cat, broadcast_object, init_distributed
 from ..errors import CheckpointError
 from ..metrics import average_precision, evaluate_logits
-from ..models import build_model
-from ..models.factory import build_factory_teacher
-from .checkpoint import load_checkpoint
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    """fp16 autocast on CUDA when ``enabled``; a no-op context on CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return nullcontext()
+from .checkpoint import load_model
 
 
 def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo) -> DataLoader:
@@ -79,33 +70,6 @@ def evaluate_model(
     return broadcast_object(metrics, info)
 
 
-def model_from_checkpoint(ckpt: Dict) -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights (on CPU). A teacher.pt of a
-    factory teacher (``import-teacher --format factory``) calls its factory, then loads the weights
-    the file holds."""
-    model: nn.Module
-    if ckpt.get("factory"):
-        model = build_factory_teacher(str(ckpt["factory"]), int(ckpt["img_size"]))
-        now = (list(model.class_names), list(model.outputs), model.feature_dim, model.embed_dim)
-        then = (list(ckpt["class_names"]), list(ckpt.get("outputs") or []), ckpt["feature_dim"], ckpt["embed_dim"])
-        if now != then:
-            what = ("classes", "outputs", "feature size", "embedding size")[[a != b for a, b in zip(now, then)].index(True)]
-            raise CheckpointError(
-                f"teacher factory {ckpt['factory']} now gives other {what} than the teacher.pt made from it; "
-                f"re-run import-teacher --format factory"
-            )
-    else:
-        model = build_model(
-            ckpt["arch"], ckpt["num_classes"], pretrained=None, embed_dim=ckpt["embed_dim"], img_size=ckpt["img_size"]
-        )
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint weights do not fit {ckpt['arch']}: {first[:200]}") from None
-    return model
-
-
 def run(
     checkpoint: Path,
     data_root: Optional[str] = None,
@@ -120,23 +84,22 @@ def run(
     with ``keep_logits`` also ``"logits"`` float32 and ``"labels"`` uint8, ``[N, C]`` in dataset order.
     """
     info = init_distributed()
-    ckpt = load_checkpoint(checkpoint, require=("model", "arch", "num_classes", "class_names", "config", "transform"))
+    loaded = load_model(checkpoint, info.device)
+    card = loaded.card
     overrides = {"data_root": data_root, "batch_size": batch_size, "workers": workers}
-    cfg = Config.from_dict({**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}})
+    cfg = Config.from_dict({**card.config, **{k: v for k, v in overrides.items() if v is not None}})
     dataset = dataset_from_config(cfg, split)
-    if list(dataset.class_names) != list(ckpt["class_names"]):
+    if list(dataset.class_names) != list(card.class_names):
         raise CheckpointError(
-            f"checkpoint {checkpoint} was trained for {len(ckpt['class_names'])} classes "
-            f"({', '.join(ckpt['class_names'][:4])}, ...), the {cfg.dataset}/{split} data has "
+            f"checkpoint {checkpoint} was trained for {card.num_classes} classes "
+            f"({', '.join(card.class_names[:4])}, ...), the {cfg.dataset}/{split} data has "
             f"{len(dataset.class_names)} ({', '.join(dataset.class_names[:4])}, ...); evaluate it on its own dataset"
         )
-    spec = TransformSpec(**ckpt["transform"])
-    view_data = ViewDataset(dataset, spec, cfg.seed, train=False, image_dtype="uint8")
-    model = model_from_checkpoint(ckpt).to(info.device)
-    if info.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    amp = bool(cfg.amp and info.device.type == "cuda")
-    z, y = predict(model, eval_loader(view_data, cfg.batch_size, cfg.workers, info), info, amp, len(view_data), spec)
+    view_data = eval_inputs(dataset, card.transform)
+    amp = amp_enabled(cfg.amp, info.device)
+    z, y = predict(
+        loaded.model, eval_loader(view_data, cfg.batch_size, cfg.workers, info), info, amp, len(view_data), card.transform
+    )
     ap = average_precision(z, y)
     kept = {"logits": z, "labels": y} if keep_logits else {}
     return {

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import Config
 from ..data import dataset_from_config
@@ -39,10 +39,10 @@ from ..data.planning import planned_train_split
 from ..data.transforms import TransformSpec
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..fileio import file_sha256
-from ..models import build_model, resolve_model_name
+from ..models import build_model
+from ..models.card import ModelCard
 from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha256
-from .checkpoint import save_checkpoint
-from .teacher import factory_card
+from .checkpoint import save_model
 
 __all__ = ["FORMATS", "L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "import_factory", "run"]
 
@@ -165,28 +165,22 @@ def _describe_difference(ours: Dict[str, Tensor], theirs: Dict[str, Tensor], cfg
     return None
 
 
-def _card(cfg: Config, spec: TransformSpec, class_names: List[str]) -> Dict[str, Any]:
-    """What every imported teacher.pt records of the config it is for."""
-    return {
-        "role": "teacher",
-        "num_classes": len(class_names),
-        "class_names": class_names,
-        "img_size": cfg.img_size,
-        "transform": spec.to_dict(),
-        "transform_hash": spec.spec_hash(),
-        "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
-        "dataset": cfg.dataset,
-        "config": cfg.to_dict(),
-        "epoch": 0,
-        "metrics": {},
-    }
-
-
 def _finish(
-    out: Path, payload: Dict[str, Any], cfg: Config, evaluate_split: Optional[str], result: Dict[str, Any]
+    out: Path,
+    model: nn.Module,
+    class_names: List[str],
+    cfg: Config,
+    imported_from: Dict[str, Any],
+    evaluate_split: Optional[str],
+    result: Dict[str, Any],
 ) -> Dict[str, Any]:
+    """Write ``out`` (the card of ``model`` as a teacher for the config's classes and input
+    pipeline, and its weights), then score it on ``evaluate_split`` when given."""
+    card = ModelCard.of(
+        model, "teacher", class_names, TransformSpec.from_config(cfg), cfg.to_dict(), {"imported_from": imported_from}
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, payload)
+    save_model(out, card, model.state_dict(), epoch=0, metrics={})
     if evaluate_split is not None:
         from .evaluate import run as evaluate
 
@@ -214,14 +208,9 @@ def import_factory(factory: str, cfg: Config, out: Path, evaluate_split: Optiona
             what = f"class {i} {teacher.class_names[i]!r}, the config's data {class_names[i]!r}"
         raise CheckpointError(f"teacher factory {factory} returns {what}; return the dataset's classes in its order")
     sha256 = weights_sha256(teacher)
-    payload = {
-        **_card(cfg, TransformSpec.from_config(cfg), class_names),
-        **factory_card(teacher),
-        "model": teacher.state_dict(),
-        "imported_from": {"factory": factory, "sha256": sha256, "format": "factory"},
-    }
-    result = {"out": str(out), "arch": payload["arch"], "classes": len(class_names), "source_sha256": sha256}
-    return _finish(out, payload, cfg, evaluate_split, {**result, "outputs": list(teacher.outputs)})
+    imported_from = {"factory": factory, "sha256": sha256, "format": "factory"}
+    result = {"out": str(out), "arch": f"factory:{factory}", "classes": len(class_names), "source_sha256": sha256}
+    return _finish(out, teacher, class_names, cfg, imported_from, evaluate_split, {**result, "outputs": list(teacher.outputs)})
 
 
 def run(
@@ -272,14 +261,6 @@ def run(
         raise CheckpointError(difference)
     model.load_state_dict(theirs, strict=True)
     sha256 = file_sha256(checkpoint)
-    payload = {
-        **_card(cfg, spec, class_names),
-        "arch": arch,
-        "timm_name": resolve_model_name(arch),
-        "embed_dim": cfg.embed_dim,
-        "feature_dim": model.feature_dim,
-        "model": model.state_dict(),
-        "imported_from": {"path": str(checkpoint.resolve()), "sha256": sha256, "format": fmt},
-    }
+    imported_from = {"path": str(checkpoint.resolve()), "sha256": sha256, "format": fmt}
     result: Dict[str, Any] = {"out": str(out), "arch": arch, "classes": len(class_names), "source_sha256": sha256}
-    return _finish(out, payload, cfg, evaluate_split, result)
+    return _finish(out, model, class_names, cfg, imported_from, evaluate_split, result)

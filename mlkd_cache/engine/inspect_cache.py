@@ -69,7 +69,7 @@ def _store_summary(cache: TargetCache, eval_bytes: int) -> Dict[str, Any]:
         return {"mode": "none"}
     train, held = cache.stored_split("train"), cache.stored_split("eval")
     if spec.images == "raw":
-        image_bytes = (len(train) + len(held)) * spec.img_size**2 * 3
+        image_bytes = int(spec.image_nbytes(len(train) + len(held), "raw") or 0)
     else:  # the JPEG bytes each file holds
         image_bytes = 0
         for split in (train, held):

@@ -9,6 +9,8 @@ from typing import Dict, List
 import torch
 from torch import nn
 
+from ..config import OPTIMIZERS
+
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     """L2D's two parameter groups: biases and 1-D parameters (norm scales) without decay,
@@ -21,8 +23,6 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
         (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}  # config.optimizer's choices
 
 # How the update runs: "fused" (one kernel over all parameters; CPU and CUDA since torch 2.4),
 # "foreach" (batched tensor ops) or "for-loop" (torch's per-parameter loop, its CPU default).
@@ -38,7 +38,8 @@ def build_optimizer(
     """``adam`` (L2D: Adam whose per-group weight decay is an L2 term) or ``adamw``, with the
     update ``implementation`` of :data:`IMPLEMENTATIONS` (fused by default)."""
     groups = weight_decay_groups(model, weight_decay)
-    return OPTIMIZERS[name](groups, lr=lr, **FLAGS[implementation])
+    optimizer_class = getattr(torch.optim, OPTIMIZERS[name])  # config.OPTIMIZERS: name -> torch.optim class
+    return optimizer_class(groups, lr=lr, **FLAGS[implementation])
 
 
 def keep_implementation(optimizer: torch.optim.Optimizer, implementation: str = DEFAULT_IMPLEMENTATION) -> None:

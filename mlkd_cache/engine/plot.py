@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import MissingDependencyError, RunFolderError
 from ..fileio import atomic_write_bytes
-from .runlog import MetricsLog, StepLog
+from .runlog import MetricsLog, RunFiles, StepLog
 
 DEFAULT_NAME = "plot.png"
 FIGSIZE = (16.0, 4.8)  # inches; at DPI this is 1600 x 480 pixels
@@ -66,7 +66,8 @@ def _rows(log: MetricsLog) -> List[Dict[str, Any]]:
 def load_run(folder: Path, label: Optional[str] = None) -> RunCurves:
     """Read a run folder's metrics.jsonl (required, at least one epoch) and steps.jsonl (optional)."""
     folder = Path(folder)
-    metrics = folder / "metrics.jsonl"
+    files = RunFiles(folder)
+    metrics = files.metrics
     if not metrics.is_file():
         if not folder.exists():
             raise RunFolderError(f"{folder} does not exist; pass the --out folder of teacher-train or distill-student")
@@ -76,7 +77,7 @@ def load_run(folder: Path, label: Optional[str] = None) -> RunCurves:
     epochs = _rows(MetricsLog(metrics))
     if not epochs:
         raise RunFolderError(f"{metrics} holds no finished epoch; plot it after the run's first epoch has ended")
-    steps = _rows(StepLog(folder / "steps.jsonl"))
+    steps = _rows(StepLog(files.steps))
     last = max(r["epoch"] for r in epochs)  # a kill between the two appends can leave steps of an unlogged epoch
     steps = [
         r

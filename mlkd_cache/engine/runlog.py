@@ -1,18 +1,54 @@
-"""Run logs: ``metrics.jsonl`` (one row per epoch) and ``steps.jsonl`` (loss terms every N steps).
+"""A training run's folder: its file names (:class:`RunFiles`) and its logs, ``metrics.jsonl``
+(one row per epoch) and ``steps.jsonl`` (loss terms every N steps).
 
-Both are appended and fsynced, so after a kill they hold whole rows; a resume truncates them to
-the epochs its checkpoint has done.
+Both logs are appended and fsynced, so after a kill they hold whole rows; a resume truncates
+them to the epochs its checkpoint has done.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..fileio import append_text, atomic_write_bytes
+from ..models.card import ROLES
 
-__all__ = ["MetricsLog", "StepLog"]
+__all__ = ["RunFiles", "MetricsLog", "StepLog"]
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one training run in ``out``: resumable state, final weights, logs."""
+
+    out: Path
+    role: Optional[str] = None  # "teacher" or "student" (ROLES): the final checkpoint is OUT/<role>.pt
+
+    def __post_init__(self) -> None:
+        if self.role is not None and self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        object.__setattr__(self, "out", Path(self.out))
+
+    @property
+    def checkpoint(self) -> Path:
+        """``checkpoint.pt``: weights and the state ``--resume`` needs, after every epoch."""
+        return self.out / "checkpoint.pt"
+
+    @property
+    def final(self) -> Path:
+        """``teacher.pt`` / ``student.pt``: the card and final weights, written once at the end."""
+        if self.role is None:
+            raise ValueError("RunFiles without a role names no final checkpoint")
+        return self.out / f"{self.role}.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def steps(self) -> Path:
+        return self.out / "steps.jsonl"
 
 
 class MetricsLog:

@@ -22,18 +22,17 @@ from torch.utils.data import DataLoader
 
 from ..cache.format import LAYOUTS, OUTPUT_WORDS, VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
-from ..cache.reader import TargetCache
-from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_fits, check_replay, open_cache
+from ..cache.reader import TargetCache, check_fits, open_cache
+from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_replay
 from ..config import Config
 from ..data.transforms import TransformSpec, model_input
-from ..data.views import ViewDataset, ViewItem
+from ..data.views import PairViews, ViewDataset, ViewItem, view_pairs
+from ..device import autocast_for, place_model
 from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from ..losses.base import SLOT_TEACHER_OUTPUT, losses_by_slot
 from ..losses.distiller import plan
-from .dump import PairDataset, check_teacher_fits, shard_pairs
-from .evaluate import autocast_for
-from .teacher import TeacherSpec, open_teacher, teacher_outputs
+from .teacher import TeacherSpec, check_teacher_fits, open_teacher
 
 FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
 
@@ -181,20 +180,21 @@ class LiveTeacher:
     mode = "online"
 
     def __init__(self, teacher: TeacherSpec, cfg: Config, fresh_views: bool = False) -> None:
-        self.ckpt, self.model, self.sha256 = open_teacher(teacher, cfg)  # eval mode, gradients off
+        self.teacher = open_teacher(teacher, cfg)  # eval mode, gradients off
+        self.model, self.card = self.teacher.model, self.teacher.card
         self.path = teacher
-        self.outputs = teacher_outputs(self.ckpt)
+        self.outputs = self.card.outputs
         self.name = f"teacher {teacher}"
         # views: the cycle length of the replayed views, None for a fresh view every epoch;
         # prototypes (MPSCD) are averaged over cache.views views either way, as a cache's are.
         self.prototype_views, self.base_seed = int(cfg.cache["views"]), int(cfg.seed)
         self.views: Optional[int] = None if fresh_views else self.prototype_views
-        self.embed_dim = int(self.ckpt["embed_dim"])
+        self.embed_dim = self.card.embed_dim
         self.fingerprint_of = "uint8"  # nothing is fingerprinted online
         self.amp = False
 
     def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:
-        check_teacher_fits(cfg, self.ckpt, train_set, transform, self.path)
+        check_teacher_fits(cfg, self.card, train_set, transform, str(self.path))
 
     def collate(self) -> None:
         return None
@@ -206,9 +206,7 @@ class LiveTeacher:
         return {}
 
     def to(self, device: torch.device, amp: bool) -> None:
-        self.model.to(device)
-        if device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        self.model = place_model(self.model, device)
         self.amp = amp
 
     @torch.no_grad()
@@ -219,9 +217,9 @@ class LiveTeacher:
         if "label_emb" not in self.outputs:
             raise CacheMismatchError(f"class prototypes (MPSCD) need the teacher's label-wise embeddings; {self.name} gives none")
         device = next(self.model.parameters()).device
-        pairs = shard_pairs(0, len(view_data), self.prototype_views)[info.rank :: info.world_size]
+        pairs = view_pairs(0, len(view_data), self.prototype_views)[info.rank :: info.world_size]
         acc = PrototypeAccumulator(len(view_data.class_names), self.embed_dim)
-        loader = DataLoader(PairDataset(view_data, pairs), batch_size=batch_size, num_workers=workers)
+        loader = DataLoader(PairViews(view_data, pairs), batch_size=batch_size, num_workers=workers)
         with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG
             for batch in loader:  # ViewItem batches of (sample, view) pairs
                 image, labels = model_input(batch.image, view_data.spec, device), batch.labels
@@ -240,8 +238,8 @@ class LiveTeacher:
         return {
             "mode": self.mode,
             "source": str(self.path),
-            "teacher_arch": str(self.ckpt["arch"]),
-            "teacher_sha256": self.sha256,
+            "teacher_arch": self.card.arch,
+            "teacher_sha256": self.teacher.sha256,
             "views": FRESH if self.views is None else self.views,
             "base_seed": self.base_seed,
         }

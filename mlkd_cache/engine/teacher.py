@@ -1,140 +1,102 @@
 """Stage 1: ``teacher-train``. Trains ``model_t`` with the hard-label loss and writes
-``OUT/teacher.pt`` - everything ``dump-targets`` needs to rebuild the teacher and its inputs.
-:func:`load_teacher` loads it back for inference; :func:`open_teacher` opens what a command's
-``--teacher`` names: a teacher.pt or a factory ``package.module:function``."""
+``OUT/teacher.pt`` - a model card and weights, everything ``dump-targets`` needs to rebuild the
+teacher and its inputs. :func:`open_teacher` opens what a command's ``--teacher`` names: a
+teacher.pt (:func:`~mlkd_cache.engine.checkpoint.load_model`) or a factory
+``package.module:function``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, Union
 
-import torch
-from torch import nn
-
-from ..cache.format import TEACHER_OUTPUTS
 from ..config import Config
 from ..data.transforms import TransformSpec
-from ..distributed import as_device
-from ..errors import ConfigError
-from ..fileio import file_sha256
-from ..models.factory import FactoryTeacher, build_factory_teacher, is_factory_spec, weights_sha256
-from .checkpoint import load_checkpoint
-from .evaluate import model_from_checkpoint
+from ..errors import CacheMismatchError, ConfigError
+from ..models.card import ModelCard
+from ..models.factory import build_factory_teacher, is_factory_spec
+from ..models.model import feature_dim_of
+from .checkpoint import LoadedModel, load_checkpoint, load_model
+from .runlog import RunFiles
 from .train import Trainer
 
-# What a teacher.pt holds for dump-targets and the online baselines (besides transform, config, ...)
-TEACHER_KEYS = ("model", "arch", "num_classes", "class_names", "embed_dim", "feature_dim", "img_size", "normalisation")
+__all__ = ["TeacherSpec", "open_teacher", "check_teacher_fits", "planned_card", "load_teacher", "run"]
 
 TeacherSpec = Union[str, Path]  # a teacher.pt, or a factory "package.module:function"
 
 
-def teacher_outputs(card: Dict[str, Any]) -> Tuple[str, ...]:
-    """The outputs a teacher gives (TEACHER_OUTPUTS names): a factory teacher.pt records them,
-    every other teacher (ML-Decoder head) gives all."""
-    return tuple(card.get("outputs") or TEACHER_OUTPUTS)
-
-
-def factory_card(teacher: FactoryTeacher) -> Dict[str, Any]:
-    """What a factory teacher is, as a teacher.pt records a teacher: ``arch``, ``factory``, its
-    classes, ``outputs`` and sizes (0 for an output it does not give)."""
-    return {
-        "arch": f"factory:{teacher.spec}",
-        "factory": teacher.spec,
-        "num_classes": teacher.num_classes,
-        "class_names": list(teacher.class_names),
-        "outputs": list(teacher.outputs),
-        "embed_dim": teacher.embed_dim,
-        "feature_dim": teacher.feature_dim,
-    }
-
-
-def teacher_sha256(path: Path, ckpt: Dict[str, Any], model: nn.Module) -> str:
-    """What a cache records as its teacher: the sha256 of the teacher.pt, or for a factory
-    teacher that of its weights (:func:`weights_sha256`), the same whether it was dumped from the
-    factory or from the teacher.pt that pins it (``import-teacher --format factory``)."""
-    return weights_sha256(model) if ckpt.get("factory") else file_sha256(path)
-
-
-def open_teacher(teacher: TeacherSpec, cfg: Config) -> Tuple[Dict[str, Any], nn.Module, str]:
-    """``(card, model, sha256)`` of what ``--teacher`` names. ``card`` holds :data:`TEACHER_KEYS`
-    but the weights, plus ``outputs``; ``model`` is on CPU in eval mode, gradients off; ``sha256``
-    identifies the teacher (:func:`teacher_sha256`).
-
-    A factory teacher is called here; its input pipeline is the config's (img_size, transform).
-    """
+def open_teacher(teacher: TeacherSpec, cfg: Config) -> LoadedModel:
+    """The teacher ``--teacher`` names, on CPU in eval mode with gradients off: a teacher.pt, or
+    a factory teacher called now, whose card takes its input pipeline from the config
+    (``img_size``, ``transform``). ``.sha256`` identifies it as a cache records its teacher."""
     if is_factory_spec(str(teacher)) and not isinstance(teacher, Path):
         factory = build_factory_teacher(str(teacher), cfg.img_size)
-        spec = TransformSpec.from_config(cfg)
-        card = {
-            **factory_card(factory),
-            "img_size": cfg.img_size,
-            "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
-        }
-        return card, factory, weights_sha256(factory)
-    path = Path(teacher)
-    ckpt = load_checkpoint(path, require=TEACHER_KEYS)
-    model = model_from_checkpoint(ckpt).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    card = {k: v for k, v in ckpt.items() if k != "model"}
-    card["outputs"] = list(teacher_outputs(card))
-    return card, model, teacher_sha256(path, ckpt, model)
+        card = ModelCard.of(factory, "teacher", factory.class_names, TransformSpec.from_config(cfg), cfg.to_dict())
+        return LoadedModel(model=factory, card=card)
+    return load_model(teacher)
+
+
+def check_teacher_fits(cfg: Config, card: ModelCard, dataset: Any, transform: TransformSpec, teacher: str) -> None:
+    """The teacher of ``card`` must see this config's inputs of this data: its classes those of
+    ``dataset`` (a train split), its ``img_size`` and normalisation those of ``transform`` (the
+    augmentation may differ: a cache's views are the config's). ``teacher`` names it in errors."""
+    if list(card.class_names) != list(dataset.class_names):
+        raise CacheMismatchError(
+            f"teacher {teacher} was trained for {card.num_classes} classes "
+            f"({', '.join(card.class_names[:4])}, ...), the {cfg.dataset} train split has "
+            f"{len(dataset.class_names)} ({', '.join(dataset.class_names[:4])}, ...); use the teacher of this dataset"
+        )
+    if card.img_size != transform.img_size:
+        raise CacheMismatchError(
+            f"teacher {teacher} was trained at img_size {card.img_size}, config asks for {transform.img_size}; fix img_size"
+        )
+    norm = card.normalisation
+    if norm != {"mean": list(transform.mean), "std": list(transform.std)}:
+        raise CacheMismatchError(
+            f"teacher {teacher} expects normalisation mean {norm['mean']} std {norm['std']}, config gives "
+            f"mean {list(transform.mean)} std {list(transform.std)}; fix transform.mean/std"
+        )
+
+
+def planned_card(cfg: Config, class_names: Any) -> ModelCard:
+    """The card ``teacher-train`` will write for ``model_t`` of ``cfg`` and ``class_names``, from
+    the config alone (sizes of a dump planned before the teacher is trained): ``model_t``'s pooled
+    feature size is read from a weightless copy."""
+    return ModelCard(
+        role="teacher",
+        arch=cfg.model_t,
+        class_names=tuple(class_names),
+        embed_dim=cfg.embed_dim,
+        feature_dim=feature_dim_of(cfg.model_t, cfg.img_size),
+        transform=TransformSpec.from_config(cfg),
+        config=cfg.to_dict(),
+    )
+
+
+def load_teacher(path: Union[str, Path], device: Union[str, Any] = "cpu") -> LoadedModel:
+    """:func:`~mlkd_cache.engine.checkpoint.load_model` of a ``teacher.pt``: the model in eval
+    mode on ``device``, its card, classes, input pipeline and ``sha256`` (as a cache records its
+    teacher)."""
+    return load_model(path, device)
 
 
 def run(cfg: Config, out: Path, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
     """Train the teacher into ``out``; with ``teacher_pretrained = True`` (L2D's meaning: the
     teacher is already trained) only check that ``out/teacher.pt`` is there and report it."""
-    out = Path(out)
+    files = RunFiles(Path(out), "teacher")
     if cfg.teacher_pretrained:
-        final = out / "teacher.pt"
-        if not final.is_file():
+        if not files.final.is_file():
             raise ConfigError(
-                f"config sets teacher_pretrained = True (teacher already trained) but {final} does not "
+                f"config sets teacher_pretrained = True (teacher already trained) but {files.final} does not "
                 f"exist; set teacher_pretrained = False to train it"
             )
-        ckpt = load_checkpoint(final)
+        ckpt = load_checkpoint(files.final)
         return {
             "epochs": int(ckpt.get("epoch", 0)),
             "metrics": dict(ckpt.get("metrics") or {}),
-            "final": str(final),
-            "metrics_log": str(out / "metrics.jsonl"),
+            "final": str(files.final),
+            "metrics_log": str(files.metrics),
             "wall_time_s": 0.0,
             "is_main": True,
             "skipped": True,
         }
     return Trainer(cfg, "t", out, resume=resume, progress=progress).fit()
-
-
-@dataclass(frozen=True)
-class LoadedTeacher:
-    """A teacher checkpoint, ready to run (:func:`load_teacher`)."""
-
-    # eval mode, no gradients: model(image [N, 3, H, W]) -> Outputs(features [N, D], label_emb [N, C, E], logits [N, C])
-    model: nn.Module
-    class_names: List[str]  # the C classes, in the order of the logits
-    transform: TransformSpec  # the input pipeline it was trained with (img_size, normalisation, augmentation)
-    arch: str  # the timm model name of its backbone
-    sha256: str  # as a cache records its teacher (teacher_sha256)
-    path: Path
-    card: Dict[str, Any]  # the checkpoint's record without its weights (embed_dim, img_size, normalisation, config, ...)
-
-
-def load_teacher(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LoadedTeacher:
-    """Load ``teacher.pt`` (written by ``teacher-train``) for inference on ``device``: the model
-    in eval mode with gradients off, its classes and its input pipeline. A file that is not such
-    a checkpoint raises :class:`~mlkd_cache.errors.CheckpointError` in one line."""
-    path = Path(path)
-    ckpt = load_checkpoint(path, require=(*TEACHER_KEYS, "transform"))
-    model = model_from_checkpoint(ckpt).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return LoadedTeacher(
-        model=model.to(as_device(device)),
-        class_names=list(ckpt["class_names"]),
-        transform=TransformSpec.from_dict(ckpt["transform"]),
-        arch=str(ckpt["arch"]),
-        sha256=teacher_sha256(path, ckpt, model),
-        path=path,
-        card={k: v for k, v in ckpt.items() if k != "model"},
-    )

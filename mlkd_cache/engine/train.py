@@ -4,16 +4,15 @@
 and atomic checkpoints; a stage supplies the loss terms through :meth:`Trainer.loss_terms`
 (a dict of named scalars; the loop sums and logs them and never branches on their names).
 ``teacher-train`` uses it as is (hard-label loss only); the same loop trained on ``model_s``
-is the "vanilla" student baseline.
+is the no-KD student baseline (``distill-student --no-kd``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, cast
+from typing import Any, Dict, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -23,23 +22,26 @@ from tqdm import tqdm
 
 from .._version import __version__
 from ..config import FIELDS, Config
-from ..data import dataset_from_config
+from ..data import check_eval_split, dataset_from_config
 from ..data.sampler import EpochSampler
 from ..data.transforms import TransformSpec, model_input
-from ..data.views import ViewDataset
+from ..data.views import ViewDataset, eval_inputs
+from ..device import amp_enabled, autocast_for, place_model
 from ..distributed import DistInfo, average_gradients, bar_disabled, barrier, init_distributed, mean_over_ranks, sync_buffers
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
 from ..models import build_model, resolve_model_name
-from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluate import autocast_for, evaluate_model
+from ..models.card import ROLES as CARD_ROLES
+from ..models.card import ModelCard
+from .checkpoint import load_checkpoint, read_card, save_model
+from .evaluate import evaluate_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
-from .runlog import MetricsLog, StepLog
+from .runlog import MetricsLog, RunFiles, StepLog
 
 log = logging.getLogger("mlkd_cache")
 
-ROLES = {"t": "teacher", "s": "student"}
+ROLES = dict(zip(("t", "s"), CARD_ROLES))  # a config's role letter (model_t, lr_s, ...) -> the card's role
 
 # Config keys that must be the same when a run is resumed (the rest may change: data_root,
 # workers, eval_every, stop_epoch_*). batch_size may change with the number of processes as long
@@ -59,30 +61,6 @@ RESUME_KEYS = (
 )
 
 
-@dataclass
-class RunFiles:
-    """Files of one training run in ``out``: resumable state, final weights, metrics."""
-
-    out: Path
-    final_name: str
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.out / "checkpoint.pt"
-
-    @property
-    def final(self) -> Path:
-        return self.out / self.final_name
-
-    @property
-    def metrics(self) -> Path:
-        return self.out / "metrics.jsonl"
-
-    @property
-    def steps(self) -> Path:
-        return self.out / "steps.jsonl"
-
-
 class Trainer:
     """Trains ``model_<role>`` of ``cfg`` on the train split and scores it on the split
     ``cfg.eval_split`` (test by default; val to choose epochs and hyper-parameters).
@@ -90,8 +68,8 @@ class Trainer:
     Args:
         cfg: validated config.
         role: ``"t"`` (teacher keys ``model_t, lr_t, max_epoch_t, ...``) or ``"s"``.
-        out: output folder; gets ``checkpoint.pt`` (every epoch), ``final_name`` (at the end)
-            and ``metrics.jsonl``.
+        out: output folder (:class:`~mlkd_cache.engine.runlog.RunFiles`): ``checkpoint.pt``
+            (every epoch), ``teacher.pt`` or ``student.pt`` (at the end), ``metrics.jsonl``.
         resume: continue from ``out/checkpoint.pt``.
 
     Under torchrun every rank trains on its share of each global batch (``batch_size`` x
@@ -100,13 +78,11 @@ class Trainer:
     batch stays. A rank that fails ends the run (see :mod:`mlkd_cache.distributed`).
     """
 
-    def __init__(
-        self, cfg: Config, role: str, out: Path, resume: bool = False, final_name: Optional[str] = None, progress: bool = True
-    ) -> None:
+    def __init__(self, cfg: Config, role: str, out: Path, resume: bool = False, progress: bool = True) -> None:
         if role not in ROLES:
             raise ValueError(role)
         self.cfg, self.role, self.resume, self.progress = cfg, role, resume, progress
-        self.files = RunFiles(Path(out), final_name or f"{ROLES[role]}.pt")
+        self.files = RunFiles(Path(out), ROLES[role])
         self.arch = getattr(cfg, f"model_{role}")
         self.lr = getattr(cfg, f"lr_{role}")
         self.planned_epochs, self.stop_epoch = cfg.epochs(role)
@@ -132,7 +108,7 @@ class Trainer:
             raise MlkdError(f"train and {cfg.eval_split} splits disagree on the class list; check the dataset files")
         self.class_names = list(train_set.class_names)
         self.train_data = self.make_train_data(train_set)
-        self.test_data = ViewDataset(test_set, self.spec, cfg.seed, train=False, image_dtype="uint8")
+        self.test_data = eval_inputs(test_set, self.spec)
 
     def _build_loader(self) -> None:
         """Every rank's share of each global batch; incomplete last batches are dropped. Indices
@@ -173,11 +149,10 @@ class Trainer:
         cfg, role = self.cfg, self.role
         torch.manual_seed(cfg.seed)
         pretrained = getattr(cfg, f"pretrained_{role}")
-        self.model = build_model(
-            self.arch, len(self.class_names), pretrained=pretrained, embed_dim=cfg.embed_dim, img_size=cfg.img_size
-        ).to(self.info.device)
-        if self.info.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = place_model(
+            build_model(self.arch, len(self.class_names), pretrained=pretrained, embed_dim=cfg.embed_dim, img_size=cfg.img_size),
+            self.info.device,
+        )
         self.extra_modules = self.build_extra_modules()
         for module in self.extra_modules:
             module.to(self.info.device)
@@ -190,7 +165,7 @@ class Trainer:
         params = nn.ModuleList([self.model, *self.extra_modules])
         self.optimizer = build_optimizer(params, cfg.optimizer, self.lr, cfg.weight_decay)
         self.scheduler = build_one_cycle(self.optimizer, self.lr, len(self.loader), self.planned_epochs, cfg.pct_start)
-        self.amp = bool(cfg.amp and cuda)
+        self.amp = amp_enabled(cfg.amp, self.info.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ddp = (
             DistributedDataParallel(self.model, device_ids=[self.info.device.index] if cuda else None)
@@ -245,8 +220,13 @@ class Trainer:
         own = ("model", "lr", "max_epoch", "loss", "dataset_para") if self.role == "t" else ("model", "lr", "max_epoch", "loss")
         return [*RESUME_KEYS, *(f"{k}_{self.role}" for k in own)]
 
-    def check_resume(self, ckpt: Dict[str, Any]) -> None:
-        """Refuse to resume ``ckpt`` when it belongs to another run (beyond the config keys)."""
+    def check_resume(self, card: ModelCard) -> None:
+        """Refuse to resume the checkpoint of ``card`` when it belongs to another run (beyond the config keys)."""
+
+    def provenance(self) -> Dict[str, Any]:
+        """What the model card records of where this model came from besides its config
+        (a student: the cache or teacher it was distilled from)."""
+        return {}
 
     # ---------------------------------------------------------------- checkpoints
     def _check_out_dir(self) -> None:
@@ -273,30 +253,16 @@ class Trainer:
         except OSError as exc:
             raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
 
-    def model_card(self) -> Dict[str, Any]:
+    def card(self) -> ModelCard:
         """Everything a later stage needs to rebuild this model and its inputs."""
-        return {
-            "role": ROLES[self.role],
-            "arch": self.arch,
-            "timm_name": self.timm_name,
-            "num_classes": len(self.class_names),
-            "class_names": list(self.class_names),
-            "embed_dim": self.cfg.embed_dim,
-            "feature_dim": self.model.feature_dim,
-            "img_size": self.cfg.img_size,
-            "transform": self.spec.to_dict(),
-            "transform_hash": self.spec.spec_hash(),
-            "normalisation": {"mean": list(self.spec.mean), "std": list(self.spec.std)},
-            "dataset": self.cfg.dataset,
-            "config": self.cfg.to_dict(),
-        }
+        return ModelCard.of(self.model, ROLES[self.role], self.class_names, self.spec, self.cfg.to_dict(), self.provenance())
 
     def save(self, path: Path, epochs_done: int, with_state: bool) -> None:
         """Write the model card and weights to ``path`` atomically (``with_state``: plus optimiser,
         schedule, scaler, extra modules and RNG state, for ``--resume``)."""
-        payload = dict(self.model_card(), model=self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics)
+        state: Dict[str, Any] = {}
         if with_state:
-            payload.update(
+            state = dict(
                 optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(),
                 scaler=self.scaler.state_dict(),
@@ -304,11 +270,12 @@ class Trainer:
                 torch_rng=torch.get_rng_state(),
                 world_size=self.info.world_size,
             )
-        save_checkpoint(path, payload)
+        save_model(path, self.card(), self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics, **state)
 
     def _load_resume_state(self) -> None:
-        ckpt = load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch", "config"))
-        old = ckpt["config"]
+        ckpt = load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch"))
+        card = read_card(ckpt, self.files.checkpoint)
+        old = card.config
         now = self.cfg.to_dict()
         changed = [
             k for k in self.resume_keys() if old.get(k, FIELDS[k].default) != now[k]
@@ -319,8 +286,8 @@ class Trainer:
                 f"cannot resume {self.files.checkpoint}: the config changed ({detail}); "
                 f"restore those values or start a new run in another --out"
             )
-        self._check_global_batch(ckpt)
-        self.check_resume(ckpt)
+        self._check_global_batch(ckpt, old)
+        self.check_resume(card)
         self.model.load_state_dict(ckpt["model"])
         for module, state in zip(self.extra_modules, ckpt.get("extra_modules", [])):
             module.load_state_dict(state)
@@ -337,10 +304,11 @@ class Trainer:
                 self.step_log.truncate_to(self.start_epoch)
         log.info("resumed %s after epoch %d", self.files.checkpoint, self.start_epoch)
 
-    def _check_global_batch(self, ckpt: Dict[str, Any]) -> None:
+    def _check_global_batch(self, ckpt: Dict[str, Any], old: Dict[str, Any]) -> None:
         """The global batch and so the steps per epoch (the schedule) must stay; how it is split
-        over processes may change (each global batch holds the same samples either way)."""
-        old_batch, old_world = int(ckpt["config"]["batch_size"]), int(ckpt.get("world_size", 1))
+        over processes may change (each global batch holds the same samples either way).
+        ``old``: the checkpoint's config."""
+        old_batch, old_world = int(old["batch_size"]), int(ckpt.get("world_size", 1))
         batch, world = self.cfg.batch_size, self.info.world_size
         if old_batch * old_world != batch * world:
             hint = (
@@ -466,20 +434,3 @@ class Trainer:
             "is_main": self.info.is_main,
             "tool_version": __version__,
         }
-
-
-def check_eval_split(cfg: Config) -> None:
-    """``eval_split`` must be a split of the dataset (digits, and csv with a val_file, have a val split)."""
-    from ..data import DATASETS
-
-    splits = getattr(DATASETS.get(cfg.dataset), "splits", ("train", "test"))
-    if cfg.eval_split not in splits:
-        raise ConfigError(
-            f"config key eval_split={cfg.eval_split!r}: dataset {cfg.dataset} has no {cfg.eval_split} split "
-            f"(it has {', '.join(splits)}); set eval_split='test'"
-        )
-
-
-def run(cfg: Config, out: Path, role: str = "t", resume: bool = False, progress: bool = True) -> Dict[str, Any]:
-    """Train ``model_<role>`` with the hard-label loss only (teacher-train; the vanilla student)."""
-    return Trainer(cfg, role, out, resume=resume, progress=progress).fit()

@@ -19,13 +19,11 @@ import torch
 from ..cache.reader import TargetCache
 from ..config import Config
 from ..data import build_dataset
-from ..data.transforms import TransformSpec, to_unsigned
+from ..data.transforms import TransformSpec, model_input, to_unsigned
 from ..data.views import ViewDataset
-from ..distributed import pick_device
+from ..device import amp_enabled, autocast_for, pick_device
 from ..errors import CacheMismatchError
-from .checkpoint import load_checkpoint
-from .evaluate import model_from_checkpoint
-from .teacher import TEACHER_KEYS, teacher_sha256
+from .checkpoint import load_model
 
 RTOL = {"float16": 1e-2, "float32": 1e-3}
 MIN_COSINE = 0.999
@@ -58,15 +56,15 @@ def run(
     cache = TargetCache(Path(cache_dir), verify_checksums=verify_checksums)
     spec = cache.spec
     teacher = Path(teacher)
-    ckpt = load_checkpoint(teacher, require=TEACHER_KEYS + ("config",))
-    model = model_from_checkpoint(ckpt)
-    sha = teacher_sha256(teacher, ckpt, model)
+    device = pick_device()
+    loaded = load_model(teacher, device)
+    sha = loaded.sha256
     if sha != spec.teacher_sha256:
         raise CacheMismatchError(
             f"cache {cache_dir} was dumped from teacher sha256 {spec.teacher_sha256[:12]}…, {teacher} is "
             f"{sha[:12]}…; pass the teacher the cache was built with"
         )
-    cfg = Config.from_dict({**ckpt["config"], **({"data_root": data_root} if data_root else {})})
+    cfg = Config.from_dict({**loaded.card.config, **({"data_root": data_root} if data_root else {})})
     if spec.stores_images:  # replay from the stored pixels: the store is what students read
         dataset: Any = cache.stored_split("train")
     else:
@@ -82,6 +80,7 @@ def run(
         train=True,
         views=spec.views,
         with_fingerprint=True,
+        image_dtype="uint8",
         fingerprint_of=cache.fingerprint_of,
     )
 
@@ -91,17 +90,17 @@ def run(
     views = rng.integers(0, spec.views, size=count).astype(np.int64)
     cached = cache.get(indices, views)
 
-    device = pick_device()
-    model = model.to(device).eval()
+    model, amp = loaded.model, amp_enabled(cfg.amp, device)
     teacher_fields = [f for f in spec.view_fields if f.output is not None]  # logits, features (those the cache holds)
     recomputed: Dict[str, List[torch.Tensor]] = {f.name: [] for f in teacher_fields}
     label_emb: List[torch.Tensor] = []
     fingerprints: List[int] = []
     for lo in range(0, count, batch_size):
         items = [view_data.get(int(i), int(v)) for i, v in zip(indices[lo : lo + batch_size], views[lo : lo + batch_size])]
-        image = torch.stack([item.image for item in items]).to(device)
+        image = model_input(torch.stack([item.image for item in items]), transform, device)
         fingerprints += [to_unsigned(int(item.fingerprint)) for item in items]
-        out = model(image)
+        with autocast_for(device, amp):
+            out = model(image)
         for f in teacher_fields:
             recomputed[f.name].append(getattr(out, str(f.output)).float().cpu())
         if spec.has_embeddings:

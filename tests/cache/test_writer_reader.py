@@ -28,6 +28,7 @@ from mlkd_cache.cache import (
     write_manifest,
     write_shard,
 )
+from mlkd_cache.cache.format import part_glob
 from mlkd_cache.errors import CacheCorruptError, CacheMismatchError, MlkdError
 from tests.cache.test_format import make_spec
 
@@ -408,7 +409,7 @@ def test_plan_matches_the_files(caches):
                 assert all(f[name].chunks is None and f[name].compression is None for name in f)
         plan = spec.plan(DATA["labels"])
         assert plan["payload_bytes"] == payload
-        on_disk = sum(p.stat().st_size for p in directory.glob("shard-*.h5"))
+        on_disk = sum(p.stat().st_size for p in directory.glob(part_glob()))
         assert 0 < on_disk - payload < 3 * 24_000  # HDF5 headers + attributes: a few KiB per shard
     mean_positives = DATA["labels"].sum() / N
     plan = make_spec(DATA["labels"]).plan(DATA["labels"])

@@ -172,14 +172,15 @@ def test_views_from_one_decode_are_the_views_of_one_decode_each(spec):
 def test_the_dump_batches_pairs_as_before():
     """view_batches: the (sample, view) pairs in shard order, batch_size pairs a batch (the last
     fewer), with or without workers: the teacher runs on the batches it always ran on."""
-    from mlkd_cache.engine.dump import shard_pairs, view_batches
+    from mlkd_cache.data.views import view_pairs
+    from mlkd_cache.engine.dump import view_batches
 
     ds = ViewDataset(TinyDataset(n=5), SPEC, base_seed=1, train=True, views=3, with_fingerprint=True)
     for workers in (0, 2):
         batches = [batch for batch, _ in view_batches(ds, 1, 5, 3, batch_size=5, workers=workers)]
         assert [len(b.sample) for b in batches] == [5, 5, 2]
         pairs = np.stack([torch.cat([b.sample for b in batches]).numpy(), torch.cat([b.view for b in batches]).numpy()], 1)
-        assert np.array_equal(pairs, shard_pairs(1, 5, 3))
+        assert np.array_equal(pairs, view_pairs(1, 5, 3))
         first = ds.get(int(pairs[6, 0]), int(pairs[6, 1]))
         assert torch.equal(batches[1].image[1], first.image) and int(batches[1].fingerprint[1]) == first.fingerprint
 

@@ -11,7 +11,7 @@ import pytest
 
 from mlkd_cache.config import load_config
 from mlkd_cache.engine import dump, teacher
-from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.engine.checkpoint import load_model
 from mlkd_cache.engine.distill import DistillTrainer, NoKDTrainer
 from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.train import Trainer
@@ -37,16 +37,15 @@ def steps(out: Path):
 
 
 @pytest.fixture(scope="module")
-def vanilla(setup):
-    """Steps of the vanilla student trained in process by the plain Trainer (the reference)."""
-    out = setup.tmp / "vanilla-trainer"
+def no_kd_steps(setup):
+    """Steps of the no-KD student trained in process by the plain Trainer (the reference)."""
+    out = setup.tmp / "no-kd-trainer"
     Trainer(load_config(setup.cfg_path), "s", out, progress=False).fit()
     return steps(out)
 
 
 def test_teacher_trains_on_dataset_para_t_and_the_cache_on_dataset_para(setup):
-    ckpt = load_checkpoint(setup.teacher_pt)
-    assert ckpt["config"]["dataset_para_t"] == {"train_size": 288}
+    assert load_model(setup.teacher_pt).card.config["dataset_para_t"] == {"train_size": 288}
     # 288 canvases / batch 16 = 18 steps for the teacher; the cache holds the students' 96
     assert len(steps(setup.tmp / "teacher")) == 18
     assert load_config(setup.cfg_path).dataset_params("t")["train_size"] == 288
@@ -56,7 +55,7 @@ def test_teacher_trains_on_dataset_para_t_and_the_cache_on_dataset_para(setup):
     assert TargetCache(setup.cache).spec.num_samples == 96
 
 
-def test_no_kd_cli_is_the_vanilla_student_loop(setup, vanilla):
+def test_no_kd_cli_is_the_plain_student_loop(setup, no_kd_steps):
     """--no-kd: hard-label loss only, a fresh view every epoch, the same steps as Trainer(cfg, 's')."""
     out = setup.tmp / "no-kd"
     proc = run_cli_in_process(["distill-student", "-c", str(setup.cfg_path), "--no-kd", "-o", str(out), "--no-progress"])
@@ -66,14 +65,14 @@ def test_no_kd_cli_is_the_vanilla_student_loop(setup, vanilla):
     cli_steps = steps(out)
     assert len(cli_steps) == 2 * 6 and all(set(r) == {"epoch", "step", "loss", "bce", "lr"} for r in cli_steps)
 
-    assert len(vanilla) == len(cli_steps)
-    for a, b in zip(cli_steps, vanilla):
+    assert len(no_kd_steps) == len(cli_steps)
+    for a, b in zip(cli_steps, no_kd_steps):
         assert a["bce"] == pytest.approx(b["bce"], rel=1e-5), (a, b)
-    card = load_checkpoint(out / "student.pt")
-    assert card["role"] == "student" and "distill" not in card
+    card = load_model(out / "student.pt").card
+    assert card.role == "student" and "distill" not in card.provenance and card.provenance["images"] == "dataset"
 
 
-def test_online_fresh_views_see_what_the_no_kd_student_sees(setup, vanilla):
+def test_online_fresh_views_see_what_the_no_kd_student_sees(setup, no_kd_steps):
     """Fresh views are view = epoch from the student's seed: the same init, order and inputs as
     --no-kd, so the first step's BCE (before any update) is the same; the cached-view online run
     replays the cache's cycle instead."""
@@ -81,13 +80,13 @@ def test_online_fresh_views_see_what_the_no_kd_student_sees(setup, vanilla):
     fresh = DistillTrainer(cfg, setup.tmp / "online-fresh", teacher=setup.teacher_pt, fresh_views=True, progress=False)
     assert fresh.train_data.views is None and fresh.train_data.base_seed == cfg.seed
     assert [fresh.train_data.view_of(i, e) for i in (0, 5) for e in (0, 3)] == [0, 3, 0, 3]
-    assert fresh.model_card()["distill"]["views"] == "fresh"
+    assert fresh.card().provenance["distill"]["views"] == "fresh"
     fresh.fit()
     cycled = DistillTrainer(cfg, setup.tmp / "online-cycled", teacher=setup.teacher_pt, progress=False)
     assert cycled.train_data.views == 2
     cycled.fit()
 
-    no_kd = vanilla
+    no_kd = no_kd_steps
     first_fresh, first_cycled = steps(setup.tmp / "online-fresh")[0], steps(setup.tmp / "online-cycled")[0]
     assert first_fresh["bce"] == pytest.approx(no_kd[0]["bce"], rel=1e-5)
     assert first_cycled["bce"] != pytest.approx(no_kd[0]["bce"], rel=1e-5)  # other views

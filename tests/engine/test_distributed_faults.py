@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from mlkd_cache.cache.format import MANIFEST_NAME
+from mlkd_cache.cache.format import MANIFEST_NAME, part_glob
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
@@ -160,7 +160,7 @@ def test_sigkill_one_rank_mid_dump_leaves_no_manifest_then_rerun_completes(tmp_p
     proc = start_torchrun(args)
     try:
         deadline = time.time() + 240
-        while not list(out.glob("shard-*.h5")) and proc.poll() is None and time.time() < deadline:
+        while not list(out.glob(part_glob())) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
         elapsed, stderr = kill_and_time(proc, rank=1)
     finally:
@@ -168,7 +168,7 @@ def test_sigkill_one_rank_mid_dump_leaves_no_manifest_then_rerun_completes(tmp_p
     assert proc.returncode != 0, stderr[-2000:]
     assert elapsed < FAIL_FAST_S, (elapsed, stderr[-2000:])
     assert not (out / MANIFEST_NAME).exists()  # the cache does not look complete
-    complete = len(list(out.glob("shard-*.h5")))
+    complete = len(list(out.glob(part_glob())))
     assert 1 <= complete < 20
 
     rerun = run_cli_in_process([str(a) for a in args])

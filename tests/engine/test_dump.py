@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlkd_cache.cache.format import MANIFEST_NAME
+from mlkd_cache.cache.format import EVAL_PREFIX, MANIFEST_NAME, part_glob
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
@@ -25,8 +25,7 @@ from mlkd_cache.data.planning import planning_labels
 from mlkd_cache.data.transforms import TransformSpec, fingerprint, model_input
 from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.engine import dump, teacher
-from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.evaluate import model_from_checkpoint
+from mlkd_cache.engine.checkpoint import load_model
 
 from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, run_cli_in_process, tiny_config, torch_threads
 
@@ -52,7 +51,7 @@ def dump_cfg(cfg_path, **cache):
 def shard_contents(directory: Path):
     """{file: {dataset: array}} plus attrs without the creation time."""
     out = {}
-    for path in sorted([*directory.glob("shard-*.h5"), *directory.glob("eval-*.h5")]):
+    for path in sorted([*directory.glob(part_glob()), *directory.glob(part_glob(EVAL_PREFIX))]):
         with h5py.File(path, "r") as fh:
             attrs = {k: v for k, v in fh.attrs.items() if k != "created"}
             out[path.name] = ({name: fh[name][()] for name in fh}, attrs)
@@ -82,7 +81,7 @@ def test_round_trip_equals_the_teachers_own_outputs(tmp_path, trained):
     views = ViewDataset(
         data, TransformSpec.from_config(cfg), cfg.seed, train=True, views=3, with_fingerprint=True, image_dtype="uint8"
     )
-    model = model_from_checkpoint(load_checkpoint(teacher_pt)).eval()
+    model = load_model(teacher_pt).model
     rng = np.random.default_rng(1)
     idx = rng.choice(192, size=24, replace=False)
     vw = rng.integers(0, 3, size=24)
@@ -112,7 +111,7 @@ def test_round_trip_equals_the_teachers_own_outputs(tmp_path, trained):
 
 def test_positive_and_dense_agree_and_dry_run_plans_the_real_size(tmp_path, trained):
     cfg_path, teacher_pt = trained
-    plan = dump.run(dump_cfg(cfg_path), teacher_pt, tmp_path / "pos", dry_run=True)["plan"]
+    plan = dump.plan(dump_cfg(cfg_path), teacher_pt)["plan"]
     assert not (tmp_path / "pos").exists()  # a dry run writes nothing
     dump.run(dump_cfg(cfg_path), teacher_pt, tmp_path / "pos", progress=False)
     dump.run(dump_cfg(cfg_path, embedding="dense"), teacher_pt, tmp_path / "dense", progress=False)
@@ -132,7 +131,7 @@ def test_positive_and_dense_agree_and_dry_run_plans_the_real_size(tmp_path, trai
     assert plan["dense_payload_bytes"] > plan["payload_bytes"]
 
     # before the teacher exists: sizes from the config's model_t, the same plan
-    assert dump.run(dump_cfg(cfg_path), None, None, dry_run=True)["plan"] == plan
+    assert dump.plan(dump_cfg(cfg_path))["plan"] == plan
     # a dataset one does not have, as (N, C, positives per image): the payload depends on the
     # labels only through their count of positives, so spread labels plan the same bytes
     labels = pos.labels
@@ -147,7 +146,7 @@ def test_rerun_skips_complete_shards_and_refuses_another_dump(tmp_path, trained)
     dump.run(dump_cfg(cfg_path), teacher_pt, out, progress=False)
     again = dump.run(dump_cfg(cfg_path), teacher_pt, out, progress=False)
     assert again["shards_written"] == 0 and again["shards_skipped"] == 5
-    before = {p.name: p.read_bytes() for p in out.glob("shard-*.h5")}
+    before = {p.name: p.read_bytes() for p in out.glob(part_glob())}
     proc = run_cli_in_process(
         [
             "dump-targets",
@@ -165,7 +164,7 @@ def test_rerun_skips_complete_shards_and_refuses_another_dump(tmp_path, trained)
         ]
     )
     assert_one_line_error(proc, r"holds shards of another dump .*--overwrite")
-    assert {p.name: p.read_bytes() for p in out.glob("shard-*.h5")} == before
+    assert {p.name: p.read_bytes() for p in out.glob(part_glob())} == before
 
 
 def test_teacher_for_other_settings_is_refused(tmp_path, trained):
@@ -180,7 +179,7 @@ def test_teacher_for_other_settings_is_refused(tmp_path, trained):
 def _wait_for_shards(out: Path, proc, count: int, timeout=120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if len(list(out.glob("shard-*.h5"))) >= count:
+        if len(list(out.glob(part_glob()))) >= count:
             return
         if proc.poll() is not None:
             raise AssertionError(f"the dump ended before it could be killed: {proc.stderr.read()}")
@@ -331,7 +330,7 @@ def test_dry_run_plans_a_public_dataset_before_the_download(config, para, sample
     """No data root: the published train split stands in for the labels, and says so."""
     cfg = load_config(config, {"dataset_para": para} if para else {})
     assert not cfg.data_root
-    plan = dump.run(cfg, None, None, views=8, dry_run=True)["plan"]
+    plan = dump.plan(cfg, views=8)["plan"]
     assert plan["samples"] == samples and plan["views"] == 8 and plan["source"].startswith(source)
     per_image = {"coco": 2.9, "voc": 1.46, "nus": 2.4}[cfg.dataset]
     assert plan["positive_tokens"] / samples == pytest.approx(per_image, abs=0.03)

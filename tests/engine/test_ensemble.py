@@ -102,7 +102,7 @@ def test_cli_logs_each_teachers_terms(two):
         assert all(v > 0 for v in terms.values())
     (epoch,) = MetricsLog(out / "metrics.jsonl").read()
     assert {f"loss/t{k}/mld" for k in (1, 2)} <= set(epoch)
-    card = torch.load(out / "student.pt", map_location="cpu", weights_only=False)["distill"]
+    card = torch.load(out / "student.pt", map_location="cpu", weights_only=True)["card"]["provenance"]["distill"]
     assert card["teachers"] == ["t1", "t2"] and card["source"] == [str(two.a), str(two.b)]
     assert card["teacher_sha256"] == [TargetCache(c).spec.teacher_sha256 for c in (two.a, two.b)]
     assert card["views"] == 2

@@ -175,7 +175,7 @@ def test_import_teacher_factory_pins_the_same_teacher(factory_run, tmp_path):
         got, expected = loaded.model(x), model(x)
     assert got.label_emb is None and got.features is None
     assert torch.equal(got.logits, expected)  # the same weights, the same forward
-    assert loaded.card["imported_from"]["sha256"] == weights_sha256(loaded.model)
+    assert loaded.card.provenance["imported_from"]["sha256"] == weights_sha256(loaded.model)
     # a dump from the teacher.pt holds the very logits of the dump from the factory
     proc = run_cli_in_process(["dump-targets", "-c", str(factory_run["mld"]), "--teacher", str(out), "-o", str(tmp_path / "c2")])
     assert proc.returncode == 0, proc.stderr

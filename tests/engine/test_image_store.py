@@ -124,7 +124,7 @@ def test_students_need_only_the_cache(photo_caches):
     ref = torch.load(tmp / "from-folder" / "student.pt", map_location="cpu", weights_only=True)
     got = torch.load(tmp / "raw" / "student.pt", map_location="cpu", weights_only=True)
     assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
-    assert got["metrics"] == ref["metrics"] and got["images"].startswith("raw store")
+    assert got["metrics"] == ref["metrics"] and got["card"]["provenance"]["images"].startswith("raw store")
     rows = [json.loads(line) for line in (tmp / "raw" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["replay_checked"] == 50
 

@@ -10,8 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.evaluate import model_from_checkpoint
+from mlkd_cache.engine.checkpoint import load_checkpoint, load_model
 
 from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config
 
@@ -129,8 +128,10 @@ def test_an_l2d_checkpoint_imports_key_for_key_with_l2d_outputs(tmp_path, arch):
         expected = value[..., 0] if name.endswith("duplicate_pooling") else value
         assert torch.equal(imported[target], expected), key
     assert len(imported) == len(source)  # every parameter and buffer of our model set, none left over
-    assert ckpt["imported_from"]["format"] == "l2d" and len(ckpt["imported_from"]["sha256"]) == 64
-    model = model_from_checkpoint(ckpt).eval()
+    loaded = load_model(out)
+    imported_from = loaded.card.provenance["imported_from"]
+    assert imported_from["format"] == "l2d" and len(imported_from["sha256"]) == 64
+    model = loaded.model
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         got = model(x)

@@ -35,7 +35,7 @@ def test_every_stage_on_coco2017_by_data_root_alone(tmp_path):
 
     cli("teacher-train", *common, "-o", str(tmp_path / "teacher"))
     teacher = torch.load(tmp_path / "teacher" / "teacher.pt", map_location="cpu", weights_only=True)
-    assert teacher["class_names"] == list(COCO_CLASSES)
+    assert teacher["card"]["class_names"] == list(COCO_CLASSES)
     steps = [json.loads(line) for line in (tmp_path / "teacher" / "steps.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]  # 50 train2017 photographs at batch 10
 

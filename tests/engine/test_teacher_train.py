@@ -21,6 +21,7 @@ from mlkd_cache.engine.evaluate import run as evaluate_run
 from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.engine.train import Trainer
 from mlkd_cache.errors import MlkdError
+from mlkd_cache.models.model import feature_dim_of
 
 from ..conftest import (
     ONE_THREAD,
@@ -48,31 +49,24 @@ def test_train_writes_complete_checkpoint_and_evaluate_reproduces_map(tmp_path, 
     assert rows[-1]["mAP"] == pytest.approx(result["metrics"]["mAP"])
     assert 0.0 < rows[-1]["mAP"] <= 100.0
 
-    # teacher.pt loads with weights_only=True and carries what dump-targets needs
+    # teacher.pt loads with weights_only=True and carries what dump-targets needs: the card and weights
     raw = torch.load(out / "teacher.pt", map_location="cpu", weights_only=True)
-    for key in (
-        "arch",
-        "num_classes",
-        "class_names",
-        "img_size",
-        "transform",
-        "transform_hash",
-        "normalisation",
-        "config",
-        "model",
-        "embed_dim",
-        "feature_dim",
-    ):
-        assert key in raw, key
-    assert raw["class_names"] == [str(d) for d in range(10)]
-    assert raw["img_size"] == 32 and raw["arch"] == "test_resnet"
+    assert raw["format_version"] == 2 and {"card", "model", "epoch", "metrics"} <= set(raw)
+    card = raw["card"]
+    assert card["class_names"] == [str(d) for d in range(10)] and card["role"] == "teacher"
+    assert card["arch"] == card["timm_name"] == "test_resnet" and card["factory"] is None
+    assert card["transform"]["img_size"] == 32 and card["config"]["img_size"] == 32
+    assert (card["embed_dim"], card["feature_dim"]) == (32, feature_dim_of("test_resnet", 32))
+    assert card["outputs"] == ["features", "label_emb", "logits"]
+    # derived facts are not stored beside the transform they derive from
+    assert not {"img_size", "normalisation", "transform_hash", "num_classes"} & (set(card) | set(raw))
     assert "optimizer" not in raw and "optimizer" in torch.load(out / "checkpoint.pt", weights_only=True)
 
     # evaluate rebuilds the model from the checkpoint alone and gets the same numbers
     scored = evaluate_run(out / "teacher.pt")
     for key in ("mAP", "OF1_topk", "CF1_topk", "OF1@0.5", "CF1@0.5"):
         assert scored["metrics"][key] == pytest.approx(rows[-1][key], abs=1e-9), key
-    assert set(scored["per_class_ap"]) == set(raw["class_names"])
+    assert set(scored["per_class_ap"]) == set(card["class_names"])
 
 
 @pytest.mark.numeric

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from mlkd_cache.cache.format import MANIFEST_NAME
 from mlkd_cache.cache.reader import TargetCache
@@ -55,10 +54,11 @@ def tmpfs(tmp_path):
 
 
 def in_process(args: list) -> subprocess.CompletedProcess:
-    """The CLI's ``main`` in this process, on as many threads as the ``built`` fixture used (its
-    cache is compared byte for byte). A full disk is the file system's answer, not the process's:
-    only the file-size limits below need a process of their own."""
-    return run_cli_in_process(args, threads=torch.get_num_threads())
+    """The CLI's ``main`` in this process, on one thread as the ``built`` fixture ran (its cache
+    is compared byte for byte: sums over other thread counts may round otherwise). A full disk is
+    the file system's answer, not the process's: only the file-size limits below need a process
+    of their own."""
+    return run_cli_in_process(args, threads=1)
 
 
 def _train_args(cfg_path: Path, out: Path, *extra: str) -> list:
