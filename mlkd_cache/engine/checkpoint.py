@@ -31,7 +31,7 @@ from ..data.transforms import TransformSpec
 from ..device import as_device, place_model
 from ..errors import CheckpointError
 from ..fileio import atomic_write_bytes, file_sha256
-from ..models.card import ModelCard, model_from_card
+from ..models.card import LEGACY_ENTRIES, ModelCard, model_from_card
 from ..models.factory import weights_sha256
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "save_model",
+    "update_card",
     "read_card",
     "LoadedModel",
     "load_model",
@@ -95,6 +96,19 @@ def save_model(path: Path, card: ModelCard, weights: Mapping[str, Tensor], **ent
     if reserved:
         raise ValueError(f"save_model: {reserved[0]!r} is not an entry of its own")
     save_checkpoint(path, {"card": card.to_dict(), "model": dict(weights), **entries})
+
+
+def update_card(path: Union[str, Path], card: ModelCard) -> None:
+    """Rewrite the checkpoint at ``path`` with ``card`` as its model card (thresholds chosen
+    later, say), its weights and every other entry unchanged, atomically: the file is the old
+    one or the new one, never a mix. It is written in the current format."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    old = read_card(ckpt, path)
+    if (old.class_names, old.arch) != (card.class_names, card.arch):
+        raise CheckpointError(f"{path} holds a model of other classes or architecture than the card written to it")
+    rest = {k: v for k, v in ckpt.items() if k not in ("card", "model", "format", "format_version", "tool_version", *LEGACY_ENTRIES)}
+    save_model(path, card, ckpt["model"], **rest)
 
 
 def read_card(ckpt: Mapping[str, Any], path: Union[str, Path]) -> ModelCard:
