@@ -65,10 +65,22 @@ def _register() -> None:
     from .import_teacher import import_teacher
     from .inspect_cache import inspect_command
     from .plot import plot
+    from .predict import predict
     from .teacher_train import teacher_train
     from .verify import verify
 
-    for command in (teacher_train, import_teacher, dump_targets, distill_student, inspect_command, verify, evaluate, plot, demo):
+    for command in (
+        teacher_train,
+        import_teacher,
+        dump_targets,
+        distill_student,
+        inspect_command,
+        verify,
+        evaluate,
+        predict,
+        plot,
+        demo,
+    ):
         app.add_command(command)
 
 

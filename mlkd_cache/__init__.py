@@ -36,6 +36,7 @@ _EXPORTS: Dict[str, str] = {
     "build_model": "mlkd_cache.models",
     "Outputs": "mlkd_cache.models",
     "load_model": "mlkd_cache.engine.checkpoint",
+    "predict": "mlkd_cache.engine.predict",
     "load_teacher": "mlkd_cache.engine.teacher",
     # losses
     "KDBatch": "mlkd_cache.losses.base",

@@ -1,24 +1,81 @@
-"""Loose image files as a dataset: photographs to score or label that belong to no split.
+"""Loose image files as a dataset: photographs to label or score that belong to no split.
 
-:class:`ImageFiles` is a :class:`~mlkd_cache.data.base.MultiLabelDataset` of the files given, in
-their order, without labels (``C = 0``): its images load through the loader every split uses
-(:func:`~mlkd_cache.data.base.load_rgb`, the reduced-size JPEG decode included), so
-:func:`~mlkd_cache.data.views.eval_inputs` gives a model the very pixels a split's eval view of
-the same file gives.
+:func:`collect_images` turns what a user names (image files, folders, lists of paths) into the
+files to read, in a stable order; :class:`ImageFiles` is a
+:class:`~mlkd_cache.data.base.MultiLabelDataset` of those files without labels (``C = 0``). Its
+images load through the loader every split uses (:func:`~mlkd_cache.data.base.load_rgb`, the
+reduced-size JPEG decode included), so :func:`~mlkd_cache.data.views.eval_inputs` gives a model
+the very pixels a split's eval view of the same file gives.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import List, Sequence, Union
 
 import numpy as np
 
 from ..errors import DataError
 from .base import MultiLabelDataset
 
-__all__ = ["ImageFiles"]
+__all__ = ["LIST_SUFFIXES", "collect_images", "read_path_list", "ImageFiles"]
+
+# A file named with one of these suffixes is a list of image paths, one a line (.txt, .lst) or a
+# csv whose "image" or "path" column (else its first) names them; any other file is an image.
+LIST_SUFFIXES = (".txt", ".lst", ".csv")
+PATH_COLUMNS = ("image", "path")  # the csv columns a list is read from, in order of preference
+
+
+def read_path_list(path: Path) -> List[str]:
+    """The image paths a list file names, in its order: one a line (``.txt``, ``.lst``; blank
+    lines and ``#`` comments skipped), or a ``.csv`` whose header names an ``image`` or ``path``
+    column (else its first column is read). A relative path is relative to the list's folder."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the list of images {path} ({exc}); give a text file of paths, one a line") from None
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.reader(text.splitlines()))
+        if not rows:
+            raise DataError(f"{path} is empty; give a csv whose 'image' or 'path' column names the images")
+        header = [h.strip() for h in rows[0]]
+        column = next((header.index(c) for c in PATH_COLUMNS if c in header), 0)
+        entries = [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
+    else:
+        entries = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if not entries:
+        raise DataError(f"{path} names no image; give one path a line")
+    base = path.parent
+    return [e if os.path.isabs(os.path.expanduser(e)) else str(base / e) for e in (os.path.expanduser(e) for e in entries)]
+
+
+def collect_images(inputs: Sequence[Union[str, Path]]) -> List[str]:
+    """The image files ``inputs`` name, in order: a file as given (an image; a ``LIST_SUFFIXES``
+    file is read as a list of paths, :func:`read_path_list`), a folder as every file below it
+    (recursively, sorted by path, hidden names skipped: a file that is no image is kept, to be
+    named as unreadable, not silently dropped). A path that does not exist, or a folder with no
+    file, is a :class:`DataError` naming it; a file named twice is read once (first place)."""
+    if not inputs:
+        raise DataError("no input given; name image files, folders or a text file listing images")
+    found: List[str] = []
+    for given in inputs:
+        path = Path(os.path.expanduser(str(given)))
+        if path.is_dir():
+            files = sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not files:
+                raise DataError(f"{path} holds no file; give a folder of images")
+            found += files
+        elif path.is_file():
+            found += read_path_list(path) if path.suffix.lower() in LIST_SUFFIXES else [str(path)]
+        else:
+            raise DataError(f"{path} does not exist; give image files, folders or a list of paths")
+    return list(dict.fromkeys(found))
 
 
 class ImageFiles(MultiLabelDataset):

@@ -1,0 +1,167 @@
+"""``predict``: labels for new images, on real photographs (../shared/data/coco2017-tiny): the same
+probabilities as ``evaluate``'s logits of the same files, labels at the model's stored thresholds,
+unreadable files named and the rest predicted, and every bad input in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlkd_cache.config import Config
+from mlkd_cache.data.image_files import collect_images
+from mlkd_cache.data.transforms import TransformSpec
+from mlkd_cache.engine import predict as predict_engine
+from mlkd_cache.engine.checkpoint import load_model, save_model, update_card
+from mlkd_cache.engine.evaluate import run as evaluate
+from mlkd_cache.errors import DataError, MissingDependencyError
+from mlkd_cache.metrics import sigmoid
+from mlkd_cache.models import build_model
+from mlkd_cache.models.card import ModelCard
+
+from ..conftest import assert_one_line_error, run_cli_in_process, shared_data
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    """A test_resnet + ML-Decoder for the 80 COCO classes (its own random weights, seed 0) whose
+    card's config points at the 100 COCO 2017 photographs; its val2017 folder is what is predicted."""
+    root = shared_data("coco2017-tiny")
+    tmp = tmp_path_factory.mktemp("predict")
+    cfg = Config.from_dict(
+        dict(dataset="coco", data_root=str(root), model_s="test_resnet", img_size=64, embed_dim=16, workers=0, batch_size=8)
+    )
+    torch.manual_seed(0)
+    from mlkd_cache.data import dataset_from_config
+
+    classes = dataset_from_config(cfg, "test").class_names
+    model = build_model("test_resnet", len(classes), embed_dim=16, img_size=64)
+    card = ModelCard.of(model, "student", classes, TransformSpec.from_config(cfg), cfg.to_dict())
+    save_model(tmp / "student.pt", card, model.state_dict(), epoch=1, metrics={})
+    return tmp, root
+
+
+def test_probabilities_are_evaluates_and_labels_follow_the_stored_thresholds(coco):
+    tmp, root = coco
+    ckpt = tmp / "student.pt"
+    scored = evaluate(ckpt, split="test", keep_logits=True)  # val2017, in the dataset's order
+    from mlkd_cache.data import dataset_from_config
+
+    split = dataset_from_config(Config.from_dict(load_model(ckpt).card.config), "test")
+    expected = dict(zip(split.image_paths, sigmoid(scored["logits"])))
+    # thresholds at each class's median probability: about half the images positive per class
+    values = np.median(np.stack(list(expected.values())), axis=0)
+    card = load_model(ckpt).card.replace(thresholds={"values": values.tolist(), "objective": "f1", "split": "val", "samples": 9})
+    update_card(ckpt, card)
+
+    preds = predict_engine.predict(ckpt, [root / "val2017"], batch_size=7)
+    assert preds.paths == sorted(str(p) for p in (root / "val2017").glob("*.jpg")) and len(preds.paths) == 50
+    assert all(e is None for e in preds.errors)
+    got = preds.probabilities
+    want = np.stack([expected[p] for p in preds.paths])
+    # float32 logits of the same pixels in other batches (7 here, 8 in evaluate): a few float32 ulps
+    np.testing.assert_allclose(got, want, rtol=0, atol=2**-16)
+    assert np.array_equal(preds.labels, got >= values[None, :])
+    assert 0.3 < preds.labels.mean() < 0.7 and "per-class thresholds stored in the model" in preds.threshold_source
+    # --threshold replaces them for every class; --top-k keeps the most probable of the predicted
+    one = predict_engine.predict(ckpt, [root / "val2017"], threshold=0.0, top_k=3, batch_size=50)
+    assert (one.labels.sum(axis=1) == 3).all()
+    top3 = np.argsort(-one.probabilities, axis=1, kind="stable")[:, :3]
+    assert all(set(np.flatnonzero(row)) == set(t) for row, t in zip(one.labels, top3))
+
+
+def test_unreadable_files_are_named_and_the_rest_predicted(coco, tmp_path):
+    """A folder with a truncated JPEG and a text file: both named (row and summary), every other
+    image predicted as it is on its own; csv, jsonl and the CLI summary agree."""
+    tmp, root = coco
+    photos = sorted((root / "val2017").glob("*.jpg"))[:5]
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    for p in photos[:3]:
+        shutil.copy(p, folder / p.name)
+    shutil.copy(photos[3], folder / "sub" / photos[3].name)
+    (folder / "broken.jpg").write_bytes(photos[4].read_bytes()[:2000])
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / ".hidden.jpg").write_bytes(b"")  # hidden: not read
+    proc = run_cli_in_process(
+        ["predict", str(tmp / "student.pt"), str(folder), "-o", str(tmp_path / "out.csv"), "--workers", "2"]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "predicted 4 of 6 images" in proc.stdout and "2 file(s) could not be read" in proc.stdout
+    assert "broken.jpg: cannot decode image" in proc.stdout and "notes.txt: cannot decode image" in proc.stdout
+    with open(tmp_path / "out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    listed = [
+        *(folder / p.name for p in photos[:3]),
+        folder / "broken.jpg",
+        folder / "notes.txt",
+        folder / "sub" / photos[3].name,
+    ]
+    assert [r["path"] for r in rows] == sorted(str(p) for p in listed)  # every file below the folder, by path
+    bad = {Path(r["path"]).name: r for r in rows if r["error"]}
+    assert set(bad) == {"broken.jpg", "notes.txt"} and all(r["labels"] == "" and r["p:person"] == "" for r in bad.values())
+    alone = predict_engine.predict(tmp / "student.pt", [str(p) for p in photos[:4]])
+    for r in rows:
+        if not r["error"]:
+            i = [p.name for p in photos[:4]].index(Path(r["path"]).name)
+            np.testing.assert_allclose(
+                float(r["p:person"]), alone.probabilities[i, alone.class_names.index("person")], atol=2**-16
+            )
+    run_cli_in_process(["predict", str(tmp / "student.pt"), str(folder), "-o", str(tmp_path / "out.jsonl")])
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [line["path"] for line in lines] == [r["path"] for r in rows]
+    assert all((line["error"] is None) == (not r["error"]) for line, r in zip(lines, rows))
+    assert all(line["probabilities"]["person"] is None for line in lines if line["error"])
+
+
+def test_lists_of_paths_and_the_order_of_inputs(coco, tmp_path):
+    _, root = coco
+    photos = sorted((root / "val2017").glob("*.jpg"))[:3]
+    (tmp_path / "list.txt").write_text(f"# photos\n{photos[2]}\n\n{photos[0]}\n")
+    shutil.copy(photos[1], tmp_path / photos[1].name)
+    (tmp_path / "list.csv").write_text(f"id,image\n1,{photos[1].name}\n")  # relative to the list's folder
+    found = collect_images([tmp_path / "list.txt", tmp_path / "list.csv", photos[0]])
+    assert found == [str(photos[2]), str(photos[0]), str(tmp_path / photos[1].name)]  # photos[0] named twice: once
+
+
+def test_bad_input_is_one_line_and_writes_nothing(coco, tmp_path, monkeypatch):
+    tmp, root = coco
+    model = str(tmp / "student.pt")
+    out = tmp_path / "out.csv"
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([model, str(tmp_path / "nowhere"), "-o", str(out)], "nowhere does not exist; give image files, folders"),
+        ([model, str(tmp_path / "empty"), "-o", str(out)], "holds no file; give a folder of images"),
+        (
+            [str(root / "val2017" / "000000006818.jpg"), str(root / "val2017"), "-o", str(out)],
+            "is it a complete mlkd-cache checkpoint",
+        ),
+        ([str(tmp_path / "missing.pt"), str(root / "val2017"), "-o", str(out)], "not found; give a student.pt"),
+        ([model, str(root / "val2017"), "-o", str(tmp_path / "no" / "out.csv")], "does not exist; create it"),
+    ]
+    for args, message in cases:
+        assert_one_line_error(run_cli_in_process(["predict", *args]), message)
+    assert not out.exists()
+    with pytest.raises(DataError, match="names no image"):
+        (tmp_path / "blank.txt").write_text("# nothing\n")
+        collect_images([tmp_path / "blank.txt"])
+    # parquet needs pyarrow: without it, one line and no file
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    preds = predict_engine.predict(model, [root / "val2017" / "000000006818.jpg"])
+    with pytest.raises(MissingDependencyError, match="parquet output needs pyarrow"):
+        predict_engine.write_predictions(preds, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()
