@@ -28,7 +28,8 @@ Examples:
 @click.option("--per-class", is_flag=True, help="also print the AP of every class")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
 def evaluate(checkpoint, data_root, split, batch_size, workers, per_class, as_json) -> None:
-    """mAP, and OF1/CF1 under L2D's top-k protocol and at threshold 0.5, of CHECKPOINT."""
+    """mAP, and OF1/CF1 under L2D's top-k protocol and at threshold 0.5 (and at its own per-class
+    thresholds, once tune-thresholds stored some), of CHECKPOINT."""
     result = evaluate_engine.run(checkpoint, data_root=data_root, batch_size=batch_size, workers=workers, split=split)
     if not result.pop("is_main"):
         return
@@ -36,6 +37,10 @@ def evaluate(checkpoint, data_root, split, batch_size, workers, per_class, as_js
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"{checkpoint} on {split} ({result['samples']} images): {format_metrics(result['metrics'])}")
+    tuned = result.get("thresholds")
+    if tuned is not None:
+        same = " (the split scored here: optimistic)" if tuned.get("split") == split else ""
+        click.echo(f"  tuned: its {tuned.get('objective')} thresholds from the {tuned.get('split')} split{same}")
     if per_class:
         width = max(len(name) for name in result["per_class_ap"])
         for name, ap in result["per_class_ap"].items():

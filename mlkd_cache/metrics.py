@@ -14,16 +14,19 @@
   ``average="macro", zero_division=0``: an undefined ratio counts as 0).
 * threshold protocol (ML-GCN convention): predict ``sigmoid(logit) >= threshold``; CP/CR are
   per-class precision/recall averaged over classes (0 where undefined), CF1 = 2·CP·CR/(CP+CR),
-  OP/OR/OF1 overall.
+  OP/OR/OF1 overall. The threshold is 0.5 (keys ``...@0.5``) or, where a model stores per-class
+  thresholds (:mod:`mlkd_cache.thresholds`), one per class (keys ``...@tuned``).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
+
+from .thresholds import predictions_at
 
 __all__ = [
     "average_precision",
@@ -32,6 +35,8 @@ __all__ = [
     "threshold_f1",
     "evaluate_logits",
     "format_metrics",
+    "METRIC_KEYS",
+    "TUNED_KEYS",
     "sigmoid",
 ]
 
@@ -159,11 +164,11 @@ def topk_f1(scores, labels) -> Dict[str, float]:
     return {"CP": r["CP"], "CR": r["CR"], "CF1": r["CF1_macro"], "OP": r["OP"], "OR": r["OR"], "OF1": r["OF1"]}
 
 
-def threshold_f1(logits, labels, threshold: float = 0.5) -> Dict[str, float]:
-    """ML-GCN threshold protocol on ``sigmoid(logits) >= threshold``: keys ``CP, CR, CF1, OP,
-    OR, OF1`` in percent, CF1 = 2·CP·CR/(CP+CR)."""
+def threshold_f1(logits, labels, threshold: Union[float, np.ndarray] = 0.5) -> Dict[str, float]:
+    """ML-GCN threshold protocol on ``sigmoid(logits) >= threshold`` (one float, or ``[C]``: one
+    per class): keys ``CP, CR, CF1, OP, OR, OF1`` in percent, CF1 = 2·CP·CR/(CP+CR)."""
     z, y = _check(logits, labels, "logits")
-    r = _prf(sigmoid(z) >= threshold, y)
+    r = _prf(predictions_at(sigmoid(z), threshold), y)
     return {"CP": r["CP"], "CR": r["CR"], "CF1": r["CF1_of_means"], "OP": r["OP"], "OR": r["OR"], "OF1": r["OF1"]}
 
 
@@ -186,10 +191,12 @@ METRIC_KEYS = (
     "OR@0.5",
     "OF1@0.5",
 )
+TUNED_KEYS = ("CP@tuned", "CR@tuned", "CF1@tuned", "OP@tuned", "OR@tuned", "OF1@tuned")  # at a model's own thresholds
 
 
-def evaluate_logits(logits, labels) -> Dict[str, float]:
-    """All metrics of a set of logits, flat, in percent (keys: :data:`METRIC_KEYS`)."""
+def evaluate_logits(logits, labels, thresholds: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """All metrics of a set of logits ``[N, C]``, flat, in percent (keys: :data:`METRIC_KEYS`,
+    and :data:`TUNED_KEYS` at per-class ``thresholds`` ``[C]`` on probabilities when given)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
         out: Dict[str, float] = {"mAP": mean_average_precision(logits, labels)}
@@ -197,17 +204,22 @@ def evaluate_logits(logits, labels) -> Dict[str, float]:
             out[f"{k}_topk"] = float(v)
         for k, v in threshold_f1(logits, labels, 0.5).items():
             out[f"{k}@0.5"] = float(v)
+        if thresholds is not None:
+            for k, v in threshold_f1(logits, labels, np.asarray(thresholds, dtype=np.float64)).items():
+                out[f"{k}@tuned"] = float(v)
     return out
 
 
 def format_metrics(d: Dict[str, float]) -> str:
-    """One line: ``mAP 83.41 | top-k OF1 78.2 CF1 74.1 | @0.5 OF1 80.0 CF1 76.3``."""
+    """One line: ``mAP 83.41 | top-k OF1 78.2 CF1 74.1 | @0.5 OF1 80.0 CF1 76.3``, and
+    ``| tuned OF1 81.2 CF1 77.9`` where ``d`` holds the metrics at a model's own thresholds."""
 
     def f(key: str, digits: int) -> str:
         v = d.get(key, float("nan"))
         return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.{digits}f}"
 
+    tuned = f" | tuned OF1 {f('OF1@tuned', 1)} CF1 {f('CF1@tuned', 1)}" if "OF1@tuned" in d else ""
     return (
         f"mAP {f('mAP', 2)} | top-k OF1 {f('OF1_topk', 1)} CF1 {f('CF1_topk', 1)} "
-        f"| @0.5 OF1 {f('OF1@0.5', 1)} CF1 {f('CF1@0.5', 1)}"
+        f"| @0.5 OF1 {f('OF1@0.5', 1)} CF1 {f('CF1@0.5', 1)}{tuned}"
     )

@@ -25,6 +25,7 @@ __all__ = [
     "MultiLabelDataset",
     "build_dataset",
     "check_eval_split",
+    "has_split",
     "dataset_from_config",
     "dataset_params",
 ]
@@ -83,3 +84,12 @@ def check_eval_split(cfg: Config) -> None:
             f"config key eval_split={cfg.eval_split!r}: dataset {cfg.dataset} has no {cfg.eval_split} split "
             f"(it has {', '.join(splits)}); set eval_split='test'"
         )
+
+
+def has_split(cfg: Config, split: str) -> bool:
+    """Whether ``cfg``'s dataset can build ``split``: one it lists, and for a split read from a
+    file param of its own (csv's ``val_file``), only when that param is given."""
+    if split not in getattr(DATASETS.get(cfg.dataset), "splits", SPLITS):
+        return False
+    param = f"{split}_file"
+    return param not in dataset_params(cfg.dataset) or cfg.dataset_params("s").get(param) is not None

@@ -107,7 +107,9 @@ def update_card(path: Union[str, Path], card: ModelCard) -> None:
     old = read_card(ckpt, path)
     if (old.class_names, old.arch) != (card.class_names, card.arch):
         raise CheckpointError(f"{path} holds a model of other classes or architecture than the card written to it")
-    rest = {k: v for k, v in ckpt.items() if k not in ("card", "model", "format", "format_version", "tool_version", *LEGACY_ENTRIES)}
+    rest = {
+        k: v for k, v in ckpt.items() if k not in ("card", "model", "format", "format_version", "tool_version", *LEGACY_ENTRIES)
+    }
     save_model(path, card, ckpt["model"], **rest)
 
 

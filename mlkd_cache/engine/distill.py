@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from ..cache.reader import TargetCache, check_store_fits, open_cache
 from ..config import Config
-from ..data import MultiLabelDataset, check_eval_split, dataset_from_config
+from ..data import MultiLabelDataset, check_eval_split, dataset_from_config, has_split
 from ..data.transforms import TransformSpec
-from ..data.views import ViewDataset
+from ..data.views import ViewDataset, eval_inputs
 from ..distributed import init_distributed
 from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
@@ -41,6 +41,7 @@ from ..models.card import ModelCard
 from .ensemble import EnsembleTargets, describe, ensemble_term
 from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, check_outputs_serve, verify_on_ranks
 from .teacher import TeacherSpec
+from .thresholds import TUNING_SPLIT, tune_model
 from .train import Trainer
 
 log = logging.getLogger("mlkd_cache")
@@ -93,6 +94,38 @@ class StudentTrainer(Trainer):
 
     def provenance(self) -> Dict[str, Any]:
         return {"images": images_of(self.image_cache)}
+
+    # ---------------------------------------------------------------- decision thresholds in student.pt
+    def final_card(self) -> ModelCard:
+        """The card of student.pt, with f1 thresholds tuned on the val split where the dataset has
+        one (:func:`~mlkd_cache.engine.thresholds.tune_model`: every rank, the RNG untouched)."""
+        card = super().final_card()
+        data = self.tuning_data()
+        if data is None:
+            return card
+        thresholds = tune_model(self.model, data, self.cfg.batch_size, self.cfg.workers, self.info, self.amp, TUNING_SPLIT)
+        return card if thresholds is None else card.replace(thresholds=thresholds)
+
+    def tuning_data(self) -> Optional[ViewDataset]:
+        """The eval inputs of the val split (the scored split when it is val), None where the
+        dataset has none or it cannot be read (said in a warning)."""
+        cfg = self.cfg
+        if cfg.eval_split == TUNING_SPLIT:
+            return self.test_data
+        if not has_split(cfg, TUNING_SPLIT):
+            return None
+        try:
+            return eval_inputs(dataset_from_config(cfg, TUNING_SPLIT), self.spec)
+        except MlkdError as exc:
+            if self.info.is_main:
+                log.warning(
+                    "%s stores no decision thresholds: the %s split is not readable (%s); choose them with "
+                    "mlkd-cache tune-thresholds",
+                    self.files.final,
+                    TUNING_SPLIT,
+                    exc,
+                )
+            return None
 
 
 class NoKDTrainer(StudentTrainer):

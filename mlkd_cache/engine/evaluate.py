@@ -82,6 +82,8 @@ def run(
 
     Returns ``{"metrics": {...}, "per_class_ap": {class: AP%}, "checkpoint": ..., "samples": N}``,
     with ``keep_logits`` also ``"logits"`` float32 and ``"labels"`` uint8, ``[N, C]`` in dataset order.
+    A checkpoint that stores per-class thresholds is also scored at them (metric keys
+    ``...@tuned``) and its ``"thresholds"`` are returned.
     """
     info = init_distributed()
     loaded = load_model(checkpoint, info.device)
@@ -102,12 +104,14 @@ def run(
     )
     ap = average_precision(z, y)
     kept = {"logits": z, "labels": y} if keep_logits else {}
+    tuned = {} if card.thresholds is None else {"thresholds": card.thresholds}
     return {
         **kept,
+        **tuned,
         "checkpoint": str(checkpoint),
         "split": split,
         "samples": len(view_data),
-        "metrics": evaluate_logits(z, y),
+        "metrics": evaluate_logits(z, y, None if card.thresholds is None else np.asarray(card.thresholds["values"])),
         "per_class_ap": {name: float(v * 100.0) for name, v in zip(dataset.class_names, ap)},
         "is_main": info.is_main,
     }

@@ -36,6 +36,7 @@ from ..errors import ConfigError, DataError, MissingDependencyError, one_line
 from ..fileio import atomic_write_bytes
 from ..metrics import sigmoid
 from ..models.card import ModelCard
+from ..thresholds import predictions_at
 from .checkpoint import load_model
 
 __all__ = ["FORMATS", "DEFAULT_THRESHOLD", "Predictions", "open_predictor", "predict", "write_predictions", "run"]
@@ -192,7 +193,7 @@ def predict(
             bar.update(len(rows))
     bar.close()
     probabilities = sigmoid(logits)  # float64; NaN stays NaN
-    labels = np.nan_to_num(probabilities, nan=-1.0) >= thresholds[None, :]
+    labels = predictions_at(np.nan_to_num(probabilities, nan=-1.0), thresholds)  # an unreadable row: no class
     if top_k is not None and top_k < card.num_classes:
         order = np.argsort(-np.nan_to_num(probabilities, nan=-1.0), axis=1, kind="stable")
         ranks = np.empty_like(order)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Tuple, cast
+from typing import Any, Dict, Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -257,9 +257,14 @@ class Trainer:
         """Everything a later stage needs to rebuild this model and its inputs."""
         return ModelCard.of(self.model, ROLES[self.role], self.class_names, self.spec, self.cfg.to_dict(), self.provenance())
 
-    def save(self, path: Path, epochs_done: int, with_state: bool) -> None:
-        """Write the model card and weights to ``path`` atomically (``with_state``: plus optimiser,
-        schedule, scaler, extra modules and RNG state, for ``--resume``)."""
+    def final_card(self) -> ModelCard:
+        """The card of the final checkpoint, after the last step; every rank calls it (a stage's
+        may run collectives) and it must leave the model and the global RNG as they were."""
+        return self.card()
+
+    def save(self, path: Path, epochs_done: int, with_state: bool, card: Optional[ModelCard] = None) -> None:
+        """Write the model card (``card``, else :meth:`card`) and weights to ``path`` atomically
+        (``with_state``: plus optimiser, schedule, scaler, extra modules and RNG state, for ``--resume``)."""
         state: Dict[str, Any] = {}
         if with_state:
             state = dict(
@@ -270,7 +275,7 @@ class Trainer:
                 torch_rng=torch.get_rng_state(),
                 world_size=self.info.world_size,
             )
-        save_model(path, self.card(), self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics, **state)
+        save_model(path, card or self.card(), self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics, **state)
 
     def _load_resume_state(self) -> None:
         ckpt = load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch"))
@@ -422,8 +427,9 @@ class Trainer:
                 )
             barrier(self.info)
         self._stop_workers()
+        final_card = self.final_card()  # on every rank
         if self.info.is_main:
-            self.save(self.files.final, self.stop_epoch, with_state=False)
+            self.save(self.files.final, self.stop_epoch, with_state=False, card=final_card)
         barrier(self.info)
         return {
             "epochs": self.stop_epoch,
