@@ -62,11 +62,13 @@ def _register() -> None:
     from .distill_student import distill_student
     from .dump_targets import dump_targets
     from .evaluate import evaluate
+    from .export import export
     from .import_teacher import import_teacher
     from .inspect_cache import inspect_command
     from .plot import plot
     from .predict import predict
     from .teacher_train import teacher_train
+    from .tune_thresholds import tune_thresholds
     from .verify import verify
 
     for command in (
@@ -77,9 +79,11 @@ def _register() -> None:
         inspect_command,
         verify,
         evaluate,
+        tune_thresholds,
         predict,
         plot,
         demo,
+        export,
     ):
         app.add_command(command)
 

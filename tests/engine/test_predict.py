@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from mlkd_cache.config import Config
-from mlkd_cache.data.image_files import collect_images
-from mlkd_cache.data.transforms import TransformSpec
+from mlkd_cache.data.image_files import ImageFiles, collect_images
+from mlkd_cache.data.transforms import TransformSpec, model_input
+from mlkd_cache.data.views import eval_inputs
 from mlkd_cache.engine import predict as predict_engine
 from mlkd_cache.engine.checkpoint import load_model, save_model, update_card
 from mlkd_cache.engine.evaluate import run as evaluate
@@ -165,3 +166,46 @@ def test_bad_input_is_one_line_and_writes_nothing(coco, tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match="parquet output needs pyarrow"):
         predict_engine.write_predictions(preds, tmp_path / "out.parquet")
     assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, img_size", [("test_resnet", 64), ("resnet18", 64)])
+def test_an_export_predicts_what_its_checkpoint_predicts(coco, tmp_path, arch, img_size):
+    """export -> predict on the ONNX file: the same label sets as the checkpoint at batch 1 and 7
+    (but for a probability within the export's tolerance of its threshold), probabilities within
+    that tolerance; the thresholds travel in the file."""
+    from mlkd_cache.engine.export import TOLERANCE, export
+
+    _, root = coco
+    cfg = Config.from_dict(dict(dataset="coco", data_root=str(root), img_size=img_size, embed_dim=32, workers=0))
+    from mlkd_cache.data import dataset_from_config
+
+    classes = dataset_from_config(cfg, "test").class_names
+    torch.manual_seed(1)
+    model = build_model(arch, len(classes), embed_dim=32, img_size=img_size)
+    card = ModelCard.of(model, "student", classes, TransformSpec.from_config(cfg), cfg.to_dict())
+    photos = sorted((root / "val2017").glob("*.jpg"))[:14]
+    # BatchNorm statistics of these photos (a freshly initialised network scores every image
+    # alike): probabilities then differ from image to image, so label sets have something to say
+    pixels = torch.stack([item.image for item in eval_inputs(ImageFiles(photos), card.transform)])
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # a cumulative average
+    with torch.no_grad():
+        model.train()(model_input(pixels, card.transform, torch.device("cpu")))
+    save_model(tmp_path / "model.pt", card, model.state_dict(), epoch=0, metrics={})
+    reference = predict_engine.predict(tmp_path / "model.pt", photos, batch_size=7)
+    # each class's threshold in the widest gap between its images' probabilities: labels on both sides
+    ordered = np.sort(reference.probabilities, axis=0)
+    widest = np.argmax(np.diff(ordered, axis=0), axis=0)[None, :]
+    values = ((np.take_along_axis(ordered, widest, 0) + np.take_along_axis(ordered, widest + 1, 0)) / 2)[0]
+    update_card(tmp_path / "model.pt", load_model(tmp_path / "model.pt").card.replace(thresholds={"values": values.tolist()}))
+    export(tmp_path / "model.pt", tmp_path / "model.onnx")
+    for batch in (1, 7):
+        onnx = predict_engine.predict(tmp_path / "model.onnx", photos, batch_size=batch)
+        assert "per-class thresholds stored in the model" in onnx.threshold_source
+        tol = TOLERANCE * max(1.0, float(np.abs(np.log(reference.probabilities / (1 - reference.probabilities))).max()))
+        assert np.abs(onnx.probabilities - reference.probabilities).max() <= tol / 4 + 2**-20
+        near = np.abs(reference.probabilities - values[None, :]) <= tol / 4 + 2**-20
+        assert np.array_equal(onnx.labels[~near], (reference.probabilities >= values[None, :])[~near])
+        assert not near.any()  # every label set is compared, none skipped
