@@ -20,7 +20,7 @@ import click
 import torch.distributed
 
 from .._version import __version__
-from ..distributed import close_process_group, exit_process, lost_peer, process_group_active
+from ..distributed import close_process_group, exit_process, finish_process, lost_peer, process_group_active
 from ..errors import MlkdError, one_line
 from .common import CONTEXT_SETTINGS
 
@@ -135,7 +135,7 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         else:
             traceback.print_exc()
         exit_process(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    finish_process(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

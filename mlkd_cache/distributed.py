@@ -97,6 +97,23 @@ def exit_process(code: int) -> NoReturn:
     os._exit(code)
 
 
+def finish_process(code: int) -> NoReturn:
+    """End a command that ran to its end with exit ``code``. Under torchrun (``WORLD_SIZE`` > 1)
+    stdout and stderr are flushed and the process leaves with ``os._exit``: interpreter
+    finalisation, where the destructors of gloo's threads now and then abort a rank whose work is
+    done ("terminate called without an active exception", exit -6, with no Python frame on the
+    stack: 3 of 15 two-rank dumps on a loaded machine), never runs. Nothing is lost by it: every
+    file is written atomically and fsynced before, and DataLoader workers are stopped by then."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def close_process_group() -> None:
     """Leave the process group, if any, at the end of a command that succeeded. A rank that exits
     with it still open leaves gloo's worker threads to interpreter finalisation, which now and
