@@ -16,7 +16,7 @@ Every model is randomly initialised (seed 0): speed does not depend on the weigh
 second count preprocessed images (decode and resize are the same for every runtime and model:
 benchmarks/data_pipeline.py measures them).
 
-    python benchmarks/predict.py                 # about 6 min on 2 cores
+    python benchmarks/predict.py                 # about a minute on 2 cores
     python benchmarks/predict.py --rounds 3 --json
 """
 

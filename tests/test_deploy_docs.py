@@ -1,0 +1,60 @@
+"""docs/deploy.md's onnxruntime-only program is examples/deploy/run_onnx.py, verbatim, and it runs:
+with onnxruntime, Pillow and numpy alone it gives the labels and probabilities ``predict`` gives
+for the same photographs from the same export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mlkd_cache.config import Config
+from mlkd_cache.data.transforms import TransformSpec
+from mlkd_cache.engine import predict as predict_engine
+from mlkd_cache.engine.checkpoint import save_model
+from mlkd_cache.engine.export import TOLERANCE, export
+from mlkd_cache.models import build_model
+from mlkd_cache.models.card import ModelCard
+
+from .conftest import REPO, shared_data
+
+SCRIPT = REPO / "examples" / "deploy" / "run_onnx.py"
+
+
+def test_the_page_shows_the_program():
+    page = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    body = SCRIPT.read_text(encoding="utf-8").split('"""\n\n', 1)[1]  # after its docstring
+    assert f"```python\n{body}```" in page
+
+
+@pytest.mark.slow
+def test_the_program_runs_an_export_without_mlkd_cache(tmp_path):
+    root = shared_data("coco2017-tiny")
+    photos = sorted((root / "val2017").glob("*.jpg"))[:3]
+    cfg = Config.from_dict(dict(img_size=64, embed_dim=16, transform=dict(decode="reduced", interpolation="bicubic")))
+    torch.manual_seed(0)
+    model = build_model("test_resnet", 5, embed_dim=16, img_size=64)
+    card = ModelCard.of(model, "student", list("abcde"), TransformSpec.from_config(cfg), cfg.to_dict())
+    card = card.replace(thresholds={"values": [0.3, 0.4, 0.5, 0.6, 0.7], "objective": "f1", "split": "val", "samples": 1})
+    save_model(tmp_path / "m.pt", card, model.state_dict(), epoch=0, metrics={})
+    export(tmp_path / "m.pt", tmp_path / "m.onnx")
+    code = "import sys; sys.modules['mlkd_cache'] = None; sys.argv = sys.argv[1:]; exec(open(sys.argv[0]).read())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(SCRIPT), str(tmp_path / "m.onnx"), *map(str, photos)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    preds = predict_engine.predict(tmp_path / "m.pt", photos)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    for line, path, labels, probs in zip(lines, preds.paths, preds.label_sets, preds.probabilities):
+        name, got_labels, got_probs = line.split(" ", 2)
+        assert name == path and got_labels == ";".join(labels)
+        # the export's tolerance, plus the 6 decimals the program prints
+        assert np.abs(np.asarray(json.loads(got_probs)) - probs).max() <= TOLERANCE + 1e-6
