@@ -1,6 +1,6 @@
 """Labels for photographs from an mlkd-cache ONNX export, with onnxruntime, Pillow and numpy only.
 
-    python run_onnx.py student.onnx photo.jpg [more.jpg ...]
+python run_onnx.py student.onnx photo.jpg [more.jpg ...]
 """
 
 import json
