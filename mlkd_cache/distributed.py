@@ -89,6 +89,11 @@ def exit_process(code: int) -> NoReturn:
     stdout/stderr and ``os._exit`` (see the module docstring: a failing rank must not linger)."""
     if not process_group_active():
         sys.exit(code)
+    _flush_and_leave(code)
+
+
+def _flush_and_leave(code: int) -> NoReturn:
+    """Flush stdout and stderr, then ``os._exit(code)``: no interpreter teardown."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -106,12 +111,7 @@ def finish_process(code: int) -> NoReturn:
     file is written atomically and fsynced before, and DataLoader workers are stopped by then."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         sys.exit(code)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    _flush_and_leave(code)
 
 
 def close_process_group() -> None:
