@@ -15,6 +15,13 @@ class), or a ``.json`` list of ``{"image": "a.jpg", "labels": ["cat", "dog"]}``.
 
 Keys are the image paths as given in the file, after ``image_pattern`` (``/`` or ``\\`` both
 resolve). Columns the layout does not use are named in the log (``ignored_columns``).
+
+Duplicate rows, as published sets have them: an image listed again with the same label set (in
+any order in the cell, or the same one-hot row; columns not used do not count) is kept once, at
+its first row, and one warning per file names how many rows were merged and the lines of the
+first few. An image listed again with other labels stops with both lines named. The merge comes
+first, over the whole file: ``train_size`` counts distinct images, so ``train_size=N`` keeps the
+first ``N`` images whatever the file repeats, and a conflicting duplicate past them still stops.
 """
 
 from __future__ import annotations
@@ -202,18 +209,52 @@ def _take_train_size(
     return images, names
 
 
-def _check_listed_images(images: List[str], lines: List[int], split_path: str) -> None:
-    """DataError if the split lists no image, or an image twice (naming both lines)."""
+def _merge_duplicates(rows: LabelRows, split_path: str) -> LabelRows:
+    """``rows`` with each image once, at its first row: a later row of the same image with the
+    same label set is dropped (one warning names them), one with other labels is a DataError
+    naming both lines. One pass over the rows; ``rows`` itself when no image repeats."""
+    if len(set(rows.images)) == len(rows.images):
+        return rows
+    noun = "entry" if split_path.lower().endswith(".json") else "line"  # a JSON file's rows are list entries
+    first: Dict[str, int] = {}  # image -> its first row
+    keep: List[int] = []
+    merged: List[Tuple[int, int]] = []  # (line, line of the first row)
+    for k, image in enumerate(rows.images):
+        j = first.setdefault(image, k)
+        if j == k:
+            keep.append(k)
+            continue
+        here, there = set(rows.names[k]), set(rows.names[j])
+        if here != there:
+            differ = sorted(here ^ there)
+            shown = ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "")
+            raise DataError(
+                f"{split_path}:{rows.lines[k]}: image {image!r} is listed twice with other labels (also {noun} "
+                f"{rows.lines[j]}; they differ in {shown}); merge its labels in one row"
+            )
+        merged.append((rows.lines[k], rows.lines[j]))
+    pairs = ", ".join(f"{a} = {b}" for a, b in merged[:3]) + (", ..." if len(merged) > 3 else "")
+    log.warning(
+        "csv: %s: %d duplicate row%s merged, the same image and labels as an earlier %s (%s %s)",
+        split_path,
+        len(merged),
+        "" if len(merged) == 1 else "s",
+        noun,
+        "entries" if noun == "entry" else "lines",
+        pairs,
+    )
+    return dataclasses.replace(
+        rows,
+        images=[rows.images[k] for k in keep],
+        names=[rows.names[k] for k in keep],
+        lines=[rows.lines[k] for k in keep],
+    )
+
+
+def _check_listed_images(images: List[str], split_path: str) -> None:
+    """DataError if the split lists no image."""
     if not images:
         raise DataError(f"empty split: {split_path} lists no images")
-    if len(set(images)) != len(images):
-        seen: Dict[str, int] = {}
-        for image, line in zip(images, lines):
-            if image in seen:
-                raise DataError(
-                    f"{split_path}:{line}: image {image!r} is listed twice (also line {seen[image]}); merge its labels in one row"
-                )
-            seen[image] = line
 
 
 def _label_matrix(
@@ -280,8 +321,9 @@ class CSVDataset(MultiLabelDataset):
         rows, train_rows, fmt = _read_split(split_path, train_path, fmt)
         class_names, class_source = _classes(classes, train_path, train_rows, fmt)
         _check_class_columns(split_path, rows, class_names, class_source, fmt)
+        rows = _merge_duplicates(rows, split_path)
         images, names = _take_train_size(rows, split, train_size, split_path)
-        _check_listed_images(images, rows.lines, split_path)
+        _check_listed_images(images, split_path)
         labels = _label_matrix(images, names, rows.lines, class_names, split_path, class_source)
         paths = _image_paths(images, img_dir, rows.lines, split_path, check_images)
         if not fmt.one_hot and split_path == train_path:

@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,92 @@ def test_one_hot_and_negative_label_mistakes_are_refused_not_guessed(tmp_path):
         build_dataset("csv", "train", str(tmp_path), train_file="wide.csv")
     with pytest.raises(ConfigError, match="image_pattern must hold one"):
         build_dataset("csv", "train", str(tmp_path), train_file="wide.csv", image_pattern="{x}/{}.jpg")
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "mlkd_cache" and r.levelno == logging.WARNING]
+
+
+def test_exact_duplicate_rows_are_merged_at_their_first_row_with_one_warning(tmp_path, caplog):
+    """Rows repeating an image with the same labels (in another order, as a list literal, empty)
+    are dropped; the image keeps its first row's place, and one warning names the merged lines."""
+    for name in "abc":
+        (tmp_path / f"{name}.jpg").write_bytes(b"")
+    (tmp_path / "train.csv").write_text(
+        "image,labels\n"
+        "a.jpg,cat;dog\n"  # 2
+        "b.jpg,dog\n"  # 3
+        "a.jpg,dog cat\n"  # 4 = 2
+        "c.jpg,\n"  # 5
+        "b.jpg,dog\n"  # 6 = 3
+        "c.jpg,\n"  # 7 = 5
+        "a.jpg,\"['dog', 'cat']\"\n"  # 8 = 2
+    )
+    path = tmp_path / "train.csv"
+    with caplog.at_level(logging.WARNING, logger="mlkd_cache"):
+        ds = build_dataset("csv", "train", str(tmp_path), train_file="train.csv")
+    assert ds.keys == ["a.jpg", "b.jpg", "c.jpg"] and ds.class_names == ["cat", "dog"]
+    assert ds.labels.tolist() == [[1, 1], [0, 1], [0, 0]]
+    assert ds.image_paths == [str(tmp_path / f"{n}.jpg") for n in "abc"]
+    assert _warnings(caplog) == [
+        f"csv: {path}: 4 duplicate rows merged, the same image and labels as an earlier line (lines 4 = 2, 6 = 3, 7 = 5, ...)"
+    ]
+    (tmp_path / "train.json").write_text(
+        '[{"image": "b.jpg", "labels": ["cat", "dog"]}, {"image": "a.jpg", "labels": []},'
+        ' {"image": "b.jpg", "labels": ["dog", "cat"]}]'
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mlkd_cache"):
+        js = build_dataset("csv", "train", str(tmp_path), train_file="train.json")
+    assert js.keys == ["b.jpg", "a.jpg"] and js.labels.tolist() == [[1, 1], [0, 0]]
+    assert _warnings(caplog) == [
+        f"csv: {tmp_path / 'train.json'}: 1 duplicate row merged, the same image and labels as an earlier entry (entries 2 = 0)"
+    ]
+
+
+def test_a_one_hot_duplicate_row_is_merged_and_a_conflicting_one_names_both_lines(tmp_path, caplog):
+    """The same one-hot row (after image_pattern; a column that is no class may differ) is merged;
+    the same image with another row stops in one line naming both lines and the classes that differ."""
+    for name in "ab":
+        (tmp_path / f"{name}.jpg").write_bytes(b"")
+    header = "Id,cat,dog,Rating\n"
+    (tmp_path / "train.csv").write_text(header + "b,0,1,7\na,1,1,8\nb,0,1.0,9\n")
+    kw = dict(image_column="Id", image_pattern="{}.jpg", label_columns="one-hot")
+    with caplog.at_level(logging.WARNING, logger="mlkd_cache"):
+        ds = build_dataset("csv", "train", str(tmp_path), train_file="train.csv", **kw)
+    assert ds.keys == ["b.jpg", "a.jpg"] and ds.labels.tolist() == [[0, 1], [1, 1]]
+    assert _warnings(caplog) == [
+        f"csv: {tmp_path / 'train.csv'}: 1 duplicate row merged, the same image and labels as an earlier line (lines 4 = 2)"
+    ]
+    (tmp_path / "conflict.csv").write_text(header + "b,0,1,7\na,1,1,8\nb,0,1,7\nb,1,0,7\n")
+    with pytest.raises(DataError) as err:
+        build_dataset("csv", "train", str(tmp_path), train_file="conflict.csv", **kw)
+    assert str(err.value) == (
+        f"{tmp_path / 'conflict.csv'}:5: image 'b.jpg' is listed twice with other labels (also line 2; "
+        "they differ in cat, dog); merge its labels in one row"
+    )
+
+
+def test_a_conflicting_duplicate_is_one_line_naming_both_lines(tmp_path):
+    for name in "ab":
+        (tmp_path / f"{name}.jpg").write_bytes(b"")
+    (tmp_path / "dup.csv").write_text("image,labels\nb.jpg,dog\na.jpg,cat;dog\nb.jpg,dog\na.jpg,dog\n")
+    with pytest.raises(DataError) as err:
+        build_dataset("csv", "train", str(tmp_path), train_file="dup.csv", train_size=1)
+    assert str(err.value) == (
+        f"{tmp_path / 'dup.csv'}:5: image 'a.jpg' is listed twice with other labels (also line 3; "
+        "they differ in cat); merge its labels in one row"
+    )
+    assert "\n" not in str(err.value)
+
+
+def test_train_size_counts_distinct_images(tmp_path):
+    for name in "abc":
+        (tmp_path / f"{name}.jpg").write_bytes(b"")
+    (tmp_path / "train.csv").write_text("image,labels\na.jpg,cat\na.jpg,cat\nb.jpg,dog\na.jpg,cat\nc.jpg,emu\n")
+    two = build_dataset("csv", "train", str(tmp_path), train_file="train.csv", train_size=2)
+    assert two.keys == ["a.jpg", "b.jpg"] and two.labels.tolist() == [[1, 0, 0], [0, 1, 0]]
+    three = build_dataset("csv", "train", str(tmp_path), train_file="train.csv", train_size=3)
+    assert three.keys == ["a.jpg", "b.jpg", "c.jpg"] and len(three) == 3
+    with pytest.raises(ConfigError, match=r"train_size 4 but .*train\.csv lists 3 images"):
+        build_dataset("csv", "train", str(tmp_path), train_file="train.csv", train_size=4)
