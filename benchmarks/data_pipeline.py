@@ -9,7 +9,7 @@ as phone pictures fed to the csv loader are), at 224 and 448 px, with ``transfor
 ``full`` and ``reduced`` side by side in one run (median of ``--rounds``, interleaved).
 
 The last columns divide published GPU training rates by one worker's rate: how many workers
-keep that GPU busy. Rates quoted in issue 13 from timm's benchmark CSVs (one RTX 3090, AMP,
+keep that GPU busy. Rates from timm's published benchmark CSVs (one RTX 3090, AMP,
 channels-last, 224 px): resnet34 about 2,000 img/s, resnet50 about 1,200 img/s.
 
 A second table splits one COCO-sized sample at 224 px into its stages (median ms per image), and
@@ -57,11 +57,11 @@ from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec, _to_t
 from mlkd_cache.data.views import ViewDataset  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco2017-tiny"
-GPU_RATES = {"resnet34": 2000.0, "resnet50": 1200.0}  # img/s training, RTX 3090, AMP (timm's CSVs, as quoted in issue 13)
+GPU_RATES = {"resnet34": 2000.0, "resnet50": 1200.0}  # img/s training, RTX 3090, AMP (timm's benchmark CSVs)
 STUDENT_RATE = (
     "resnet18",
     3500.0,
-)  # img/s training, RTX 3090, AMP channels-last (timm's published figure, as quoted in issue 22)
+)  # img/s training, RTX 3090, AMP channels-last (timm's published figure)
 SIZES = (224, 448)
 
 
@@ -157,7 +157,7 @@ DUMP_MODES = ("every view decoded, float32", "decode once, float32", "decode onc
 def dump_views_per_second(paths: List[Path], size: int, mode: str) -> float:
     """One dump worker's views/s at V = 8 (the default train transform: Cutout + RandAugment):
     each photograph decoded and resized for every view with float32 views and fingerprints (the
-    dump before issue 22), once for its 8 views (float32), or once with uint8 views and
+    dump as it first was), once for its 8 views (float32), or once with uint8 views and
     fingerprints handed to the device (the dump now)."""
     uint8 = mode.endswith("uint8")
     views = ViewDataset(

@@ -8,7 +8,7 @@ Side by side in one run, on the embedded digits data with a randomly initialised
   copies the outputs into shard buffers and writes HDF5 shards on a background thread;
 * peak RSS of a whole ``dump-targets`` process for N and 4N samples (separate processes).
 
-Goals (issue 3): dump >= 0.90 x inference; peak memory does not grow with N.
+Goals: dump >= 0.90 x inference; peak memory does not grow with N.
 
     python benchmarks/dump.py [--samples 512] [--views 4] [--model resnet18] [--img-size 64] [--json]
 """

@@ -38,12 +38,12 @@ Examples:
     "-t",
     type=TEACHER,
     default=None,
-    help="teacher.pt, or a factory package.module:function, to run live on the same views instead (online baseline)",
+    help="teacher.pt, or a factory package.module:function, run live on every batch instead of a cache: online on the cached views (the views a cache of cache.views views replays; the equivalence check), or with --fresh-views online on fresh views",
 )
 @click.option(
     "--fresh-views",
     is_flag=True,
-    help="with --teacher: a fresh augmentation every epoch (L2D's regime) instead of cycling cache.views replayed views",
+    help="with --teacher: online on fresh views, a fresh augmentation every epoch (L2D's regime; the tables' 'online fresh' rows), instead of online on the cached views",
 )
 @click.option(
     "--no-kd",
