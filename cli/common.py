@@ -86,6 +86,11 @@ def config_options(role: str, out_default: str = "runs/<config name>") -> Callab
                 metavar="KEY=VALUE",
                 help="any config key, value as a Python literal (repeatable; cache.views=4 for sub-keys)",
             ),
+            click.option(
+                "--tensorboard",
+                is_flag=True,
+                help="also write the step and epoch logs as TensorBoard event files in OUT/tensorboard/ (sets tensorboard)",
+            ),
             click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint"),
             click.option("--no-progress", is_flag=True, help="hide progress bars"),
         ]
@@ -108,6 +113,7 @@ def build_config(role: str, config_path: str, settings: Iterable[str], **cli: An
         "img_size": cli.get("img_size"),
         "workers": cli.get("workers"),
         "seed": cli.get("seed"),
+        "tensorboard": True if cli.get("tensorboard") else None,  # a flag: left off, the config's value stays
     }
     clear: Iterable[str] = ()
     if cli.get("epochs") is not None:

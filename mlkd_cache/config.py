@@ -204,6 +204,11 @@ FIELDS: Dict[str, Field] = {
         _one_of(*EVAL_SPLITS),
     ),
     "log_every": Field("int", 10, "write the loss terms of every N-th training step to OUT/steps.jsonl (0 = off)", _at_least(0)),
+    "tensorboard": Field(
+        "bool",
+        False,
+        "also write what steps.jsonl and metrics.jsonl hold as TensorBoard event files in OUT/tensorboard/ (needs the tensorboard extra)",
+    ),
     "replay_check": Field(
         "float",
         0.05,

@@ -1,8 +1,9 @@
 """A training run's folder: its file names (:class:`RunFiles`) and its logs, ``metrics.jsonl``
-(one row per epoch) and ``steps.jsonl`` (loss terms every N steps).
+(one row per epoch) and ``steps.jsonl`` (loss terms every N steps), and, with ``tensorboard``,
+the same rows as TensorBoard event files (:class:`TensorBoardLog`).
 
-Both logs are appended and fsynced, so after a kill they hold whole rows; a resume truncates
-them to the epochs its checkpoint has done.
+Both JSONL logs are appended and fsynced, so after a kill they hold whole rows; a resume truncates
+them to the epochs its checkpoint has done (and hides the TensorBoard points logged after it).
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..errors import MissingDependencyError
 from ..fileio import append_text, atomic_write_bytes
 from ..models.card import ROLES
 
-__all__ = ["RunFiles", "MetricsLog", "StepLog"]
+__all__ = ["RunFiles", "MetricsLog", "StepLog", "TensorBoardLog", "require_tensorboard"]
+
+TENSORBOARD_HINT = "TensorBoard logs (--tensorboard) need the tensorboard package: pip install 'mlkd-cache[tensorboard]'"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class RunFiles:
     @property
     def steps(self) -> Path:
         return self.out / "steps.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: TensorBoard event files (config key ``tensorboard``), one per start or resume."""
+        return self.out / "tensorboard"
 
 
 class MetricsLog:
@@ -101,3 +110,48 @@ class StepLog(MetricsLog):
             return
         append_text(self.path, "".join(json.dumps(r) + "\n" for r in self._pending))
         self._pending = []
+
+
+def require_tensorboard() -> Any:
+    """torch's ``SummaryWriter`` class, or :class:`MissingDependencyError` with the install line
+    (imported here only: a run without ``tensorboard`` never imports the package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MissingDependencyError(TENSORBOARD_HINT) from None
+    return SummaryWriter
+
+
+class TensorBoardLog:
+    """``tensorboard/``: the rows of ``steps.jsonl`` and ``metrics.jsonl`` as TensorBoard scalars,
+    tagged ``step/<key>`` and ``epoch/<key>`` (``epoch`` and ``step`` themselves are the x axis).
+
+    Both are numbered by the global step, ``(epoch - 1) * steps_per_epoch + step`` (1-based), an
+    epoch's row at its last step, so step and epoch curves share an axis and a resume continues
+    them. Each writer adds a new event file to the folder and marks the points after
+    ``epochs_done`` as purged, so the steps a killed run logged beyond its checkpoint are hidden
+    in favour of the resumed ones. Values are stored as float32 (TensorBoard's scalars).
+    """
+
+    def __init__(self, path: Path, steps_per_epoch: int, epochs_done: int = 0) -> None:
+        summary_writer = require_tensorboard()
+        self.steps_per_epoch = steps_per_epoch
+        self.writer = summary_writer(str(path), purge_step=epochs_done * steps_per_epoch + 1)
+
+    def _add(self, prefix: str, row: Mapping[str, Any], step: int, skip: Tuple[str, ...]) -> None:
+        for key, value in row.items():
+            if key not in skip and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def add_step(self, row: Mapping[str, Any]) -> None:
+        """One ``steps.jsonl`` row (``epoch`` and ``step`` 1-based); on disk by the epoch's flush at the latest."""
+        step = (int(row["epoch"]) - 1) * self.steps_per_epoch + int(row["step"])
+        self._add("step", row, step, skip=("epoch", "step"))
+
+    def add_epoch(self, row: Mapping[str, Any]) -> None:
+        """One ``metrics.jsonl`` row, then everything written so far is flushed to disk."""
+        self._add("epoch", row, int(row["epoch"]) * self.steps_per_epoch, skip=("epoch",))
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -37,7 +37,7 @@ from ..models.card import ModelCard
 from .checkpoint import load_checkpoint, read_card, save_model
 from .evaluate import evaluate_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
-from .runlog import MetricsLog, RunFiles, StepLog
+from .runlog import MetricsLog, RunFiles, StepLog, TensorBoardLog, require_tensorboard
 
 log = logging.getLogger("mlkd_cache")
 
@@ -88,6 +88,8 @@ class Trainer:
         self.planned_epochs, self.stop_epoch = cfg.epochs(role)
         self.timm_name = resolve_model_name(self.arch)  # unknown model: fail before any work
         self.hard_loss = build_hard_loss(getattr(cfg, f"loss_{role}"), cfg.asl_para)
+        if cfg.tensorboard:  # tensorboard: without the package, one line before any work
+            require_tensorboard()
         self.info: DistInfo = init_distributed()
         self._check_out_dir()
 
@@ -186,6 +188,10 @@ class Trainer:
             self.metrics_log.reset()
             if self.cfg.log_every:
                 self.step_log.reset()
+        # tensorboard: rank 0 mirrors the step and epoch rows into OUT/tensorboard/ (after a resume's start_epoch is known)
+        self.tb_log: Optional[TensorBoardLog] = None
+        if self.cfg.tensorboard and self.info.is_main:
+            self.tb_log = TensorBoardLog(self.files.tensorboard, len(self.loader), self.start_epoch)
 
     # ---------------------------------------------------------------- hooks for stages
     def load_splits(self) -> Tuple[Any, Any]:
@@ -376,7 +382,10 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v
             lr = self.scheduler.get_last_lr()[0]
             if log_every and (step + 1) % log_every == 0:
-                self.step_log.add({"epoch": epoch + 1, "step": step + 1, "loss": sum(values.values()), **values, "lr": lr})
+                step_row = {"epoch": epoch + 1, "step": step + 1, "loss": sum(values.values()), **values, "lr": lr}
+                self.step_log.add(step_row)
+                if self.tb_log is not None:  # tensorboard: the same row, no extra sync
+                    self.tb_log.add_step(step_row)
             bar.set_postfix(loss=f"{sum(values.values()):.3f}", lr=f"{lr:.2e}")
         elapsed = time.perf_counter() - started
         # every rank's batches, not rank 0's alone (each rank ran the same number of steps)
@@ -414,6 +423,8 @@ class Trainer:
             if self.info.is_main:
                 self.step_log.flush()
                 self.metrics_log.append(row)
+                if self.tb_log is not None:  # tensorboard: the same row, flushed
+                    self.tb_log.add_epoch(row)
                 self.save(self.files.checkpoint, epoch + 1, with_state=True)
                 scores = format_metrics(self.last_metrics) if "mAP" in row else "(not evaluated)"
                 log.info(
@@ -430,6 +441,8 @@ class Trainer:
         final_card = self.final_card()  # on every rank
         if self.info.is_main:
             self.save(self.files.final, self.stop_epoch, with_state=False, card=final_card)
+            if self.tb_log is not None:  # tensorboard
+                self.tb_log.close()
         barrier(self.info)
         return {
             "epochs": self.stop_epoch,
