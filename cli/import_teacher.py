@@ -17,7 +17,7 @@ Examples:
       -c coco/resnet101_to_resnet34_l2d.py -o runs/coco/teacher/teacher.pt
   mlkd-cache import-teacher model_teacher_resnet50_voc_224.pth -c voc/resnet50_to_resnet18_mpscd.py \\
       -o runs/voc/teacher/teacher.pt --data-root /data/voc     # also scores it on eval_split
-  mlkd-cache import-teacher my_teachers:bce_resnet50 --format factory -c voc/resnet50_to_resnet18_mpscd.py \
+  mlkd-cache import-teacher my_teachers:bce_resnet50 --format factory -c voc/resnet50_to_resnet18_mpscd.py \\
       -o runs/voc/teacher/teacher.pt         # a model of your own: (model, class_names) = my_teachers.bce_resnet50()
   (then: mlkd-cache dump-targets -c CONFIG --teacher runs/coco/teacher/teacher.pt -o CACHE)
 """
