@@ -117,7 +117,7 @@ CACHE_FIELDS: Dict[str, Field] = {
     "views": Field(
         "int",
         16,
-        "augmented views stored per training sample (16 matched online fresh-view distillation on digits, docs/results.md; storage is linear in it)",
+        "augmented views stored per training sample: 16, and not fewer than 8 (docs/results.md#how-many-views-to-store); storage is linear in it",
         _at_least(1),
     ),
     "dtype": Field("str", "float16", "dtype of cached logits, features and embeddings", _one_of(*CACHE_DTYPES)),

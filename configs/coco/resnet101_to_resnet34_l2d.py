@@ -56,6 +56,7 @@ pretrained_t = None
 pretrained_s = None
 workers = 8  # L2D's DataLoader num_workers
 
-# 8 views: a 80-epoch student sees each cached view 10 times; float16, positive-label embeddings:
-# about 5.7 GB for the 82,081 training images (`dump-targets --dry-run` prints the exact plan).
-cache = dict(views=8, dtype="float16", embedding="positive")
+# 16 views (docs/results.md#how-many-views-to-store: with RandAugment, 16): an 80-epoch student
+# sees each cached view 5 times; float16, positive-label embeddings: about 11.5 GB for the 82,081
+# training images (`dump-targets --dry-run` prints the exact plan). views=8 halves it.
+cache = dict(views=16, dtype="float16", embedding="positive")

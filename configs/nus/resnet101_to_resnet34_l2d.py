@@ -50,7 +50,7 @@ pretrained_t = None
 pretrained_s = None
 workers = 8  # L2D's DataLoader num_workers
 
-# 8 views as for COCO: about 10 GB in float16 with positive-label embeddings for the 161,789 images
-# of TrainImagelist.txt (about 2.4 positives each); views=4 halves it (`dump-targets --dry-run`
-# prints the exact plan).
-cache = dict(views=8, dtype="float16", embedding="positive")
+# 16 views as for COCO (docs/results.md#how-many-views-to-store): about 20 GB in float16 with
+# positive-label embeddings for the 161,789 images of TrainImagelist.txt (about 2.4 positives
+# each); views=8 halves it (`dump-targets --dry-run` prints the exact plan).
+cache = dict(views=16, dtype="float16", embedding="positive")
