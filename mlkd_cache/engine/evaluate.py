@@ -22,7 +22,13 @@ from .checkpoint import load_model
 
 
 def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo) -> DataLoader:
-    """This rank's slice (``rank::world``) of ``dataset`` in order; no padding, no duplicates."""
+    """This rank's slice (``rank::world``) of ``dataset`` in order; no padding, no duplicates.
+
+    Scoring draws nothing from the training's random streams: each pass over a DataLoader draws
+    its workers' base seed from its generator, here one of its own (the eval views use no seed),
+    not from the global torch RNG that draws the training's dropout masks; the eval transform
+    and the metrics use no RNG at all. So how often a run is scored (``eval_every``) never
+    changes what it trains."""
     indices = list(range(info.rank, len(dataset), info.world_size))
     return DataLoader(
         Subset(dataset, indices),
@@ -30,6 +36,7 @@ def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistI
         shuffle=False,
         num_workers=workers,
         pin_memory=info.device.type == "cuda",
+        generator=torch.Generator(),
     )
 
 
