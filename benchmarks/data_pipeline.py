@@ -4,9 +4,11 @@ On a GPU box the student's step takes milliseconds and the CPU side decides the 
 online and offline training alike: JPEG decode, resize, Cutout, RandAugment, ToTensor, replayed
 for every sample. This script times what one DataLoader worker process does per sample (one
 thread, as in a worker) on the photographs of ``../shared/data/coco2017-tiny`` (COCO-sized,
-mostly 640 x 480), and on the same photographs re-encoded at 4x their size (4-5 k pixels wide,
-as phone pictures fed to the csv loader are), at 224 and 448 px, with ``transform.decode``
-``full`` and ``reduced`` side by side in one run (median of ``--rounds``, interleaved).
+mostly 640 x 480; ``python tools/build_coco_tiny.py COCO2017 ../shared/data/coco2017-tiny`` builds
+it from an official COCO 2017 download), and on the same photographs re-encoded at 4x their size
+(4-5 k pixels wide, as phone pictures fed to the csv loader are), at 224 and 448 px, with
+``transform.decode`` ``full`` and ``reduced`` side by side in one run (median of ``--rounds``,
+interleaved).
 
 The last columns divide published GPU training rates by one worker's rate: how many workers
 keep that GPU busy. Rates from timm's published benchmark CSVs (one RTX 3090, AMP,

@@ -33,7 +33,9 @@ reuse them, so that run's time includes them.
 
 ``--benchmark voc-rf144`` runs the same rows on real photographs: the 4,961 VOC 2007 images of
 ``../shared/data/voc2007-rf144`` with ``configs/voc-rf144/resnet10t_to_test_resnet_l2d.py`` (its
-``--quick`` reads the first 96 / 48 / 48 rows of its train / val / test files).
+``--quick`` reads the first 96 / 48 / 48 rows of its train / val / test files). Without that
+folder, ``python tools/build_voc_rf144.py path/to/VOCdevkit ../shared/data/voc2007-rf144`` builds
+it from the official VOC 2007 release, with other labels and another split (docs/results.md).
 
 Each run also records its per-class test AP; the table is followed by test AP per class group
 (thirds of the classes: rare / frequent by the students' training positives, co-occurring /
