@@ -36,7 +36,7 @@ def test_the_block_is_what_the_commands_print(name):
     if name in doc_outputs.NEEDS_PHOTOS and not (SHARED_DATA / "voc2007-rf144").is_dir():
         pytest.skip(f"shared test data absent: {SHARED_DATA / 'voc2007-rf144'}")
     page, text = MARKED[name]
-    fresh = doc_outputs.run_recipe(name)
+    fresh = doc_outputs.run_recipe(name, quick=True)
     assert doc_outputs.shape(fresh) == doc_outputs.shape(text), (
         f"{page.name}: the block '{name}' is stale; rewrite it with `python tools/doc_outputs.py --write {name}`\n{fresh}"
     )

@@ -61,3 +61,16 @@ def test_license_file_is_the_licence_setup_cfg_declares():
     text = (REPO / "LICENSE").read_text(encoding="utf-8")
     assert declared == "Apache-2.0"
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in text
+
+
+def test_the_docs_speak_of_the_project_alone():
+    """No page points at a tracker issue or a design-note section a reader does not have."""
+    pages = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
+    external = ("h5py", "pytorch", "torch", "timm", "onnx")  # other projects' trackers may be cited
+    found = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for m in re.finditer(r"\b(?:issues? #?\d+|DESIGN(?:\.md)? §\s*\d+)", text, re.I):
+            if not any(name in text[max(0, m.start() - 12) : m.start()].lower() for name in external):
+                found.append(f"{page.name}: {m.group(0)}")
+    assert not found, found

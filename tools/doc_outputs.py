@@ -6,7 +6,7 @@ data (the digits, a VOC-layout tree of random pixels made by the test suite's fi
 real photographs of ``../shared/data/voc2007-rf144``), each as ``$ command`` then its output,
 stdout and stderr as a terminal shows them. Paths are relative to the scratch folder.
 
-    python tools/doc_outputs.py                    # which blocks differ from a fresh run
+    python tools/doc_outputs.py                    # which blocks differ from a fresh (quick) run
     python tools/doc_outputs.py --write            # rewrite every block
     python tools/doc_outputs.py --write walkthrough  # some recipes only
 
@@ -39,10 +39,12 @@ sys.path.insert(0, str(REPO))  # the test suite's fixture code builds the VOC-la
 
 
 class Session:
-    """Commands run in ``folder`` (the current directory meanwhile), their transcript kept."""
+    """Commands run in ``folder`` (the current directory meanwhile), their transcript kept.
+    ``quick``: a recipe too long for the test suite (the demo) runs with small settings that
+    print the same lines with other numbers."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, quick: bool = False) -> None:
+        self.folder, self.quick = folder, quick
         self.lines: List[str] = []
 
     def run(self, command: str, show: Optional[str] = None, expect: int = 0) -> str:
@@ -237,6 +239,24 @@ def deploy_export(s: Session) -> str:
     return s.text()
 
 
+# The demo's small settings for the test suite: the same config, teacher, cache and four students,
+# on 64 canvases for one epoch each (the full demo takes about 15 minutes on 2 cores).
+QUICK_DEMO = (
+    "--set max_epoch_t=1 --set max_epoch_s=1 --set batch_size=16 --set cache.views=2 "
+    '--set "dataset_para=dict(train_size=64, val_size=32, test_size=64)" --set "dataset_para_t=dict(train_size=64)"'
+)
+
+
+def demo(s: Session) -> str:
+    """The results table ``make demo`` (``mlkd-cache demo``) prints: its heading line to the last
+    student's row."""
+    output = s.run(f"mlkd-cache demo --out runs/demo --no-progress {QUICK_DEMO if s.quick else ''}")
+    lines = output.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith("digits "))
+    stop = next(k for k in range(start, len(lines)) if lines[k].startswith("vs teacher:"))
+    return "\n".join(lines[start:stop]) + "\n"
+
+
 RECIPES: Dict[str, Callable[[Session], str]] = {
     "walkthrough-config": walkthrough_config,
     "walkthrough": walkthrough,
@@ -246,18 +266,20 @@ RECIPES: Dict[str, Callable[[Session], str]] = {
     "deploy-predict": deploy_predict,
     "deploy-thresholds": deploy_thresholds,
     "deploy-export": deploy_export,
+    "demo": demo,
 }
 NEEDS_PHOTOS = ("deploy-predict", "deploy-thresholds", "deploy-export")
 
 
-def run_recipe(name: str) -> str:
-    """The block recipe ``name`` prints, made in a scratch folder of its own."""
+def run_recipe(name: str, quick: bool = False) -> str:
+    """The block recipe ``name`` prints, made in a scratch folder of its own (``quick``: see
+    :class:`Session`)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp).resolve()
         here = os.getcwd()
         os.chdir(folder)
         try:
-            return RECIPES[name](Session(folder))
+            return RECIPES[name](Session(folder, quick))
         finally:
             os.chdir(here)
 
@@ -328,7 +350,7 @@ def main() -> None:
     marked = {name: (page, text) for page in pages() for name, _, text in blocks(page)}
     for name in names:
         page, text = marked[name]
-        if shape(run_recipe(name)) != shape(text):
+        if shape(run_recipe(name, quick=True)) != shape(text):
             stale.append(f"{page.relative_to(REPO)}: {name}")
     print("\n".join(stale) if stale else "every block has the lines the commands print")
     sys.exit(1 if stale else 0)
