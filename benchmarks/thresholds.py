@@ -125,7 +125,8 @@ def main() -> None:
                 summary.append(row)
                 print(f"{bench:<10} {kind:<12} {rule:<10} {cells[0]:>14} {cells[1]:>14} {diffs[0]:>22} {diffs[1]:>22}")
     fallback = {f"{r['benchmark']}/{r['student']}/{r['seed']}": r["per-class"]["fallback_classes"] for r in records}
-    print(f"classes at the global threshold (val could not tune them): {fallback}")
+    shown = "0 in every run" if not any(fallback.values()) else fallback
+    print(f"classes at the global threshold (val could not tune them): {shown}")
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
         print(json.dumps({"records": records, "summary": summary}, indent=1))
