@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 from mlkd_cache.cache.h5 import open_read
-from mlkd_cache.engine.checkpoint import CHECKPOINT_FORMAT, read_card
-from mlkd_cache.models.card import LEGACY_ENTRIES
+from mlkd_cache.engine.checkpoint import CHECKPOINT_FORMAT, model_entries, read_card
 
 # Entries that differ between two runs of the same code: clocks, folders, and digests of files
 # that hold a creation time (a shard's sha256 covers its ``created`` attribute).
@@ -96,8 +95,7 @@ def _checkpoint(path: Path) -> Any:
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT or not ("card" in obj or "transform" in obj):
         return obj
-    rest = {k: v for k, v in obj.items() if k not in ("card", "format_version", *LEGACY_ENTRIES)}
-    return {**rest, "card": read_card(obj, path).to_dict()}
+    return {**model_entries(obj), "card": read_card(obj, path).to_dict()}
 
 
 def _jsonl(path: Path) -> List[Any]:

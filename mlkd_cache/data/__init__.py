@@ -9,7 +9,7 @@ Importing this package registers all datasets in :data:`DATASETS`.
 from __future__ import annotations
 
 import inspect
-from typing import Optional
+from typing import Optional, Tuple, Type, cast
 
 from ..config import Config
 from ..errors import ConfigError
@@ -26,6 +26,7 @@ __all__ = [
     "build_dataset",
     "check_eval_split",
     "has_split",
+    "available_splits",
     "dataset_from_config",
     "dataset_params",
 ]
@@ -86,10 +87,12 @@ def check_eval_split(cfg: Config) -> None:
         )
 
 
+def available_splits(cfg: Config) -> Tuple[str, ...]:
+    """The splits ``cfg``'s dataset can build with its params (``dataset_para``)."""
+    factory = cast(Type[MultiLabelDataset], DATASETS.get(cfg.dataset))  # every dataset is one
+    return factory.available_splits(**cfg.dataset_params("s"))
+
+
 def has_split(cfg: Config, split: str) -> bool:
-    """Whether ``cfg``'s dataset can build ``split``: one it lists, and for a split read from a
-    file param of its own (csv's ``val_file``), only when that param is given."""
-    if split not in getattr(DATASETS.get(cfg.dataset), "splits", SPLITS):
-        return False
-    param = f"{split}_file"
-    return param not in dataset_params(cfg.dataset) or cfg.dataset_params("s").get(param) is not None
+    """Whether ``cfg``'s dataset can build ``split`` (:func:`available_splits`)."""
+    return split in available_splits(cfg)

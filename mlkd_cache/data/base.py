@@ -58,6 +58,12 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         self.image_paths: Optional[List[str]] = list(image_paths) if image_paths is not None else None
         self.root = root
 
+    @classmethod
+    def available_splits(cls, **params: Any) -> Tuple[str, ...]:
+        """The splits this dataset can build with ``params`` (its ``dataset_para``): all of
+        :attr:`splits`, unless a dataset needs a param for one (csv's ``val_file``)."""
+        return cls.splits
+
     # -- sizes ---------------------------------------------------------------------------
     @property
     def num_classes(self) -> int:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -290,6 +290,11 @@ class CSVDataset(MultiLabelDataset):
 
     name = "csv"
     splits = ("train", "val", "test")
+
+    @classmethod
+    def available_splits(cls, **params: Any) -> Tuple[str, ...]:
+        """train, and val / test where ``val_file`` / ``test_file`` name their files."""
+        return tuple(s for s in cls.splits if s == "train" or params.get(f"{s}_file") is not None)
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ __all__ = [
     "load_checkpoint",
     "save_model",
     "update_card",
+    "model_entries",
     "read_card",
     "LoadedModel",
     "load_model",
@@ -107,10 +108,14 @@ def update_card(path: Union[str, Path], card: ModelCard) -> None:
     old = read_card(ckpt, path)
     if (old.class_names, old.arch) != (card.class_names, card.arch):
         raise CheckpointError(f"{path} holds a model of other classes or architecture than the card written to it")
-    rest = {
-        k: v for k, v in ckpt.items() if k not in ("card", "model", "format", "format_version", "tool_version", *LEGACY_ENTRIES)
-    }
-    save_model(path, card, ckpt["model"], **rest)
+    rest = model_entries(ckpt)
+    save_model(path, card, rest.pop("model"), **rest)
+
+
+def model_entries(ckpt: Mapping[str, Any]) -> Dict[str, Any]:
+    """The entries of a loaded checkpoint of any format besides its card and format tags: the
+    weights (``model``), ``epoch``, ``metrics`` and a run's resume state."""
+    return {k: v for k, v in ckpt.items() if k not in ("card", "format", "format_version", "tool_version", *LEGACY_ENTRIES)}
 
 
 def read_card(ckpt: Mapping[str, Any], path: Union[str, Path]) -> ModelCard:

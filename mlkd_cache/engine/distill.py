@@ -103,7 +103,10 @@ class StudentTrainer(Trainer):
         data = self.tuning_data()
         if data is None:
             return card
-        thresholds = tune_model(self.model, data, self.cfg.batch_size, self.cfg.workers, self.info, self.amp, TUNING_SPLIT)
+        done = self.last_scored if data is self.test_data else None  # val scored after the last epoch: reused
+        thresholds = tune_model(
+            self.model, data, self.cfg.batch_size, self.cfg.workers, self.info, self.amp, TUNING_SPLIT, scored=done
+        )
         return card if thresholds is None else card.replace(thresholds=thresholds)
 
     def tuning_data(self) -> Optional[ViewDataset]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from ..device import amp_enabled, autocast_for
 from ..distributed import DistInfo, all_gather_cat, broadcast_object, init_distributed
 from ..errors import CheckpointError
 from ..metrics import average_precision, evaluate_logits
-from .checkpoint import load_model
+from .checkpoint import LoadedModel, load_model
 
 
 def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo) -> DataLoader:
@@ -68,13 +68,19 @@ def predict(
     return z[order].cpu().numpy(), y[order].cpu().numpy().astype(np.uint8)
 
 
-def evaluate_model(
-    model: nn.Module, dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo, amp: bool
-) -> Dict[str, float]:
-    """Metrics (percent) of ``model`` on ``dataset``; identical on every rank."""
+class Scored(NamedTuple):
+    """A model scored on a split (:func:`evaluate_model`), the same on every rank."""
+
+    metrics: Dict[str, float]  # percent
+    logits: np.ndarray  # float32 [N, C], in dataset order
+    labels: np.ndarray  # uint8 [N, C]
+
+
+def evaluate_model(model: nn.Module, dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo, amp: bool) -> Scored:
+    """Metrics (percent), logits and labels of ``model`` on ``dataset``; identical on every rank."""
     z, y = predict(model, eval_loader(dataset, batch_size, workers, info), info, amp, len(dataset), dataset.spec)
     metrics = evaluate_logits(z, y) if info.is_main else None
-    return broadcast_object(metrics, info)
+    return Scored(broadcast_object(metrics, info), z, y)
 
 
 def run(
@@ -93,8 +99,21 @@ def run(
     ``...@tuned``) and its ``"thresholds"`` are returned.
     """
     info = init_distributed()
-    loaded = load_model(checkpoint, info.device)
-    card = loaded.card
+    return score(load_model(checkpoint, info.device), data_root, batch_size, workers, split, keep_logits)
+
+
+def score(
+    loaded: LoadedModel,
+    data_root: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    workers: Optional[int] = None,
+    split: str = "test",
+    keep_logits: bool = False,
+) -> Dict:
+    """:func:`run` for a model already loaded (on this rank's device): its card says which
+    dataset, classes and input pipeline; the result is :func:`run`'s."""
+    info = init_distributed()
+    card, checkpoint = loaded.card, loaded.path
     overrides = {"data_root": data_root, "batch_size": batch_size, "workers": workers}
     cfg = Config.from_dict({**card.config, **{k: v for k, v in overrides.items() if v is not None}})
     dataset = dataset_from_config(cfg, split)

@@ -176,26 +176,31 @@ def predict(
     thresholds, source = decision_thresholds(card, threshold)
     paths = collect_images(inputs)
     readable = _Readable(eval_inputs(ImageFiles(paths), card.transform), card.img_size)
-    loader = DataLoader(
-        readable, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=predictor.device.type == "cuda"
+    loader = DataLoader(  # a generator of its own: a caller's global RNG is not drawn from
+        readable,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=predictor.device.type == "cuda",
+        generator=torch.Generator(),
     )
     logits = np.full((len(paths), card.num_classes), np.nan, dtype=np.float32)
     errors: List[Optional[str]] = [None] * len(paths)
     bar = tqdm(total=len(paths), desc="predict", unit="image", disable=bar_disabled(progress, DistInfo()), dynamic_ncols=True)
-    with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws its workers' seed from the global RNG
-        for index, pixels, reasons in loader:
-            ok = np.asarray([not r for r in reasons], dtype=bool)
-            rows = index.numpy()
-            if ok.any():
-                logits[rows[ok]] = predictor.logits(pixels[torch.from_numpy(ok)])
-            for row, reason in zip(rows[~ok], (r for r in reasons if r)):
-                errors[int(row)] = reason
-            bar.update(len(rows))
+    for index, pixels, reasons in loader:
+        ok = np.asarray([not r for r in reasons], dtype=bool)
+        rows = index.numpy()
+        if ok.any():
+            logits[rows[ok]] = predictor.logits(pixels[torch.from_numpy(ok)])
+        for row, reason in zip(rows[~ok], (r for r in reasons if r)):
+            errors[int(row)] = reason
+        bar.update(len(rows))
     bar.close()
     probabilities = sigmoid(logits)  # float64; NaN stays NaN
-    labels = predictions_at(np.nan_to_num(probabilities, nan=-1.0), thresholds)  # an unreadable row: no class
+    ranked = np.nan_to_num(probabilities, nan=-1.0)  # an unreadable row: below every threshold
+    labels = predictions_at(ranked, thresholds)
     if top_k is not None and top_k < card.num_classes:
-        order = np.argsort(-np.nan_to_num(probabilities, nan=-1.0), axis=1, kind="stable")
+        order = np.argsort(-ranked, axis=1, kind="stable")
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.broadcast_to(np.arange(card.num_classes), order.shape), axis=1)
         labels &= ranks < top_k

@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..config import Config
-from ..data import DATASETS, SPLITS, has_split
+from ..data import available_splits, has_split
 from ..data.views import ViewDataset
 from ..distributed import DistInfo, barrier, init_distributed
 from ..errors import ConfigError, DataError
 from ..metrics import sigmoid, threshold_f1
 from ..thresholds import DEFAULT_OBJECTIVE, parse_objective, tune_thresholds
 from . import evaluate
-from .checkpoint import load_checkpoint, read_card, update_card
+from .checkpoint import load_model, update_card
 
 __all__ = ["TUNING_SPLIT", "tune_model", "tune"]
 
@@ -44,13 +43,16 @@ def tune_model(
     amp: bool,
     split: str,
     objective: str = DEFAULT_OBJECTIVE,
+    scored: Optional[evaluate.Scored] = None,
 ) -> Optional[Dict[str, Any]]:
     """Thresholds of ``model`` tuned for ``objective`` on ``data`` (the eval inputs of ``split``),
     as ``ModelCard.thresholds`` holds them, identical on every rank; None, said in a warning,
-    where the split has no positive label. Every rank must call it (the logits are gathered
-    across ranks); the model and the global RNG are left as they were."""
-    with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG
-        z, y = evaluate.predict(model, evaluate.eval_loader(data, batch_size, workers, info), info, amp, len(data), data.spec)
+    where the split has no positive label. ``scored``: the model's logits on ``data`` when they
+    are at hand, else every rank must call it (the logits are gathered across ranks). The model
+    is left as it was, and the scoring draws from no global RNG (``evaluate.eval_loader``)."""
+    if scored is None:
+        scored = evaluate.evaluate_model(model, data, batch_size, workers, info, amp)
+    z, y = scored.logits, scored.labels
     try:
         tuned = tune_thresholds(sigmoid(z), y, objective, data.class_names)
     except DataError as exc:  # after the gather: alike on every rank
@@ -84,7 +86,8 @@ def tune(
     (threshold-protocol metrics in percent on the split), "is_main"}``."""
     goal = parse_objective(objective)  # a bad objective stops before any work
     path = Path(checkpoint)
-    card = read_card(load_checkpoint(path), path)
+    loaded = load_model(path, init_distributed().device)  # read once here; update_card rewrites the file
+    card = loaded.card
     cfg = Config.from_dict({**card.config, **({"data_root": data_root} if data_root is not None else {})})
     why = "tuning on the test split leaks it into the scores you report, on train is optimistic"
     if split is None:
@@ -92,9 +95,10 @@ def tune(
             raise ConfigError(f"dataset {cfg.dataset} of {path} has no {TUNING_SPLIT} split; choose one with --split ({why})")
         split = TUNING_SPLIT
     elif not has_split(cfg, split):
-        splits = [s for s in getattr(DATASETS.get(cfg.dataset), "splits", SPLITS) if has_split(cfg, s)]
-        raise ConfigError(f"dataset {cfg.dataset} of {path} has no {split!r} split; choose --split among {', '.join(splits)}")
-    scored = evaluate.run(path, data_root, batch_size, workers, split, keep_logits=True)
+        raise ConfigError(
+            f"dataset {cfg.dataset} of {path} has no {split!r} split; choose --split among {', '.join(available_splits(cfg))}"
+        )
+    scored = evaluate.score(loaded, data_root, batch_size, workers, split, keep_logits=True)
     z, y = scored["logits"], scored["labels"]
     thresholds = {**tune_thresholds(sigmoid(z), y, goal, card.class_names), "split": split, "samples": int(scored["samples"])}
     if scored["is_main"]:

@@ -35,7 +35,7 @@ from ..models import build_model, resolve_model_name
 from ..models.card import ROLES as CARD_ROLES
 from ..models.card import ModelCard
 from .checkpoint import load_checkpoint, read_card, save_model
-from .evaluate import evaluate_model
+from .evaluate import Scored, evaluate_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
 from .runlog import MetricsLog, RunFiles, StepLog, TensorBoardLog, require_tensorboard
 
@@ -182,6 +182,7 @@ class Trainer:
         self.start_epoch = 0
         self.position = "before training"  # "epoch E step S" of the batch in hand
         self.last_metrics: Dict[str, Any] = {}
+        self.last_scored: Optional[Scored] = None  # eval_split scored after the latest epoch of this process
         if self.resume:
             self._load_resume_state()
         elif self.info.is_main:
@@ -417,7 +418,8 @@ class Trainer:
             last = epoch + 1 == self.stop_epoch
             if last or (epoch + 1) % cfg.eval_every == 0:
                 eval_started = time.perf_counter()
-                self.last_metrics = evaluate_model(self.model, self.test_data, cfg.batch_size, cfg.workers, self.info, self.amp)
+                self.last_scored = evaluate_model(self.model, self.test_data, cfg.batch_size, cfg.workers, self.info, self.amp)
+                self.last_metrics = self.last_scored.metrics
                 row.update(self.last_metrics)
                 row["eval_time_s"] = time.perf_counter() - eval_started
             if self.info.is_main:
