@@ -52,7 +52,6 @@ _ENTRY_TYPES: Dict[str, Tuple[type, ...]] = {
     "provenance": (dict,),
     "thresholds": (dict, type(None)),
 }
-_OPTIONAL: Dict[str, Any] = {"timm_name": None, "factory": None, "outputs": list(OUTPUTS), "provenance": {}, "thresholds": None}
 
 # Checkpoints of format 1 held the card's entries at the top level, with `num_classes`,
 # `img_size`, `normalisation`, `transform_hash` and `dataset` beside them (all derived now), and
@@ -167,20 +166,13 @@ class ModelCard:
     # ---------------------------------------------------------------- as a checkpoint stores it
     def to_dict(self) -> Dict[str, Any]:
         """Plain values (``torch.load(weights_only=True)`` reads them): the ``card`` entry of a checkpoint."""
-        return {
-            "role": self.role,
-            "arch": self.arch,
-            "timm_name": self.timm_name,
-            "factory": self.factory,
-            "class_names": list(self.class_names),
-            "embed_dim": self.embed_dim,
-            "feature_dim": self.feature_dim,
-            "outputs": list(self.outputs),
-            "transform": self.transform.to_dict(),
-            "config": copy.deepcopy(self.config),
-            "provenance": copy.deepcopy(self.provenance),
-            "thresholds": copy.deepcopy(self.thresholds),
-        }
+        out: Dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, TransformSpec) else copy.deepcopy(value)
+            if isinstance(value, tuple):
+                out[f.name] = list(value)
+        return out
 
     @classmethod
     def from_dict(cls, entries: Mapping[str, Any], where: str = "checkpoint") -> "ModelCard":
@@ -188,11 +180,12 @@ class ModelCard:
         naming ``where``."""
         if not isinstance(entries, Mapping):
             raise CheckpointError(f"{where} holds no model card; is it a checkpoint of mlkd-cache?")
+        defaults = {f.name: _default(f) for f in dataclasses.fields(cls) if _default(f) is not _REQUIRED}
         values: Dict[str, Any] = {}
         for key, types in _ENTRY_TYPES.items():
-            if key not in entries and key not in _OPTIONAL:
+            if key not in entries and key not in defaults:
                 raise CheckpointError(f"{where} lacks the model card entry {key!r}; is it a complete mlkd-cache checkpoint?")
-            value = entries.get(key, copy.deepcopy(_OPTIONAL.get(key)))
+            value = entries[key] if key in entries else defaults[key]
             if not isinstance(value, types) or isinstance(value, bool):
                 raise CheckpointError(
                     f"{where}: model card entry {key!r} is a {type(value).__name__}; is it a complete mlkd-cache checkpoint?"
@@ -227,6 +220,18 @@ class ModelCard:
                 f"{where}: its img_size or normalisation disagrees with its transform; re-create the checkpoint"
             )
         return card
+
+
+_REQUIRED = object()  # a card field without a default: a checkpoint must hold it
+
+
+def _default(f: "dataclasses.Field[Any]") -> Any:
+    """A card field's default (a fresh copy), or :data:`_REQUIRED`."""
+    if f.default is not dataclasses.MISSING:
+        return copy.deepcopy(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _REQUIRED
 
 
 def model_from_card(card: ModelCard, weights: Mapping[str, Tensor]) -> nn.Module:
