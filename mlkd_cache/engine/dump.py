@@ -423,8 +423,9 @@ def plan(cfg: Config, teacher: Optional[TeacherSpec] = None, views: Optional[int
     else:
         real = dataset_from_config(cfg, "train")
         dataset, source = real, f"the labels of {real.describe()}"
+    unhashed = "0" * 64  # sizes do not depend on the teacher's sha256: a plan never hashes its file
     if loaded is None:  # before the teacher exists: sizes from the config's model_t
-        spec = build_spec(cfg, planned_card(cfg, dataset.class_names), "0" * 64, dataset, views, transform)
+        spec = build_spec(cfg, planned_card(cfg, dataset.class_names), unhashed, dataset, views, transform)
     else:
         if planned is not None:  # no data to check the teacher against: plan for its classes
             if loaded.card.num_classes != len(planned.class_names):
@@ -434,7 +435,7 @@ def plan(cfg: Config, teacher: Optional[TeacherSpec] = None, views: Optional[int
                 )
             planned.class_names = list(loaded.card.class_names)
         check_teacher_fits(cfg, loaded.card, dataset, transform, str(teacher))
-        spec = build_spec(cfg, loaded.card, loaded.sha256, dataset, views, transform)
+        spec = build_spec(cfg, loaded.card, unhashed, dataset, views, transform)
     eval_samples, jpeg = None, None
     if planned is None:  # real images: the eval split's size and a measured JPEG size
         try:
