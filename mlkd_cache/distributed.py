@@ -20,20 +20,32 @@ When one rank fails, the whole run ends within seconds, whatever the backend:
   lost a peer on another node may hang.
 * Every file is written atomically (``.tmp`` + rename) and ``manifest.json`` only after every
   rank's shards are complete, so a run that fails leaves no file that looks complete.
+
+Across nodes, storage may be shared or node-local (docs/cluster.md). What a rank reads that
+another wrote is either sent through the process group (a resumed checkpoint, class prototypes)
+or proven the same on every rank before any work (:func:`check_shared_folder`,
+:func:`same_on_every_rank`); a start-up check that fails on some ranks fails on all of them
+through :func:`agree`, in one line naming the rank, node and host.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import secrets
+import socket
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, List, NoReturn
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .device import pick_device
+from .errors import ConfigError, MlkdError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,10 +57,18 @@ class DistInfo:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     backend: str = "none"
+    node_rank: int = 0  # torchrun's GROUP_RANK: which node (agent) this process runs on
+    local_world_size: int = 1  # ranks on this node
+    host: str = field(default_factory=socket.gethostname)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def where(self) -> str:
+        """This process as messages name it: ``rank 1 on node 1 (host gpu-07)``."""
+        return f"rank {self.rank} on node {self.node_rank} (host {self.host})"
 
     @property
     def enabled(self) -> bool:
@@ -67,7 +87,9 @@ def init_distributed(timeout_s: float = 300.0) -> DistInfo:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+    node_rank = int(os.environ.get("GROUP_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, backend, node_rank, local_world)
 
 
 def process_group_active() -> bool:
@@ -210,3 +232,111 @@ def average_gradients(params: List[torch.nn.Parameter], info: DistInfo) -> None:
         n = p.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
+
+
+def agree(info: DistInfo, step: Callable[[], T]) -> T:
+    """Run ``step`` on every rank; if it raised a :class:`~mlkd_cache.errors.MlkdError` on any
+    rank, every rank raises one: that error as is when every rank raised the same message, else
+    the first failing rank's, prefixed with where it ran. So a start-up check that fails on one
+    node (a file it lacks) stops every node with the same one line, instead of the others
+    waiting in their next collective. ``step`` must run no collective (ranks that raise skip it)."""
+    try:
+        value, failure = step(), None
+    except MlkdError as exc:
+        value, failure = None, exc
+    if not info.enabled:
+        if failure is not None:
+            raise failure
+        return value  # type: ignore[return-value]
+    reports: List[Optional[Tuple[str, str, str]]] = all_gather_objects(
+        None if failure is None else (type(failure).__name__, str(failure), info.where), info
+    )
+    failed = [r for r in reports if r is not None]
+    if not failed:
+        return value  # type: ignore[return-value]
+    kind, message, where = failed[0]
+    if len(failed) < len(reports) or len({m for _, m, _ in failed}) > 1:
+        message = f"{where}: {message}"
+    raise _error_class(kind)(message)
+
+
+def _error_class(name: str) -> type:
+    """The :class:`~mlkd_cache.errors.MlkdError` subclass called ``name`` (MlkdError if none is)."""
+    from . import errors
+
+    found = getattr(errors, name, None)
+    return found if isinstance(found, type) and issubclass(found, MlkdError) else MlkdError
+
+
+def same_on_every_rank(value: Any, info: DistInfo, what: str, fix: str) -> None:
+    """Refuse, on every rank, a run whose ranks hold different ``value`` s (the sha256 of a file
+    each rank reads from its own storage): :class:`ConfigError` naming the first rank whose
+    ``what`` ("teacher t.pt (sha256)") differs from rank 0's, and ``fix``."""
+    if not info.enabled:
+        return
+    seen = all_gather_objects((value, info.where), info)
+    for other, where in seen[1:]:
+        if other != seen[0][0]:
+            raise ConfigError(f"{where}: its {what} differs from rank 0's; {fix}")
+
+
+def check_shared_folder(folder: Path, info: DistInfo, option: str, doc: str) -> bool:
+    """Prove that every rank sees the folder rank 0 writes: rank 0 creates ``folder`` (if need
+    be) and a file with a random token in it, every rank must read that token back. A rank that
+    cannot raises, on every rank, one :class:`ConfigError` naming it (``option``: how the CLI
+    calls the folder; ``doc``: where the layouts are explained). Returns whether this call
+    created ``folder`` (rank 0; it is removed again when the check fails). One process: True
+    when it created the folder, no file written."""
+    folder = Path(folder)
+    created = False
+
+    def create() -> None:
+        nonlocal created
+        if not info.is_main:
+            return
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{option} {folder} exists and is not a folder")
+        try:
+            created = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            if info.enabled:
+                (folder / probe_name).write_text(token, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{option} {folder} is not writable ({exc.strerror}); choose another folder") from None
+
+    token = broadcast_object(secrets.token_hex(16) if info.is_main else None, info)
+    probe_name = f".mlkd-visible-{token}"
+    agree(info, create)
+    if not info.enabled:
+        return created
+
+    def read() -> None:
+        try:
+            seen = (folder / probe_name).read_text(encoding="utf-8")
+        except OSError:
+            seen = None
+        if seen != token:
+            raise ConfigError(
+                f"{option} {folder} is not the folder rank 0 writes (a file rank 0 wrote there is not visible here): "
+                f"put {option} on storage every node shares ({doc})"
+            )
+
+    try:
+        agree(info, read)
+    except ConfigError:
+        if info.is_main:
+            _remove_probe(folder, probe_name, created)
+        raise
+    barrier(info)  # every rank has read the token before it goes
+    if info.is_main:
+        _remove_probe(folder, probe_name, False)
+    return created
+
+
+def _remove_probe(folder: Path, probe_name: str, remove_folder: bool) -> None:
+    (folder / probe_name).unlink(missing_ok=True)
+    if remove_folder:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
