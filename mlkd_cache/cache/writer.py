@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..errors import MlkdError
+from ..errors import CacheCorruptError, MlkdError
 from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
 from .format import (
     MANIFEST_NAME,
@@ -602,6 +602,16 @@ def write_manifest(
         parts = sorted((dict(e) for e in eval_store["shards"]), key=lambda e: e["index"])
         manifest["eval"] = {**eval_store, "shards": parts}
         manifest["total_bytes"] += sum(int(e["bytes"]) for e in parts)
+    for entry in [*shards, *(manifest["eval"]["shards"] if eval_store is not None else [])]:
+        try:
+            size = (directory / entry["file"]).stat().st_size
+        except OSError:
+            size = None
+        if size != int(entry["bytes"]):  # never a manifest listing a file its folder lacks (another node's disk)
+            raise CacheCorruptError(
+                f"{entry['file']} is not in {directory} as it was written ({entry['bytes']} bytes); "
+                f"write the cache to a folder every process sees, and re-run dump-targets (it resumes)"
+            )
     path = directory / MANIFEST_NAME
     atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
     return path

@@ -44,7 +44,16 @@ from ..data.planning import PlannedSplit, planned_train_split
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, ViewItem, eval_inputs
 from ..device import amp_enabled, autocast_for, place_model
-from ..distributed import DistInfo, all_gather_objects, bar_disabled, barrier, init_distributed
+from ..distributed import (
+    DistInfo,
+    agree,
+    all_gather_objects,
+    bar_disabled,
+    barrier,
+    check_shared_folder,
+    init_distributed,
+    same_on_every_rank,
+)
 from ..errors import CacheMismatchError, ConfigError, MlkdError
 from ..fileio import file_sha256
 from ..models.card import ModelCard
@@ -467,19 +476,34 @@ def run(
     views = _views(cfg, views)
     if teacher is None or out is None:
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
-    loaded = open_teacher(teacher, cfg)
     transform = TransformSpec.from_config(cfg)
-    dataset = dataset_from_config(cfg, "train")
-    check_teacher_fits(cfg, loaded.card, dataset, transform, str(teacher))
-    spec = build_spec(cfg, loaded.card, loaded.sha256, dataset, views, transform)
+
+    def inputs() -> Tuple[Any, MultiLabelDataset, CacheSpec, Optional[MultiLabelDataset]]:
+        """Teacher, train split, planned cache and stored eval split (a missing split fails before work)."""
+        loaded = open_teacher(teacher, cfg)
+        dataset = dataset_from_config(cfg, "train")
+        check_teacher_fits(cfg, loaded.card, dataset, transform, str(teacher))
+        spec = build_spec(cfg, loaded.card, loaded.sha256, dataset, views, transform)
+        eval_set = dataset_from_config(cfg, cfg.eval_split) if spec.stores_images else None
+        return loaded, dataset, spec, eval_set
+
+    loaded, dataset, spec, eval_set = agree(info, inputs)  # one node lacking an input stops every node alike
+    same_on_every_rank(spec.teacher_sha256, info, f"teacher {teacher} (sha256)", "give every node the same teacher file")
+    same_on_every_rank(spec.labels_sha256, info, f"{cfg.dataset} train split (labels)", "give every node the same dataset files")
+    if eval_set is not None:
+        same_on_every_rank(
+            labels_digest(eval_set.labels),
+            info,
+            f"{cfg.dataset} {cfg.eval_split} split (labels)",
+            "give every node the same dataset files",
+        )
 
     out = Path(out)
-    previous_eval = (
-        {} if overwrite or not out.is_dir() else _previous_entries(out, spec, stored_eval=True)
-    )  # before the manifest goes
-    eval_set = dataset_from_config(cfg, cfg.eval_split) if spec.stores_images else None  # a missing split fails before work
+    check_shared_folder(out, info, "--out", "docs/cluster.md")  # every rank writes its shards where rank 0 lists them
+    previous_eval = {} if overwrite else _previous_entries(out, spec, stored_eval=True)  # before the manifest goes
     todo, kept = prepare_out_dir(out, spec, overwrite, info)
     mine = [k for k in todo if k % info.world_size == info.rank]
+    rounds = max((len([k for k in todo if k % info.world_size == r]) for r in range(info.world_size)), default=0)
     view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True, image_dtype="uint8")
     model = place_model(loaded.model, info.device)
     amp = amp_enabled(cfg.amp, info.device)
@@ -489,9 +513,11 @@ def run(
     bar = tqdm(total=total_pairs, desc="dump-targets", unit="view", disable=bar_disabled(progress, info), dynamic_ncols=True)
     try:
         with ShardWriter(out) as writer:  # writes shard k while the teacher runs on shard k+1
-            for k in mine:
-                writer.submit(dump_shard(model, view_data, spec, k, cfg.batch_size, cfg.workers, info, amp, bar))
-                bar.set_postfix(MB=f"{writer.bytes_written / 2**20:.0f}")
+            for step in range(rounds):
+                if step < len(mine):
+                    writer.submit(dump_shard(model, view_data, spec, mine[step], cfg.batch_size, cfg.workers, info, amp, bar))
+                    bar.set_postfix(MB=f"{writer.bytes_written / 2**20:.0f}")
+                barrier(info)  # after each round of shards: a rank whose peer died stops within a shard's time
             written = writer.close()  # manifest entries (size, sha256) of the shards this rank wrote
     finally:
         bar.close()
