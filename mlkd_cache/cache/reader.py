@@ -117,7 +117,9 @@ class TargetCache:
                 )
             raise CacheCorruptError(f"no {MANIFEST_NAME} in {where}: the dump did not finish; re-run dump-targets (it resumes)")
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            manifest = json.loads(text)
+            self.manifest_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()  # the same cache: the same manifest
         except PermissionError:
             raise CacheCorruptError(f"cannot read {MANIFEST_NAME} in {where}: {open_failure_advice('permission')}") from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -28,18 +28,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
-from ..cache.reader import TargetCache, check_store_fits, open_cache
+from ..cache.format import labels_digest
+from ..cache.reader import TargetCache, check_store_fits
 from ..config import Config
 from ..data import MultiLabelDataset, check_eval_split, dataset_from_config, has_split
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset, eval_inputs
-from ..distributed import init_distributed
+from ..distributed import all_gather_objects, init_distributed
 from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
 from ..models.card import ModelCard
 from .ensemble import EnsembleTargets, describe, ensemble_term
-from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, check_outputs_serve, verify_on_ranks
+from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, check_outputs_serve, open_cache_on_ranks
 from .teacher import TeacherSpec
 from .thresholds import TUNING_SPLIT, tune_model
 from .train import Trainer
@@ -55,14 +56,12 @@ def image_cache(directory: Optional[Path], verify_checksums: bool = True) -> Opt
     :class:`CacheMismatchError` when it holds no images."""
     if directory is None:
         return None
-    cache = open_cache(Path(directory))
+    cache = open_cache_on_ranks(Path(directory), verify_checksums, init_distributed())
     if not cache.spec.stores_images:
         raise CacheMismatchError(
             f"--cache {directory} holds no images (dumped with images='none'), and --no-kd or --teacher read only a "
             f"cache's images; drop --cache, or re-run dump-targets with --images raw or jpeg"
         )
-    if verify_checksums:
-        verify_on_ranks(cache, init_distributed())
     return cache
 
 
@@ -111,24 +110,32 @@ class StudentTrainer(Trainer):
 
     def tuning_data(self) -> Optional[ViewDataset]:
         """The eval inputs of the val split (the scored split when it is val), None where the
-        dataset has none or it cannot be read (said in a warning)."""
+        dataset has none, or some rank cannot read it or reads other labels than rank 0 (said in
+        a warning); every rank gets the same answer."""
         cfg = self.cfg
         if cfg.eval_split == TUNING_SPLIT:
             return self.test_data
         if not has_split(cfg, TUNING_SPLIT):
             return None
+        data: Optional[ViewDataset] = None
         try:
-            return eval_inputs(dataset_from_config(cfg, TUNING_SPLIT), self.spec)
+            data = eval_inputs(dataset_from_config(cfg, TUNING_SPLIT), self.spec)
+            problem = ""
         except MlkdError as exc:
-            if self.info.is_main:
-                log.warning(
-                    "%s stores no decision thresholds: the %s split is not readable (%s); choose them with "
-                    "mlkd-cache tune-thresholds",
-                    self.files.final,
-                    TUNING_SPLIT,
-                    exc,
-                )
-            return None
+            problem = f"the {TUNING_SPLIT} split is not readable on {self.info.where} ({exc})"
+        seen = all_gather_objects((problem, None if data is None else labels_digest(data.labels)), self.info)
+        problems = [p for p, _ in seen if p]
+        if not problems and len({digest for _, digest in seen}) > 1:
+            problems = [f"the ranks read different labels for the {TUNING_SPLIT} split"]
+        if not problems:
+            return data
+        if self.info.is_main:
+            log.warning(
+                "%s stores no decision thresholds: %s; choose them with mlkd-cache tune-thresholds",
+                self.files.final,
+                problems[0],
+            )
+        return None
 
 
 class NoKDTrainer(StudentTrainer):

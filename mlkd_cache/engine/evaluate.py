@@ -10,12 +10,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from ..cache.format import labels_digest
 from ..config import Config
 from ..data import dataset_from_config
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, eval_inputs
 from ..device import amp_enabled, autocast_for
-from ..distributed import DistInfo, all_gather_cat, broadcast_object, init_distributed
+from ..distributed import DistInfo, agree, all_gather_cat, broadcast_object, init_distributed, same_on_every_rank
 from ..errors import CheckpointError
 from ..metrics import average_precision, evaluate_logits
 from .checkpoint import LoadedModel, load_model
@@ -99,7 +100,9 @@ def run(
     ``...@tuned``) and its ``"thresholds"`` are returned.
     """
     info = init_distributed()
-    return score(load_model(checkpoint, info.device), data_root, batch_size, workers, split, keep_logits)
+    loaded = agree(info, lambda: load_model(checkpoint, info.device))  # each rank from its own storage
+    same_on_every_rank(loaded.sha256, info, f"checkpoint {checkpoint} (sha256)", "give every node the same checkpoint file")
+    return score(loaded, data_root, batch_size, workers, split, keep_logits)
 
 
 def score(
@@ -116,7 +119,10 @@ def score(
     card, checkpoint = loaded.card, loaded.path
     overrides = {"data_root": data_root, "batch_size": batch_size, "workers": workers}
     cfg = Config.from_dict({**card.config, **{k: v for k, v in overrides.items() if v is not None}})
-    dataset = dataset_from_config(cfg, split)
+    dataset = agree(info, lambda: dataset_from_config(cfg, split))
+    same_on_every_rank(
+        labels_digest(dataset.labels), info, f"{cfg.dataset} {split} split (labels)", "give every node the same dataset files"
+    )
     if list(dataset.class_names) != list(card.class_names):
         raise CheckpointError(
             f"checkpoint {checkpoint} was trained for {card.num_classes} classes "

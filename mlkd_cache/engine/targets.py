@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..cache.format import LAYOUTS, OUTPUT_WORDS, VIEW_FIELDS
+from ..cache.format import LAYOUTS, MANIFEST_NAME, OUTPUT_WORDS, VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.reader import TargetCache, check_fits, open_cache
 from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_replay
@@ -28,11 +28,11 @@ from ..config import Config
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import PairViews, ViewDataset, ViewItem, view_pairs
 from ..device import autocast_for, place_model
-from ..distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
+from ..distributed import DistInfo, agree, all_gather_objects, broadcast_object, init_distributed, same_on_every_rank
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from ..losses.base import SLOT_TEACHER_OUTPUT, losses_by_slot
 from ..losses.distiller import plan
-from .teacher import TeacherSpec, check_teacher_fits, open_teacher
+from .teacher import TeacherSpec, check_teacher_fits, open_teacher_on_ranks
 
 FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
 
@@ -98,15 +98,35 @@ def check_outputs_serve(criterion_t2s_para: Any, source: "TeacherTargets") -> No
         )
 
 
+def open_cache_on_ranks(directory: Path, verify_checksums: bool, info: DistInfo) -> TargetCache:
+    """Open the cache in ``directory`` on every rank: a shared folder or each node's own copy at
+    the same path. Every rank must open it (else every rank stops, naming the one that could
+    not), the copies must be the same cache (the sha256 of ``manifest.json``, compared with rank
+    0's), and with ``verify_checksums`` every node checks every file of its copy
+    (:func:`verify_on_ranks`)."""
+    cache = agree(info, lambda: open_cache(Path(directory)))
+    same_on_every_rank(
+        cache.manifest_sha256,
+        info,
+        f"copy of the cache in {directory} ({MANIFEST_NAME})",
+        "copy rank 0's cache to that node again and check it with mlkd-cache inspect",
+    )
+    if verify_checksums:
+        verify_on_ranks(cache, info)
+    return cache
+
+
 def verify_on_ranks(cache: TargetCache, info: DistInfo) -> None:
-    """sha256 of every file of ``cache`` (shards, stored eval parts) against the manifest, each
-    rank hashing files ``k % world == rank``; every rank raises the first failure any rank found."""
-    mine = [k for k in range(cache.num_files) if k % info.world_size == info.rank]
+    """sha256 of every file of ``cache`` (shards, stored eval parts) against the manifest; every
+    node checks all the files of the folder it reads (its own copy, or a shared one), its ranks
+    hashing files ``k % ranks on the node == local rank``; every rank raises the first failure
+    any rank found, naming where."""
+    mine = [k for k in range(cache.num_files) if k % info.local_world_size == info.local_rank]
     try:
         cache.verify_checksums(mine)
         failure = None
     except CacheCorruptError as exc:
-        failure = str(exc)
+        failure = f"{info.where}: {exc}" if info.enabled else str(exc)
     failures = [f for f in all_gather_objects(failure, info) if f is not None]
     if failures:
         raise CacheCorruptError(failures[0])
@@ -119,9 +139,8 @@ class CacheTargets:
 
     def __init__(self, directory: Path, verify_checksums: bool = True) -> None:
         self.directory = Path(directory)
-        self.cache = open_cache(self.directory)  # manifest, sizes, attributes and shapes of every shard
-        if verify_checksums:
-            verify_on_ranks(self.cache, init_distributed())
+        # manifest, sizes, attributes and shapes of every shard, the same on every rank
+        self.cache = open_cache_on_ranks(self.directory, verify_checksums, init_distributed())
         spec = self.cache.spec
         self.views: Optional[int] = spec.views
         self.base_seed, self.embed_dim, self.outputs = spec.base_seed, spec.embed_dim, spec.outputs
@@ -180,7 +199,7 @@ class LiveTeacher:
     mode = "online"
 
     def __init__(self, teacher: TeacherSpec, cfg: Config, fresh_views: bool = False) -> None:
-        self.teacher = open_teacher(teacher, cfg)  # eval mode, gradients off
+        self.teacher = open_teacher_on_ranks(teacher, cfg, init_distributed())  # eval mode, gradients off
         self.model, self.card = self.teacher.model, self.teacher.card
         self.path = teacher
         self.outputs = self.card.outputs

@@ -11,6 +11,7 @@ from typing import Any, Dict, Union
 
 from ..config import Config
 from ..data.transforms import TransformSpec
+from ..distributed import DistInfo, agree, same_on_every_rank
 from ..errors import CacheMismatchError, ConfigError
 from ..models.card import ModelCard
 from ..models.factory import build_factory_teacher, is_factory_spec
@@ -19,7 +20,7 @@ from .checkpoint import LoadedModel, load_checkpoint, load_model
 from .runlog import RunFiles
 from .train import Trainer
 
-__all__ = ["TeacherSpec", "open_teacher", "check_teacher_fits", "planned_card", "load_teacher", "run"]
+__all__ = ["TeacherSpec", "open_teacher", "open_teacher_on_ranks", "check_teacher_fits", "planned_card", "load_teacher", "run"]
 
 TeacherSpec = Union[str, Path]  # a teacher.pt, or a factory "package.module:function"
 
@@ -33,6 +34,14 @@ def open_teacher(teacher: TeacherSpec, cfg: Config) -> LoadedModel:
         card = ModelCard.of(factory, "teacher", factory.class_names, TransformSpec.from_config(cfg), cfg.to_dict())
         return LoadedModel(model=factory, card=card)
     return load_model(teacher)
+
+
+def open_teacher_on_ranks(teacher: TeacherSpec, cfg: Config, info: DistInfo) -> LoadedModel:
+    """:func:`open_teacher` on every rank of a run, each from its own storage: a rank that cannot
+    open it stops every rank (naming it), and every rank must read the same teacher (sha256)."""
+    loaded = agree(info, lambda: open_teacher(teacher, cfg))
+    same_on_every_rank(loaded.sha256, info, f"teacher {teacher} (sha256)", "give every node the same teacher file")
+    return loaded
 
 
 def check_teacher_fits(cfg: Config, card: ModelCard, dataset: Any, transform: TransformSpec, teacher: str) -> None:

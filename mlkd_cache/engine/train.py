@@ -21,13 +21,25 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .._version import __version__
+from ..cache.format import labels_digest
 from ..config import FIELDS, Config
 from ..data import check_eval_split, dataset_from_config
 from ..data.sampler import EpochSampler
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, eval_inputs
 from ..device import amp_enabled, autocast_for, place_model
-from ..distributed import DistInfo, average_gradients, bar_disabled, barrier, init_distributed, mean_over_ranks, sync_buffers
+from ..distributed import (
+    DistInfo,
+    agree,
+    average_gradients,
+    bar_disabled,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    mean_over_ranks,
+    same_on_every_rank,
+    sync_buffers,
+)
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
@@ -93,7 +105,14 @@ class Trainer:
         self.info: DistInfo = init_distributed()
         self._check_out_dir()
 
-        self._build_data()
+        agree(self.info, self._build_data)  # a node that cannot read its data stops every node alike
+        for name, split in (("train", self.train_data), (cfg.eval_split, self.test_data)):
+            same_on_every_rank(
+                labels_digest(split.labels),
+                self.info,
+                f"{cfg.dataset} {name} split (labels)",
+                "give every node the same dataset files",
+            )
         self._build_loader()
         self._build_model()
         self._build_optimisation()
@@ -237,6 +256,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _check_out_dir(self) -> None:
+        """Rank 0 judges the output folder (only rank 0 writes there, and only its disk need hold
+        it); its refusal stops every rank alike."""
+        agree(self.info, self._judge_out_dir if self.info.is_main else lambda: None)
+
+    def _judge_out_dir(self) -> None:
         out = self.files.out
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} exists and is not a folder")
@@ -249,16 +273,22 @@ class Trainer:
             raise CheckpointError(f"--resume: no {self.files.checkpoint} to resume from; drop --resume to start")
 
     def _prepare_out_dir(self) -> None:
-        """Create ``out`` and prove it writable; runs after every input check passed, so a bad
-        input leaves nothing behind."""
+        """Rank 0 creates ``out`` and proves it writable (every rank fails alike when it is not);
+        runs after every input check passed, so a bad input leaves nothing behind."""
         out = self.files.out
-        try:  # every rank checks, so that all of them fail alike instead of one waiting
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / f".write-test-{self.info.rank}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
+
+        def prepare() -> None:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                probe = out / ".write-test"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
+
+        agree(self.info, prepare if self.info.is_main else lambda: None)
+        if self.info.enabled and self.info.is_main:  # which machine holds the outputs (a node-local --out)
+            log.info("%s writes the run's files to %s", self.info.where, out)
 
     def card(self) -> ModelCard:
         """Everything a later stage needs to rebuild this model and its inputs."""
@@ -285,7 +315,18 @@ class Trainer:
         save_model(path, card or self.card(), self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics, **state)
 
     def _load_resume_state(self) -> None:
-        ckpt = load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch"))
+        """Rank 0 reads the checkpoint and sends it to every rank: only its disk need hold it."""
+        ckpt = broadcast_object(
+            agree(
+                self.info,
+                lambda: (
+                    load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch"))
+                    if self.info.is_main
+                    else None
+                ),
+            ),
+            self.info,
+        )
         card = read_card(ckpt, self.files.checkpoint)
         old = card.config
         now = self.cfg.to_dict()
