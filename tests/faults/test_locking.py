@@ -19,6 +19,7 @@ from mlkd_cache.cache.h5 import sha256_as_closed
 from mlkd_cache.fileio import file_sha256
 
 from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, run_cli_in_process
+from ..nodes import needs_private_mounts
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -127,13 +128,7 @@ def test_a_shard_this_user_cannot_read_is_named_not_called_damage(cache, tmp_pat
         shutil.rmtree(public, ignore_errors=True)
 
 
-def _private_mounts_work() -> bool:
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        return False
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _private_mounts_work(), reason="needs a private mount namespace (unshare -m, as root)")
+@needs_private_mounts
 def test_a_cache_on_a_read_only_mount_is_read(built, cache, tmp_path):
     """The cache bind-mounted read-only in a private mount namespace (unshare -m: root ignores
     permission bits, a read-only mount does not): inspect checks every checksum, and an MPSCD
