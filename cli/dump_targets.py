@@ -98,7 +98,8 @@ def dump_targets(
             f"planned cache: {p['samples']} samples x {p['views']} views in {p['shards']} shard(s), "
             f"{p['embedding']} embeddings, {p['dtype']}"
         )
-        click.echo(f"  per view   {human_size(p['bytes_per_view'])}")
+        parts = " + ".join(f"{part} {human_size(nbytes)}" for part, nbytes in p["bytes_per_view_by_part"].items())
+        click.echo(f"  per view   {human_size(p['bytes_per_view'])} = {parts}")
         click.echo(f"  per sample {human_size(p['bytes_per_sample'])}")
         click.echo(
             f"  total      {human_size(p['payload_bytes'])} (dense embeddings would need {human_size(p['dense_payload_bytes'])})"

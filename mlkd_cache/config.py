@@ -121,6 +121,11 @@ CACHE_FIELDS: Dict[str, Field] = {
         _at_least(1),
     ),
     "dtype": Field("str", "float16", "dtype of cached logits, features and embeddings", _one_of(*CACHE_DTYPES)),
+    "fields": Field(
+        "names",
+        "auto",
+        "teacher outputs the cache stores: auto (logits and what the config's distiller reads), or a list of logits, features, label_emb",
+    ),
     "embedding": Field(
         "str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of(*EMBEDDING_LAYOUTS)
     ),
@@ -248,6 +253,11 @@ def _coerce(key: str, value: Any, kind: str) -> Any:
     elif base == "dict":
         ok = isinstance(value, Mapping)
         value = dict(value) if ok else value
+    elif base == "names":  # "auto", or a list of names (cache.fields)
+        ok = value == "auto" or (
+            isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(x, str) for x in value)
+        )
+        value = value if value == "auto" or not ok else tuple(value)
     elif base == "float3":
         ok = (
             isinstance(value, (list, tuple))
@@ -258,7 +268,7 @@ def _coerce(key: str, value: Any, kind: str) -> Any:
     else:  # pragma: no cover - schema error
         raise AssertionError(kind)
     if not ok:
-        expected = "3 numbers" if base == "float3" else base
+        expected = {"float3": "3 numbers", "names": "'auto' or a list of names"}.get(base, base)
         raise ConfigError(
             f"config key {key!r} must be {expected}{' or None' if optional else ''}, got {type(value).__name__} {value!r}"
         )
@@ -391,7 +401,7 @@ def reference_markdown() -> str:
         sub = _SUB_SCHEMAS.get(name)
         entries = [(f"{name}.{k}", f) for k, f in sub.items()] if sub else [(name, field)]
         for key, f in entries:
-            kind = f.kind.replace("float3", "3 floats").replace("?", " or None")
+            kind = f.kind.replace("float3", "3 floats").replace("names", "auto or list").replace("?", " or None")
             default = _SHOWN_DEFAULTS.get(key) or _shown(f.default)
             rows.append(f"| `{key}` | {kind} | {default} | {f.doc} |")
     return "\n".join(rows) + "\n"

@@ -173,7 +173,7 @@ def test_cached_views_replay_the_cache_and_refuse_what_does_not_fit(tiny_cache):
     targets = views.targets(batch, torch.device("cpu"))
     assert views.checked == 8  # every input's fingerprint equals the cached one
     torch.testing.assert_close(targets["z_t"], expect["logits"].float(), rtol=0, atol=0)
-    assert set(targets) == {"z_t", "f_t", "t_tokens", "token_sample", "token_class"}
+    assert set(targets) == {"z_t", "t_tokens", "token_sample", "token_class"}  # cache.fields auto: what L2D reads
     assert set(batch.view.tolist()) <= {0, 1}  # the cache's 2 views
 
     tampered = batch._replace(fingerprint=batch.fingerprint + 1)

@@ -59,6 +59,7 @@ def test_l2d_config_loads_with_its_meaning(tmp_path):
     assert cfg.cache == {
         "views": 16,
         "dtype": "float16",
+        "fields": "auto",
         "embedding": "positive",
         "shard_size": 4096,
         "images": "none",

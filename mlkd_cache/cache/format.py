@@ -27,8 +27,9 @@ With an image store the evaluation split is stored too, in ``eval-00000.h5`` ...
 Format 2 fingerprints a view's uint8 pixels ``[3, S, S]``; format 1 (still read) fingerprinted
 its float32 input (:data:`FINGERPRINT_INPUT`).
 
-A teacher that gives only some of its outputs (a factory teacher with logits alone, or logits
-and features: :data:`TEACHER_OUTPUTS`) makes a cache without the datasets of the others:
+A cache may hold only some of the teacher's outputs (:data:`TEACHER_OUTPUTS`): those a factory
+teacher gives (logits alone, or logits and features), or those ``cache.fields`` asks for (by
+default logits and what the config's distiller reads). It then lacks the datasets of the others:
 ``spec.outputs`` lists what it holds, the sizes of absent outputs are 0, nothing is zero-filled.
 Such a cache is format 3 (an older reader refuses it by version); a cache with every output
 keeps the format-2 attributes byte for byte.
@@ -87,6 +88,7 @@ __all__ = [
     "TEACHER_OUTPUTS",
     "OUTPUT_SIZES",
     "OUTPUT_WORDS",
+    "PLAN_PARTS",
     "spec_difference",
 ]
 
@@ -186,6 +188,21 @@ LAYOUTS: Dict[str, EmbeddingLayout] = {
 }
 
 
+# What each dataset of a shard's targets holds, as --dry-run splits the bytes per view: the
+# teacher outputs by name, and what every cache keeps to replay and identify its views.
+PLAN_PARTS: Dict[str, str] = {
+    "logits": "logits",
+    "features": "features",
+    "emb": "label_emb",
+    "emb_offsets": "label_emb",
+    "emb_class": "label_emb",
+    "view_seed": "seeds/fingerprints",
+    "fingerprint": "seeds/fingerprints",
+    "keys": "keys/labels",
+    "labels": "keys/labels",
+}
+
+
 def shard_name(k: int) -> str:
     """File name of shard ``k``: ``shard-00000.h5``."""
     return f"{SHARD_PREFIX}-{int(k):05d}.h5"
@@ -246,7 +263,7 @@ class CacheSpec:
     tool_version: str = __version__
     images: str = "none"  # the image store: none | raw | jpeg
     jpeg_quality: int = 0  # images="jpeg": the encoder's quality, else 0
-    outputs: Tuple[str, ...] = TEACHER_OUTPUTS  # what the teacher gave (TEACHER_OUTPUTS order); logits always
+    outputs: Tuple[str, ...] = TEACHER_OUTPUTS  # the teacher outputs stored (TEACHER_OUTPUTS order); logits always
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once here so equal caches compare equal
@@ -424,13 +441,17 @@ class CacheSpec:
     def shard_nbytes(self, labels_of_shard: np.ndarray) -> int:
         """Payload bytes of one shard's targets: the sum of its datasets' ``nbytes`` (as h5py
         reports them), the image store aside (:meth:`image_nbytes`)."""
+        return sum(self.dataset_nbytes(labels_of_shard).values())
+
+    def dataset_nbytes(self, labels_of_shard: np.ndarray) -> Dict[str, int]:
+        """``{dataset: nbytes}`` of one shard's targets (as h5py reports them), the image store aside."""
         labels_of_shard = np.asarray(labels_of_shard)
         positives = int(np.count_nonzero(labels_of_shard))
         targets = dataclasses.replace(self, **_STORE_DEFAULTS)
-        return sum(
-            int(np.prod(shape, dtype=np.int64)) * itemsize
-            for shape, itemsize in dataset_shapes(targets, len(labels_of_shard), positives).values()
-        )
+        return {
+            name: int(np.prod(shape, dtype=np.int64)) * itemsize
+            for name, (shape, itemsize) in dataset_shapes(targets, len(labels_of_shard), positives).items()
+        }
 
     def image_nbytes(
         self, images: int, mode: Optional[str] = None, jpeg_bytes_per_image: Optional[float] = None
@@ -447,7 +468,8 @@ class CacheSpec:
     def plan(self, labels: np.ndarray) -> Dict[str, Any]:
         """Sizes of the whole cache for ``labels`` (uint8 ``[N, C]``), in this mode and in dense mode.
 
-        Keys: ``bytes_per_view`` (payload bytes per sample-view), ``bytes_per_sample``,
+        Keys: ``bytes_per_view`` (payload bytes per sample-view), ``bytes_per_view_by_part`` (the
+        same split by what it holds: :data:`PLAN_PARTS`), ``bytes_per_sample``,
         ``payload_bytes``, ``dense_payload_bytes``, ``positive_tokens``, and the label-wise
         embeddings alone: ``emb_payload_bytes``, ``dense_emb_payload_bytes``.
         """
@@ -456,15 +478,21 @@ class CacheSpec:
             raise ValueError(f"labels have shape {labels.shape}, the cache needs ({self.num_samples}, {self.num_classes})")
         dense = dataclasses.replace(self, embedding="dense")
         payload = dense_payload = 0
+        per_part: Dict[str, int] = {}
         for k in range(self.num_shards()):
             start, stop = self.shard_range(k)
-            payload += self.shard_nbytes(labels[start:stop])
+            for name, nbytes in self.dataset_nbytes(labels[start:stop]).items():
+                part = PLAN_PARTS[name]
+                per_part[part] = per_part.get(part, 0) + nbytes
+                payload += nbytes
             dense_payload += dense.shard_nbytes(labels[start:stop])
         tokens = int(np.count_nonzero(labels))
         row = self.views * self.embed_dim * self.np_dtype.itemsize  # bytes of one token over all views
         emb = (tokens if self.layout.positive else self.num_samples * self.num_classes) * row
+        pairs = self.num_samples * self.views
         return {
-            "bytes_per_view": payload / (self.num_samples * self.views),
+            "bytes_per_view": payload / pairs,
+            "bytes_per_view_by_part": {part: per_part[part] / pairs for part in dict.fromkeys(PLAN_PARTS.values()) if part in per_part},
             "bytes_per_sample": payload / self.num_samples,
             "payload_bytes": payload,
             "dense_payload_bytes": dense_payload,

@@ -25,7 +25,9 @@ from .._version import __version__
 from ..cache.format import (
     EVAL_PREFIX,
     MANIFEST_NAME,
+    OUTPUT_WORDS,
     SHARD_PREFIX,
+    TEACHER_OUTPUTS,
     CacheSpec,
     eval_name,
     labels_digest,
@@ -57,6 +59,7 @@ from ..distributed import (
 from ..errors import CacheMismatchError, ConfigError, MlkdError
 from ..fileio import file_sha256
 from ..models.card import ModelCard
+from .targets import outputs_needed
 from .teacher import TeacherSpec, check_teacher_fits, open_teacher, planned_card
 
 log = logging.getLogger("mlkd_cache")
@@ -149,14 +152,37 @@ class StoreImages(Dataset):
         return i, encode_image(self.view_data.prepared(i), self.images, self.quality)[0]
 
 
+def stored_outputs(cfg: Config, given: Sequence[str]) -> Tuple[str, ...]:
+    """The teacher outputs a dump under ``cfg`` stores, of those the teacher ``given`` s
+    (``cache.fields``): with ``auto``, logits and what the config's distiller reads (an output
+    the teacher lacks is left out; a student that needs it is refused); else the listed ones,
+    each of which the teacher must give."""
+    fields = cfg.cache["fields"]
+    if fields == "auto":
+        return tuple(o for o in outputs_needed(cfg.criterion_t2s_para) if o in given)
+    unknown = [f for f in fields if f not in TEACHER_OUTPUTS]
+    if unknown:
+        raise ConfigError(f"cache.fields names {unknown[0]!r}; choose among {', '.join(TEACHER_OUTPUTS)}, or 'auto'")
+    if "logits" not in fields:
+        raise ConfigError("cache.fields must hold logits (every distiller, inspect and verify read them); add 'logits'")
+    missing = [f for f in fields if f not in given]
+    if missing:
+        raise CacheMismatchError(
+            f"cache.fields asks for the teacher's {OUTPUT_WORDS[missing[0]]}, and the teacher gives only "
+            f"{', '.join(OUTPUT_WORDS[o] for o in given)}; drop {missing[0]!r} from cache.fields"
+        )
+    return tuple(o for o in TEACHER_OUTPUTS if o in fields)
+
+
 def build_spec(cfg: Config, card: ModelCard, teacher_sha256: str, dataset, views: int, transform: TransformSpec) -> CacheSpec:
     """The cache a dump of ``dataset`` by the teacher of ``card`` under this config will produce."""
+    outputs = stored_outputs(cfg, card.outputs)
     return CacheSpec(
         num_samples=len(dataset),
         views=views,
         num_classes=card.num_classes,
-        feature_dim=card.feature_dim,
-        embed_dim=card.embed_dim,
+        feature_dim=card.feature_dim if "features" in outputs else 0,
+        embed_dim=card.embed_dim if "label_emb" in outputs else 0,
         dtype=cfg.cache["dtype"],
         embedding=cfg.cache["embedding"],
         shard_size=cfg.cache["shard_size"],
@@ -170,7 +196,7 @@ def build_spec(cfg: Config, card: ModelCard, teacher_sha256: str, dataset, views
         base_seed=cfg.seed,
         teacher_arch=card.arch,
         teacher_sha256=teacher_sha256,
-        outputs=card.outputs,
+        outputs=outputs,
         labels_sha256=labels_digest(dataset.labels),
         tool_version=__version__,
         images=cfg.cache["images"],

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..cache.format import LAYOUTS, MANIFEST_NAME, OUTPUT_WORDS, VIEW_FIELDS
+from ..cache.format import LAYOUTS, MANIFEST_NAME, OUTPUT_WORDS, TEACHER_OUTPUTS, VIEW_FIELDS
 from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.reader import TargetCache, check_fits, open_cache
 from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_replay
@@ -36,7 +36,7 @@ from .teacher import TeacherSpec, check_teacher_fits, open_teacher_on_ranks
 
 FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
 
-__all__ = ["FRESH", "Batch", "TeacherTargets", "CacheTargets", "LiveTeacher", "check_outputs_serve"]
+__all__ = ["FRESH", "Batch", "TeacherTargets", "CacheTargets", "LiveTeacher", "check_outputs_serve", "outputs_needed"]
 
 
 Batch = Union[ViewItem, CachedBatch]
@@ -81,6 +81,14 @@ class TeacherTargets(Protocol):
         already on ``device``); ``position`` ("epoch E step S") is named by errors."""
 
 
+def outputs_needed(criterion_t2s_para: Any) -> Tuple[str, ...]:
+    """The teacher outputs (:data:`~mlkd_cache.cache.format.TEACHER_OUTPUTS` names, in their
+    order) the distiller of ``criterion_t2s_para`` reads, logits always: what ``cache.fields =
+    "auto"`` stores."""
+    needed = {"logits", *(SLOT_TEACHER_OUTPUT[slot] for slot, *_ in plan(criterion_t2s_para))}
+    return tuple(o for o in TEACHER_OUTPUTS if o in needed)
+
+
 def check_outputs_serve(criterion_t2s_para: Any, source: "TeacherTargets") -> None:
     """Refuse, before any training, a distiller with a loss whose teacher output ``source`` does
     not give (a logits-only factory teacher and LED, say): one line naming the loss, the missing
@@ -91,10 +99,11 @@ def check_outputs_serve(criterion_t2s_para: Any, source: "TeacherTargets") -> No
         if need in given:
             continue
         works = [n for s, names in losses_by_slot().items() if SLOT_TEACHER_OUTPUT[s] in given for n in names]
+        redump = f", or dump a cache whose cache.fields holds {need}" if source.mode == "offline" else ""
         raise ConfigError(
             f"{name} ({slot}_dis) needs the teacher's {OUTPUT_WORDS[need]}, and {source.name} gives only "
             f"{', '.join(OUTPUT_WORDS[o] for o in source.outputs)}; set {slot}_dis=None in criterion_t2s_para "
-            f"(the losses that work from what it gives: {', '.join(works)})"
+            f"(the losses that work from what it gives: {', '.join(works)}){redump}"
         )
 
 

@@ -76,7 +76,14 @@ def setup(tmp_path_factory):
     """A 2-epoch teacher and its float32 cache of 2 views (tiny recipe, batch 8, a step log
     row per step), built once for the module."""
     tmp = tmp_path_factory.mktemp("distill")
-    cfg_path = tiny_config(tmp, cache="dict(views=2, dtype='float32')", batch_size="8", max_epoch_s="2", log_every="1")
+    # every teacher output stored (cache.fields), so that each can be compared with the live teacher's
+    cfg_path = tiny_config(
+        tmp,
+        cache="dict(views=2, dtype='float32', fields=('logits', 'features', 'label_emb'))",
+        batch_size="8",
+        max_epoch_s="2",
+        log_every="1",
+    )
     teacher.run(load_config(cfg_path), tmp / "teacher", progress=False)
     teacher_pt = tmp / "teacher" / "teacher.pt"
     dump.run(load_config(cfg_path), teacher_pt, tmp / "cache", progress=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -44,7 +45,12 @@ def trained(tmp_path_factory):
 
 
 def dump_cfg(cfg_path, **cache):
-    overrides = {"cache.views": 3, "cache.shard_size": 40, **{f"cache.{k}": v for k, v in cache.items()}}
+    overrides = {
+        "cache.views": 3,
+        "cache.shard_size": 40,
+        "cache.fields": ("logits", "features", "label_emb"),  # every output, each compared with the teacher's
+        **{f"cache.{k}": v for k, v in cache.items()},
+    }
     return load_config(cfg_path, overrides)
 
 
@@ -198,7 +204,7 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_cache(tmp_
     cfg_path, teacher_pt = trained
     reference = tmp_path / "reference"
     with torch_threads(1):  # as the killed processes: the same sums in the same order, the same fp16 bits
-        dump.run(dump_cfg(cfg_path, shard_size=16), teacher_pt, reference, progress=False)
+        dump.run(dump_cfg(cfg_path, shard_size=16, fields="auto"), teacher_pt, reference, progress=False)  # as the CLI's
     ref_shards = shard_contents(reference)
     one_thread = {**os.environ, **ONE_THREAD}
 
@@ -364,3 +370,55 @@ def test_a_rerun_repairs_a_stored_eval_split_and_keeps_the_shards(tmp_path, trai
     assert sorted(p.name for p in out.glob("eval-*")) == ["eval-00000.h5", "eval-00001.h5", "eval-00002.h5"]
     assert_same_cache(out, reference)
     TargetCache(out, verify_checksums=True).stored_split("eval")
+
+
+def test_cache_fields_auto_stores_what_the_distiller_reads_and_a_student_needing_more_is_refused(tmp_path, trained):
+    """cache.fields = auto (the default) keeps logits and what the config's distiller reads: L2D
+    (MLD + LED) the label-wise embeddings, MLD alone the logits alone; a student whose distiller
+    reads an output the cache lacks is refused before training, naming it and what works; an
+    explicit list may not name an unknown output or leave out the logits."""
+    cfg_path, teacher_pt = trained
+    small = ["--views", "2", "--set", "cache.shard_size=64", "--no-progress"]
+    mld_only = "criterion_t2s_para=dict(name='MLD', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict())))"
+    for name, extra, outputs in (("l2d", [], ("label_emb", "logits")), ("mld", ["--set", mld_only], ("logits",))):
+        out = tmp_path / name
+        proc = run_cli_in_process(
+            ["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(out), *small, *extra]
+        )
+        assert proc.returncode == 0, proc.stderr
+        cache = TargetCache(out)
+        assert cache.spec.outputs == outputs and cache.spec.feature_dim == 0
+        with h5py.File(out / "shard-00000.h5", "r") as fh:
+            assert "features" not in fh and ("emb" in fh) == ("label_emb" in outputs)
+        plan = run_cli_in_process(
+            ["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "--dry-run", *small, *extra]
+        )
+        assert plan.returncode == 0, plan.stderr
+        parts = re.search(r"per view +(\S+ \S+) = (.*)", plan.stdout)
+        assert parts and [p.rsplit(" ", 2)[0] for p in parts.group(2).split(" + ")] == [
+            *(o for o in outputs if o == "logits"),
+            *(o for o in outputs if o == "label_emb"),
+            "seeds/fingerprints",
+            "keys/labels",
+        ], plan.stdout
+
+    pkt = (
+        "criterion_t2s_para=dict(name='L2D', para=dict(lambda_logits=10.0, logits_dis=dict(name='MLD', para=dict()), "
+        "lambda_ft=1.0, ft_dis=dict(name='PKT', para=dict())))"
+    )
+    refused = run_cli_in_process(
+        ["distill-student", "-c", str(cfg_path), "--cache", str(tmp_path / "l2d"), "-o", str(tmp_path / "s"), "--set", pkt]
+    )
+    assert_one_line_error(
+        refused,
+        r"PKT \(ft_dis\) needs the teacher's pooled features .* \(the losses that work .*MLD.*\), or dump a cache whose cache.fields holds features",
+    )
+    assert not (tmp_path / "s").exists()
+
+    args = ["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(tmp_path / "bad"), *small]
+    assert_one_line_error(
+        run_cli_in_process([*args, "--set", "cache.fields=['logits', 'embeddings']"]),
+        r"cache.fields names 'embeddings'; choose among features, label_emb, logits",
+    )
+    assert_one_line_error(run_cli_in_process([*args, "--set", "cache.fields=['label_emb']"]), r"cache.fields must hold logits")
+    assert not (tmp_path / "bad").exists()

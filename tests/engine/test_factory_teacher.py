@@ -190,7 +190,17 @@ def test_import_teacher_factory_pins_the_same_teacher(factory_run, tmp_path):
 
 def test_a_factory_with_logits_and_features(factory_run, tmp_path):
     proc = run_cli_in_process(
-        ["dump-targets", "-c", str(factory_run["mld"]), "--teacher", "my_teachers:logits_and_features", "-o", str(tmp_path / "c")]
+        [
+            "dump-targets",
+            "-c",
+            str(factory_run["mld"]),
+            "--teacher",
+            "my_teachers:logits_and_features",
+            "-o",
+            str(tmp_path / "c"),
+            "--set",
+            "cache.fields=['logits', 'features']",  # auto would keep what MLD reads: logits alone
+        ]
     )
     assert proc.returncode == 0, proc.stderr
     cache = TargetCache(tmp_path / "c")
