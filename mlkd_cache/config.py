@@ -254,9 +254,7 @@ def _coerce(key: str, value: Any, kind: str) -> Any:
         ok = isinstance(value, Mapping)
         value = dict(value) if ok else value
     elif base == "names":  # "auto", or a list of names (cache.fields)
-        ok = value == "auto" or (
-            isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(x, str) for x in value)
-        )
+        ok = value == "auto" or (isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(x, str) for x in value))
         value = value if value == "auto" or not ok else tuple(value)
     elif base == "float3":
         ok = (

@@ -492,7 +492,9 @@ class CacheSpec:
         pairs = self.num_samples * self.views
         return {
             "bytes_per_view": payload / pairs,
-            "bytes_per_view_by_part": {part: per_part[part] / pairs for part in dict.fromkeys(PLAN_PARTS.values()) if part in per_part},
+            "bytes_per_view_by_part": {
+                part: per_part[part] / pairs for part in dict.fromkeys(PLAN_PARTS.values()) if part in per_part
+            },
             "bytes_per_sample": payload / self.num_samples,
             "payload_bytes": payload,
             "dense_payload_bytes": dense_payload,
