@@ -160,3 +160,21 @@ def test_pure_functions_take_tokens():
     tokens = (e_s[sample, cls], e_t[sample, cls], sample, cls)
     torch.testing.assert_close(class_distance(*tokens), loop_cd(e_s, e_t, y))
     torch.testing.assert_close(instance_distance(*tokens), loop_id(e_s, e_t, y))
+
+
+def test_distances_of_close_tokens_keep_their_precision():
+    """Tokens of one class close together, far from the origin (|a|² / d² about 10^8): the
+    distances computed in float32 from the differences are the float64 ones within a few float32
+    ulps of themselves; |a|² + |b|² - 2a·b would lose every digit there."""
+    from mlkd_cache.losses.led import token_distances
+
+    g = torch.Generator().manual_seed(0)
+    centre = 100.0 * torch.randn(1, 64, generator=g, dtype=torch.float64)
+    tokens = centre + 1e-2 * torch.randn(8, 64, generator=g, dtype=torch.float64)
+    exact = token_distances(tokens)
+    got = token_distances(tokens.float()).double()
+    off = ~torch.eye(8, dtype=torch.bool)
+    # the float32 tokens are rounded (2^-24 of |a| = 6e-6 of ~800) before any distance: that error
+    # enters d directly, not amplified
+    bound = 4 * 2.0**-24 * tokens.abs().max() + 16 * 2.0**-24 * exact
+    assert bool(((got - exact).abs() <= bound)[off].all()), float(((got - exact).abs() / exact)[off].max())
