@@ -248,8 +248,8 @@ def agree(info: DistInfo, step: Callable[[], T]) -> T:
         if failure is not None:
             raise failure
         return value  # type: ignore[return-value]
-    reports: List[Optional[Tuple[str, str, str]]] = all_gather_objects(
-        None if failure is None else (type(failure).__name__, str(failure), info.where), info
+    reports: List[Optional[Tuple[type, str, str]]] = all_gather_objects(
+        None if failure is None else (type(failure), str(failure), info.where), info
     )
     failed = [r for r in reports if r is not None]
     if not failed:
@@ -257,38 +257,37 @@ def agree(info: DistInfo, step: Callable[[], T]) -> T:
     kind, message, where = failed[0]
     if len(failed) < len(reports) or len({m for _, m, _ in failed}) > 1:
         message = f"{where}: {message}"
-    raise _error_class(kind)(message)
+    raise kind(message)
 
 
-def _error_class(name: str) -> type:
-    """The :class:`~mlkd_cache.errors.MlkdError` subclass called ``name`` (MlkdError if none is)."""
-    from . import errors
-
-    found = getattr(errors, name, None)
-    return found if isinstance(found, type) and issubclass(found, MlkdError) else MlkdError
-
-
-def same_on_every_rank(value: Any, info: DistInfo, what: str, fix: str) -> None:
-    """Refuse, on every rank, a run whose ranks hold different ``value`` s (the sha256 of a file
-    each rank reads from its own storage): :class:`ConfigError` naming the first rank whose
-    ``what`` ("teacher t.pt (sha256)") differs from rank 0's, and ``fix``."""
+def same_on_every_rank(value_of: Callable[[], Any], info: DistInfo, what: str, fix: str) -> None:
+    """Refuse, on every rank, a run whose ranks hold different values of ``value_of()`` (the
+    sha256 of a file each rank reads from its own storage; computed only under torchrun):
+    :class:`ConfigError` naming the first rank whose ``what`` ("teacher t.pt (sha256)")
+    differs from rank 0's, and ``fix``."""
     if not info.enabled:
         return
-    seen = all_gather_objects((value, info.where), info)
+    seen = all_gather_objects((value_of(), info.where), info)
     for other, where in seen[1:]:
         if other != seen[0][0]:
             raise ConfigError(f"{where}: its {what} differs from rank 0's; {fix}")
 
 
-def check_shared_folder(folder: Path, info: DistInfo, option: str, doc: str) -> bool:
-    """Prove that every rank sees the folder rank 0 writes: rank 0 creates ``folder`` (if need
-    be) and a file with a random token in it, every rank must read that token back. A rank that
-    cannot raises, on every rank, one :class:`ConfigError` naming it (``option``: how the CLI
-    calls the folder; ``doc``: where the layouts are explained). Returns whether this call
-    created ``folder`` (rank 0; it is removed again when the check fails). One process: True
-    when it created the folder, no file written."""
+CLUSTER_DOC = "docs/cluster.md"  # where refusals of a storage layout send the user
+
+
+def check_shared_folder(folder: Path, info: DistInfo, option: str) -> None:
+    """Prove that every rank sees and may write the folder rank 0 writes: rank 0 creates
+    ``folder`` (if need be) and a file with a random token in it; every rank must read that
+    token back and write a file of its own there. A rank that cannot raises, on every rank, one
+    :class:`ConfigError` naming it (``option``: how the CLI calls the folder). Nothing is left
+    behind: the probe files go, and so does the folder when this call created it and failed.
+    One process: rank 0's part alone, no file written."""
     folder = Path(folder)
     created = False
+    token = broadcast_object(secrets.token_hex(16) if info.is_main else None, info)
+    probe = folder / f".mlkd-visible-{token}"
+    mine = folder / f".mlkd-visible-{token}-{info.rank}"
 
     def create() -> None:
         nonlocal created
@@ -300,42 +299,45 @@ def check_shared_folder(folder: Path, info: DistInfo, option: str, doc: str) -> 
             created = not folder.exists()
             folder.mkdir(parents=True, exist_ok=True)
             if info.enabled:
-                (folder / probe_name).write_text(token, encoding="utf-8")
+                probe.write_text(token, encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{option} {folder} is not writable ({exc.strerror}); choose another folder") from None
 
-    token = broadcast_object(secrets.token_hex(16) if info.is_main else None, info)
-    probe_name = f".mlkd-visible-{token}"
-    agree(info, create)
-    if not info.enabled:
-        return created
-
-    def read() -> None:
+    def see_and_write() -> None:
         try:
-            seen = (folder / probe_name).read_text(encoding="utf-8")
+            seen = probe.read_text(encoding="utf-8")
         except OSError:
             seen = None
         if seen != token:
             raise ConfigError(
                 f"{option} {folder} is not the folder rank 0 writes (a file rank 0 wrote there is not visible here): "
-                f"put {option} on storage every node shares ({doc})"
+                f"put {option} on storage every node shares ({CLUSTER_DOC})"
             )
+        try:
+            mine.write_bytes(b"")
+        except OSError as exc:
+            raise ConfigError(
+                f"{option} {folder} is not writable here ({exc.strerror}); make it writable on every node"
+            ) from None
 
     try:
-        agree(info, read)
+        agree(info, create)
+        if info.enabled:
+            agree(info, see_and_write)
+            barrier(info)  # every rank has read the token before it goes
     except ConfigError:
-        if info.is_main:
-            _remove_probe(folder, probe_name, created)
+        _remove(mine, probe if info.is_main else None, folder if created else None)
         raise
-    barrier(info)  # every rank has read the token before it goes
-    if info.is_main:
-        _remove_probe(folder, probe_name, False)
-    return created
+    _remove(mine, probe if info.is_main else None, None)
 
 
-def _remove_probe(folder: Path, probe_name: str, remove_folder: bool) -> None:
-    (folder / probe_name).unlink(missing_ok=True)
-    if remove_folder:
+def _remove(*paths: Optional[Path]) -> None:
+    """Remove the probe files (and last an empty folder) named, those that exist."""
+    *files, folder = paths
+    for path in files:
+        if path is not None:
+            path.unlink(missing_ok=True)
+    if folder is not None:
         try:
             folder.rmdir()
         except OSError:

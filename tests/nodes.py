@@ -2,7 +2,8 @@
 
 Each node is one ``torchrun --nnodes=N --nproc-per-node=1`` agent joining a c10d rendezvous on
 127.0.0.1 at a free port, as agents on real machines join their head node's. Node ``i`` gives
-``--local-addr 127.0.0.{i+1}``: c10d orders nodes by that address, so node 0 holds rank 0.
+``--local-addr 127.0.0.{i+1}``: c10d orders nodes by that address, so node 0 holds rank 0; and
+node 0's agent alone hosts the rendezvous store (``is_host``), as the head node's does.
 
 A node may have storage of its own: its agent runs in a private mount namespace (``unshare -m``)
 with an empty tmpfs over each of its ``private`` folders, which the other nodes (and this test
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +40,9 @@ def private_mounts_work() -> bool:
     """Whether this process may make a private mount namespace and mount in it (root)."""
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         return False
-    probe = ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"]
-    return subprocess.run(probe, capture_output=True).returncode == 0
+    with tempfile.TemporaryDirectory() as folder:
+        probe = ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", folder]
+        return subprocess.run(probe, capture_output=True).returncode == 0
 
 
 needs_torchrun = pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun not installed")
@@ -77,6 +80,7 @@ def start_nodes(args: Sequence[object], nodes: Sequence[Node] = (Node(), Node())
             f"--rdzv-endpoint=127.0.0.1:{port}",
             f"--rdzv-id=mlkd-test-{port}",
             f"--local-addr=127.0.0.{i + 1}",
+            f"--rdzv-conf=is_host={int(i == 0)}",  # node 0's agent holds the rendezvous store, as a head node's does
             "-m",
             "mlkd_cache",
             *map(str, args),

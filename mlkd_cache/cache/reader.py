@@ -82,6 +82,8 @@ class TargetCache:
         self.directory = Path(directory)
         manifest = self._read_manifest()
         self.manifest = manifest
+        # the sha256 of manifest.json's canonical JSON: copies of one cache have the same
+        self.manifest_sha256 = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
         self.spec: CacheSpec = CacheSpec.from_dict(manifest["spec"])
         self.format_version = int(manifest["format_version"])
         self.num_samples = self.spec.num_samples
@@ -119,7 +121,6 @@ class TargetCache:
         try:
             text = path.read_text(encoding="utf-8")
             manifest = json.loads(text)
-            self.manifest_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()  # the same cache: the same manifest
         except PermissionError:
             raise CacheCorruptError(f"cannot read {MANIFEST_NAME} in {where}: {open_failure_advice('permission')}") from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -122,7 +122,8 @@ class StudentTrainer(Trainer):
             data = eval_inputs(dataset_from_config(cfg, TUNING_SPLIT), self.spec)
             problem = ""
         except MlkdError as exc:
-            problem = f"the {TUNING_SPLIT} split is not readable on {self.info.where} ({exc})"
+            where = f" on {self.info.where}" if self.info.enabled else ""
+            problem = f"the {TUNING_SPLIT} split is not readable{where} ({exc})"
         seen = all_gather_objects((problem, None if data is None else labels_digest(data.labels)), self.info)
         problems = [p for p, _ in seen if p]
         if not problems and len({digest for _, digest in seen}) > 1:

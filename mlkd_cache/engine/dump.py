@@ -1,8 +1,9 @@
 """Stage 1b: ``dump-targets``. Runs the trained teacher once over every (training sample, view)
 and writes logits, pooled features and label-wise embeddings into HDF5 shards.
 
-Each shard is computed by exactly one process (shard k by rank ``k % world``) in the same
-batches whatever the world size, so a torchrun dump equals a single-process dump. Shards are
+Each shard is computed by exactly one process (the shards still to write are dealt out over the
+ranks in turn: on a fresh dump, shard k by rank ``k % world``) in the same batches whatever the
+world size, so a torchrun dump equals a single-process dump. Shards are
 atomic; a re-run skips complete shards whose attributes match and redoes the rest;
 ``manifest.json`` is written last, by rank 0, once every shard is complete.
 """
@@ -54,13 +55,13 @@ from ..distributed import (
     barrier,
     check_shared_folder,
     init_distributed,
-    same_on_every_rank,
 )
 from ..errors import CacheMismatchError, ConfigError, MlkdError
 from ..fileio import file_sha256
 from ..models.card import ModelCard
+from .ranks import check_same_config, check_same_split
 from .targets import outputs_needed
-from .teacher import TeacherSpec, check_teacher_fits, open_teacher, planned_card
+from .teacher import TeacherSpec, check_teacher_fits, open_teacher, open_teacher_on_ranks, planned_card
 
 log = logging.getLogger("mlkd_cache")
 
@@ -503,33 +504,28 @@ def run(
     if teacher is None or out is None:
         raise ConfigError("dump-targets needs --teacher and --out (only --dry-run works without them)")
     transform = TransformSpec.from_config(cfg)
+    check_same_config(cfg, info)
+    loaded = open_teacher_on_ranks(teacher, cfg, info)
 
-    def inputs() -> Tuple[Any, MultiLabelDataset, CacheSpec, Optional[MultiLabelDataset]]:
-        """Teacher, train split, planned cache and stored eval split (a missing split fails before work)."""
-        loaded = open_teacher(teacher, cfg)
+    def inputs() -> Tuple[MultiLabelDataset, CacheSpec, Optional[MultiLabelDataset]]:
+        """Train split, planned cache and stored eval split (a missing split fails before work)."""
         dataset = dataset_from_config(cfg, "train")
         check_teacher_fits(cfg, loaded.card, dataset, transform, str(teacher))
         spec = build_spec(cfg, loaded.card, loaded.sha256, dataset, views, transform)
         eval_set = dataset_from_config(cfg, cfg.eval_split) if spec.stores_images else None
-        return loaded, dataset, spec, eval_set
+        return dataset, spec, eval_set
 
-    loaded, dataset, spec, eval_set = agree(info, inputs)  # one node lacking an input stops every node alike
-    same_on_every_rank(spec.teacher_sha256, info, f"teacher {teacher} (sha256)", "give every node the same teacher file")
-    same_on_every_rank(spec.labels_sha256, info, f"{cfg.dataset} train split (labels)", "give every node the same dataset files")
+    dataset, spec, eval_set = agree(info, inputs)  # one node lacking an input stops every node alike
+    check_same_split(dataset, f"{cfg.dataset} train split", info)
     if eval_set is not None:
-        same_on_every_rank(
-            labels_digest(eval_set.labels),
-            info,
-            f"{cfg.dataset} {cfg.eval_split} split (labels)",
-            "give every node the same dataset files",
-        )
+        check_same_split(eval_set, f"{cfg.dataset} {cfg.eval_split} split", info)
 
     out = Path(out)
-    check_shared_folder(out, info, "--out", "docs/cluster.md")  # every rank writes its shards where rank 0 lists them
+    check_shared_folder(out, info, "--out")  # every rank writes its shards where rank 0 lists them
     previous_eval = {} if overwrite else _previous_entries(out, spec, stored_eval=True)  # before the manifest goes
     todo, kept = prepare_out_dir(out, spec, overwrite, info)
-    mine = [k for k in todo if k % info.world_size == info.rank]
-    rounds = max((len([k for k in todo if k % info.world_size == r]) for r in range(info.world_size)), default=0)
+    mine = todo[info.rank :: info.world_size]  # the shards to write, dealt out in turn
+    rounds = -(-len(todo) // info.world_size)
     view_data = ViewDataset(dataset, transform, cfg.seed, train=True, views=views, with_fingerprint=True, image_dtype="uint8")
     model = place_model(loaded.model, info.device)
     amp = amp_enabled(cfg.amp, info.device)
@@ -561,9 +557,13 @@ def run(
         "seconds": elapsed,
         "is_main": info.is_main,
     }
+    entries = written + kept  # this run's shards (hashed by the writers) and the ones kept
+
+    def finish() -> Optional[Path]:  # refuses entries that miss or repeat a shard, or files the folder lacks
+        return write_manifest(out, spec, entries, made_with(cfg), stored_eval) if info.is_main else None
+
+    manifest = agree(info, finish)
     if info.is_main:
-        entries = written + kept  # this run's shards (hashed by the writers) and the ones kept
-        manifest = write_manifest(out, spec, entries, made_with(cfg), stored_eval)  # refuses entries that miss or repeat a shard
         stored_bytes = sum(e["bytes"] for e in stored_eval["shards"]) if stored_eval else 0
         result.update(manifest=str(manifest), total_bytes=sum(e["bytes"] for e in entries) + stored_bytes)
         log.info(

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..cache.format import labels_digest
 from ..config import Config
 from ..data import dataset_from_config
 from ..data.transforms import TransformSpec, model_input
@@ -20,6 +19,7 @@ from ..distributed import DistInfo, agree, all_gather_cat, broadcast_object, ini
 from ..errors import CheckpointError
 from ..metrics import average_precision, evaluate_logits
 from .checkpoint import LoadedModel, load_model
+from .ranks import check_same_split
 
 
 def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo) -> DataLoader:
@@ -100,9 +100,18 @@ def run(
     ``...@tuned``) and its ``"thresholds"`` are returned.
     """
     info = init_distributed()
-    loaded = agree(info, lambda: load_model(checkpoint, info.device))  # each rank from its own storage
-    same_on_every_rank(loaded.sha256, info, f"checkpoint {checkpoint} (sha256)", "give every node the same checkpoint file")
-    return score(loaded, data_root, batch_size, workers, split, keep_logits)
+    return score(load_model_on_ranks(checkpoint, info), data_root, batch_size, workers, split, keep_logits)
+
+
+def load_model_on_ranks(checkpoint: Path, info: DistInfo) -> LoadedModel:
+    """:func:`~mlkd_cache.engine.checkpoint.load_model` on every rank, each from its own
+    storage, onto its device: a rank that cannot stops every rank, and every rank must read the
+    same file (sha256, compared under torchrun only)."""
+    loaded = agree(info, lambda: load_model(checkpoint, info.device))
+    same_on_every_rank(
+        lambda: loaded.sha256, info, f"checkpoint {checkpoint} (sha256)", "give every node the same checkpoint file"
+    )
+    return loaded
 
 
 def score(
@@ -120,9 +129,7 @@ def score(
     overrides = {"data_root": data_root, "batch_size": batch_size, "workers": workers}
     cfg = Config.from_dict({**card.config, **{k: v for k, v in overrides.items() if v is not None}})
     dataset = agree(info, lambda: dataset_from_config(cfg, split))
-    same_on_every_rank(
-        labels_digest(dataset.labels), info, f"{cfg.dataset} {split} split (labels)", "give every node the same dataset files"
-    )
+    check_same_split(dataset, f"{cfg.dataset} {split} split", info)
     if list(dataset.class_names) != list(card.class_names):
         raise CheckpointError(
             f"checkpoint {checkpoint} was trained for {card.num_classes} classes "

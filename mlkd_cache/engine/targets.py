@@ -115,7 +115,7 @@ def open_cache_on_ranks(directory: Path, verify_checksums: bool, info: DistInfo)
     (:func:`verify_on_ranks`)."""
     cache = agree(info, lambda: open_cache(Path(directory)))
     same_on_every_rank(
-        cache.manifest_sha256,
+        lambda: cache.manifest_sha256,
         info,
         f"copy of the cache in {directory} ({MANIFEST_NAME})",
         "copy rank 0's cache to that node again and check it with mlkd-cache inspect",
@@ -126,11 +126,15 @@ def open_cache_on_ranks(directory: Path, verify_checksums: bool, info: DistInfo)
 
 
 def verify_on_ranks(cache: TargetCache, info: DistInfo) -> None:
-    """sha256 of every file of ``cache`` (shards, stored eval parts) against the manifest; every
-    node checks all the files of the folder it reads (its own copy, or a shared one), its ranks
-    hashing files ``k % ranks on the node == local rank``; every rank raises the first failure
-    any rank found, naming where."""
-    mine = [k for k in range(cache.num_files) if k % info.local_world_size == info.local_rank]
+    """sha256 of every file of ``cache`` (shards, stored eval parts) against the manifest, each
+    file of each folder read once: the ranks that read one folder split its files (file k by the
+    ``k % n``-th of its n readers). Ranks read one folder when its ``manifest.json`` has the same
+    inode, change time and size for them: every rank on a shared file system, the ranks of a node
+    on its own copy. Every rank raises the first failure any rank found, naming where."""
+    manifest = (cache.directory / MANIFEST_NAME).stat()
+    folder = (manifest.st_ino, manifest.st_ctime_ns, manifest.st_size)
+    readers = [rank for rank, other in enumerate(all_gather_objects(folder, info)) if other == folder]
+    mine = [k for k in range(cache.num_files) if k % len(readers) == readers.index(info.rank)]
     try:
         cache.verify_checksums(mine)
         failure = None
@@ -170,7 +174,7 @@ class CacheTargets:
     def prototypes(self, info: DistInfo, view_data: ViewDataset, batch_size: int, workers: int) -> Tensor:
         """``[C, E_t]`` class prototypes of the cache (rank 0 computes them from the cached
         embeddings or reads them, every rank gets them); no image is read."""
-        prototypes = load_or_compute_prototypes(self.cache) if info.is_main else None
+        prototypes = agree(info, lambda: load_or_compute_prototypes(self.cache) if info.is_main else None)
         return broadcast_object(prototypes, info)
 
     def start_epoch(self) -> None:

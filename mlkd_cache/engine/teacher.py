@@ -11,7 +11,7 @@ from typing import Any, Dict, Union
 
 from ..config import Config
 from ..data.transforms import TransformSpec
-from ..distributed import DistInfo, agree, same_on_every_rank
+from ..distributed import DistInfo, agree, init_distributed, same_on_every_rank
 from ..errors import CacheMismatchError, ConfigError
 from ..models.card import ModelCard
 from ..models.factory import build_factory_teacher, is_factory_spec
@@ -40,7 +40,7 @@ def open_teacher_on_ranks(teacher: TeacherSpec, cfg: Config, info: DistInfo) -> 
     """:func:`open_teacher` on every rank of a run, each from its own storage: a rank that cannot
     open it stops every rank (naming it), and every rank must read the same teacher (sha256)."""
     loaded = agree(info, lambda: open_teacher(teacher, cfg))
-    same_on_every_rank(loaded.sha256, info, f"teacher {teacher} (sha256)", "give every node the same teacher file")
+    same_on_every_rank(lambda: loaded.sha256, info, f"teacher {teacher} (sha256)", "give every node the same teacher file")
     return loaded
 
 
@@ -92,20 +92,27 @@ def run(cfg: Config, out: Path, resume: bool = False, progress: bool = True) -> 
     """Train the teacher into ``out``; with ``teacher_pretrained = True`` (L2D's meaning: the
     teacher is already trained) only check that ``out/teacher.pt`` is there and report it."""
     files = RunFiles(Path(out), "teacher")
-    if cfg.teacher_pretrained:
-        if not files.final.is_file():
-            raise ConfigError(
-                f"config sets teacher_pretrained = True (teacher already trained) but {files.final} does not "
-                f"exist; set teacher_pretrained = False to train it"
-            )
-        ckpt = load_checkpoint(files.final)
+    if cfg.teacher_pretrained:  # rank 0 alone reads the run folder, as it alone writes it
+        info = init_distributed()
+
+        def trained() -> Dict[str, Any]:
+            if not info.is_main:
+                return {}
+            if not files.final.is_file():
+                raise ConfigError(
+                    f"config sets teacher_pretrained = True (teacher already trained) but {files.final} does not "
+                    f"exist; set teacher_pretrained = False to train it"
+                )
+            return load_checkpoint(files.final)
+
+        ckpt = agree(info, trained)
         return {
             "epochs": int(ckpt.get("epoch", 0)),
             "metrics": dict(ckpt.get("metrics") or {}),
             "final": str(files.final),
             "metrics_log": str(files.metrics),
             "wall_time_s": 0.0,
-            "is_main": True,
+            "is_main": info.is_main,
             "skipped": True,
         }
     return Trainer(cfg, "t", out, resume=resume, progress=progress).fit()

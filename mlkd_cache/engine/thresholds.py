@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError
 from ..metrics import sigmoid, threshold_f1
 from ..thresholds import DEFAULT_OBJECTIVE, parse_objective, tune_thresholds
 from . import evaluate
-from .checkpoint import load_model, update_card
+from .checkpoint import update_card
 
 __all__ = ["TUNING_SPLIT", "tune_model", "tune"]
 
@@ -86,7 +86,7 @@ def tune(
     (threshold-protocol metrics in percent on the split), "is_main"}``."""
     goal = parse_objective(objective)  # a bad objective stops before any work
     path = Path(checkpoint)
-    loaded = load_model(path, init_distributed().device)  # read once here; update_card rewrites the file
+    loaded = evaluate.load_model_on_ranks(path, init_distributed())  # read once here; update_card rewrites rank 0's file
     card = loaded.card
     cfg = Config.from_dict({**card.config, **({"data_root": data_root} if data_root is not None else {})})
     why = "tuning on the test split leaks it into the scores you report, on train is optimistic"

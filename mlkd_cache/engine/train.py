@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .._version import __version__
-from ..cache.format import labels_digest
 from ..config import FIELDS, Config
 from ..data import check_eval_split, dataset_from_config
 from ..data.sampler import EpochSampler
@@ -37,7 +36,6 @@ from ..distributed import (
     broadcast_object,
     init_distributed,
     mean_over_ranks,
-    same_on_every_rank,
     sync_buffers,
 )
 from ..errors import CheckpointError, ConfigError, MlkdError
@@ -49,6 +47,7 @@ from ..models.card import ModelCard
 from .checkpoint import load_checkpoint, read_card, save_model
 from .evaluate import Scored, evaluate_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
+from .ranks import check_same_config, check_same_split
 from .runlog import MetricsLog, RunFiles, StepLog, TensorBoardLog, require_tensorboard
 
 log = logging.getLogger("mlkd_cache")
@@ -103,18 +102,14 @@ class Trainer:
         if cfg.tensorboard:  # tensorboard: without the package, one line before any work
             require_tensorboard()
         self.info: DistInfo = init_distributed()
+        check_same_config(cfg, self.info)
         self._check_out_dir()
 
         agree(self.info, self._build_data)  # a node that cannot read its data stops every node alike
-        for name, split in (("train", self.train_data), (cfg.eval_split, self.test_data)):
-            same_on_every_rank(
-                labels_digest(split.labels),
-                self.info,
-                f"{cfg.dataset} {name} split (labels)",
-                "give every node the same dataset files",
-            )
+        check_same_split(self.train_data, f"{cfg.dataset} train split", self.info)
+        check_same_split(self.test_data, f"{cfg.dataset} {cfg.eval_split} split", self.info)
         self._build_loader()
-        self._build_model()
+        agree(self.info, self._build_model)  # a node without the --pretrained file stops every node
         self._build_optimisation()
         self._prepare_out_dir()
         self._open_logs()
@@ -315,7 +310,8 @@ class Trainer:
         save_model(path, card or self.card(), self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics, **state)
 
     def _load_resume_state(self) -> None:
-        """Rank 0 reads the checkpoint and sends it to every rank: only its disk need hold it."""
+        """Rank 0 reads the checkpoint (onto the CPU, so NCCL sends no CUDA tensor) and sends it
+        to every rank: only its disk need hold it."""
         ckpt = broadcast_object(
             agree(
                 self.info,

@@ -521,6 +521,17 @@ def test_write_manifest_needs_every_shard(tmp_path):
     assert not (tmp_path / MANIFEST_NAME).exists()
 
 
+def test_write_manifest_refuses_a_file_its_folder_lacks(tmp_path):
+    """Entries for every shard, but one file is not in the folder (written on another node's
+    disk) or has another size: no manifest."""
+    spec = make_spec(DATA["labels"])
+    entries = [write_shard(fill(spec, k, DATA), tmp_path) for k in range(spec.num_shards())]
+    (tmp_path / entries[1]["file"]).unlink()
+    with pytest.raises(CacheCorruptError, match=r"shard-00001.h5 is not in .* as it was written .*every process sees"):
+        write_manifest(tmp_path, spec, entries)
+    assert not (tmp_path / MANIFEST_NAME).exists()
+
+
 @pytest.mark.parametrize("embedding", ["positive", "dense"])
 def test_a_logits_only_cache_holds_and_returns_only_logits(embedding, tmp_path):
     """A teacher without features or label-wise embeddings (a plain classifier): its cache stores

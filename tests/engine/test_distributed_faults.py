@@ -27,6 +27,7 @@ from mlkd_cache.distributed import exit_process, lost_peer
 from mlkd_cache.engine import teacher
 from mlkd_cache.engine.checkpoint import load_checkpoint
 from mlkd_cache.engine.runlog import MetricsLog
+from mlkd_cache.errors import CheckpointError, ConfigError, MlkdError
 
 from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config, wait_for_checkpoint
 from ..data.fixtures import truncate_file, write_jpeg
@@ -95,6 +96,33 @@ def test_lost_peer_recognises_collective_failures_only():
     assert lost_peer(torch.distributed.DistBackendError("NCCL communicator was aborted"))
     assert not lost_peer(RuntimeError("CUDA out of memory"))
     assert not lost_peer(ValueError("gloo/transport"))
+
+
+@pytest.mark.parametrize(
+    "failures, expected",
+    [
+        ((None, "no teacher t.pt"), "rank 1 on node 1 (host b): no teacher t.pt"),  # one rank: named
+        (("bad key", "bad key"), "bad key"),  # every rank alike: the message as is
+        (("no data here", "bad key"), "rank 0 on node 0 (host a): no data here"),  # different: the first, named
+    ],
+)
+def test_agree_raises_on_every_rank_naming_the_rank_when_they_differ(monkeypatch, failures, expected):
+    """What every rank raises from agree() when the step failed on some of them (the 2-rank
+    gather replaced by its result): the failing rank's error class and message."""
+    import mlkd_cache.distributed as distributed
+
+    reports = [
+        None
+        if f is None
+        else (CheckpointError if f.startswith("no teacher") else ConfigError, f, f"rank {r} on node {r} (host {'ab'[r]})")
+        for r, f in enumerate(failures)
+    ]
+    monkeypatch.setattr(distributed, "all_gather_objects", lambda obj, info: reports)
+    info = distributed.DistInfo(rank=0, world_size=2)
+    with pytest.raises(MlkdError) as raised:
+        distributed.agree(info, lambda: None)
+    assert str(raised.value) == expected
+    assert type(raised.value) is next(r[0] for r in reports if r is not None)
 
 
 def test_exit_process_without_process_group_is_sys_exit():

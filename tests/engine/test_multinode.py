@@ -213,6 +213,17 @@ def test_distill_offline_from_node_local_copies(setup, tmp_path):
         trainer = distill.DistillTrainer(load_config(setup.cfg_path), tmp_path / "first-step", cache=setup.cache, progress=False)
         assert_first_step(out, trainer, ["bce", "led_cd", "led_id", "mld"])
 
+    # a damaged copy (one byte flipped in a data block): the same manifest, and node 1 checks its files
+    shard = staging / "shard-00001.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    damaged = tmp_path / "student-damaged"
+    args = ["distill-student", "-c", setup.cfg_path, "--cache", setup.cache, "-o", damaged, "--no-progress"]
+    done = run_nodes(args, [Node(), Node(private=[setup.cache], setup=copy_in)])
+    assert_refused_on_every_node(done, r"^error: rank 1 on node 1 \(host .+\): .*shard-00001.h5.*sha256")
+    assert not damaged.exists()
+
     # a stale copy: the same teacher and data, dumped with one view
     shutil.rmtree(staging)
     with torch_threads(1):
