@@ -48,7 +48,11 @@ def inspect_command(cache_dir, as_json, verify_checksums) -> None:
         f"teacher    {r['teacher_arch']} sha256 {r['teacher_sha256'][:16]}…  img_size {r['img_size']}  transform {r['transform_hash']}"
     )
     if r["absent_outputs"]:
-        click.echo(f"absent     the teacher gave no {', '.join(r['absent_outputs'])}: losses that need them are refused")
+        click.echo(f"absent     no {', '.join(r['absent_outputs'])} stored: losses that need them are refused")
+    errors = r["quantisation_error"]
+    if errors:
+        parts = "; ".join(f"{k} max {e['max_abs']:.2e}, mean rel {e['mean_rel']:.2e}" for k, e in errors.items())
+        click.echo(f"precision  {r['dtype']} against float32: {parts}")
     names = r["class_names"]
     click.echo(f"classes    {len(names)}: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}")
     click.echo(f"labels     {format_label_summary(r['labels'])}")

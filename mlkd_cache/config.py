@@ -83,8 +83,8 @@ def _positive_triple(v) -> Optional[str]:
 DECODE_MODES = ("full", "reduced")
 # Resize filters (Pillow's of the same name).
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-# How the cache stores its floats, and which label-wise embeddings it keeps (docs/cache.md).
-CACHE_DTYPES = ("float16", "float32")
+# How the cache stores its floats (cache/codec.py), and which label-wise embeddings it keeps (docs/cache.md).
+CACHE_DTYPES = ("float16", "float32", "bfloat16", "int8")
 EMBEDDING_LAYOUTS = ("positive", "dense")
 # The image store of a cache (docs/cache.md): none, raw uint8 pixels, or JPEG at a stated quality
 # (JPEG_QUALITIES, Pillow's useful range), each image after the deterministic first step (decode,
@@ -120,7 +120,12 @@ CACHE_FIELDS: Dict[str, Field] = {
         "augmented views stored per training sample: 16, and not fewer than 8 (docs/results.md#how-many-views-to-store); storage is linear in it",
         _at_least(1),
     ),
-    "dtype": Field("str", "float16", "dtype of cached logits, features and embeddings", _one_of(*CACHE_DTYPES)),
+    "dtype": Field(
+        "str",
+        "float16",
+        "precision of the cached features and embeddings: float16, float32, bfloat16, or int8 (one scale per vector); logits are float16 (float32 in a float32 cache)",
+        _one_of(*CACHE_DTYPES),
+    ),
     "fields": Field(
         "names",
         "auto",

@@ -334,11 +334,11 @@ def check_shared_folder(folder: Path, info: DistInfo, option: str) -> None:
 def _remove(*paths: Optional[Path]) -> None:
     """Remove the probe files (and last an empty folder) named, those that exist."""
     *files, folder = paths
-    for path in files:
-        if path is not None:
-            path.unlink(missing_ok=True)
-    if folder is not None:
+    for path in [*(f for f in files if f is not None), folder]:
         try:
-            folder.rmdir()
-        except OSError:
+            if path is folder and path is not None:
+                path.rmdir()
+            elif path is not None:
+                path.unlink(missing_ok=True)
+        except OSError:  # not there, or its folder is not one: nothing to remove
             pass

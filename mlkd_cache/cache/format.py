@@ -57,6 +57,7 @@ from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS, IMAGE_STORES
 from ..data.transforms import TransformSpec
 from ..errors import CacheCorruptError, CacheMismatchError
 from ..models.card import OUTPUTS
+from .codec import SCALED, STORAGE, logits_dtype, value_dtype
 
 __all__ = [
     "ViewField",
@@ -92,11 +93,12 @@ __all__ = [
     "spec_difference",
 ]
 
-FORMAT_VERSION = 3  # the newest this version reads and writes (a cache is written at the oldest that holds it)
+FORMAT_VERSION = 4  # the newest this version reads and writes (a cache is written at the oldest that holds it)
 FINGERPRINT_INPUT = {
     1: "float32",
     2: "uint8",
     3: "uint8",
+    4: "uint8",
 }  # format version -> what its fingerprints hash (ViewDataset.fingerprint_of)
 # What a teacher can give: the fields of models.Outputs, in its order; logits always. A cache
 # stores those it gave.
@@ -104,11 +106,12 @@ TEACHER_OUTPUTS: Tuple[str, ...] = OUTPUTS
 OUTPUT_SIZES = {"features": "feature_dim", "label_emb": "embed_dim"}  # the spec size of each optional output (0 when absent)
 OUTPUT_WORDS = {"features": "pooled features [N, D]", "label_emb": "label-wise embeddings [N, C, E]", "logits": "logits [N, C]"}
 MANIFEST_NAME = "manifest.json"
+EMB_SCALE = "emb_scale"  # int8 caches: the scale of each stored label-wise embedding
 SHARD_PREFIX = "shard"  # shard-00000.h5 ...: the targets (and the train images of a store)
 EVAL_PREFIX = "eval"  # eval-00000.h5 ...: the stored evaluation split
 DTYPES = CACHE_DTYPES  # the choices live with the config keys that take them
 EMBEDDINGS = EMBEDDING_LAYOUTS
-SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created")  # per-shard, not in the spec
+SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created", "quantisation")  # per-shard, not in the spec
 _JSON_FIELDS = ("class_names", "transform", "normalisation", "outputs")  # stored as JSON strings in HDF5
 _INT_FIELDS = (
     "num_samples",
@@ -135,15 +138,24 @@ class ViewField:
 
     name: str  # HDF5 dataset name, and the key TargetCache.get() returns it under
     dims: Tuple[str, ...]  # trailing dims, as CacheSpec attributes: ("num_classes",) -> [n, V, C]
-    dtype: Optional[str]  # numpy dtype name; None = the cache's float dtype (cache.dtype)
+    dtype: Optional[str]  # numpy dtype name; None = a float of the cache's precision (codec.py)
     output: Optional[str] = None  # the teacher output (models.Outputs field) dump-targets stores; None = from the data
     kd: Optional[str] = None  # the KDBatch field it feeds (losses.base.KDBatch), None = bookkeeping only
+    coded: bool = False  # stored in the cache's precision (cache.dtype), int8 with a scale per vector; else as logits are
 
     def shape(self, spec: "CacheSpec", n: int) -> Tuple[int, ...]:
         return (n, spec.views, *(int(getattr(spec, d)) for d in self.dims))
 
     def np_dtype(self, spec: "CacheSpec") -> np.dtype:
-        return np.dtype(self.dtype) if self.dtype is not None else spec.np_dtype
+        """How the field is stored."""
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        return spec.storage_dtype if self.coded else np.dtype(logits_dtype(spec.dtype))
+
+    @property
+    def scale_name(self) -> str:
+        """The dataset of its per-vector scales (int8 caches)."""
+        return f"{self.name}_scale"
 
 
 # In file order. A uint64 field is returned by TargetCache.get() as int64 with the same bits.
@@ -151,7 +163,7 @@ VIEW_FIELDS: Tuple[ViewField, ...] = (
     ViewField("view_seed", (), "uint64"),  # the seed the view was augmented from
     ViewField("fingerprint", (), "uint64"),  # 64-bit fingerprint of the view's input tensor
     ViewField("logits", ("num_classes",), None, output="logits", kd="z_t"),
-    ViewField("features", ("feature_dim",), None, output="features", kd="f_t"),
+    ViewField("features", ("feature_dim",), None, output="features", kd="f_t", coded=True),
 )
 
 
@@ -174,10 +186,12 @@ class EmbeddingLayout:
 
     def shapes(self, spec: "CacheSpec", n: int, positives: int) -> Dict[str, Tuple[Tuple[int, ...], int]]:
         """``{dataset: (shape, itemsize)}`` of this layout's datasets, in file order."""
-        V, C, E, s = spec.views, spec.num_classes, spec.embed_dim, spec.np_dtype.itemsize
+        V, C, E, s = spec.views, spec.num_classes, spec.embed_dim, spec.storage_dtype.itemsize
+        scale = spec.scaled
         if self.positive:
-            return {"emb_offsets": ((n + 1,), 8), "emb_class": ((positives,), 2), "emb": ((positives, V, E), s)}
-        return {"emb": ((n, V, C, E), s)}
+            shapes = {"emb_offsets": ((n + 1,), 8), "emb_class": ((positives,), 2), "emb": ((positives, V, E), s)}
+            return {**shapes, **({EMB_SCALE: ((positives, V), 4)} if scale else {})}
+        return {"emb": ((n, V, C, E), s), **({EMB_SCALE: ((n, V, C), 4)} if scale else {})}
 
 
 LAYOUTS: Dict[str, EmbeddingLayout] = {
@@ -193,7 +207,9 @@ LAYOUTS: Dict[str, EmbeddingLayout] = {
 PLAN_PARTS: Dict[str, str] = {
     "logits": "logits",
     "features": "features",
+    "features_scale": "features",
     "emb": "label_emb",
+    "emb_scale": "label_emb",
     "emb_offsets": "label_emb",
     "emb_class": "label_emb",
     "view_seed": "seeds/fingerprints",
@@ -335,8 +351,19 @@ class CacheSpec:
         return start, min(start + self.shard_size, self.num_samples)
 
     @property
-    def np_dtype(self) -> np.dtype:
-        return np.dtype(self.dtype)
+    def storage_dtype(self) -> np.dtype:
+        """How the features and embeddings are stored (:data:`~mlkd_cache.cache.codec.STORAGE`)."""
+        return STORAGE[self.dtype]
+
+    @property
+    def value_dtype(self) -> np.dtype:
+        """What the reader returns for the features and embeddings (float32 for bfloat16 and int8)."""
+        return value_dtype(self.dtype)
+
+    @property
+    def scaled(self) -> bool:
+        """The features and embeddings carry one float32 scale per vector (int8)."""
+        return self.dtype in SCALED
 
     @property
     def layout(self) -> EmbeddingLayout:
@@ -359,7 +386,10 @@ class CacheSpec:
 
     @property
     def format_version(self) -> int:
-        """The oldest format that holds this cache: 3 when outputs are absent, else 2."""
+        """The oldest format that holds this cache: 4 for bfloat16 and int8, else 3 when outputs
+        are absent, else 2."""
+        if self.dtype in ("bfloat16", "int8"):
+            return 4
         return 3 if self.absent else 2
 
     @property
@@ -487,7 +517,7 @@ class CacheSpec:
                 payload += nbytes
             dense_payload += dense.shard_nbytes(labels[start:stop])
         tokens = int(np.count_nonzero(labels))
-        row = self.views * self.embed_dim * self.np_dtype.itemsize  # bytes of one token over all views
+        row = self.views * (self.embed_dim * self.storage_dtype.itemsize + 4 * self.scaled)  # one token over all views
         emb = (tokens if self.layout.positive else self.num_samples * self.num_classes) * row
         pairs = self.num_samples * self.views
         return {
@@ -520,6 +550,8 @@ def dataset_shapes(spec: CacheSpec, n: int, positives: int, jpeg_bytes: int = 0)
     shapes = {"keys": ((n,), _KEY_ITEMSIZE), "labels": ((n, spec.num_classes), 1)}
     for field in spec.view_fields:
         shapes[field.name] = (field.shape(spec, n), field.np_dtype(spec).itemsize)
+        if field.coded and spec.scaled:
+            shapes[field.scale_name] = ((n, spec.views), 4)
     if spec.has_embeddings:
         shapes.update(spec.layout.shapes(spec, n, positives))
     shapes.update(image_shapes(spec, n, jpeg_bytes))

@@ -27,6 +27,7 @@ from ..data.transforms import TransformSpec
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from ..fileio import file_sha256
 from . import format as fmt
+from .codec import decode
 from .format import FINGERPRINT_INPUT, FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes, eval_shapes
 from .h5 import open_failure, open_failure_advice, open_read, sha256_as_closed
 from .images import ImageStore, StoredSplit, stored_jpeg_bytes
@@ -35,7 +36,8 @@ __all__ = ["TargetCache", "open_cache", "check_fits", "check_store_fits", "STORE
 
 log = logging.getLogger("mlkd_cache")
 
-_MAPPED = (*(f.name for f in fmt.VIEW_FIELDS), "emb")  # memory-mapped and gathered per batch
+# memory-mapped and gathered per batch
+_MAPPED = (*(f.name for f in fmt.VIEW_FIELDS), *(f.scale_name for f in fmt.VIEW_FIELDS if f.coded), "emb", fmt.EMB_SCALE)
 
 
 def _ranges(entries: List[Dict[str, Any]]) -> List[Tuple[int, int, int]]:
@@ -221,6 +223,27 @@ class TargetCache:
             except (KeyError, OSError) as exc:
                 raise CacheCorruptError(f"cannot read {shard.file} in {where} ({exc}); {fix}") from None
         return shard
+
+    def quantisation_error(self) -> Optional[Dict[str, Dict[str, float]]]:
+        """The error of storing each teacher output in this cache's precision, against the float32
+        outputs dump-targets had in hand, over every shard: ``{output: {"max_abs": largest
+        absolute error, "mean_rel": mean over vectors of |x̂ - x| / |x|, "vectors"}}``. None for a
+        float32 cache, or one written before the error was recorded (format 3 and older)."""
+        totals: Dict[str, Dict[str, float]] = {}
+        for shard in self._shards:
+            with open_read(shard.path) as f:
+                text = f.attrs.get("quantisation")
+            if text is None:
+                return None
+            for output, err in json.loads(fmt._plain(text)).items():
+                total = totals.setdefault(output, {"max_abs": 0.0, "rel_sum": 0.0, "vectors": 0})
+                total["max_abs"] = max(total["max_abs"], float(err["max_abs"]))
+                total["rel_sum"] += float(err["mean_rel"]) * int(err["vectors"])
+                total["vectors"] += int(err["vectors"])
+        return {
+            output: {"max_abs": t["max_abs"], "mean_rel": t["rel_sum"] / max(t["vectors"], 1), "vectors": int(t["vectors"])}
+            for output, t in totals.items()
+        }
 
     @property
     def num_files(self) -> int:
@@ -413,9 +436,9 @@ class TargetCache:
         token_view = view[sample]
         if len(groups) == 1:
             k = groups[0][0]
-            return self._take(self._arrays(k)["emb"], rows, token_view), sample, self._shards[k].emb_class[rows]
+            return self._tokens(k, rows, token_view), sample, self._shards[k].emb_class[rows]
         E = self.spec.embed_dim
-        tokens = np.empty((len(rows), E), self.spec.np_dtype)
+        tokens = np.empty((len(rows), E), self.spec.value_dtype)
         classes = np.empty(len(rows), np.int64)
         shard_of_sample = np.empty(len(local), np.int64)
         for k, sel in groups:
@@ -423,9 +446,15 @@ class TargetCache:
         token_shard = shard_of_sample[sample]
         for k, _ in groups:
             m = np.flatnonzero(token_shard == k)
-            tokens[m] = self._take(self._arrays(k)["emb"], rows[m], token_view[m])
+            tokens[m] = self._tokens(k, rows[m], token_view[m])
             classes[m] = self._shards[k].emb_class[rows[m]]
         return tokens, sample, classes
+
+    def _tokens(self, k: int, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """Positive tokens ``emb[rows, views]`` of shard ``k``, decoded: ``[T, E]``."""
+        arrays = self._arrays(k)
+        scales = self._take(arrays[fmt.EMB_SCALE], rows, views) if self.spec.scaled else None
+        return decode(self._take(arrays["emb"], rows, views), scales, self.spec.dtype)
 
     def _gather(self, names: Tuple[str, ...], groups, local: np.ndarray, view: np.ndarray) -> Dict[str, np.ndarray]:
         """``{name: dataset[local, view]}`` (``[B, ...]``) for (sample, view)-indexed datasets."""
@@ -443,7 +472,8 @@ class TargetCache:
     def get(self, indices: Any, views: Any) -> Dict[str, torch.Tensor]:
         """Teacher targets of (sample ``indices[b]``, view ``views[b]``) pairs, ``b < B``.
 
-        Returns torch tensors: ``logits`` [B, C] and ``features`` [B, D] in the cache dtype,
+        Returns torch tensors: ``logits`` [B, C] (float16, float32 in a float32 cache) and
+        ``features`` [B, D] (the cache's float dtype; float32 for bfloat16 and int8 caches),
         ``view_seed`` and ``fingerprint`` int64 [B] (uint64 bits reinterpreted); positive mode
         adds ``tokens`` [P, E], ``token_sample`` int64 [P] (batch position) and ``token_class``
         int64 [P]; dense mode adds ``label_emb`` [B, C, E]. Any order, duplicates allowed. The
@@ -453,12 +483,16 @@ class TargetCache:
         groups, local, view = self._locate(indices, views)  # no groups: an empty batch, empty outputs
         dense = spec.has_embeddings and not spec.layout.positive
         names = tuple(f.name for f in spec.view_fields) + (("emb",) if dense else ())
+        if spec.scaled:
+            names += tuple(f.scale_name for f in spec.view_fields if f.coded) + ((fmt.EMB_SCALE,) if dense else ())
         out = self._gather(names, groups, local, view)
         for field in spec.view_fields:
             if field.dtype == "uint64":  # torch has no uint64 arithmetic: the same bits as int64
                 out[field.name] = out[field.name].view(np.int64)
+            elif field.coded:
+                out[field.name] = decode(out[field.name], out.pop(field.scale_name, None), spec.dtype)
         if dense:
-            out["label_emb"] = out.pop("emb")
+            out["label_emb"] = decode(out.pop("emb"), out.pop(fmt.EMB_SCALE, None), spec.dtype)
         elif spec.has_embeddings:
             out["tokens"], out["token_sample"], out["token_class"] = self._gather_tokens(groups, local, view)
         return {k: torch.from_numpy(v) for k, v in out.items()}  # fresh, contiguous gathers
@@ -470,9 +504,10 @@ class TargetCache:
         groups, local, view = self._locate(indices, views)
         B, C, E = len(local), spec.num_classes, spec.embed_dim
         if not spec.layout.positive:
-            return torch.from_numpy(self._gather(("emb",), groups, local, view)["emb"])
+            got = self._gather(("emb", fmt.EMB_SCALE) if spec.scaled else ("emb",), groups, local, view)
+            return torch.from_numpy(decode(got["emb"], got.get(fmt.EMB_SCALE), spec.dtype))
         tokens, sample, classes = self._gather_tokens(groups, local, view)
-        dense = np.zeros((B, C, E), spec.np_dtype)
+        dense = np.zeros((B, C, E), spec.value_dtype)
         dense[sample, classes] = tokens
         return torch.from_numpy(dense)
 
@@ -483,8 +518,18 @@ class TargetCache:
         if view is not None and not 0 <= int(view) < self.views:
             raise IndexError(f"view must lie in [0, {self.views}), got {view}")
         views = range(self.views) if view is None else [int(view)]
+        positive = self.spec.layout.positive
+
+        def pick(array: Any, lo: int, r: np.ndarray, c: np.ndarray, v: int) -> np.ndarray:
+            """The chunk's rows of ``array`` (``emb`` or its scales) at view ``v``."""
+            if isinstance(array, np.ndarray):  # memory map: a strided slice or one gather
+                return array[lo : lo + len(r), v] if positive else array[r, v, c]
+            taken = self._take(array, r, np.full(len(r), v))
+            return taken if positive else taken[np.arange(len(r)), c]
+
         for k, shard in enumerate(self._shards):
-            emb = self._arrays(k)["emb"]
+            arrays = self._arrays(k)
+            emb, scale = arrays["emb"], arrays.get(fmt.EMB_SCALE)
             if self.spec.layout.positive:
                 if shard.emb_class is None:  # read when the shard was opened
                     raise CacheCorruptError(f"{shard.path}: a positive-layout shard without emb_class")
@@ -495,12 +540,8 @@ class TargetCache:
             for v in views:
                 for lo in range(0, len(rows), batch):
                     r, c = rows[lo : lo + batch], classes[lo : lo + batch]
-                    if isinstance(emb, np.ndarray):  # memory map: a strided slice or one gather
-                        tokens = emb[lo : lo + len(r), v] if self.spec.layout.positive else emb[r, v, c]
-                    else:
-                        tokens = self._take(emb, r, np.full(len(r), v))
-                        if not self.spec.layout.positive:
-                            tokens = tokens[np.arange(len(r)), c]
+                    scales = pick(scale, lo, r, c, v) if self.spec.scaled else None
+                    tokens = decode(pick(emb, lo, r, c, v), scales, self.spec.dtype)
                     yield torch.from_numpy(np.array(tokens, dtype=np.float32)), torch.from_numpy(np.array(c, dtype=np.int64))
 
 

@@ -24,7 +24,9 @@ import torch
 from .._version import __version__
 from ..errors import CacheCorruptError, MlkdError
 from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
+from .codec import Encoded, ErrorSum, encode, logits_dtype
 from .format import (
+    EMB_SCALE,
     MANIFEST_NAME,
     CacheSpec,
     dataset_shapes,
@@ -49,8 +51,6 @@ __all__ = [
     "write_manifest",
 ]
 
-_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
-
 
 def _uint64_array(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):  # int64 tensors carry uint64 bits (to_signed)
@@ -59,13 +59,6 @@ def _uint64_array(x: Any) -> np.ndarray:
     if x.dtype == np.int64:
         return x.view(np.uint64).reshape(-1)
     return x.astype(np.uint64).reshape(-1)
-
-
-def _values(x: Any, dtype: str) -> np.ndarray:
-    """``x`` (torch tensor on any device, or array-like) as a numpy array of ``dtype``."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().to(device="cpu", dtype=_TORCH_DTYPES[dtype]).numpy()
-    return np.asarray(x).astype(dtype, copy=False)
 
 
 def _check_shape(name: str, x: Any, expected: tuple) -> None:
@@ -217,13 +210,14 @@ class ShardBuffer:
         self.labels = np.ascontiguousarray(labels, dtype=np.uint8)
         positives = int(np.count_nonzero(self.labels))
         dtypes = {f.name: f.np_dtype(spec) for f in spec.view_fields}
-        dtypes.update(emb_offsets=np.dtype(np.int64), emb_class=np.dtype(np.int16))
+        dtypes.update(emb_offsets=np.dtype(np.int64), emb_class=np.dtype(np.int16), emb=spec.storage_dtype)
+        dtypes.update({name: np.dtype(np.float32) for name in (*(f.scale_name for f in spec.view_fields), EMB_SCALE)})
         arrays: Dict[str, np.ndarray] = {}
         stored = image_shapes(spec, n)
         for name, (shape, _) in dataset_shapes(spec, n, positives).items():
             if name in ("keys", "labels") or name in stored:  # the image store fills self.images
                 continue
-            arrays[name] = np.zeros(shape, dtype=dtypes.get(name, spec.np_dtype))
+            arrays[name] = np.zeros(shape, dtype=dtypes[name])
         if spec.has_embeddings and spec.layout.positive:
             token_sample, token_class = np.nonzero(self.labels)  # row-major: classes ascend within a sample
             arrays["emb_offsets"][1:] = np.cumsum(np.count_nonzero(self.labels, axis=1))
@@ -233,6 +227,8 @@ class ShardBuffer:
         self.arrays = arrays
         self.images = ImageRows(spec, n, f"shard {k}")
         self._filled = np.zeros((n, V), dtype=bool)
+        # the error of storing each teacher output in the cache's precision, against the float32 outputs in hand
+        self.errors = {output: ErrorSum() for output in spec.outputs}
 
     @property
     def num_samples(self) -> int:
@@ -257,8 +253,13 @@ class ShardBuffer:
         return shard_name(self.index)
 
     def attrs(self) -> Dict[str, Any]:
-        """The shard's HDF5 attributes (``created`` aside)."""
-        return {**self.spec.to_attrs(), "shard_index": self.index, "sample_start": self.start, "sample_stop": self.stop}
+        """The shard's HDF5 attributes (``created`` aside); but in a float32 cache,
+        ``quantisation``: JSON ``{output: {"max_abs", "mean_rel", "vectors"}}``, the error of
+        storing each teacher output against its float32 value (codec.ErrorSum)."""
+        attrs = {**self.spec.to_attrs(), "shard_index": self.index, "sample_start": self.start, "sample_stop": self.stop}
+        if self.spec.dtype != "float32":
+            attrs["quantisation"] = json.dumps({k: e.as_dict() for k, e in self.errors.items()}, sort_keys=True)
+        return attrs
 
     def missing(self) -> str:
         """What was never put, in words."""
@@ -311,9 +312,13 @@ class ShardBuffer:
         a = self.arrays
         for field in spec.view_fields:
             value = values[field.name]
-            a[field.name][rows, views] = value if field.dtype is not None else _values(value, spec.dtype)
+            if field.dtype is not None:
+                a[field.name][rows, views] = value
+                continue
+            enc = encode(value, spec.dtype if field.coded else logits_dtype(spec.dtype))
+            self._store(field.name, field.scale_name, (rows, views), enc, field.output)
         if label_emb is not None and not spec.layout.positive:
-            a["emb"][rows, views] = _values(label_emb, spec.dtype)
+            self._store("emb", EMB_SCALE, (rows, views), encode(label_emb, spec.dtype), "label_emb")
         elif label_emb is not None:
             b_idx, c_idx = np.nonzero(self.labels[rows])  # the batch's positive (b, c) pairs
             e_t: Union[torch.Tensor, np.ndarray]
@@ -322,8 +327,17 @@ class ShardBuffer:
                 e_t = label_emb[torch.from_numpy(b_idx).to(dev), torch.from_numpy(c_idx).to(dev)]  # [T, E]
             else:
                 e_t = np.asarray(label_emb)[b_idx, c_idx]  # [T, E]
-            a["emb"][self._token_row[rows[b_idx], c_idx], views[b_idx]] = _values(e_t, spec.dtype)
+            where = (self._token_row[rows[b_idx], c_idx], views[b_idx])
+            self._store("emb", EMB_SCALE, where, encode(e_t, spec.dtype), "label_emb")
         self._filled[rows, views] = True
+
+    def _store(self, name: str, scale_name: str, where: Tuple[np.ndarray, ...], enc: Encoded, output: Optional[str]) -> None:
+        """Put encoded vectors (and their scales) at index ``where`` of dataset ``name``; count their error."""
+        self.arrays[name][where] = enc.values
+        if enc.scales is not None:
+            self.arrays[scale_name][where] = enc.scales
+        if output is not None:
+            self.errors[output].add(enc)
 
 
 def _strerror(exc: BaseException) -> str:
@@ -518,6 +532,7 @@ def _file_is_complete(path: Path, expected: Dict[str, Any], shapes_of: Any) -> b
         with open_read(path) as f:
             attrs = dict(f.attrs)
             attrs.pop("created", None)
+            attrs.pop("quantisation", None)  # measured while the shard was written, not part of what it must be
             if set(attrs) != set(expected) or not all(_attr_equal(attrs[key], v) for key, v in expected.items()):
                 return False
             shapes = shapes_of(f)

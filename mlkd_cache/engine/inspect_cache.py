@@ -48,6 +48,7 @@ def run(cache_dir: Path, batch: int = 4096, verify_checksums: bool = True) -> Di
         "embed_dim": spec.embed_dim,
         "teacher_outputs": list(spec.outputs),
         "absent_outputs": list(spec.absent),
+        "quantisation_error": cache.quantisation_error(),
         "teacher_arch": spec.teacher_arch,
         "teacher_sha256": spec.teacher_sha256,
         "dataset": f"{spec.dataset}/{spec.split}",

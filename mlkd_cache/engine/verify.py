@@ -25,7 +25,12 @@ from ..device import amp_enabled, autocast_for, pick_device
 from ..errors import CacheMismatchError
 from .checkpoint import load_model
 
-RTOL = {"float16": 1e-2, "float32": 1e-3}
+RTOL = {
+    "float16": 1e-2,
+    "bfloat16": 1e-2,
+    "int8": 1e-2,
+    "float32": 1e-3,
+}  # of the largest magnitude (codec.py: int8 errs by max|row| / 254)
 MIN_COSINE = 0.999
 
 

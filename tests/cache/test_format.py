@@ -106,7 +106,7 @@ def test_from_attrs_refuses_missing_and_newer(spec):
 @pytest.mark.parametrize(
     "override, match",
     [
-        ({"dtype": "bfloat16"}, "dtype must be one of float16, float32"),
+        ({"dtype": "float8"}, "dtype must be one of float16, float32, bfloat16, int8"),
         ({"embedding": "sparse"}, "embedding must be one of positive, dense"),
         ({"class_names": ("a", "b")}, "2 class names for num_classes 6"),
         ({"views": 0}, "views must be >= 1"),
@@ -254,7 +254,7 @@ def test_a_cache_of_some_teacher_outputs(labels, tmp_path):
     assert "outputs" not in full.to_attrs() and "outputs" not in full.to_dict() and full.absent == ()
     logits = make_spec(labels, feature_dim=0, embed_dim=0, outputs=["logits"])
     attrs = logits.to_attrs()
-    assert attrs["format_version"] == 3 == FORMAT_VERSION and attrs["outputs"] == '["logits"]'
+    assert attrs["format_version"] == 3 == FORMAT_VERSION - 1 and attrs["outputs"] == '["logits"]'
     assert logits.absent == ("features", "label_emb") and not logits.has_embeddings
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f.attrs.update(attrs)
@@ -283,3 +283,21 @@ def test_a_cache_of_some_teacher_outputs(labels, tmp_path):
 def test_outputs_and_sizes_must_agree(labels, override, match):
     with pytest.raises(ValueError, match=match):
         make_spec(labels, **override)
+
+
+@pytest.mark.parametrize("dtype, version", [("float16", 2), ("float32", 2), ("bfloat16", 4), ("int8", 4)])
+def test_compact_precisions_are_format_4_with_scales_for_int8(dtype, version):
+    """bfloat16 and int8 caches are format 4 (a reader of formats <= 3 refuses them by version);
+    int8 adds one float32 scale per stored vector: each feature row, each token of each view."""
+    labels = (np.random.default_rng(0).random((10, 4)) < 0.5).astype(np.uint8)
+    spec = make_spec(labels, dtype=dtype)
+    assert spec.format_version == version and spec.to_attrs()["format_version"] == version
+    shapes = dataset_shapes(spec, 10, int(labels.sum()))
+    V, D, E, P = spec.views, spec.feature_dim, spec.embed_dim, int(labels.sum())
+    stored = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}[dtype]
+    assert shapes["features"] == ((10, V, D), stored) and shapes["emb"] == ((P, V, E), stored)
+    assert shapes["logits"][1] == (4 if dtype == "float32" else 2)
+    scales = {k: v for k, v in shapes.items() if k.endswith("_scale")}
+    assert scales == ({"features_scale": ((10, V), 4), "emb_scale": ((P, V), 4)} if dtype == "int8" else {})
+    plan = spec.plan(labels)
+    assert plan["payload_bytes"] == sum(int(np.prod(s)) * size for s, size in shapes.values())

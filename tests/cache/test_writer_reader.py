@@ -22,6 +22,7 @@ from mlkd_cache.cache import (
     ShardBuffer,
     ShardWriter,
     TargetCache,
+    codec,
     shard_entry,
     shard_is_complete,
     shard_name,
@@ -29,6 +30,7 @@ from mlkd_cache.cache import (
     write_shard,
 )
 from mlkd_cache.cache.format import part_glob
+from mlkd_cache.config import CACHE_DTYPES
 from mlkd_cache.errors import CacheCorruptError, CacheMismatchError, MlkdError
 from tests.cache.test_format import make_spec
 
@@ -99,7 +101,7 @@ def caches(tmp_path_factory) -> dict:
     """Read-only caches built once: {(embedding, dtype): directory}."""
     out = {}
     for embedding in ("positive", "dense"):
-        for dtype in ("float32", "float16"):
+        for dtype in CACHE_DTYPES:
             d = tmp_path_factory.mktemp(f"{embedding}_{dtype}")
             build(d, embedding=embedding, dtype=dtype)
             out[embedding, dtype] = d
@@ -123,15 +125,24 @@ def random_batch(seed: int = 1, size: int = 40):
 # -- round trip ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def stored(a: np.ndarray, dtype: str) -> np.ndarray:
+    """``a`` [..., K] as a cache of precision ``dtype`` reads it back (codec.py), vector by vector."""
+    enc = codec.encode(a, dtype)
+    return codec.decode(enc.values, enc.scales, dtype)
+
+
+@pytest.mark.parametrize("dtype", CACHE_DTYPES)
 @pytest.mark.parametrize("embedding", ["positive", "dense"])
 def test_get_returns_what_was_put(caches, embedding, dtype):
+    """What was put, as its precision stores it: logits float16 (float32 in a float32 cache),
+    features and embeddings in the cache's precision (read back as float32 from bfloat16 and int8)."""
     cache = TargetCache(caches[embedding, dtype])
     idx, views = random_batch()
     out = cache.get(torch.from_numpy(idx), views)
-    cast = lambda a: a.astype(dtype)  # noqa: E731  (fp16: equal to the fp16 cast of what was put)
-    assert out["logits"].dtype == getattr(torch, dtype)
-    np.testing.assert_array_equal(out["logits"].numpy(), cast(DATA["logits"][idx, views]))
+    cast = lambda a: stored(a, dtype)  # noqa: E731
+    assert out["logits"].dtype == getattr(torch, codec.logits_dtype(dtype))
+    assert out["features"].dtype == torch.from_numpy(np.zeros(0, codec.value_dtype(dtype))).dtype
+    np.testing.assert_array_equal(out["logits"].numpy(), DATA["logits"][idx, views].astype(codec.logits_dtype(dtype)))
     np.testing.assert_array_equal(out["features"].numpy(), cast(DATA["features"][idx, views]))
     assert out["view_seed"].dtype == out["fingerprint"].dtype == torch.int64
     np.testing.assert_array_equal(out["view_seed"].numpy().view(np.uint64), DATA["view_seed"][idx, views])
@@ -159,9 +170,10 @@ def test_keys_labels_and_metadata_round_trip(caches):
         cache.check_request(img_size=448)
 
 
-def test_positive_and_dense_modes_agree(caches):
-    pos = TargetCache(caches["positive", "float32"])
-    dense = TargetCache(caches["dense", "float32"])
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_positive_and_dense_modes_agree(caches, dtype):
+    pos = TargetCache(caches["positive", dtype])
+    dense = TargetCache(caches["dense", dtype])
     idx, views = random_batch(seed=7, size=64)
     out = pos.get(idx, views)
     full = dense.get(idx, views)["label_emb"]
@@ -175,7 +187,7 @@ def test_positive_and_dense_modes_agree(caches):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[0].dtype == torch.float32
     tokens, classes = [torch.cat(x) for x in zip(*pos.iter_positive_tokens(view=1))]
     rows, klass = np.nonzero(DATA["labels"])
-    np.testing.assert_array_equal(tokens.numpy(), DATA["label_emb"][rows, 1, klass])
+    np.testing.assert_array_equal(tokens.numpy(), stored(DATA["label_emb"][rows, 1, klass], dtype))
     np.testing.assert_array_equal(classes.numpy(), klass)
 
 
