@@ -9,6 +9,9 @@ schedule), each with every seed:
 * ``L2D online fresh``: ``--teacher teacher.pt --fresh-views``, L2D's own regime (the teacher
   run live on a fresh augmentation every epoch, the very views the no-KD student sees);
 * ``L2D offline V=...``: ``--cache`` of V views, for every V of ``--views``;
+* ``L2D offline V=... int8`` (``l2d-compact``): the same from a cache of another precision
+  (``--compact-dtype``, default int8), for every V of ``--compact-views`` (default 16, 32, 64),
+  also paired with the config-precision row of the same V where there is one;
 * ``MLD offline``, ``MPSCD offline``: for each V of ``--method-views`` (default: the config's
   ``cache.views``);
 * ``MLD online fresh``;
@@ -23,8 +26,8 @@ Per row: mean ± std over seeds of test mAP and OF1/CF1 (L2D's top-k protocol) a
 (the split choices are made on), the paired difference of test mAP to no KD and to the same
 method online with fresh views (mean ± std of the per-seed differences, and whether its 95%
 t-interval excludes 0), the student's wall time (setup, training and the final test
-evaluation) and the dump of its cache: seconds, and seconds per student that read it in this
-study. The teacher is trained once and is not part of any row's time.
+evaluation) and the dump of its cache: seconds, seconds per student that read it in this
+study, and per (sample, view): the cache's bytes and the dump's milliseconds. The teacher is trained once and is not part of any row's time.
 
 Finished runs in ``--work`` are reused (a study can be interrupted and rerun); a work folder of
 another config is refused (the tool version is recorded, not compared). The first MPSCD run of
@@ -153,12 +156,15 @@ class Row:
     mode: str
     views: Any
     teachers: str = "a"
+    dtype: str = ""  # the cache's precision (cache.dtype) when not the config's: the compact rows
 
     @property
     def kind(self) -> str:
         """The ``--rows`` name of this row's family: ``l2d-offline``, ``mld-online``, ``l2d-ensemble``, ..."""
         if self.teachers != "a":
             return f"{self.method}-ensemble"
+        if self.dtype:
+            return f"{self.method}-compact"
         return "no-kd" if self.mode == "no-kd" else f"{self.method}-{self.mode}"
 
     @property
@@ -166,15 +172,32 @@ class Row:
         return self.name.lower().replace(" ", "-").replace("=", "")
 
 
-ROW_KINDS = ("no-kd", "l2d-online", "l2d-offline", "mld-offline", "mpscd-offline", "mld-online", "l2d-ensemble")  # --rows
+ROW_KINDS = (  # --rows
+    "no-kd",
+    "l2d-online",
+    "l2d-offline",
+    "l2d-compact",
+    "mld-offline",
+    "mpscd-offline",
+    "mld-online",
+    "l2d-ensemble",
+)
 
 
-def study_rows(views: List[int], method_views: List[int], kinds: Sequence[str] = ROW_KINDS) -> List[Row]:
+def study_rows(
+    views: List[int],
+    method_views: List[int],
+    kinds: Sequence[str] = ROW_KINDS,
+    compact_views: Sequence[int] = (),
+    compact_dtype: str = "int8",
+) -> List[Row]:
     """The study's rows in table order, of the ``kinds`` asked for (no KD always: every Δ is to it).
-    ``l2d-ensemble``: L2D offline from the second teacher alone and from both, at each V of
-    ``method_views``, with L2D offline from the first teacher at those V (their single-teacher pair)."""
+    ``l2d-compact``: L2D offline from caches of precision ``compact_dtype`` at each V of
+    ``compact_views``. ``l2d-ensemble``: L2D offline from the second teacher alone and from both, at
+    each V of ``method_views``, with L2D offline from the first teacher at those V (their single-teacher pair)."""
     rows = [Row("no KD", NO_KD, "no-kd", None), Row("L2D online fresh", "l2d", "online", "fresh")]
     rows += [Row(f"L2D offline V={v}", "l2d", "offline", v) for v in views]
+    rows += [Row(f"L2D offline V={v} {compact_dtype}", "l2d", "offline", v, dtype=compact_dtype) for v in compact_views]
     rows += [
         Row(f"{name} offline V={v}", method, "offline", v)
         for method, name in (("mld", "MLD"), ("mpscd", "MPSCD"))
@@ -214,13 +237,15 @@ class Study:
         kinds: Sequence[str] = ROW_KINDS,
         teacher_b: Optional[Dict[str, Any]] = None,
         cfg_b: Optional[Config] = None,
+        compact_views: Sequence[int] = (),
+        compact_dtype: str = "int8",
     ) -> None:
         """``teacher_b``: the config changes that make the ensemble rows' second teacher (default:
         seed + 1), ``cfg_b`` the config they give (default: ``cfg`` with them)."""
         self.cfg, self.work, self.seeds, self.config_name = cfg, work, seeds, config_name
         self.views, self.method_views = views, method_views
         self.prototype_views = int(cfg.cache["views"])  # online rows: MPSCD prototypes only
-        self.rows = study_rows(views, method_views, kinds)
+        self.rows = study_rows(views, method_views, kinds, compact_views, compact_dtype)
         self.teacher_b = dict(teacher_b or {"seed": int(cfg.seed) + 1})
         self.cfg_b = cfg_b if cfg_b is not None else cfg.replace(**self.teacher_b)
         self.scores: Dict[str, Dict[str, Dict[str, Any]]] = {}  # teacher letter -> split -> evaluate.run(keep_logits)
@@ -279,17 +304,18 @@ class Study:
         """Every cache the rows read, keyed ``(teacher letter, V)``; all dumped with the config
         (its seed and transform), so that the two teachers' caches hold the same views."""
         result = {}
-        wanted = {(letter, r.views) for r in self.rows if r.mode == "offline" for letter in r.teachers}
-        for letter, v in sorted(wanted):
-            out = self.work / (f"cache-v{v}" if letter == "a" else f"cache-{letter}-v{v}")
+        wanted = {(letter, r.views, r.dtype) for r in self.rows if r.mode == "offline" for letter in r.teachers}
+        for letter, v, dtype in sorted(wanted):
+            out = self.work / ((f"cache-v{v}" if letter == "a" else f"cache-{letter}-v{v}") + (f"-{dtype}" if dtype else ""))
             record = out / "study-dump.json"
             if not record.is_file():  # a dump without its record is redone whole, so that its time is a whole dump's
-                self.log(f"dumping teacher {letter.upper()}, V={v} ...")
+                self.log(f"dumping teacher {letter.upper()}, V={v} {dtype} ...")
                 started = time.perf_counter()
                 teacher = Path(teachers[letter]["path"])
-                info = dump.run(self.cfg.replace(cache={"views": v}), teacher, out, progress=False, overwrite=True)
+                cache = {"views": v, **({"dtype": dtype} if dtype else {})}
+                info = dump.run(self.cfg.replace(cache=cache), teacher, out, progress=False, overwrite=True)
                 record.write_text(json.dumps({"seconds": time.perf_counter() - started, "bytes": info.get("total_bytes")}))
-            result[letter, v] = {"path": str(out), **json.loads(record.read_text())}
+            result[letter, v, dtype] = {"path": str(out), **json.loads(record.read_text())}
         return result
 
     def ensemble_teacher(self, teachers: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
@@ -321,7 +347,7 @@ class Study:
         cfg = student_config(self.cfg, row.method, seed).replace(
             eval_every=self.cfg.epochs("s")[1], cache={"views": row.views if row.mode == "offline" else self.prototype_views}
         )
-        cache = [Path(caches[letter, row.views]["path"]) for letter in row.teachers] if row.mode == "offline" else None
+        cache = [Path(caches[letter, row.views, row.dtype]["path"]) for letter in row.teachers] if row.mode == "offline" else None
         started = time.perf_counter()
         result = distill.run(
             cfg,
@@ -350,12 +376,17 @@ class Study:
         teachers = {letter: self.teacher(letter) for letter in self.letters}
         caches = self.dumps(teachers)
         teacher = Path(teachers["a"]["path"])
+        self.train_size = len(dataset_from_config(self.cfg, "train"))  # the students' split, as dumped
         runs: Dict[str, List[Dict[str, Any]]] = {row.name: [] for row in self.rows}
         for seed in self.seeds:  # seed-major: an interrupted study has whole seeds
             for row in self.rows:
                 runs[row.name].append(self.student(row, seed, teacher, caches))
         readers = {
-            key: sum(len(self.seeds) for r in self.rows if r.mode == "offline" and r.views == key[1] and key[0] in r.teachers)
+            key: sum(
+                len(self.seeds)
+                for r in self.rows
+                if r.mode == "offline" and (r.views, r.dtype) == key[1:] and key[0] in r.teachers
+            )
             for key in caches
         }
         table = [self.summarise_row(row, runs, caches, readers) for row in self.rows]
@@ -369,7 +400,7 @@ class Study:
             "classes": class_profile(train.class_names, train.labels),
             "train_size_teacher": len(dataset_from_config(self.cfg, "train", "t")),
             "teacher": teachers["a"],
-            "dumps": {f"{letter}{v}" if letter != "a" else str(v): c for (letter, v), c in caches.items()},
+            "dumps": {f"{letter if letter != 'a' else ''}{v}{dtype}": c for (letter, v, dtype), c in caches.items()},
             "rows": table,
             "wall_s": time.perf_counter() - started,
             "machine": {
@@ -387,7 +418,7 @@ class Study:
 
     def summarise_row(self, row: Row, runs, caches, readers) -> Dict[str, Any]:
         mine = runs[row.name]
-        by_kind = {(r.method, r.mode, r.views, r.teachers): r.name for r in self.rows}
+        by_kind = {(r.method, r.mode, r.views, r.teachers): r.name for r in self.rows if not r.dtype}
         base = runs[by_kind[NO_KD, "no-kd", None, "a"]]
         online_name = by_kind.get((row.method, "online", "fresh", "a")) if row.teachers == "a" else None
 
@@ -409,17 +440,21 @@ class Study:
         }
         out["loss_terms"] = self.loss_terms(row)
         if row.mode == "offline":
-            parts = [
-                {"seconds": caches[letter, row.views]["seconds"], "students": readers[letter, row.views]}
-                for letter in row.teachers
-            ]
-            sizes = [caches[letter, row.views]["bytes"] for letter in row.teachers]
+            keys = [(letter, row.views, row.dtype) for letter in row.teachers]
+            parts = [{"seconds": caches[key]["seconds"], "students": readers[key]} for key in keys]
+            sizes = [caches[key]["bytes"] for key in keys]
+            pairs = self.train_size * row.views * len(keys)  # the (sample, view) pairs dumped
             out["dump"] = {  # several caches (an ensemble): each dump's time over the students that read it
                 "seconds": sum(p["seconds"] for p in parts),
                 "bytes": None if None in sizes else sum(sizes),
+                "bytes_per_view": None if None in sizes else sum(sizes) / pairs,
+                "ms_per_view": 1000 * sum(p["seconds"] for p in parts) / pairs,
                 "parts": parts,
                 "seconds_per_student": sum(p["seconds"] / p["students"] for p in parts),
             }
+            same_v = by_kind.get((row.method, row.mode, row.views, row.teachers))
+            if row.dtype and same_v and same_v != row.name:  # a compact cache against the config's precision, same V
+                out["vs_config_precision"] = {"row": same_v, **paired(map_by_seed(mine), map_by_seed(runs[same_v]))}
             if len(parts) == 1:
                 out["dump"]["students"] = parts[0]["students"]
         return out
@@ -598,11 +633,13 @@ def render(result: Dict[str, Any]) -> str:
     ]
     body = []
     for r in result["rows"]:
-        dump_cell = "—"
+        dump_cell, per_view = "—", "—"
         if "dump" in r:
             d = r["dump"]
             shares = " + ".join(f"{p['seconds']:.0f} s / {p['students']}" for p in d.get("parts", [d]))
             dump_cell = f"{shares} = {d['seconds_per_student']:.1f} s"
+            size = "?" if d.get("bytes_per_view") is None else f"{d['bytes_per_view']:.0f} B"
+            per_view = f"{size}, {d['ms_per_view']:.2f} ms" if "ms_per_view" in d else "—"
         body.append(
             [
                 r["name"],
@@ -614,6 +651,7 @@ def render(result: Dict[str, Any]) -> str:
                 _diff(r["vs_online_fresh"]),
                 f"{r['seconds']['mean']:.0f} s",
                 dump_cell,
+                per_view,
             ]
         )
     headers = [
@@ -626,8 +664,13 @@ def render(result: Dict[str, Any]) -> str:
         "Δ vs online fresh",
         "student",
         "dump / students",
+        "per view: cache, dump",
     ]
     lines.append(format_table(body, headers))
+    compact = [r for r in result["rows"] if r.get("vs_config_precision")]
+    if compact:
+        lines += ["", "a compact cache against the config's precision at the same V (paired test mAP):"]
+        lines += [f"  {r['name']} - {r['vs_config_precision']['row']}: {_diff(r['vs_config_precision'])}" for r in compact]
     base = next(r for r in result["rows"] if r["mode"] == "no-kd")["test"]["mAP"]
     lines += [
         "",
@@ -664,6 +707,17 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
+    parser.add_argument(
+        "--compact-views",
+        default="16,32,64",
+        help="cache view counts of the l2d-compact rows, comma-separated (default 16,32,64)",
+    )
+    parser.add_argument(
+        "--compact-dtype",
+        default="int8",
+        choices=("int8", "bfloat16", "float16", "float32"),
+        help="cache.dtype of the l2d-compact rows' caches (default int8)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run of every row: tiny data, 1 epoch, V in 1,2, 2 seeds")
     parser.add_argument(
@@ -719,7 +773,11 @@ def main(argv=None) -> int:
             para = quick_csv_files(bench.data_root, cfg.dataset_para, bench.quick_rows, work / "quick-data")
             cfg, cfg_b = cfg.replace(dataset_para=para), cfg_b.replace(dataset_para=para)
         method_views = [2] if args.quick else sorted({int(v) for v in (args.method_views or str(cfg.cache["views"])).split(",")})
-        return Study(cfg, work, seeds, views, method_views, bench.config, kinds, teacher_b, cfg_b).run()
+        if args.compact_dtype == cfg.cache["dtype"] and "l2d-compact" in kinds:
+            sys.exit(f"error: --compact-dtype {args.compact_dtype} is the config's cache.dtype; choose another precision")
+        compact = [2] if args.quick else sorted({int(v) for v in args.compact_views.split(",")})
+        study = Study(cfg, work, seeds, views, method_views, bench.config, kinds, teacher_b, cfg_b, compact, args.compact_dtype)
+        return study.run()
 
     if args.work is None:
         with tempfile.TemporaryDirectory(prefix="kd-study-") as tmp:

@@ -32,6 +32,7 @@ def test_every_row_ran_with_every_seed(study):
         "L2D online fresh",
         "L2D offline V=1",
         "L2D offline V=2",
+        "L2D offline V=2 int8",
         "MLD offline V=2",
         "MPSCD offline V=2",
         "MLD online fresh",
@@ -89,6 +90,15 @@ def test_paired_differences_and_dump_cost_are_the_runs_arithmetic(study):
     assert l2d["dump"]["students"] == 8 and rows["L2D offline V=1"]["dump"]["students"] == 2
     assert l2d["dump"]["seconds_per_student"] == pytest.approx(l2d["dump"]["seconds"] / 8)
     assert result["dumps"]["2"]["bytes"] > result["dumps"]["1"]["bytes"]
+    # the compact row: its own int8 cache, per-view figures, paired with the float16 row of its V
+    compact = rows["L2D offline V=2 int8"]
+    assert compact["dump"]["students"] == 2 and result["dumps"]["2int8"]["bytes"] < result["dumps"]["2"]["bytes"]
+    assert compact["dump"]["bytes_per_view"] == pytest.approx(result["dumps"]["2int8"]["bytes"] / (96 * 2))
+    assert compact["dump"]["ms_per_view"] == pytest.approx(1000 * result["dumps"]["2int8"]["seconds"] / (96 * 2))
+    assert compact["vs_config_precision"]["row"] == "L2D offline V=2"
+    assert compact["vs_config_precision"]["per_seed"] == pytest.approx(
+        [a["test"]["mAP"] - b["test"]["mAP"] for a, b in zip(compact["runs"], l2d["runs"])]
+    )
 
 
 def test_another_teacher_b_is_refused_in_a_folder_of_the_first(study):
