@@ -171,7 +171,7 @@ def target_tolerance(cache_dtype: str, live: torch.Tensor, coded: bool = True) -
 # How far a loss term may move when its teacher targets move within target_tolerance, relative to
 # the term, per cache precision. MLD is smooth in the teacher's logits (float16 in every
 # precision but float32): a few u. LED and MPSCD compare token distances and similarities; the
-# tokens of one class lie close together here (|a| / d(a, b) up to 260: (|a|^2 + |b|^2) / d^2
+# tokens of one class lie close together here (|a| / d(a, b) up to 180: (|a|^2 + |b|^2) / d^2
 # reached 67,000), so a rounding of the tokens by u|a| moves their distance by up to 2u|a| / d,
 # whatever the arithmetic: float16 storage moves CD by up to 9.1e-3 of itself (MLD 3.1e-4,
 # MPSCD 8e-5; benchmarks/offline_online_gap.py, native and generic kernels). Allowed: 2^-5
