@@ -27,8 +27,10 @@ Examples:
     "dump-targets",
     context_settings=CONTEXT_SETTINGS,
     epilog=EPILOG,
-    help=f"Write the teacher's logits, pooled features and label-wise embeddings for every training sample under V "
-    f"replayable views into OUT/{part_glob()} and OUT/{MANIFEST_NAME} (with --images, the train and eval images too).",
+    help=f"Write the teacher's outputs for every training sample under V replayable views into OUT/{part_glob()} and "
+    f"OUT/{MANIFEST_NAME}: its logits and what the config's distiller reads (cache.fields; label-wise embeddings for "
+    f"LED and MPSCD, pooled features for RKD and PKT), in the precision of cache.dtype (with --images, the train and "
+    f"eval images too).",
 )
 @click.option("--config", "-c", "config_path", required=True, help="config file (.py) or a shipped name")
 @click.option(

@@ -25,7 +25,19 @@ import torch
 
 from ..config import CACHE_DTYPES
 
-__all__ = ["STORAGE", "SCALED", "INT8_MAX", "Encoded", "encode", "decode", "logits_dtype", "value_dtype", "ErrorSum"]
+__all__ = [
+    "STORAGE",
+    "SCALED",
+    "COMPACT",
+    "SCALE_DTYPE",
+    "INT8_MAX",
+    "Encoded",
+    "encode",
+    "decode",
+    "logits_dtype",
+    "value_dtype",
+    "ErrorSum",
+]
 
 STORAGE: Dict[str, np.dtype] = {
     "float32": np.dtype(np.float32),
@@ -34,6 +46,8 @@ STORAGE: Dict[str, np.dtype] = {
     "int8": np.dtype(np.int8),
 }
 SCALED = ("int8",)  # precisions that store a scale per vector
+COMPACT = ("bfloat16", "int8")  # precisions a reader of cache format 3 or older cannot read (format 4)
+SCALE_DTYPE = np.dtype(np.float32)  # the per-vector scales of SCALED precisions
 INT8_MAX = 127  # symmetric: q in [-127, 127], so that -q is always stored exactly
 assert set(STORAGE) == set(CACHE_DTYPES)
 
@@ -87,7 +101,7 @@ def encode(x: Any, dtype: str) -> Encoded:
         values = stored.view(torch.int16).cpu().numpy().view(np.uint16)
     else:
         values = stored.cpu().numpy()
-    return Encoded(values, None if scales is None else scales.cpu().numpy().astype(np.float32), max_abs, rel_sum, vectors)
+    return Encoded(values, None if scales is None else scales.cpu().numpy().astype(SCALE_DTYPE), max_abs, rel_sum, vectors)
 
 
 def decode(values: np.ndarray, scales: Optional[np.ndarray], dtype: str) -> np.ndarray:
@@ -109,7 +123,8 @@ class ErrorSum:
         self.max_abs, self.rel_sum, self.vectors = 0.0, 0.0, 0
 
     def add(self, enc: Encoded) -> None:
-        self.max_abs = max(self.max_abs, enc.max_abs)
+        # a non-finite teacher output makes the error NaN from then on (max() would drop a NaN)
+        self.max_abs = float(np.maximum(self.max_abs, enc.max_abs))
         self.rel_sum += enc.rel_sum
         self.vectors += enc.vectors
 

@@ -11,11 +11,12 @@ memory-map them at ``dset.id.get_offset()``):
 ``labels``      ``[n, C]`` u1      0/1 label matrix
 ``view_seed``   ``[n, V]`` u8      seed of each stored augmented view
 ``fingerprint`` ``[n, V]`` u8      64-bit fingerprint of each view's input tensor
-``logits``      ``[n, V, C]``      ``spec.dtype``
-``features``    ``[n, V, D]``      ``spec.dtype``, pooled backbone features
+``logits``      ``[n, V, C]``      float16 (float32 when ``spec.dtype`` is)
+``features``    ``[n, V, D]``      ``spec.dtype`` as stored (cache/codec.py), pooled backbone features
 ``emb_offsets`` ``[n + 1]`` i8     positive mode: tokens of sample i are rows offsets[i]:offsets[i+1]
 ``emb_class``   ``[P]`` i2         positive mode: class of each token, ascending within a sample
-``emb``         ``[P, V, E]``      positive mode (``[n, V, C, E]`` in dense mode), ``spec.dtype``
+``emb``         ``[P, V, E]``      positive mode (``[n, V, C, E]`` in dense mode), ``spec.dtype`` as stored
+``*_scale``     ``[n, V]``, ``[P, V]`` float32 scales of ``features`` and ``emb`` (``[n, V, C]`` dense), int8 only
 ``images``      ``[n, S, S, 3]`` u1 ``images="raw"``: each image after decode and resize (S = img_size)
 ``jpeg_offsets`` ``[n + 1]`` i8    ``images="jpeg"``: image i is bytes offsets[i]:offsets[i+1] of ``jpeg``
 ``jpeg``        ``[B]`` u1         ``images="jpeg"``: the images re-encoded at ``jpeg_quality``
@@ -57,7 +58,7 @@ from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS, IMAGE_STORES
 from ..data.transforms import TransformSpec
 from ..errors import CacheCorruptError, CacheMismatchError
 from ..models.card import OUTPUTS
-from .codec import SCALED, STORAGE, logits_dtype, value_dtype
+from .codec import COMPACT, SCALE_DTYPE, SCALED, STORAGE, logits_dtype, value_dtype
 
 __all__ = [
     "ViewField",
@@ -69,6 +70,8 @@ __all__ = [
     "DTYPES",
     "EMBEDDINGS",
     "SHARD_ATTRS",
+    "QUANTISATION_ATTR",
+    "EMB_SCALE",
     "CacheSpec",
     "shard_name",
     "labels_digest",
@@ -111,7 +114,8 @@ SHARD_PREFIX = "shard"  # shard-00000.h5 ...: the targets (and the train images 
 EVAL_PREFIX = "eval"  # eval-00000.h5 ...: the stored evaluation split
 DTYPES = CACHE_DTYPES  # the choices live with the config keys that take them
 EMBEDDINGS = EMBEDDING_LAYOUTS
-SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created", "quantisation")  # per-shard, not in the spec
+QUANTISATION_ATTR = "quantisation"  # per shard: the error of storing each output (writer.ShardBuffer.attrs)
+SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created", QUANTISATION_ATTR)  # per-shard, not in the spec
 _JSON_FIELDS = ("class_names", "transform", "normalisation", "outputs")  # stored as JSON strings in HDF5
 _INT_FIELDS = (
     "num_samples",
@@ -126,7 +130,7 @@ _INT_FIELDS = (
 )
 # Fields a cache without an image store leaves out (its attributes, and so its hashes, stay those
 # of the caches written before the store existed), and their values there; likewise ``outputs``
-# when the teacher gave all of them (_OPTIONAL: every field an older cache may lack).
+# when the cache holds all of them (_OPTIONAL: every field an older cache may lack).
 _STORE_DEFAULTS: Dict[str, Any] = {"images": "none", "jpeg_quality": 0}
 _OPTIONAL: Dict[str, Any] = {**_STORE_DEFAULTS, "outputs": TEACHER_OUTPUTS}
 _KEY_ITEMSIZE = 8  # h5py reports a vlen-string dataset's nbytes as 8 bytes per element
@@ -190,8 +194,8 @@ class EmbeddingLayout:
         scale = spec.scaled
         if self.positive:
             shapes = {"emb_offsets": ((n + 1,), 8), "emb_class": ((positives,), 2), "emb": ((positives, V, E), s)}
-            return {**shapes, **({EMB_SCALE: ((positives, V), 4)} if scale else {})}
-        return {"emb": ((n, V, C, E), s), **({EMB_SCALE: ((n, V, C), 4)} if scale else {})}
+            return {**shapes, **({EMB_SCALE: ((positives, V), SCALE_DTYPE.itemsize)} if scale else {})}
+        return {"emb": ((n, V, C, E), s), **({EMB_SCALE: ((n, V, C), SCALE_DTYPE.itemsize)} if scale else {})}
 
 
 LAYOUTS: Dict[str, EmbeddingLayout] = {
@@ -262,7 +266,7 @@ class CacheSpec:
     num_classes: int
     feature_dim: int
     embed_dim: int
-    dtype: str  # "float16" | "float32": logits, features, emb
+    dtype: str  # the precision of features and emb (codec.STORAGE); logits float16, float32 in a float32 cache
     embedding: str  # "positive" | "dense"
     shard_size: int
     class_names: Tuple[str, ...]
@@ -371,7 +375,7 @@ class CacheSpec:
 
     @property
     def view_fields(self) -> Tuple[ViewField, ...]:
-        """The :data:`VIEW_FIELDS` this cache holds (those of outputs the teacher did not give are absent)."""
+        """The :data:`VIEW_FIELDS` this cache holds (those of outputs it does not store are absent)."""
         return tuple(f for f in VIEW_FIELDS if f.output is None or f.output in self.outputs)
 
     @property
@@ -381,14 +385,14 @@ class CacheSpec:
 
     @property
     def absent(self) -> Tuple[str, ...]:
-        """The teacher outputs this cache lacks (its teacher did not give them)."""
+        """The teacher outputs this cache lacks (its teacher did not give them, or cache.fields left them out)."""
         return tuple(o for o in TEACHER_OUTPUTS if o not in self.outputs)
 
     @property
     def format_version(self) -> int:
         """The oldest format that holds this cache: 4 for bfloat16 and int8, else 3 when outputs
         are absent, else 2."""
-        if self.dtype in ("bfloat16", "int8"):
+        if self.dtype in COMPACT:
             return 4
         return 3 if self.absent else 2
 
@@ -517,7 +521,9 @@ class CacheSpec:
                 payload += nbytes
             dense_payload += dense.shard_nbytes(labels[start:stop])
         tokens = int(np.count_nonzero(labels))
-        row = self.views * (self.embed_dim * self.storage_dtype.itemsize + 4 * self.scaled)  # one token over all views
+        row = self.views * (
+            self.embed_dim * self.storage_dtype.itemsize + SCALE_DTYPE.itemsize * self.scaled
+        )  # a token, all views
         emb = (tokens if self.layout.positive else self.num_samples * self.num_classes) * row
         pairs = self.num_samples * self.views
         return {
@@ -551,7 +557,7 @@ def dataset_shapes(spec: CacheSpec, n: int, positives: int, jpeg_bytes: int = 0)
     for field in spec.view_fields:
         shapes[field.name] = (field.shape(spec, n), field.np_dtype(spec).itemsize)
         if field.coded and spec.scaled:
-            shapes[field.scale_name] = ((n, spec.views), 4)
+            shapes[field.scale_name] = ((n, spec.views), SCALE_DTYPE.itemsize)
     if spec.has_embeddings:
         shapes.update(spec.layout.shapes(spec, n, positives))
     shapes.update(image_shapes(spec, n, jpeg_bytes))

@@ -207,11 +207,16 @@ class TargetCache:
                     shapes = eval_shapes(self.spec, n, jpeg)
                 else:
                     shapes = dataset_shapes(self.spec, n, int(np.count_nonzero(shard.labels)), jpeg)
-                for name, (shape, _) in shapes.items():
+                for name, (shape, itemsize) in shapes.items():
                     dset = f[name]
                     if dset.shape != shape:
                         raise CacheCorruptError(
                             f"{shard.file} in {where}: {name} has shape {dset.shape}, expected {shape}; {fix}"
+                        )
+                    if name in _MAPPED and dset.dtype.itemsize != itemsize:  # decoded by the cache's precision
+                        raise CacheCorruptError(
+                            f"{shard.file} in {where}: {name} holds {dset.dtype}, a {self.spec.dtype} cache stores "
+                            f"{itemsize}-byte values there; {fix}"
                         )
                     if name in _MAPPED:
                         offset = dset.id.get_offset() if dset.size else None
@@ -228,14 +233,14 @@ class TargetCache:
         """The error of storing each teacher output in this cache's precision, against the float32
         outputs dump-targets had in hand, over every shard: ``{output: {"max_abs": largest
         absolute error, "mean_rel": mean over vectors of |x̂ - x| / |x|, "vectors"}}``. None for a
-        float32 cache, or one written before the error was recorded (format 3 and older)."""
+        float32 cache, or one written by a version that did not record it."""
         totals: Dict[str, Dict[str, float]] = {}
         for shard in self._shards:
             with open_read(shard.path) as f:
-                text = f.attrs.get("quantisation")
+                text = f.attrs.get(fmt.QUANTISATION_ATTR)
             if text is None:
                 return None
-            for output, err in json.loads(fmt._plain(text)).items():
+            for output, err in json.loads(text.decode() if isinstance(text, bytes) else str(text)).items():
                 total = totals.setdefault(output, {"max_abs": 0.0, "rel_sum": 0.0, "vectors": 0})
                 total["max_abs"] = max(total["max_abs"], float(err["max_abs"]))
                 total["rel_sum"] += float(err["mean_rel"]) * int(err["vectors"])
@@ -322,12 +327,12 @@ class TargetCache:
         return self._labels
 
     def require(self, output: str, what: str) -> None:
-        """Raise :class:`CacheMismatchError` (one line) when the teacher of this cache did not give
+        """Raise :class:`CacheMismatchError` (one line) when this cache does not hold
         ``output`` (a :data:`~mlkd_cache.cache.format.TEACHER_OUTPUTS` name), which ``what`` needs."""
         if output not in self.spec.outputs:
             raise CacheMismatchError(
                 f"{what} needs the teacher's {fmt.OUTPUT_WORDS[output]}, and the cache in {self.directory} has none "
-                f"(its teacher gave {', '.join(fmt.OUTPUT_WORDS[o] for o in self.spec.outputs)})"
+                f"(it holds {', '.join(fmt.OUTPUT_WORDS[o] for o in self.spec.outputs)})"
             )
 
     # -- image store ---------------------------------------------------------------------------
@@ -477,7 +482,7 @@ class TargetCache:
         ``view_seed`` and ``fingerprint`` int64 [B] (uint64 bits reinterpreted); positive mode
         adds ``tokens`` [P, E], ``token_sample`` int64 [P] (batch position) and ``token_class``
         int64 [P]; dense mode adds ``label_emb`` [B, C, E]. Any order, duplicates allowed. The
-        outputs the teacher did not give (``spec.absent``) are not returned.
+        outputs the cache does not hold (``spec.absent``) are not returned.
         """
         spec = self.spec
         groups, local, view = self._locate(indices, views)  # no groups: an empty batch, empty outputs

@@ -24,10 +24,11 @@ import torch
 from .._version import __version__
 from ..errors import CacheCorruptError, MlkdError
 from ..fileio import atomic_write_bytes, file_sha256, fsync_dir
-from .codec import Encoded, ErrorSum, encode, logits_dtype
+from .codec import SCALE_DTYPE, Encoded, ErrorSum, encode, logits_dtype
 from .format import (
     EMB_SCALE,
     MANIFEST_NAME,
+    QUANTISATION_ATTR,
     CacheSpec,
     dataset_shapes,
     eval_name,
@@ -211,7 +212,7 @@ class ShardBuffer:
         positives = int(np.count_nonzero(self.labels))
         dtypes = {f.name: f.np_dtype(spec) for f in spec.view_fields}
         dtypes.update(emb_offsets=np.dtype(np.int64), emb_class=np.dtype(np.int16), emb=spec.storage_dtype)
-        dtypes.update({name: np.dtype(np.float32) for name in (*(f.scale_name for f in spec.view_fields), EMB_SCALE)})
+        dtypes.update({name: SCALE_DTYPE for name in (*(f.scale_name for f in spec.view_fields), EMB_SCALE)})
         arrays: Dict[str, np.ndarray] = {}
         stored = image_shapes(spec, n)
         for name, (shape, _) in dataset_shapes(spec, n, positives).items():
@@ -253,12 +254,12 @@ class ShardBuffer:
         return shard_name(self.index)
 
     def attrs(self) -> Dict[str, Any]:
-        """The shard's HDF5 attributes (``created`` aside); but in a float32 cache,
+        """The shard's HDF5 attributes (``created`` aside); unless the cache is float32, also
         ``quantisation``: JSON ``{output: {"max_abs", "mean_rel", "vectors"}}``, the error of
         storing each teacher output against its float32 value (codec.ErrorSum)."""
         attrs = {**self.spec.to_attrs(), "shard_index": self.index, "sample_start": self.start, "sample_stop": self.stop}
         if self.spec.dtype != "float32":
-            attrs["quantisation"] = json.dumps({k: e.as_dict() for k, e in self.errors.items()}, sort_keys=True)
+            attrs[QUANTISATION_ATTR] = json.dumps({k: e.as_dict() for k, e in self.errors.items()}, sort_keys=True)
         return attrs
 
     def missing(self) -> str:
@@ -273,7 +274,8 @@ class ShardBuffer:
         [B], ``logits`` [B, C], ``features`` [B, D] when the teacher gives them); torch tensors on
         any device, or numpy.
 
-        Float values are cast to ``spec.dtype``; the positive layout keeps ``label_emb[b, c]``
+        Float values are stored in the cache's precision (:func:`~mlkd_cache.cache.codec.encode`;
+        logits float16, float32 in a float32 cache); the positive layout keeps ``label_emb[b, c]``
         only where ``labels[rows[b], c] == 1``. Each (row, view) pair may be put once.
         """
         spec = self.spec
@@ -532,7 +534,7 @@ def _file_is_complete(path: Path, expected: Dict[str, Any], shapes_of: Any) -> b
         with open_read(path) as f:
             attrs = dict(f.attrs)
             attrs.pop("created", None)
-            attrs.pop("quantisation", None)  # measured while the shard was written, not part of what it must be
+            attrs.pop(QUANTISATION_ATTR, None)  # measured while the shard was written, not part of what it must be
             if set(attrs) != set(expected) or not all(_attr_equal(attrs[key], v) for key, v in expected.items()):
                 return False
             shapes = shapes_of(f)

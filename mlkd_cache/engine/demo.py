@@ -22,7 +22,7 @@ from ..stats import paired, summarise
 from . import dump, plot
 from .checkpoint import load_checkpoint, read_card
 from .distill import DistillTrainer, NoKDTrainer
-from .recipes import NO_KD, RECIPES, student_config
+from .recipes import NO_KD, RECIPES, recipe_fields, student_config
 from .runlog import MetricsLog, RunFiles
 from .train import Trainer
 
@@ -101,7 +101,7 @@ def run(
         lambda resume: Trainer(cfg, "t", teacher_out, resume=resume, progress=progress), RunFiles(teacher_out, "teacher"), cfg
     )
     teacher_file = Path(teacher["checkpoint"])
-    cache = _dump_or_reuse(cfg, teacher_file, out / "cache", progress)
+    cache = _dump_or_reuse(cfg.replace(cache={"fields": recipe_fields(cfg)}), teacher_file, out / "cache", progress)
     rows = [{"model": f"teacher {cfg.model_t}", "loss": cfg.loss_t.upper(), "recipe": "teacher", "seed": cfg.seed, **teacher}]
     for k in range(seeds):
         seed = cfg.seed + k

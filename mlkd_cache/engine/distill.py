@@ -40,7 +40,16 @@ from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
 from ..models.card import ModelCard
 from .ensemble import EnsembleTargets, describe, ensemble_term
-from .targets import FRESH, Batch, CacheTargets, LiveTeacher, TeacherTargets, check_outputs_serve, open_cache_on_ranks
+from .targets import (
+    FRESH,
+    Batch,
+    CacheTargets,
+    LiveTeacher,
+    TeacherTargets,
+    check_outputs_serve,
+    open_cache_on_ranks,
+    verify_on_ranks,
+)
 from .teacher import TeacherSpec
 from .thresholds import TUNING_SPLIT, tune_model
 from .train import Trainer
@@ -213,13 +222,15 @@ class DistillTrainer(StudentTrainer):
         if len(caches) > 1:
             self.ensemble = EnsembleTargets(caches, verify_checksums)
             self.members = list(self.ensemble.members)
-        elif caches:
-            self.members = [CacheTargets(caches[0], verify_checksums)]
+        elif caches:  # its checksums after the outputs check: a cache that cannot serve is refused at once
+            self.members = [CacheTargets(caches[0], verify_checksums=False)]
         elif teacher is not None:
             self.members = [LiveTeacher(teacher, cfg, fresh_views)]
         self.source: Union[TeacherTargets, EnsembleTargets] = self.ensemble or self.members[0]
         for member in self.members:
             check_outputs_serve(cfg.criterion_t2s_para, member)  # a loss without its teacher output stops here
+        if isinstance(self.source, CacheTargets) and verify_checksums:
+            verify_on_ranks(self.source.cache, init_distributed())
         if self.ensemble is not None and init_distributed().is_main:
             log.info("distilling from %d teachers: %s", len(self.members), describe(self.ensemble.members))
         # the images: the offline cache's own store (an ensemble's first) when it has one, a store given for the

@@ -9,9 +9,10 @@ here, with L2D's logit weight.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from ..config import Config
+from .targets import outputs_needed
 
 _MLD = dict(name="MLD", para=dict())
 
@@ -49,3 +50,13 @@ def student_config(cfg: Config, recipe: str, seed: Optional[int] = None) -> Conf
     if isinstance(criterion, dict):
         changes["criterion_t2s_para"] = criterion
     return cfg.replace(**changes) if changes else cfg
+
+
+def recipe_fields(cfg: Config) -> Union[str, Tuple[str, ...]]:
+    """``cache.fields`` for one cache that serves every recipe of ``cfg``: with ``auto``, the
+    teacher outputs any recipe's distiller reads (the config's ``auto`` keeps only its own
+    distiller's); an explicit list as given."""
+    if cfg.cache["fields"] != "auto":
+        return tuple(cfg.cache["fields"])
+    needed = {o for name, r in RECIPES.items() if r.distils for o in outputs_needed(student_config(cfg, name).criterion_t2s_para)}
+    return tuple(sorted(needed))

@@ -99,7 +99,9 @@ def check_outputs_serve(criterion_t2s_para: Any, source: "TeacherTargets") -> No
         if need in given:
             continue
         works = [n for s, names in losses_by_slot().items() if SLOT_TEACHER_OUTPUT[s] in given for n in names]
-        redump = f", or dump a cache whose cache.fields holds {need}" if source.mode == "offline" else ""
+        redump = (
+            f", or dump a cache whose cache.fields holds {need} (its teacher must give it)" if source.mode == "offline" else ""
+        )
         raise ConfigError(
             f"{name} ({slot}_dis) needs the teacher's {OUTPUT_WORDS[need]}, and {source.name} gives only "
             f"{', '.join(OUTPUT_WORDS[o] for o in source.outputs)}; set {slot}_dis=None in criterion_t2s_para "

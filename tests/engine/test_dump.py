@@ -4,6 +4,7 @@ same under torchrun, refuses mismatches; inspect and verify read it."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -422,3 +423,31 @@ def test_cache_fields_auto_stores_what_the_distiller_reads_and_a_student_needing
     )
     assert_one_line_error(run_cli_in_process([*args, "--set", "cache.fields=['label_emb']"]), r"cache.fields must hold logits")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_compact_caches_report_their_error_and_verify(tmp_path, trained, dtype):
+    """A bfloat16 or int8 dump is format 4; every shard records the error of storing each output
+    (inspect sums it over shards: the bound of the precision holds, logits stay float16), and
+    verify passes it against the teacher."""
+    cfg_path, teacher_pt = trained
+    out = tmp_path / dtype
+    args = ["--views", "2", "--set", "cache.shard_size=64", "--set", f"cache.dtype='{dtype}'", "--no-progress"]
+    proc = run_cli_in_process(["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(out), *args])
+    assert proc.returncode == 0, proc.stderr
+    cache = TargetCache(out)
+    assert cache.format_version == 4 and cache.spec.outputs == ("label_emb", "logits")
+    shown = run_cli_in_process(["inspect", str(out), "--json"])
+    assert shown.returncode == 0, shown.stderr
+    errors = json.loads(shown.stdout)["quantisation_error"]
+    assert sorted(errors) == ["label_emb", "logits"]
+    assert errors["label_emb"]["vectors"] == int(cache.labels.sum()) * 2  # every token of every view
+    assert errors["logits"]["vectors"] == cache.num_samples * 2
+    # mean relative error per vector: int8 within half a step of max|x| (at most sqrt(E) / 254 of |x|),
+    # bfloat16 within 2^-8, the float16 logits within 2^-11
+    E = cache.spec.embed_dim
+    bound = {"int8": math.sqrt(E) / 254, "bfloat16": 2.0**-8}[dtype]
+    assert 0 < errors["label_emb"]["mean_rel"] <= bound and 0 < errors["logits"]["mean_rel"] <= 2.0**-11
+    assert f"precision  {dtype} against float32: label_emb max" in run_cli_in_process(["inspect", str(out)]).stdout
+    checked = run_cli_in_process(["verify", str(out), "--teacher", str(teacher_pt), "--samples", "16"])
+    assert checked.returncode == 0 and "verify passed" in checked.stdout, checked.stdout + checked.stderr
