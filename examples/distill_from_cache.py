@@ -5,8 +5,7 @@
     python examples/distill_from_cache.py -c digits/resnet10t_to_test_resnet_l2d.py --cache runs/cache
 
 The config names the dataset, the student and the distiller (criterion_t2s_para); the teacher is
-never loaded: its logits and label-wise embeddings (and pooled features, for a distiller that
-reads them) come from the cache.
+never loaded: the outputs its distiller reads come from the cache.
 """
 
 import argparse

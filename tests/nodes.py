@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -136,6 +136,22 @@ def kill_node(proc: subprocess.Popen) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def kill_last_node_when(
+    procs: Sequence[subprocess.Popen], ready: Callable[[], None]
+) -> Tuple[subprocess.CompletedProcess, float]:
+    """Once ``ready()`` returns (it waits for a moment of the run, and raises if there is none),
+    SIGKILL the last node and wait for node 0: (node 0's result, seconds from the kill to its
+    exit). No node is left running."""
+    try:
+        ready()
+        kill_node(procs[-1])
+        killed = time.monotonic()
+        survivor = finish(procs[:1], timeout=120)[0]
+        return survivor, time.monotonic() - killed
+    finally:
+        stop_all(procs)
 
 
 def stop_all(procs: Sequence[subprocess.Popen]) -> None:

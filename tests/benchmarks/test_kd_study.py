@@ -18,7 +18,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     work = tmp_path_factory.mktemp("kd-study")
-    cmd = [sys.executable, str(REPO / "benchmarks" / "kd_study.py"), "--quick", "--json", "--work", str(work)]
+    every_row = "no-kd,l2d-online,l2d-offline,l2d-compact,mld-offline,mpscd-offline,mld-online,l2d-ensemble"
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "kd_study.py"),
+        "--quick",
+        "--json",
+        "--work",
+        str(work),
+        "--rows",
+        every_row,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout), work, cmd

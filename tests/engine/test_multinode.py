@@ -36,13 +36,11 @@ from ..nodes import (
     Node,
     assert_all_ok,
     assert_refused_on_every_node,
-    finish,
-    kill_node,
+    kill_last_node_when,
     needs_private_mounts,
     needs_torchrun,
     run_nodes,
     start_nodes,
-    stop_all,
 )
 from .test_dump import assert_same_cache
 
@@ -144,14 +142,7 @@ def test_node_killed_mid_training_then_resume_with_the_checkpoint_on_rank_0_only
     args = ["teacher-train", "-c", setup.cfg_path, "-o", out, "--no-progress"]
     nodes = [Node(), Node(private=[out])]
     procs = start_nodes(args, nodes)
-    try:
-        wait_for_checkpoint(out, procs[0], epochs_done=1)
-        kill_node(procs[1])
-        killed = time.monotonic()
-        survivor = finish(procs[:1], timeout=120)[0]
-        elapsed = time.monotonic() - killed
-    finally:
-        stop_all(procs)
+    survivor, elapsed = kill_last_node_when(procs, lambda: wait_for_checkpoint(out, procs[0], epochs_done=1))
     assert survivor.returncode != 0 and elapsed < FAIL_FAST_S, (elapsed, survivor.stderr[-2000:])
     assert not (out / "teacher.pt").exists()
     done = load_checkpoint(out / "checkpoint.pt", require=("epoch",))["epoch"]
@@ -261,16 +252,13 @@ def test_node_killed_mid_dump_leaves_no_manifest_then_rerun_completes(setup, tmp
     args = ["dump-targets", "-c", cfg_path, "--teacher", setup.teacher_pt, "-o", out, "--views", "4"]
     args += ["--set", "cache.shard_size=16", "--no-progress"]  # 24 shards, 12 rounds of 2
     procs = start_nodes(args)
-    try:
+
+    def first_shard() -> None:
         deadline = time.time() + 240
         while not list(out.glob(part_glob())) and procs[0].poll() is None and time.time() < deadline:
             time.sleep(0.02)
-        kill_node(procs[1])
-        killed = time.monotonic()
-        survivor = finish(procs[:1], timeout=120)[0]
-        elapsed = time.monotonic() - killed
-    finally:
-        stop_all(procs)
+
+    survivor, elapsed = kill_last_node_when(procs, first_shard)
     assert survivor.returncode != 0 and elapsed < FAIL_FAST_S, (elapsed, survivor.stderr[-2000:])
     assert not (out / MANIFEST_NAME).exists()  # the cache does not look complete
     complete = len(list(out.glob(part_glob())))

@@ -66,10 +66,10 @@ def _train_args(cfg_path: Path, out: Path, *extra: str) -> list:
 
 
 def test_dump_fills_the_disk_then_resumes_where_it_stopped(built, tmpfs):
-    """Three shards of ~35 KiB on a 96 KiB tmpfs: two are written, the third hits ENOSPC. The
-    two stay complete, no .tmp and no manifest remain; with space freed the re-run writes one
-    shard and the cache equals the reference."""
-    out = tmpfs("96k") / "cache"
+    """Three shards of ~22 KiB (6 pages each) on a 60 KiB tmpfs: two are written, the third hits
+    ENOSPC. The two stay complete, no .tmp and no manifest remain; with space freed the re-run
+    writes one shard and the cache equals the reference."""
+    out = tmpfs("60k") / "cache"
     proc = in_process(built.dump_args(out))
     assert_one_line_error(
         proc, r"cannot write .*shard-00002\.h5: No space left on device; free space in .* then re-run dump-targets \(it resumes\)"
