@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from mlkd_cache.cli.common import human_size  # bytes per view as dump-targets --dry-run prints them
 from mlkd_cache.config import CACHE_DTYPES, load_config, shipped_configs_dir
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.planning import planned_train_split
@@ -80,15 +81,6 @@ def plan_config(path: Path) -> Optional[Dict[str, Any]]:
     }
 
 
-def human_iec(n: float) -> str:
-    """Bytes per view, as ``dump-targets --dry-run`` prints them (binary units)."""
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000:
@@ -121,7 +113,7 @@ def main() -> None:
                 else " | | |"
             )
             outputs = ", ".join(cells[0]["outputs"]) + (" (auto)" if fields_name == "auto" else "")
-            sizes = " | ".join(f"{human_iec(c['bytes_per_view'])} ({human(c['payload'])})" for c in cells)
+            sizes = " | ".join(f"{human_size(c['bytes_per_view'])} ({human(c['payload'])})" for c in cells)
             print(f"| {head} | {outputs} | {sizes} |")
     print()
     for source in dict.fromkeys(r["data"] for r in rows):

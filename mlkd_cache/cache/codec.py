@@ -61,7 +61,7 @@ def logits_dtype(dtype: str) -> str:
 
 def value_dtype(dtype: str) -> np.dtype:
     """The dtype :func:`decode` returns for ``dtype``: the stored float, float32 for bfloat16 and int8."""
-    return STORAGE[dtype] if dtype in ("float32", "float16") else np.dtype(np.float32)
+    return np.dtype(np.float32) if dtype in COMPACT else STORAGE[dtype]
 
 
 class Encoded(NamedTuple):
@@ -106,7 +106,7 @@ def encode(x: Any, dtype: str) -> Encoded:
 
 def decode(values: np.ndarray, scales: Optional[np.ndarray], dtype: str) -> np.ndarray:
     """Stored ``values [..., K]`` (and ``scales [...]`` for int8) as floats of :func:`value_dtype`."""
-    if dtype in ("float32", "float16"):
+    if dtype not in COMPACT:
         return values
     if dtype == "bfloat16":
         return (np.asarray(values, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)

@@ -437,6 +437,10 @@ def test_compact_caches_report_their_error_and_verify(tmp_path, trained, dtype):
     assert proc.returncode == 0, proc.stderr
     cache = TargetCache(out)
     assert cache.format_version == 4 and cache.spec.outputs == ("label_emb", "logits")
+    # --dry-run plans the bytes the writer wrote, scales included
+    planned = dump.plan(load_config(cfg_path, {"cache.shard_size": 64, "cache.dtype": dtype}), teacher_pt, views=2)["plan"]
+    written = sum(a.nbytes for datasets, _ in shard_contents(out).values() for name, a in datasets.items() if name != "keys")
+    assert planned["payload_bytes"] == written + 8 * cache.num_samples  # the plan counts 8 bytes a key
     shown = run_cli_in_process(["inspect", str(out), "--json"])
     assert shown.returncode == 0, shown.stderr
     errors = json.loads(shown.stdout)["quantisation_error"]
