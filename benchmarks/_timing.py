@@ -1,17 +1,25 @@
-"""Shared timing helper for the benchmark scripts: warm-up, repeats, median.
+"""Shared helpers of the benchmark scripts: timing (warm-up, repeats, median) and the stamp.
 
 t = measure(lambda: work(), warmup=1, repeat=5)
 print(t.median, t.per_call, t.rate(items))
+print(stamp_line())   # mlkd-cache version, commit, CPU, torch, the command
 """
 
 from __future__ import annotations
 
+import platform
+import shlex
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
-__all__ = ["Timing", "measure", "format_table"]
+__all__ = ["Timing", "measure", "format_table", "stamp", "stamp_line"]
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -71,3 +79,44 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def stamp() -> Dict[str, Any]:
+    """What a printed figure was measured with: mlkd-cache version and commit, CPU, torch, command."""
+    import torch
+
+    from mlkd_cache import __version__
+
+    return {
+        "mlkd_cache": __version__,
+        "commit": _commit(),
+        "cpu": f"{_cpu_name()} ({torch.get_num_threads()} threads, kernels {torch.backends.cpu.get_cpu_capability()})",
+        "torch": torch.__version__,
+        "command": shlex.join(["python", str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
+        if Path(sys.argv[0]).resolve().is_relative_to(REPO)
+        else shlex.join(sys.argv),
+    }
+
+
+def stamp_line() -> str:
+    s = stamp()
+    return f"mlkd-cache {s['mlkd_cache']} ({s['commit']}), torch {s['torch']}, {s['cpu']}: {s['command']}"

@@ -10,8 +10,11 @@ beside the cache at every step. Printed per cache precision and loss:
   over the 24 steps, as a power of 2 (the test allows the dtype's rounding plus 2^-16);
 * per term: max |term(cached) - term(live)| / |term(live)| (the test allows TERM_RTOL, or does
   not bound it: LED from an int8 cache);
-* how close the teacher tokens of one class lie: max (|a|^2 + |b|^2) / d(a, b)^2. A rounding of
-  the tokens by u|a| moves their distance d by up to 2u|a| / d, whatever the arithmetic.
+* how close the teacher tokens of one group lie (one class's for CD, one image's for ID):
+  max (|a|^2 + |b|^2) / d(a, b)^2, as they are and centred on the group's mean (as LED computes
+  them). A rounding of the stored tokens by u|a| moves their distance d by up to 2u|a| / d,
+  whatever the arithmetic; the form |a|^2 + |b|^2 - 2a.b multiplies its own rounding by the
+  factor, which centring brings down to the centred one.
 
 It imports the test's helpers, so it needs the test extras (``make venv`` installs them). Run it
 under the CPU kernels to compare, e.g. ``ATEN_CPU_CAPABILITY=default``:
@@ -35,8 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from mlkd_cache.config import CACHE_DTYPES, load_config  # noqa: E402
 from mlkd_cache.engine import dump, teacher  # noqa: E402
+from tests.bounds import RECOMPUTE  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
-from tests.engine.test_distill import MPSCD_CRITERION, RECOMPUTE, TERM_RTOL, crit, run_teacher_forced  # noqa: E402
+from tests.engine.test_distill import MPSCD_CRITERION, TERM_RTOL, crit, run_teacher_forced  # noqa: E402
 
 CRITERIA = {"L2D": None, "MPSCD": MPSCD_CRITERION}
 
@@ -70,7 +74,7 @@ def main() -> None:
                     )
                     for k in records[0].trained
                 }
-                condition = max(r.led_condition for r in records)
+                condition = {k: max(r.led_condition[k] for r in records) for k in records[0].led_condition}
                 results["runs"].append(
                     {"dtype": dtype, "loss": name, "target_gaps": gaps, "term_gaps": terms, "led_condition": condition}
                 )
@@ -86,7 +90,8 @@ def main() -> None:
         )
         print(f"{run['dtype']:8s} {run['loss']:5s}  targets: {targets}")
         print(f"{'':15s}terms: {terms}")
-        print(f"{'':15s}closeness (|a|^2+|b|^2)/d^2 of one class's tokens: {run['led_condition']:.0f}")
+        closeness = "  ".join(f"{k} {v:.0f}" for k, v in run["led_condition"].items())
+        print(f"{'':15s}closeness (|a|^2+|b|^2)/d^2 of a group's teacher tokens: {closeness}")
 
 
 if __name__ == "__main__":

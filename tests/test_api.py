@@ -388,7 +388,7 @@ def test_load_teacher_runs_the_teacher_of_the_cache(opened):
     with torch.no_grad():
         live = teacher.model(batch.image).logits
     cached = views.targets(batch, "cpu")["z_t"]
-    from .engine.test_distill import target_tolerance  # the equivalence test's bound, one place
+    from .bounds import target_tolerance  # the equivalence test's bound, one place
 
     assert cache.spec.dtype == "float16"
     assert ((cached - live).abs() <= target_tolerance(cache.spec.dtype, live)).all()

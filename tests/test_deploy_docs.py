@@ -53,8 +53,15 @@ def test_the_program_runs_an_export_without_mlkd_cache(tmp_path):
     preds = predict_engine.predict(tmp_path / "m.pt", photos)
     lines = proc.stdout.splitlines()
     assert len(lines) == 3
+    thresholds, compared = np.asarray(card.thresholds["values"]), 0
     for line, path, labels, probs in zip(lines, preds.paths, preds.label_sets, preds.probabilities):
         name, got_labels, got_probs = line.split(" ", 2)
-        assert name == path and got_labels == ";".join(labels)
         # the export's tolerance, plus the 6 decimals the program prints
-        assert np.abs(np.asarray(json.loads(got_probs)) - probs).max() <= TOLERANCE + 1e-6
+        bound = TOLERANCE + 1e-6
+        assert name == path and np.abs(np.asarray(json.loads(got_probs)) - probs).max() <= bound
+        # the label sets agree on every class whose probability is not within that bound of its
+        # threshold (onnxruntime's kernels may round it to the other side)
+        decided = {c for c, p, t in zip(card.class_names, probs, thresholds) if abs(p - t) > bound}
+        assert set(got_labels.split(";")) & decided == set(labels) & decided
+        compared += len(decided)
+    assert compared >= 12  # of the 15 labels: a few near their threshold at most

@@ -297,8 +297,8 @@ def pages() -> List[Path]:
 # predicts for a photograph, or the classes a precision target is out of reach for.
 VOLATILE = (
     (re.compile(r"^(photos/[^,\s]+),[^,]*,", re.M), r"\1,<labels>,"),
-    (re.compile(r"^(photos/\S+) \S*$", re.M), r"\1 <labels>"),
-    (re.compile(r"(fell back to the global threshold [^:]+:).*$", re.M), r"\1 <classes>"),
+    (re.compile(r"^(photos/\S+) .*$", re.M), r"\1 <labels>"),
+    (re.compile(r"(fell back to the global threshold \S+?)(:.*)?$", re.M), r"\1: <classes>"),
 )
 
 

@@ -29,6 +29,7 @@ from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.engine import dump, teacher
 from mlkd_cache.engine.checkpoint import load_model
 
+from ..bounds import target_tolerance
 from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, run_cli_in_process, tiny_config, torch_threads
 
 pytestmark = pytest.mark.slow
@@ -96,9 +97,14 @@ def test_round_trip_equals_the_teachers_own_outputs(tmp_path, trained):
     with torch.no_grad():
         out = model(model_input(torch.stack([it[0] for it in items]), views.spec, torch.device("cpu")))
     got = cache.get(idx, vw)
-    torch.testing.assert_close(got["logits"], out.logits, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["features"], out.features, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["tokens"], out.label_emb[got["token_sample"], got["token_class"]], rtol=1e-4, atol=1e-5)
+    # the dump ran other batches: each output within float32 rounding plus the recompute bound
+    for name, live in (
+        ("logits", out.logits),
+        ("features", out.features),
+        ("tokens", out.label_emb[got["token_sample"], got["token_class"]]),
+    ):
+        assert got[name].dtype == torch.float32, name
+        assert ((got[name] - live).abs() <= target_tolerance("float32", live)).all(), name
     labels = torch.as_tensor(data.labels[idx])
     assert torch.equal(
         torch.sort(got["token_sample"] * 10 + got["token_class"]).values, torch.nonzero(labels).mul(torch.tensor([10, 1])).sum(1)

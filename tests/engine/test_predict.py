@@ -25,6 +25,7 @@ from mlkd_cache.metrics import sigmoid
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import ModelCard
 
+from ..bounds import recompute_bound
 from ..conftest import assert_one_line_error, run_cli_in_process, shared_data
 
 
@@ -65,8 +66,9 @@ def test_probabilities_are_evaluates_and_labels_follow_the_stored_thresholds(coc
     assert all(e is None for e in preds.errors)
     got = preds.probabilities
     want = np.stack([expected[p] for p in preds.paths])
-    # float32 logits of the same pixels in other batches (7 here, 8 in evaluate): a few float32 ulps
-    np.testing.assert_allclose(got, want, rtol=0, atol=2**-16)
+    # float32 logits of the same pixels in other batches (7 here, 8 in evaluate): within the
+    # recompute bound, which the sigmoid (slope <= 1/4) shrinks, plus the probability's rounding
+    np.testing.assert_allclose(got, want, rtol=0, atol=recompute_bound(scored["logits"]) / 4 + 2**-24)
     assert np.array_equal(preds.labels, got >= values[None, :])
     assert 0.3 < preds.labels.mean() < 0.7 and "per-class thresholds stored in the model" in preds.threshold_source
     # --threshold replaces them for every class; --top-k keeps the most probable of the predicted

@@ -162,19 +162,86 @@ def test_pure_functions_take_tokens():
     torch.testing.assert_close(instance_distance(*tokens), loop_id(e_s, e_t, y))
 
 
-def test_distances_of_close_tokens_keep_their_precision():
-    """Tokens of one class close together, far from the origin (|a|² / d² about 10^8): the
-    distances computed in float32 from the differences are the float64 ones within a few float32
-    ulps of themselves; |a|² + |b|² - 2a·b would lose every digit there."""
+U32 = 2.0**-24  # float32's unit roundoff
+
+
+def centred_bound(tokens: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """``[P, P]`` bound of |float32 token_distances - exact| from the arithmetic it does, in float64.
+
+    Rounding the float64 tokens to float32 moves a distance by up to u(|a| + |b|). Centring each
+    group on its computed mean is a common shift (the distances keep no trace of how the mean
+    rounded) and rounds each centred token x by up to u|x|, moving d by u(|x| + |y|). The form
+    |x|² + |y|² - 2x·y errs by at most (E + 3)u(|x| + |y|)² (the E-term dot products and norms,
+    then two additions), which moves d by that over d; the root adds u·d. Uncentred, the same
+    form errs by (E + 3)u(|a| + |b|)² / d: what the centring takes away."""
+    exact = torch.cdist(tokens, tokens)
+    members = group[:, None] == group[None, :]
+    centre = torch.stack([tokens[group == g].mean(dim=0) for g in group.tolist()])
+    a, x = tokens.norm(dim=1), (tokens - centre).norm(dim=1)
+    E = tokens.shape[1]
+    bound = U32 * (a[:, None] + a[None, :]) + U32 * (x[:, None] + x[None, :])
+    bound = bound + (E + 3) * U32 * (x[:, None] + x[None, :]) ** 2 / exact.clamp(min=1e-300) + U32 * exact
+    return torch.where(members, bound, torch.zeros_like(bound))
+
+
+def clusters(sizes, dim, radius, spread, seed=0):
+    """Groups of tokens, each within ``spread`` of its own centre at distance ~``radius`` from the origin."""
+    g = torch.Generator().manual_seed(seed)
+    parts, group = [], []
+    for k, m in enumerate(sizes):
+        centre = radius * F.normalize(torch.randn(1, dim, generator=g, dtype=torch.float64), dim=1)
+        parts.append(centre + spread * torch.randn(m, dim, generator=g, dtype=torch.float64) / dim**0.5)
+        group += [k] * m
+    perm = torch.randperm(sum(sizes), generator=g)  # members of a group need not be adjacent
+    return torch.cat(parts)[perm], torch.tensor(group)[perm]
+
+
+@pytest.mark.parametrize(
+    "sizes, dim, radius, spread",
+    [
+        ((8,), 64, 800.0, 0.08),  # |a|² / d² about 10^8: the uncentred form keeps no digit
+        ((187,), 768, 250.0, 1.0),  # COCO's positives of a batch in one class, |a| / d about 180
+        ((5, 2, 31, 9, 1), 32, 50.0, 0.5),  # several groups far apart: each centred on its own mean
+    ],
+    ids=["far-from-origin", "coco-one-class", "several-groups"],
+)
+def test_distances_of_close_tokens_keep_their_precision(sizes, dim, radius, spread):
+    """Tokens of a group close together far from the origin: float32 distances within the bound
+    of the arithmetic they do (:func:`centred_bound`), for every pair of one group; 0 across
+    groups and on the diagonal. L2D's uncentred |a|² + |b|² - 2a·b breaks that bound."""
     from mlkd_cache.losses.led import token_distances
 
-    g = torch.Generator().manual_seed(0)
-    centre = 100.0 * torch.randn(1, 64, generator=g, dtype=torch.float64)
-    tokens = centre + 1e-2 * torch.randn(8, 64, generator=g, dtype=torch.float64)
-    exact = token_distances(tokens)
-    got = token_distances(tokens.float()).double()
-    off = ~torch.eye(8, dtype=torch.bool)
-    # the float32 tokens are rounded (2^-24 of |a| = 6e-6 of ~800) before any distance: that error
-    # enters d directly, not amplified
-    bound = 4 * 2.0**-24 * tokens.abs().max() + 16 * 2.0**-24 * exact
-    assert bool(((got - exact).abs() <= bound)[off].all()), float(((got - exact).abs() / exact)[off].max())
+    tokens, group = clusters(sizes, dim, radius, spread)
+    members = (group[:, None] == group[None, :]) & ~torch.eye(len(group), dtype=torch.bool)
+    got = token_distances(tokens.float(), group).double()
+    exact = torch.cdist(tokens, tokens)
+    bound = centred_bound(tokens, group)
+    err = (got - exact).abs()
+    assert bool((err <= bound)[members].all()), float((err / bound)[members].max())
+    assert bool((got[~members] == 0).all())
+    t = tokens.float()
+    sq = t.pow(2).sum(dim=1)
+    uncentred = (sq[:, None] + sq[None, :] - 2 * t @ t.T).clamp(min=1e-12).sqrt().double()
+    assert bool(((uncentred - exact).abs() > bound)[members].any())
+
+
+def test_distance_gradients_match_finite_differences():
+    """The distances' own backward (one matrix product for both operands of x·xᵀ) against
+    finite differences, in float64, over several groups."""
+    from mlkd_cache.losses.led import token_distances
+
+    tokens, group = clusters((4, 3, 1), 5, 3.0, 1.0)
+    assert torch.autograd.gradcheck(lambda e: token_distances(e, group), (tokens.requires_grad_(True),))
+
+
+def test_distances_ignore_autocast():
+    """Under an autocast region (a user's training loop) the distances are the float32 ones."""
+    from mlkd_cache.losses.led import token_distances
+
+    tokens, group = clusters((6, 4), 16, 20.0, 0.5)
+    want = token_distances(tokens.float(), group)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = token_distances(tokens.float(), group)
+        half = token_distances(tokens.bfloat16(), group)
+    assert got.dtype == half.dtype == torch.float32 and torch.equal(got, want)
+    assert torch.equal(half, token_distances(tokens.bfloat16().float(), group))
