@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
-__all__ = ["Timing", "measure", "format_table", "stamp", "stamp_line"]
+__all__ = ["Timing", "measure", "measure_interleaved", "format_table", "stamp", "stamp_line"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,6 +67,23 @@ def measure(fn: Callable[[], Any], *, warmup: int = 1, repeat: int = 5, number: 
             fn()
         timing.runs.append(time.perf_counter() - start)
     return timing
+
+
+def measure_interleaved(fns: Dict[str, Callable[[], Any]], *, warmup: int = 1, repeat: int = 5) -> Dict[str, Timing]:
+    """:func:`measure` of several variants side by side: each repeat runs every variant once, in
+    turn, so that a slow spell of the machine falls on all of them rather than on one."""
+    if repeat < 1:
+        raise ValueError("repeat must be >= 1")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    timings = {name: Timing() for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            timings[name].runs.append(time.perf_counter() - start)
+    return timings
 
 
 def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:

@@ -2,7 +2,8 @@
 
 Forward + backward at N=64, C=80, E=768 (float32, CPU) with COCO label statistics: each batch
 takes 64 label rows sampled from the COCO val annotation file. Several batches, warm-up, the
-median time per batch; the speed-up goal is printed, not asserted. Also LED's peak memory for
+median time per batch over repeats that run every variant in turn (a slow spell of the machine
+falls on all of them); the speed-up goal is printed, not asserted. Also LED's peak memory for
 one batch, forward + backward from its positive tokens ``[P, E]``: the most bytes the allocator
 held at once (torch's profiler records every allocation and release), beside the ``[P, P, E]``
 that computing every pairwise difference would take.
@@ -24,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loss_loops import loop_led, loop_mpscd  # noqa: E402
-from _timing import format_table, measure, stamp, stamp_line  # noqa: E402
+from _timing import format_table, measure_interleaved, stamp, stamp_line  # noqa: E402
 
 from mlkd_cache.losses import KDBatch  # noqa: E402
 from mlkd_cache.losses.led import class_distance, instance_distance  # noqa: E402
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
         ("mpscd_loop", mpscd_loop),
         ("mpscd_vectorised", mpscd_vectorised),
     )
-    timings = {name: measure(fn, warmup=1, repeat=args.repeat) for name, fn in variants}
+    timings = measure_interleaved(dict(variants), warmup=1, repeat=args.repeat)
     per_batch = {k: t.median / args.batches * 1e3 for k, t in timings.items()}
     speedup = per_batch["led_loop"] / per_batch["led_vectorised"]
     mpscd_speedup = per_batch["mpscd_loop"] / per_batch["mpscd_vectorised"]

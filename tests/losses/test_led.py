@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mlkd_cache.losses import led as led_module
 from mlkd_cache.losses.base import DISTILL_LOSSES, KDBatch
 from mlkd_cache.losses.led import class_distance, instance_distance
 
@@ -85,6 +86,15 @@ def loop_terms(y, e_s, e_t):
     return out, grads
 
 
+@pytest.fixture(params=["sampled", "dense"])
+def products(request, monkeypatch):
+    """Both ways of computing the pairs' products: sampled (the CPU's) and one dense x @ x.T
+    (every other device's), run here on the CPU."""
+    if request.param == "dense":
+        monkeypatch.setattr(led_module, "SAMPLED_DEVICES", ())
+    return request.param
+
+
 # Edge cases built in: class 3 has exactly one positive (skipped by CD), class 4 none,
 # image 1 has exactly two positives, image 2 exactly one, image 5 none.
 Y_EDGE = torch.tensor(
@@ -96,7 +106,7 @@ Y_EDGE = torch.tensor(
 @pytest.mark.parametrize(
     "y", [Y_EDGE, (torch.rand(N, C, generator=torch.Generator().manual_seed(3)) < 0.5).double()], ids=["edge", "random"]
 )
-def test_matches_loop_value_and_gradient(y):
+def test_matches_loop_value_and_gradient(y, products):
     e_s, e_t = make(y)
     out, grads = led_terms(y, e_s, e_t)
     ref, ref_grads = loop_terms(y, e_s, e_t)
@@ -125,7 +135,7 @@ def test_no_positives_is_zero_with_finite_gradient():
         assert torch.equal(grads, torch.zeros_like(grads))
 
 
-def test_positive_form_equals_dense_form():
+def test_positive_form_equals_dense_form(products):
     y = (torch.rand(N, C, generator=torch.Generator().manual_seed(4)) < 0.6).double()
     e_s, e_t = make(y)
     dense, g_dense = led_terms(y, e_s, e_t, "dense")
@@ -142,7 +152,7 @@ def test_identical_student_and_teacher_is_zero():
     assert torch.isfinite(grads).all()
 
 
-def test_coincident_embeddings_have_finite_gradient():
+def test_coincident_embeddings_have_finite_gradient(products):
     y = torch.ones(3, 2, dtype=torch.float64)
     e_s = torch.ones(3, 2, E_S, dtype=torch.float64)  # all members at one point: distances at the floor
     _, e_t = make(y)
@@ -205,7 +215,7 @@ def clusters(sizes, dim, radius, spread, seed=0):
     ],
     ids=["far-from-origin", "coco-one-class", "several-groups"],
 )
-def test_distances_of_close_tokens_keep_their_precision(sizes, dim, radius, spread):
+def test_distances_of_close_tokens_keep_their_precision(sizes, dim, radius, spread, products):
     """Tokens of a group close together far from the origin: float32 distances within the bound
     of the arithmetic they do (:func:`centred_bound`), for every pair of one group; 0 across
     groups and on the diagonal. L2D's uncentred |a|² + |b|² - 2a·b breaks that bound."""
@@ -225,13 +235,42 @@ def test_distances_of_close_tokens_keep_their_precision(sizes, dim, radius, spre
     assert bool(((uncentred - exact).abs() > bound)[members].any())
 
 
-def test_distance_gradients_match_finite_differences():
+def test_distance_gradients_match_finite_differences(products):
     """The distances' own backward (one matrix product for both operands of x·xᵀ) against
     finite differences, in float64, over several groups."""
     from mlkd_cache.losses.led import token_distances
 
     tokens, group = clusters((4, 3, 1), 5, 3.0, 1.0)
     assert torch.autograd.gradcheck(lambda e: token_distances(e, group), (tokens.requires_grad_(True),))
+
+
+def test_sampled_and_dense_products_agree(monkeypatch):
+    """At COCO's sizes (187 tokens, E = 768, classes of 1 to 40 images) both ways give the
+    float64 distances and gradient within what float32 rounding allows: the distances within
+    :func:`centred_bound`; each gradient term ``w_ij (x_i - x_j) / d_ij`` is a unit vector times
+    ``w_ij``, moved by the relative error of its distance and of its difference (both within
+    ``centred_bound / d``), so each coordinate of the gradient within ``Σ_j |w_ij| 4 bound_ij / d_ij``."""
+    tokens, group = clusters((40, 25, 12, 9, 5, 3, 2, 2, 1, 1, *[2] * 40, *[1] * 7), 768, 30.0, 1.0)
+    weights = torch.rand(len(group), len(group), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    members = (group[:, None] == group[None, :]) & ~torch.eye(len(group), dtype=torch.bool)
+
+    def run(dtype):
+        e = tokens.detach().clone().to(dtype).requires_grad_(True)
+        d = led_module.token_distances(e, group)
+        (d * weights.to(dtype)).sum().backward()
+        return d.detach().double(), e.grad.double()
+
+    exact_d, exact_g = run(torch.float64)
+    bound = centred_bound(tokens, group)
+    relative = torch.where(members, bound / exact_d.clamp(min=1e-300), torch.zeros_like(bound))
+    grad_bound = (weights.abs() * 4 * relative).sum(dim=1, keepdim=True)  # [P, 1], every coordinate
+    for path in ("sampled", "dense"):
+        if path == "dense":
+            monkeypatch.setattr(led_module, "SAMPLED_DEVICES", ())
+        d, g = run(torch.float32)
+        assert len(group) == 187 and bool((d[members] > 0).all()), path
+        assert bool(((d - exact_d).abs() <= bound).all()), path
+        assert bool(((g - exact_g).abs() <= grad_bound).all()), (path, float(((g - exact_g).abs() / grad_bound).max()))
 
 
 def test_distances_ignore_autocast():
