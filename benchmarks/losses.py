@@ -64,16 +64,8 @@ def quiet_stderr():
 
 
 def peak_bytes(fn) -> int:
-    """The most bytes allocated at once while ``fn()`` runs, beyond what was allocated before:
-    on CUDA the allocator's own peak; on the CPU from the profiler's record of every allocation
-    and release (its memory timeline)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
+    """The most bytes allocated at once while ``fn()`` runs on the CPU, beyond what was allocated
+    before, from the profiler's record of every allocation and release (its memory timeline)."""
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import Action
 

@@ -32,7 +32,7 @@ RECOMPUTE = 2.0**-16
 def recompute_bound(x) -> float:
     """:data:`RECOMPUTE` of the largest magnitude of ``x`` (logits, features): how far the same
     model's float32 outputs may move when it runs over other batches on this machine."""
-    return RECOMPUTE * float(np.abs(np.asarray(x, dtype=np.float64)).max())
+    return logit_bound(x, rel=RECOMPUTE)
 
 
 def target_tolerance(cache_dtype: str, live: torch.Tensor, coded: bool = True) -> torch.Tensor:
@@ -48,7 +48,7 @@ def target_tolerance(cache_dtype: str, live: torch.Tensor, coded: bool = True) -
     return u * live.abs() + recompute
 
 
-def logit_bound(logits: np.ndarray, rel: float = 2.0**-13) -> float:
+def logit_bound(logits, rel: float = 2.0**-13) -> float:
     """Elementwise bound of float32 logits from another kernel: ``rel`` of their largest magnitude.
 
     The default 2^-13 is 2^11 float32 ulps of the scale: room for sums taken in another order

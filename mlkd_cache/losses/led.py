@@ -42,7 +42,8 @@ EPS = 1e-12  # floor of a squared distance before sqrt (as L2D): keeps sqrt's gr
 
 
 # Devices where the products of the pairs are computed alone (a sampled sparse product); on
-# the others one dense x @ x.T serves them, since its FLOPs cost less there than the bookkeeping.
+# the others one dense x @ x.T serves them (plain matrix kernels: torch's sparse ones were timed
+# and checked on the CPU only).
 SAMPLED_DEVICES = ("cpu",)
 
 

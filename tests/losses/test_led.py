@@ -236,20 +236,21 @@ def test_distances_of_close_tokens_keep_their_precision(sizes, dim, radius, spre
 
 
 def test_distance_gradients_match_finite_differences(products):
-    """The distances' own backward (one matrix product for both operands of x·xᵀ) against
-    finite differences, in float64, over several groups."""
+    """The pair distances' own backward (sparse products on the CPU, one dense product
+    elsewhere) against finite differences, in float64, over several groups."""
     from mlkd_cache.losses.led import token_distances
 
     tokens, group = clusters((4, 3, 1), 5, 3.0, 1.0)
     assert torch.autograd.gradcheck(lambda e: token_distances(e, group), (tokens.requires_grad_(True),))
 
 
-def test_sampled_and_dense_products_agree(monkeypatch):
-    """At COCO's sizes (187 tokens, E = 768, classes of 1 to 40 images) both ways give the
-    float64 distances and gradient within what float32 rounding allows: the distances within
-    :func:`centred_bound`; each gradient term ``w_ij (x_i - x_j) / d_ij`` is a unit vector times
-    ``w_ij``, moved by the relative error of its distance and of its difference (both within
-    ``centred_bound / d``), so each coordinate of the gradient within ``Σ_j |w_ij| 4 bound_ij / d_ij``."""
+def test_float32_distances_and_gradient_at_coco_sizes(products):
+    """At COCO's sizes (187 tokens, E = 768, classes of 1 to 40 images) each way of computing
+    the products gives the float64 distances and gradient within what float32 rounding allows:
+    the distances within :func:`centred_bound`; each gradient term ``w_ij (x_i - x_j) / d_ij`` is
+    a unit vector times ``w_ij``, moved by the relative error of its distance and of its
+    difference (both within ``centred_bound / d``), so each coordinate of the gradient within
+    ``Σ_j |w_ij| 4 bound_ij / d_ij``."""
     tokens, group = clusters((40, 25, 12, 9, 5, 3, 2, 2, 1, 1, *[2] * 40, *[1] * 7), 768, 30.0, 1.0)
     weights = torch.rand(len(group), len(group), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     members = (group[:, None] == group[None, :]) & ~torch.eye(len(group), dtype=torch.bool)
@@ -264,17 +265,15 @@ def test_sampled_and_dense_products_agree(monkeypatch):
     bound = centred_bound(tokens, group)
     relative = torch.where(members, bound / exact_d.clamp(min=1e-300), torch.zeros_like(bound))
     grad_bound = (weights.abs() * 4 * relative).sum(dim=1, keepdim=True)  # [P, 1], every coordinate
-    for path in ("sampled", "dense"):
-        if path == "dense":
-            monkeypatch.setattr(led_module, "SAMPLED_DEVICES", ())
-        d, g = run(torch.float32)
-        assert len(group) == 187 and bool((d[members] > 0).all()), path
-        assert bool(((d - exact_d).abs() <= bound).all()), path
-        assert bool(((g - exact_g).abs() <= grad_bound).all()), (path, float(((g - exact_g).abs() / grad_bound).max()))
+    d, g = run(torch.float32)
+    assert len(group) == 187 and bool((d[members] > 0).all())
+    assert bool(((d - exact_d).abs() <= bound).all())
+    assert bool(((g - exact_g).abs() <= grad_bound).all()), float(((g - exact_g).abs() / grad_bound).max())
 
 
-def test_distances_ignore_autocast():
-    """Under an autocast region (a user's training loop) the distances are the float32 ones."""
+def test_distances_ignore_autocast(products):
+    """Under an autocast region (a user's training loop) the distances are the float32 ones,
+    however the products are computed."""
     from mlkd_cache.losses.led import token_distances
 
     tokens, group = clusters((6, 4), 16, 20.0, 0.5)
