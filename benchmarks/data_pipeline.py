@@ -248,8 +248,11 @@ def epoch_end_to_end(rounds: int, folder: Path) -> Dict[str, float]:
     """Median seconds of an offline student's training epoch on coco2017-tiny at 224 px (timm's
     test_resnet, 2 workers, batch 10), from a raw-store cache and from the same cache without a
     store (the photographs); the two students are bit for bit the same."""
+    from mlkd_cache.commands import distill_student as distill
+    from mlkd_cache.commands import dump_targets as dump
+    from mlkd_cache.commands import teacher_train as teacher
     from mlkd_cache.config import load_config
-    from mlkd_cache.engine import distill, dump, teacher
+    from mlkd_cache.runtime.students import DistillTrainer
 
     cfg_text = (
         "dataset = 'coco'\nmodel_t = 'test_resnet'\nmodel_s = 'test_resnet'\nimg_size = 224\nbatch_size = 10\n"
@@ -279,7 +282,7 @@ def epoch_end_to_end(rounds: int, folder: Path) -> Dict[str, float]:
             rows = [json.loads(line) for line in Path(result["metrics_log"]).read_text().splitlines()]
             times[name].append(rows[-1]["train_time_s"])
             # the same run's loader alone (2 persistent workers, cached targets collated): epochs 2-4 after a warm-up
-            trainer = distill.DistillTrainer(cfg, folder / f"loader-{mode}-{r}", cache=folder / f"cache-{mode}", progress=False)
+            trainer = DistillTrainer(cfg, folder / f"loader-{mode}-{r}", cache=folder / f"cache-{mode}", progress=False)
             for epoch in range(4):
                 trainer.sampler.set_epoch(epoch)
                 started = time.perf_counter()

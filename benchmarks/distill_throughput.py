@@ -27,7 +27,7 @@ Goals (printed, not asserted): offline >= 0.95 x no-kd; offline/online >= 0.90 x
 
 Optimiser implementations, before/after: one training step (forward, hard loss, backward,
 Adam step) of the teacher and of the student with each Adam implementation of
-``mlkd_cache.engine.optim.IMPLEMENTATIONS`` — ``for-loop`` (torch's CPU default, what every
+``mlkd_cache.runtime.optim.IMPLEMENTATIONS`` — ``for-loop`` (torch's CPU default, what every
 trainer here ran before), ``foreach`` and ``fused`` (what they run now) — on copies of one
 model, alternating implementation by implementation on the same preloaded batches.
 
@@ -56,14 +56,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import format_table  # noqa: E402
 
 from mlkd_cache import __version__  # noqa: E402
+from mlkd_cache.commands import dump_targets as dump  # noqa: E402
+from mlkd_cache.commands.distill_student import DistillTrainer  # noqa: E402
 from mlkd_cache.config import load_config  # noqa: E402
 from mlkd_cache.data.transforms import model_input  # noqa: E402
-from mlkd_cache.engine import dump  # noqa: E402
-from mlkd_cache.engine.distill import DistillTrainer  # noqa: E402
-from mlkd_cache.engine.optim import IMPLEMENTATIONS, build_optimizer  # noqa: E402
-from mlkd_cache.engine.train import Trainer  # noqa: E402
 from mlkd_cache.losses.hard import build_hard_loss  # noqa: E402
 from mlkd_cache.models import build_model  # noqa: E402
+from mlkd_cache.runtime.optim import IMPLEMENTATIONS, build_optimizer  # noqa: E402
+from mlkd_cache.runtime.train import Trainer  # noqa: E402
 
 CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
 MODES = ("no-kd", "online", "offline")

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
+from mlkd_cache.commands import dump_targets as dump
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.transforms import TransformSpec, model_input
 from mlkd_cache.data.views import ViewDataset
-from mlkd_cache.engine import dump
-from mlkd_cache.engine.checkpoint import load_model, save_model
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import ModelCard
+from mlkd_cache.runtime.checkpoint import load_model, save_model
 
 
 def write_config(directory: Path, samples: int, model: str, img_size: int, batch: int, workers: int, shard: int) -> Path:
@@ -73,7 +73,7 @@ def time_inference(cfg, teacher_pt: Path, views: int) -> float:
 def peak_rss_mb(config: Path, teacher_pt: Path, out: Path, views: int, samples: int) -> float:
     code = (
         "import resource, sys\n"
-        "from mlkd_cache.config import load_config\nfrom mlkd_cache.engine import dump\n"
+        "from mlkd_cache.config import load_config\nfrom mlkd_cache.commands import dump_targets as dump\n"
         f"cfg = load_config({str(config)!r}, {{'dataset_para': dict(train_size={samples}, test_size=16)}})\n"
         f"dump.run(cfg, {str(teacher_pt)!r}, {str(out)!r}, views={views}, progress=False)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"

@@ -77,14 +77,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import format_table  # noqa: E402
 
 from mlkd_cache import __version__  # noqa: E402
+from mlkd_cache.commands import distill_student as distill
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import evaluate  # noqa: E402
 from mlkd_cache.config import CACHE_DTYPES, Config, load_config  # noqa: E402
 from mlkd_cache.data import dataset_from_config  # noqa: E402
-from mlkd_cache.engine import distill, dump, evaluate  # noqa: E402
-from mlkd_cache.engine.recipes import NO_KD, RECIPES, recipe_fields, student_config  # noqa: E402
-from mlkd_cache.engine.runlog import MetricsLog  # noqa: E402
-from mlkd_cache.engine.train import Trainer  # noqa: E402
 from mlkd_cache.errors import MlkdError  # noqa: E402
 from mlkd_cache.metrics import average_precision, evaluate_logits  # noqa: E402
+from mlkd_cache.runtime.recipes import NO_KD, RECIPES, recipe_fields, student_config  # noqa: E402
+from mlkd_cache.runtime.runlog import MetricsLog  # noqa: E402
+from mlkd_cache.runtime.train import Trainer  # noqa: E402
 from mlkd_cache.stats import paired, summarise  # noqa: E402
 
 METRICS = ("mAP", "OF1_topk", "CF1_topk")

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+from mlkd_cache.commands import demo, evaluate
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import demo, evaluate
-from mlkd_cache.engine.distill import DistillTrainer
-from mlkd_cache.engine.runlog import MetricsLog
+from mlkd_cache.runtime.runlog import MetricsLog
+from mlkd_cache.runtime.students import DistillTrainer
 
 MLD = dict(name="MLD", para=dict())
 

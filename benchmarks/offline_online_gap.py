@@ -36,8 +36,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from mlkd_cache.commands import dump_targets as dump  # noqa: E402
+from mlkd_cache.commands import teacher_train as teacher  # noqa: E402
 from mlkd_cache.config import CACHE_DTYPES, load_config  # noqa: E402
-from mlkd_cache.engine import dump, teacher  # noqa: E402
 from tests.bounds import RECOMPUTE  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 from tests.engine.test_distill import MPSCD_CRITERION, TERM_RTOL, crit, run_teacher_forced  # noqa: E402

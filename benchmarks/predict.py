@@ -35,13 +35,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import format_table, measure  # noqa: E402
 
+from mlkd_cache.commands.export import export  # noqa: E402
 from mlkd_cache.config import load_config  # noqa: E402
 from mlkd_cache.data.transforms import TransformSpec, model_input  # noqa: E402
-from mlkd_cache.engine.checkpoint import load_model, save_model  # noqa: E402
-from mlkd_cache.engine.export import export  # noqa: E402
-from mlkd_cache.engine.onnx_model import load_onnx  # noqa: E402
 from mlkd_cache.models import build_model  # noqa: E402
 from mlkd_cache.models.card import ModelCard  # noqa: E402
+from mlkd_cache.runtime.checkpoint import load_model, save_model  # noqa: E402
+from mlkd_cache.runtime.deploy import load_onnx  # noqa: E402
 
 BATCHES = (1, 32)
 RUNTIME_MODELS = {  # name -> (arch, img_size, embed_dim, classes)

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from mlkd_cache.cli.common import human_size  # bytes per view as dump-targets --dry-run prints them
+from mlkd_cache.commands.dump_targets import build_spec
 from mlkd_cache.config import CACHE_DTYPES, load_config, shipped_configs_dir
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.planning import planned_train_split
 from mlkd_cache.data.transforms import TransformSpec
-from mlkd_cache.engine.dump import build_spec
-from mlkd_cache.engine.teacher import planned_card
+from mlkd_cache.runtime.teachers import planned_card
 
 FIELDS = {"auto": "auto", "all": ("logits", "features", "label_emb")}  # cache.fields: the default, and every output
 

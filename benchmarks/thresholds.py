@@ -29,10 +29,13 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from mlkd_cache.commands import distill_student as distill
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import evaluate
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import distill, dump, evaluate, teacher
-from mlkd_cache.engine.runlog import RunFiles
 from mlkd_cache.metrics import sigmoid, threshold_f1
+from mlkd_cache.runtime.runlog import RunFiles
 from mlkd_cache.stats import paired, summarise
 from mlkd_cache.thresholds import tune_thresholds
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from ..commands import demo as demo_cmd
+from ..commands import plot as plot_cmd
 from ..config import load_config, parse_override
-from ..engine import demo as demo_engine
-from ..engine import plot as plot_engine
 from .common import CONTEXT_SETTINGS, human_size
 
 EPILOG = """\b
@@ -27,13 +27,11 @@ Examples:
     default=Path("runs/demo"),
     help="output folder (finished runs in it are reused)",
 )
-@click.option(
-    "--config", "-c", "config_path", default=demo_engine.DEFAULT_CONFIG, help="digits config (a file or a shipped name)"
-)
+@click.option("--config", "-c", "config_path", default=demo_cmd.DEFAULT_CONFIG, help="digits config (a file or a shipped name)")
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=1, help="train every student with this many seeds and report mean ± std"
 )
-@click.option("--students", default=",".join(demo_engine.DEFAULT_STUDENTS), help="student recipes to train, comma-separated")
+@click.option("--students", default=",".join(demo_cmd.DEFAULT_STUDENTS), help="student recipes to train, comma-separated")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="override any config key (repeatable)")
 @click.option("--no-progress", is_flag=True, help="hide progress bars")
 def demo(out, config_path, seeds, students, settings, no_progress) -> None:
@@ -41,13 +39,13 @@ def demo(out, config_path, seeds, students, settings, no_progress) -> None:
     (MLD + LED) and MPSCD from the cache; print test mAP, OF1, CF1 (L2D top-k protocol) and
     the wall time of each; draw every run's training curves into OUT/plot.png when matplotlib
     is installed."""
-    recipes = demo_engine.parse_students(students)
+    recipes = demo_cmd.parse_students(students)
     cfg = load_config(config_path, settings=dict(parse_override(s) for s in settings))
-    result = demo_engine.run(cfg, out, progress=not no_progress, seeds=seeds, students=recipes)
+    result = demo_cmd.run(cfg, out, progress=not no_progress, seeds=seeds, students=recipes)
     rows = result["rows"]
     per_seed = f", students over {seeds} seeds (mean ± std)" if seeds > 1 else ""
     click.echo(f"\ndigits {cfg.eval_split} split ({cfg.source}){per_seed}; metrics in %, OF1/CF1 under L2D's top-k protocol")
-    for line in demo_engine.results_table(rows, seeds, cfg.eval_split):
+    for line in demo_cmd.results_table(rows, seeds, cfg.eval_split):
         click.echo(line)
     click.echo(
         "vs teacher: student mAP - teacher mAP; vs no KD: mAP - the no-KD student's of the same seed "
@@ -65,4 +63,4 @@ def demo(out, config_path, seeds, students, settings, no_progress) -> None:
     if result["plot"] is not None:
         click.echo(f"  training curves: {result['plot']}")
     else:
-        click.echo(f"  training curves: not drawn; {plot_engine.INSTALL_HINT}")
+        click.echo(f"  training curves: not drawn; {plot_cmd.INSTALL_HINT}")

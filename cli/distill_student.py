@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..engine import distill
+from ..commands import distill_student as distill
 from ..metrics import format_metrics
+from ..runtime.targets import FRESH
 from .common import CONTEXT_SETTINGS, TEACHER, build_config, config_options, default_out
 
 EPILOG = """\b
@@ -77,7 +78,7 @@ def distill_student(
         no_kd=no_kd,
     )
     if result["is_main"]:
-        views = "a fresh view every epoch" if result["views"] == distill.FRESH else f"{result['views']} views"
+        views = "a fresh view every epoch" if result["views"] == FRESH else f"{result['views']} views"
         source = {
             "offline": f"offline from cache {cache[0]}"
             if len(cache) == 1

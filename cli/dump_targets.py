@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from ..cache.format import MANIFEST_NAME, part_glob
+from ..commands import dump_targets as dump
 from ..config import CACHE_FIELDS, IMAGE_STORES, JPEG_QUALITIES
 from ..data.base import format_label_summary
-from ..engine import dump
 from .common import CONTEXT_SETTINGS, TEACHER, build_config, human_size
 
 EPILOG = """\b

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..engine import evaluate as evaluate_engine
+from ..commands import evaluate as evaluate_cmd
 from ..metrics import format_metrics
 from .common import CONTEXT_SETTINGS
 
@@ -30,7 +30,7 @@ Examples:
 def evaluate(checkpoint, data_root, split, batch_size, workers, per_class, as_json) -> None:
     """mAP, and OF1/CF1 under L2D's top-k protocol and at threshold 0.5 (and at its own per-class
     thresholds, once tune-thresholds stored some), of CHECKPOINT."""
-    result = evaluate_engine.run(checkpoint, data_root=data_root, batch_size=batch_size, workers=workers, split=split)
+    result = evaluate_cmd.run(checkpoint, data_root=data_root, batch_size=batch_size, workers=workers, split=split)
     if not result.pop("is_main"):
         return
     if as_json:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..engine import export as export_engine
+from ..commands import export as export_cmd
 from .common import CONTEXT_SETTINGS, human_size
 
 EPILOG = """\b
@@ -28,7 +28,7 @@ filter, normalisation). Run an .onnx with `mlkd-cache predict` or onnxruntime al
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(sorted(export_engine.FORMATS)),
+    type=click.Choice(sorted(export_cmd.FORMATS)),
     default=None,
     help="onnx (onnxruntime, any language) or pt2 (torch.export, PyTorch only)  [default: from the suffix of --out, onnx otherwise]",
 )
@@ -40,7 +40,7 @@ def export(model, out, fmt, opset, no_check) -> None:
     """Export MODEL (a student.pt or teacher.pt) to a file that runs without mlkd-cache, with the
     input normalisation inside and a dynamic batch axis. Unless --no-check, the file is first run
     against the PyTorch model at batch 1 and a larger batch, and written only when they agree."""
-    r = export_engine.export(model, out, fmt=fmt, check=not no_check, opset=opset)
+    r = export_cmd.export(model, out, fmt=fmt, check=not no_check, opset=opset)
     opset_text = f" opset {r['opset']}" if r["opset"] is not None else ""
     click.echo(
         f"wrote {r['path']} ({human_size(r['bytes'])}, {r['format']}{opset_text}) from {model} in {r['export_seconds']:.1f} s"
@@ -53,5 +53,5 @@ def export(model, out, fmt, opset, no_check) -> None:
     worst = max(r["checks"], key=lambda c: c["max_abs_dlogit"] / c["tolerance"])
     click.echo(
         f"check against PyTorch on {r['check_images']}: max |Δ logit| {deltas} "
-        f"(tolerance {worst['tolerance']:.2g} = {export_engine.TOLERANCE_TEXT} x logit scale {worst['logit_scale']:.3g}); labels at {r['check_thresholds']} agree"
+        f"(tolerance {worst['tolerance']:.2g} = {export_cmd.TOLERANCE_TEXT} x logit scale {worst['logit_scale']:.3g}); labels at {r['check_thresholds']} agree"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..engine import import_teacher as engine
+from ..commands import import_teacher as import_teacher_cmd
 from ..metrics import format_metrics
 from .common import CONTEXT_SETTINGS, build_config
 
@@ -25,7 +25,14 @@ Examples:
 
 @click.command("import-teacher", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.argument("checkpoint")
-@click.option("--format", "fmt", type=click.Choice(engine.FORMATS), default="l2d", show_default=True, help="who wrote CHECKPOINT")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(import_teacher_cmd.FORMATS),
+    default="l2d",
+    show_default=True,
+    help="who wrote CHECKPOINT",
+)
 @click.option(
     "--config", "-c", "config_path", required=True, help="config file (.py) or a shipped name: model_t, classes, img_size"
 )
@@ -38,7 +45,7 @@ def import_teacher(checkpoint, fmt, config_path, out, data_root, settings) -> No
     With --format factory, CHECKPOINT is a factory package.module:function returning (model,
     class_names): the teacher.pt records it and pins the model's weights."""
     cfg = build_config("t", config_path, settings, data_root=data_root)
-    result = engine.run(checkpoint, cfg, out, fmt=fmt, evaluate_split=cfg.eval_split if data_root else None)
+    result = import_teacher_cmd.run(checkpoint, cfg, out, fmt=fmt, evaluate_split=cfg.eval_split if data_root else None)
     gives = f", gives {', '.join(result['outputs'])}" if "outputs" in result else ""
     click.echo(f"teacher {result['arch']} ({result['classes']} classes{gives}) from {checkpoint} -> {result['out']}")
     if "metrics" in result:

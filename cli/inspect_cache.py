@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..commands import inspect_cache
 from ..data.base import format_label_summary
-from ..engine import inspect_cache
 from .common import CONTEXT_SETTINGS, human_size
 
 EPILOG = """\b

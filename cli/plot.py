@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..engine import plot as plot_engine
+from ..commands import plot as plot_cmd
 from .common import CONTEXT_SETTINGS
 
 EPILOG = """\b
@@ -28,7 +28,7 @@ def _png_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
     "--out",
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path(plot_engine.DEFAULT_NAME),
+    default=Path(plot_cmd.DEFAULT_NAME),
     callback=_png_path,
     help="PNG file to write (in the current folder unless a path is given)",
 )
@@ -38,5 +38,5 @@ def plot(run_dirs, out, title) -> None:
     distill-student) into one PNG: (a) total loss per logged step (per epoch when the run has no
     steps.jsonl), (b) each loss term per epoch, (c) test mAP per evaluated epoch. Runs are
     labelled by folder name. Needs matplotlib: pip install 'mlkd-cache[plot]'."""
-    written = plot_engine.plot_runs(list(run_dirs), out, title=title)
+    written = plot_cmd.plot_runs(list(run_dirs), out, title=title)
     click.echo(f"wrote {written}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..engine import predict as predict_engine
+from ..commands import predict as predict_cmd
 from .common import CONTEXT_SETTINGS
 
 EPILOG = """\b
@@ -28,7 +28,7 @@ or .csv ('image' or 'path' column) list of paths, relative to the list's folder.
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(sorted(predict_engine.WRITERS)),
+    type=click.Choice(sorted(predict_cmd.WRITERS)),
     default=None,
     help="output format  [default: from the suffix of --out (.csv, .jsonl, .parquet), csv otherwise]",
 )
@@ -48,9 +48,7 @@ def predict(model, inputs, out, fmt, threshold, top_k, batch_size, workers, devi
     from export): one row per image with its path, predicted classes, any read error and every
     class's probability. Images are prepared as the model's card says (eval resize, img_size,
     normalisation); a file that cannot be read is named and the rest predicted."""
-    r = predict_engine.run(
-        model, inputs, out, fmt, threshold, top_k, batch_size, workers, device=device, progress=not no_progress
-    )
+    r = predict_cmd.run(model, inputs, out, fmt, threshold, top_k, batch_size, workers, device=device, progress=not no_progress)
     click.echo(
         f"predicted {r['predicted']} of {r['images']} images with {r['model']} ({r['labels_per_image']:.2f} labels/image) "
         f"-> {r['out']} ({r['format']})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..engine import teacher
+from ..commands import teacher_train as teacher
 from ..metrics import format_metrics
 from .common import CONTEXT_SETTINGS, build_config, config_options, default_out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..engine import thresholds as thresholds_engine
+from ..commands import tune_thresholds as thresholds_cmd
 from ..thresholds import DEFAULT_OBJECTIVE, OBJECTIVES, objective_forms
 from .common import CONTEXT_SETTINGS
 
@@ -27,7 +27,7 @@ Objectives:
 {OBJECTIVE_LINES}
 A class the split cannot tune (no positive in it, or a target no threshold reaches) gets one
 global threshold, the one that maximises OF1 over all classes on the same split.
-Tune on a split of its own ({thresholds_engine.TUNING_SPLIT}): thresholds tuned on test leak it into the scores
+Tune on a split of its own ({thresholds_cmd.TUNING_SPLIT}): thresholds tuned on test leak it into the scores
 you report, and on train they are optimistic.
 """
 
@@ -37,7 +37,7 @@ you report, and on train they are optimistic.
 @click.option(
     "--split",
     default=None,
-    help=f"labelled split to tune on  [default: {thresholds_engine.TUNING_SPLIT}, where the dataset has one]",
+    help=f"labelled split to tune on  [default: {thresholds_cmd.TUNING_SPLIT}, where the dataset has one]",
 )
 @click.option("--objective", default=DEFAULT_OBJECTIVE, help=f"what each threshold maximises: {objective_forms()}")
 @click.option("--data-root", default=None, help="dataset folder, if not where the model was trained")
@@ -47,7 +47,7 @@ you report, and on train they are optimistic.
 def tune_thresholds(model, split, objective, data_root, batch_size, workers, as_json) -> None:
     """Choose a decision threshold per class of MODEL (a student.pt or teacher.pt) on a labelled
     split and store them in MODEL; predict and evaluate then use them."""
-    result = thresholds_engine.tune(
+    result = thresholds_cmd.tune(
         model, split=split, objective=objective, data_root=data_root, batch_size=batch_size, workers=workers
     )
     if not result.pop("is_main"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..engine import verify as verify_engine
+from ..commands import verify as verify_cmd
 from .common import CONTEXT_SETTINGS
 
 EPILOG = """\b
@@ -38,7 +38,7 @@ Exit code 0: all checks passed; 1: drift found; 2: bad input.
 def verify(cache_dir, teacher, samples, data_root, seed, verify_checksums) -> None:
     """Check input fingerprints and compare cached logits / features / embeddings with a fresh
     teacher pass (max abs error, cosine)."""
-    r = verify_engine.run(cache_dir, teacher, samples=samples, data_root=data_root, seed=seed, verify_checksums=verify_checksums)
+    r = verify_cmd.run(cache_dir, teacher, samples=samples, data_root=data_root, seed=seed, verify_checksums=verify_checksums)
     if r["checksums_verified"]:
         click.echo("every shard matches its sha256 in manifest.json")
     click.echo(f"{r['pairs']} pairs, input fingerprints: {r['pairs'] - r['fingerprint_mismatches']}/{r['pairs']} equal")

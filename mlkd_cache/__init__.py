@@ -35,9 +35,9 @@ _EXPORTS: Dict[str, str] = {
     "ViewDataset": "mlkd_cache.data.views",
     "build_model": "mlkd_cache.models",
     "Outputs": "mlkd_cache.models",
-    "load_model": "mlkd_cache.engine.checkpoint",
-    "predict": "mlkd_cache.engine.predict",
-    "load_teacher": "mlkd_cache.engine.teacher",
+    "load_model": "mlkd_cache.runtime.checkpoint",
+    "predict": "mlkd_cache.commands.predict",
+    "load_teacher": "mlkd_cache.runtime.teachers",
     # losses
     "KDBatch": "mlkd_cache.losses.base",
     "Distiller": "mlkd_cache.losses.distiller",

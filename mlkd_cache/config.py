@@ -365,6 +365,17 @@ class Config:
     def from_dict(cls, values: Mapping[str, Any], source: Optional[str] = None) -> "Config":
         return cls(values, source)
 
+    @classmethod
+    def from_record(cls, values: Mapping[str, Any], source: Optional[str] = None) -> "Config":
+        """A config that an earlier version recorded (a model card's): the keys today's schema
+        no longer has are dropped (what they set no longer exists), every other value is
+        validated as :meth:`from_dict` validates it."""
+        kept = {k: v for k, v in values.items() if k in FIELDS}
+        for key, schema in _SUB_SCHEMAS.items():
+            if isinstance(kept.get(key), Mapping):
+                kept[key] = {k: v for k, v in kept[key].items() if k in schema}
+        return cls(kept, source)
+
     def dataset_params(self, role: str) -> Dict[str, Any]:
         """Dataset arguments of role ``"t"`` (``dataset_para`` with ``dataset_para_t`` over it) or
         ``"s"`` (``dataset_para``: the students' data, which the cache covers)."""

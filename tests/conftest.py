@@ -13,7 +13,7 @@ from typing import Sequence
 import pytest
 
 from mlkd_cache.data.transforms import model_input
-from mlkd_cache.engine.checkpoint import load_checkpoint as _load_checkpoint
+from mlkd_cache.runtime.checkpoint import load_checkpoint as _load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 # One thread per process for the tiny models: they gain nothing from more, CPU kernels then sum in

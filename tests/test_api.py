@@ -113,8 +113,9 @@ def test_examples_use_the_public_api_only(example):
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
     """A 1-epoch tiny digits teacher's 2-view cache, and the config (L2D's distiller) it belongs to."""
+    from mlkd_cache.commands import dump_targets as dump
+    from mlkd_cache.commands import teacher_train as teacher
     from mlkd_cache.config import load_config
-    from mlkd_cache.engine import dump, teacher
 
     from .conftest import torch_threads
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from mlkd_cache.commands import predict as predict_engine
+from mlkd_cache.commands.export import TOLERANCE, export
 from mlkd_cache.config import Config
 from mlkd_cache.data.transforms import TransformSpec
-from mlkd_cache.engine import predict as predict_engine
-from mlkd_cache.engine.checkpoint import save_model
-from mlkd_cache.engine.export import TOLERANCE, export
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import ModelCard
+from mlkd_cache.runtime.checkpoint import save_model
 
 from .conftest import REPO, shared_data
 

@@ -87,12 +87,12 @@ def test_imports_only_point_down():
 
 
 def test_the_checker_sees_an_upward_import(tmp_path):
-    """The check itself: an import from the engine inside the cache layer is caught."""
+    """The check itself: an import from the runtime inside the cache layer is caught."""
     path = tmp_path / "reader.py"
-    path.write_text("def f():\n    from ..engine.checkpoint import load_checkpoint\n")
+    path.write_text("def f():\n    from ..runtime.checkpoint import load_checkpoint\n")
     table = layers()
     ((target, line),) = imports("mlkd_cache.cache.reader", path)
-    assert (target, line) == ("mlkd_cache.engine.checkpoint", 2)
+    assert (target, line) == ("mlkd_cache.runtime.checkpoint", 2)
     assert layer_of(target, table) < layer_of("mlkd_cache.cache.reader", table)
     ((target, _),) = imports("mlkd_cache.losses", _write(tmp_path / "__init__.py", "from . import mld\n"))
     assert target == "mlkd_cache.losses.mld"

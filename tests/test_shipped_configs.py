@@ -13,12 +13,12 @@ import torch
 from torch import Tensor
 
 from mlkd_cache.cache.writer import ShardWriter, write_manifest
+from mlkd_cache.commands import dump_targets as dump
 from mlkd_cache.config import Config, load_config, resolve_config_path
 from mlkd_cache.data.views import ViewDataset
-from mlkd_cache.engine import dump
-from mlkd_cache.engine.distill import DistillTrainer
-from mlkd_cache.engine.train import Trainer
 from mlkd_cache.models.model import MultiLabelModel
+from mlkd_cache.runtime.students import DistillTrainer
+from mlkd_cache.runtime.train import Trainer
 from tests.data.fixtures import make_coco_tree, make_nus_tree, make_voc_tree, write_jpeg
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mlkd_cache.cache.h5 import open_read
-from mlkd_cache.engine.checkpoint import CHECKPOINT_FORMAT, model_entries, read_card
+from mlkd_cache.runtime.checkpoint import CHECKPOINT_FORMAT, model_entries, read_card
 
 # Entries that differ between two runs of the same code: clocks, folders, and digests of files
 # that hold a creation time (a shard's sha256 covers its ``created`` attribute).

@@ -15,7 +15,7 @@ A :class:`ModelCard` holds
 :meth:`ModelCard.of` describes a model about to be saved (every writer of a checkpoint calls
 it), :meth:`ModelCard.from_checkpoint` reads the card of a checkpoint of any format version, and
 :func:`model_from_card` rebuilds the model a card describes. Saving and loading the file itself
-is :mod:`mlkd_cache.engine.checkpoint` (``save_model``, ``load_model``).
+is :mod:`mlkd_cache.runtime.checkpoint` (``save_model``, ``load_model``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
+from ..config import Config
 from ..data.transforms import TransformSpec
 from ..errors import CheckpointError, ConfigError
 from .factory import FactoryTeacher, build_factory_teacher
@@ -100,6 +101,12 @@ class ModelCard:
             raise CheckpointError(
                 f"model card thresholds hold {len(self.thresholds.get('values', ()))} values for {self.num_classes} classes"
             )
+
+    def config_with(self, **overrides: Any) -> Config:
+        """The config this model was trained or imported with, as today's schema reads it (keys
+        removed since are dropped: :meth:`Config.from_record`), with ``overrides`` that are not
+        None applied: how every command that reads a model rebuilds its dataset and pipeline."""
+        return Config.from_record({**self.config, **{k: v for k, v in overrides.items() if v is not None}})
 
     # ---------------------------------------------------------------- derived facts
     @property

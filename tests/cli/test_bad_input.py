@@ -25,9 +25,10 @@ import pytest
 import torch
 
 import mlkd_cache
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import dump, teacher
-from mlkd_cache.engine.checkpoint import load_checkpoint, save_checkpoint
+from mlkd_cache.runtime.checkpoint import load_checkpoint, save_checkpoint
 
 from ..conftest import assert_one_line_error, run_cli, run_cli_in_process, tiny_config
 from ..data.fixtures import make_coco_tree, make_csv_tree, make_voc_tree, truncate_file

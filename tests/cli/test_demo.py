@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from mlkd_cache.engine import demo
-from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.commands import demo
 from mlkd_cache.errors import ConfigError
+from mlkd_cache.runtime.checkpoint import load_checkpoint
 from tests.conftest import assert_one_line_error, run_cli_in_process, tiny_config
 
 

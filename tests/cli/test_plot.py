@@ -14,8 +14,9 @@ import torch
 from click.testing import CliRunner
 
 from mlkd_cache.cli.main import app, main
+from mlkd_cache.commands import demo, plot
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import demo, plot, teacher
 
 from ..conftest import assert_one_line_error, tiny_config
 

@@ -107,8 +107,10 @@ def test_exif_rotated_phone_photo_is_upright(tmp_path, photo, orientation, undo)
 def test_teacher_and_student_see_the_same_pixels_of_every_quirk(tmp_path, photo):
     """A csv dataset of every quirk: the cache's fingerprints of the teacher's views match every
     student input (replay_check 1.0), so both stages decoded each file identically."""
+    from mlkd_cache.commands import distill_student as distill
+    from mlkd_cache.commands import dump_targets as dump
+    from mlkd_cache.commands import teacher_train as teacher
     from mlkd_cache.config import load_config
-    from mlkd_cache.engine import distill, dump, teacher
 
     from ..conftest import tiny_config
     from .fixtures import make_csv_tree

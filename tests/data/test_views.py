@@ -172,8 +172,8 @@ def test_views_from_one_decode_are_the_views_of_one_decode_each(spec):
 def test_the_dump_batches_pairs_as_before():
     """view_batches: the (sample, view) pairs in shard order, batch_size pairs a batch (the last
     fewer), with or without workers: the teacher runs on the batches it always ran on."""
+    from mlkd_cache.commands.dump_targets import view_batches
     from mlkd_cache.data.views import view_pairs
-    from mlkd_cache.engine.dump import view_batches
 
     ds = ViewDataset(TinyDataset(n=5), SPEC, base_seed=1, train=True, views=3, with_fingerprint=True)
     for workers in (0, 2):

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from mlkd_cache.cache.reader import TargetCache
+from mlkd_cache.commands import distill_student as distill
+from mlkd_cache.commands import dump_targets as dump
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import distill, dump
 from mlkd_cache.errors import CacheMismatchError
 
 from ..conftest import run_cli_in_process, tiny_config

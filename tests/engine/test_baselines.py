@@ -9,12 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import dump, teacher
-from mlkd_cache.engine.checkpoint import load_model
-from mlkd_cache.engine.distill import DistillTrainer, NoKDTrainer
-from mlkd_cache.engine.runlog import MetricsLog
-from mlkd_cache.engine.train import Trainer
+from mlkd_cache.runtime.checkpoint import load_model
+from mlkd_cache.runtime.runlog import MetricsLog
+from mlkd_cache.runtime.students import DistillTrainer, NoKDTrainer
+from mlkd_cache.runtime.train import Trainer
 
 from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config
 
@@ -133,8 +134,8 @@ def test_resume_refuses_to_switch_between_no_kd_and_distillation(setup):
 
 
 def test_eval_split_val_scores_the_val_split(setup, tmp_path):
+    from mlkd_cache.commands.evaluate import run as evaluate_run
     from mlkd_cache.data import build_dataset
-    from mlkd_cache.engine.evaluate import run as evaluate_run
 
     cfg = load_config(setup.cfg_path).replace(eval_split="val", max_epoch_s=1, log_every=0)
     trainer = NoKDTrainer(cfg, tmp_path / "val", progress=False)

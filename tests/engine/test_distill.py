@@ -24,18 +24,21 @@ import torch
 from mlkd_cache.cache.format import MANIFEST_NAME
 from mlkd_cache.cache.prototypes import PROTOTYPES_NAME
 from mlkd_cache.cache.reader import TargetCache
+from mlkd_cache.commands import distill_student as distill
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import teacher_train as teacher
+from mlkd_cache.commands.evaluate import run as evaluate_run
 from mlkd_cache.config import load_config, parse_override
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.transforms import ReplayableTransform, TransformSpec
 from mlkd_cache.data.views import ViewDataset
-from mlkd_cache.engine import distill, dump, teacher
-from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.evaluate import run as evaluate_run
-from mlkd_cache.engine.runlog import MetricsLog
-from mlkd_cache.engine.targets import LiveTeacher
 from mlkd_cache.errors import CacheCorruptError, CacheMismatchError
 from mlkd_cache.fileio import file_sha256
 from mlkd_cache.losses.base import KDBatch
+from mlkd_cache.runtime.checkpoint import load_checkpoint
+from mlkd_cache.runtime.runlog import MetricsLog
+from mlkd_cache.runtime.students import DistillTrainer
+from mlkd_cache.runtime.targets import LiveTeacher
 
 from ..bounds import assert_map_of_recomputed, target_tolerance
 from ..conftest import (
@@ -207,7 +210,7 @@ def run_teacher_forced(cfg, out: Path, teacher_pt: Path, cache_dir: Path, monkey
     teacher's targets. Returns (result, one record per step)."""
     live = LiveTeacher(teacher_pt, cfg)
     dtype = TargetCache(cache_dir).spec.dtype
-    original = distill.DistillTrainer.loss_terms
+    original = DistillTrainer.loss_terms
     records = []
 
     def forced(self, batch, outputs):
@@ -253,7 +256,7 @@ def run_teacher_forced(cfg, out: Path, teacher_pt: Path, cache_dir: Path, monkey
         )
         return terms
 
-    monkeypatch.setattr(distill.DistillTrainer, "loss_terms", forced)
+    monkeypatch.setattr(DistillTrainer, "loss_terms", forced)
     return distill.run(cfg, out, cache=cache_dir, progress=False), records
 
 
@@ -400,7 +403,7 @@ def test_persistent_workers_replay_each_epoch_and_resume_alike(setup, tmp_path, 
     started again) takes the steps of the uninterrupted run: the workers' seed does not come
     from the global RNG that draws dropout."""
     drawn = []  # (epoch, sample, view) of every item the uninterrupted run trained on
-    original = distill.DistillTrainer.loss_terms
+    original = DistillTrainer.loss_terms
 
     def recording(self, batch, outputs):
         drawn.extend(zip(batch.epoch.tolist(), batch.sample.tolist(), batch.view.tolist()))
@@ -408,7 +411,7 @@ def test_persistent_workers_replay_each_epoch_and_resume_alike(setup, tmp_path, 
 
     overrides = {"workers": 2, "replay_check": 1.0, "max_epoch_s": 3}
     with monkeypatch.context() as patch:
-        patch.setattr(distill.DistillTrainer, "loss_terms", recording)
+        patch.setattr(DistillTrainer, "loss_terms", recording)
         whole = distill.run(load_config(setup.cfg_path, overrides), tmp_path / "whole", cache=setup.cache, progress=False)
     rows = read_rows(tmp_path / "whole" / "metrics.jsonl")
     assert [r["replay_checked"] for r in rows] == [96, 96, 96]
@@ -587,7 +590,7 @@ def test_torchrun_two_gloo_ranks_offline(setup, tmp_path):
     # is what this process computes for it. Later steps are not compared with a 1-process run:
     # BatchNorm and LED see each rank's 8 samples, not 16, so that is another training, and two
     # trajectories agree only within their seed-to-seed noise (a benchmark's business).
-    trainer = distill.DistillTrainer(load_config(setup.cfg_path), tmp_path / "first-step", cache=setup.cache, progress=False)
+    trainer = DistillTrainer(load_config(setup.cfg_path), tmp_path / "first-step", cache=setup.cache, progress=False)
     first = read_rows(out / "steps.jsonl")[0]
     terms = first_step_terms(trainer, world_size=2)
     assert sorted(terms) == ["bce", "led_cd", "led_id", "mld"]

@@ -21,13 +21,13 @@ from torch.utils.data import DistributedSampler
 
 from mlkd_cache.cache.format import MANIFEST_NAME, part_glob
 from mlkd_cache.cache.reader import TargetCache
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
 from mlkd_cache.distributed import exit_process, lost_peer
-from mlkd_cache.engine import teacher
-from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.runlog import MetricsLog
 from mlkd_cache.errors import CheckpointError, ConfigError, MlkdError
+from mlkd_cache.runtime.checkpoint import load_checkpoint
+from mlkd_cache.runtime.runlog import MetricsLog
 
 from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config, wait_for_checkpoint
 from ..data.fixtures import truncate_file, write_jpeg

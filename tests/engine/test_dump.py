@@ -21,13 +21,14 @@ import torch
 
 from mlkd_cache.cache.format import EVAL_PREFIX, MANIFEST_NAME, part_glob
 from mlkd_cache.cache.reader import TargetCache
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config
 from mlkd_cache.data import build_dataset
 from mlkd_cache.data.planning import planning_labels
 from mlkd_cache.data.transforms import TransformSpec, fingerprint, model_input
 from mlkd_cache.data.views import ViewDataset
-from mlkd_cache.engine import dump, teacher
-from mlkd_cache.engine.checkpoint import load_model
+from mlkd_cache.runtime.checkpoint import load_model
 
 from ..bounds import target_tolerance
 from ..conftest import ONE_THREAD, assert_one_line_error, run_cli, run_cli_in_process, tiny_config, torch_threads

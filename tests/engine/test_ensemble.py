@@ -19,9 +19,11 @@ import torch
 
 from mlkd_cache.cache.prototypes import load_or_compute_prototypes
 from mlkd_cache.cache.reader import TargetCache
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config, parse_override
-from mlkd_cache.engine import distill, dump, teacher
-from mlkd_cache.engine.runlog import MetricsLog
+from mlkd_cache.runtime.runlog import MetricsLog
+from mlkd_cache.runtime.students import DistillTrainer
 
 from ..conftest import assert_one_line_error, first_step_terms, run_cli_in_process, tiny_config
 
@@ -62,10 +64,10 @@ def two(tmp_path_factory):
 def test_ensemble_terms_are_each_teachers_terms_halved(two):
     """One student state, one batch: the ensemble's t1/* and t2/* terms are exactly half of what a
     student of A alone and of B alone compute (the terms are averaged over teachers)."""
-    ensemble = distill.DistillTrainer(two.cfg, two.tmp / "e-terms", cache=[two.a, two.b], progress=False)
+    ensemble = DistillTrainer(two.cfg, two.tmp / "e-terms", cache=[two.a, two.b], progress=False)
     both = first_step_terms(ensemble, world_size=1)
     for name, cache in (("t1", two.a), ("t2", two.b)):
-        single = distill.DistillTrainer(two.cfg, two.tmp / f"single-{name}", cache=cache, progress=False)
+        single = DistillTrainer(two.cfg, two.tmp / f"single-{name}", cache=cache, progress=False)
         alone = first_step_terms(single, world_size=1)
         assert set(alone) == {"bce", *L2D_TERMS}
         for term in L2D_TERMS:
@@ -114,7 +116,7 @@ def test_cli_logs_each_teachers_terms(two):
 
 def test_mpscd_prototypes_per_teacher(two):
     cfg = two.cfg.replace(criterion_t2s_para=parse_override(f"criterion_t2s_para={MPSCD}")[1])
-    trainer = distill.DistillTrainer(cfg, two.tmp / "e-mpscd", cache=[two.a, two.b], progress=False)
+    trainer = DistillTrainer(cfg, two.tmp / "e-mpscd", cache=[two.a, two.b], progress=False)
     for distiller, cache, size in zip(trainer.distillers, (two.a, two.b), (32, 16)):
         want = load_or_compute_prototypes(TargetCache(cache))
         got = distiller.losses["le"].prototypes

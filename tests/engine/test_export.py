@@ -17,20 +17,20 @@ import torch
 
 from mlkd_cache._version import __version__
 from mlkd_cache.cli.common import human_size
+from mlkd_cache.commands import export as export_mod
+from mlkd_cache.commands.export import CHECK_BATCHES, TOLERANCE, check_pixels, export, format_of
 from mlkd_cache.config import Config, load_config
 from mlkd_cache.data import dataset_from_config
 from mlkd_cache.data.digits import DIGIT_CLASSES
 from mlkd_cache.data.transforms import TransformSpec, model_input, to_float
 from mlkd_cache.data.views import eval_inputs
-from mlkd_cache.engine import export as export_mod
-from mlkd_cache.engine.checkpoint import load_model, save_model
-from mlkd_cache.engine.export import CHECK_BATCHES, TOLERANCE, check_pixels, export, format_of
-from mlkd_cache.engine.onnx_model import KEY_CARD, METADATA_KEYS, card_from_metadata, export_metadata, load_onnx
 from mlkd_cache.errors import CheckpointError, ConfigError, DataError, MissingDependencyError
 from mlkd_cache.fileio import file_sha256
 from mlkd_cache.metrics import sigmoid
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import ModelCard
+from mlkd_cache.runtime.checkpoint import load_model, save_model
+from mlkd_cache.runtime.deploy import KEY_CARD, METADATA_KEYS, card_from_metadata, export_metadata, load_onnx
 
 from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config
 
@@ -133,7 +133,7 @@ def test_normalisation_in_the_graph_gives_the_floats_training_saw(exported, name
     """The input of the graph's first convolution, read out of onnxruntime, is bit for bit what
     to_float (and model_input) gives the PyTorch model from the same uint8 pixels: /255 alone
     (digits), and /255, -mean, /std (resnet18)."""
-    from mlkd_cache.engine.onnx_model import ort_session
+    from mlkd_cache.runtime.deploy import ort_session
 
     path = exported[name]["path"]
     proto = onnx.load(path)

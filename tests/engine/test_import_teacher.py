@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from mlkd_cache.engine.checkpoint import load_checkpoint, load_model
+from mlkd_cache.runtime.checkpoint import load_checkpoint, load_model
 
 from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config
 

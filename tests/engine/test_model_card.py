@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from mlkd_cache.commands.evaluate import run as evaluate
 from mlkd_cache.config import load_config
 from mlkd_cache.data.transforms import TransformSpec
-from mlkd_cache.engine.checkpoint import load_checkpoint, load_model, read_card, save_checkpoint, save_model
-from mlkd_cache.engine.evaluate import run as evaluate
 from mlkd_cache.errors import CheckpointError
 from mlkd_cache.metrics import mean_average_precision
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import OUTPUTS, ModelCard
+from mlkd_cache.runtime.checkpoint import load_checkpoint, load_model, read_card, save_checkpoint, save_model
 
 from ..bounds import logit_bound, map_range
 from ..conftest import REPO, assert_one_line_error, run_cli_in_process
@@ -158,7 +158,7 @@ def test_every_command_reads_a_format_1_teacher(tmp_path):
 
 
 def test_run_files_name_every_file_of_a_run(tmp_path):
-    from mlkd_cache.engine.runlog import RunFiles
+    from mlkd_cache.runtime.runlog import RunFiles
 
     files = RunFiles(tmp_path, "student")
     assert (files.checkpoint.name, files.final.name, files.metrics.name, files.steps.name) == (

@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from mlkd_cache.cache.format import MANIFEST_NAME, part_glob
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import teacher_train as teacher
+from mlkd_cache.commands.evaluate import run as evaluate_run
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import distill, dump, teacher
-from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.evaluate import run as evaluate_run
-from mlkd_cache.engine.runlog import MetricsLog
-from mlkd_cache.engine.train import Trainer
+from mlkd_cache.runtime.checkpoint import load_checkpoint
+from mlkd_cache.runtime.runlog import MetricsLog
+from mlkd_cache.runtime.students import DistillTrainer, NoKDTrainer
+from mlkd_cache.runtime.train import Trainer
 
 from ..bounds import assert_map_of_recomputed
 from ..conftest import (
@@ -203,7 +205,7 @@ def test_distill_offline_from_node_local_copies(setup, tmp_path):
     assert_all_ok(run_nodes(args, [Node(), Node(private=[setup.cache], setup=copy_in)]))
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "steps.jsonl", "student.pt"]
     with torch_threads(1):
-        trainer = distill.DistillTrainer(load_config(setup.cfg_path), tmp_path / "first-step", cache=setup.cache, progress=False)
+        trainer = DistillTrainer(load_config(setup.cfg_path), tmp_path / "first-step", cache=setup.cache, progress=False)
         assert_first_step(out, trainer, ["bce", "led_cd", "led_id", "mld"])
 
     # a damaged copy (one byte flipped in a data block): the same manifest, and node 1 checks its files
@@ -239,10 +241,10 @@ def test_distill_online_and_no_kd(setup, tmp_path, mode):
     cfg = load_config(setup.cfg_path)
     with torch_threads(1):
         if mode == "online":
-            trainer = distill.DistillTrainer(cfg, tmp_path / "first-step", teacher=setup.teacher_pt, progress=False)
+            trainer = DistillTrainer(cfg, tmp_path / "first-step", teacher=setup.teacher_pt, progress=False)
             names = ["bce", "led_cd", "led_id", "mld"]
         else:
-            trainer, names = distill.NoKDTrainer(cfg, tmp_path / "first-step", progress=False), ["bce"]
+            trainer, names = NoKDTrainer(cfg, tmp_path / "first-step", progress=False), ["bce"]
         assert_first_step(out, trainer, names)
 
 

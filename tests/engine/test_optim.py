@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from mlkd_cache.engine.optim import IMPLEMENTATIONS, build_one_cycle, build_optimizer
 from mlkd_cache.models import build_model
+from mlkd_cache.runtime.optim import IMPLEMENTATIONS, build_one_cycle, build_optimizer
 
 pytestmark = pytest.mark.numeric  # `make test-numeric` reruns it on the generic and AVX2 kernels
 
@@ -58,7 +58,7 @@ def test_every_implementation_gives_the_for_loop_update(name):
 
 def test_trainers_use_fused_adam(tmp_path):
     from mlkd_cache.config import load_config
-    from mlkd_cache.engine.train import Trainer
+    from mlkd_cache.runtime.train import Trainer
 
     from ..conftest import tiny_config
 
@@ -68,7 +68,7 @@ def test_trainers_use_fused_adam(tmp_path):
 
 def test_a_for_loop_checkpoint_resumes_fused():
     """Checkpoints of earlier versions hold for-loop Adam's flags; a resume runs fused all the same."""
-    from mlkd_cache.engine.optim import keep_implementation
+    from mlkd_cache.runtime.optim import keep_implementation
 
     torch.manual_seed(0)
     model = build_model("test_resnet", 5, pretrained=None, embed_dim=16, img_size=32)

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
+from mlkd_cache.commands import predict as predict_engine
+from mlkd_cache.commands.evaluate import run as evaluate
 from mlkd_cache.config import Config
 from mlkd_cache.data.image_files import ImageFiles, collect_images
 from mlkd_cache.data.transforms import TransformSpec, model_input
 from mlkd_cache.data.views import eval_inputs
-from mlkd_cache.engine import predict as predict_engine
-from mlkd_cache.engine.checkpoint import load_model, save_model, update_card
-from mlkd_cache.engine.evaluate import run as evaluate
 from mlkd_cache.errors import DataError, MissingDependencyError
 from mlkd_cache.metrics import sigmoid
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import ModelCard
+from mlkd_cache.runtime.checkpoint import load_model, save_model, update_card
 
 from ..bounds import recompute_bound
 from ..conftest import assert_one_line_error, run_cli_in_process, shared_data
@@ -176,7 +176,7 @@ def test_an_export_predicts_what_its_checkpoint_predicts(coco, tmp_path, arch, i
     """export -> predict on the ONNX file: the same label sets as the checkpoint at batch 1 and 7
     (but for a probability within the export's tolerance of its threshold), probabilities within
     that tolerance; the thresholds travel in the file."""
-    from mlkd_cache.engine.export import TOLERANCE, export
+    from mlkd_cache.commands.export import TOLERANCE, export
 
     _, root = coco
     cfg = Config.from_dict(dict(dataset="coco", data_root=str(root), img_size=img_size, embed_dim=32, workers=0))

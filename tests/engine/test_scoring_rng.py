@@ -8,9 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mlkd_cache.commands import distill_student as distill
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import distill, dump, teacher
-from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.runtime.checkpoint import load_checkpoint
 
 from ..conftest import tiny_config, torch_threads
 

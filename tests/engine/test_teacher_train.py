@@ -14,14 +14,14 @@ import time
 import pytest
 import torch
 
+from mlkd_cache.commands import teacher_train as teacher
+from mlkd_cache.commands.evaluate import run as evaluate_run
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import teacher
-from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.evaluate import run as evaluate_run
-from mlkd_cache.engine.runlog import MetricsLog
-from mlkd_cache.engine.train import Trainer
 from mlkd_cache.errors import MlkdError
 from mlkd_cache.models.model import feature_dim_of
+from mlkd_cache.runtime.checkpoint import load_checkpoint
+from mlkd_cache.runtime.runlog import MetricsLog
+from mlkd_cache.runtime.train import Trainer
 
 from ..bounds import assert_map_of_recomputed
 from ..conftest import (

@@ -16,8 +16,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the test extra has it
 from torch.utils.tensorboard import SummaryWriter
 
-from mlkd_cache.engine.checkpoint import load_checkpoint
-from mlkd_cache.engine.runlog import MetricsLog, RunFiles, StepLog
+from mlkd_cache.runtime.checkpoint import load_checkpoint
+from mlkd_cache.runtime.runlog import MetricsLog, RunFiles, StepLog
 
 from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from mlkd_cache.commands import distill_student as distill
+from mlkd_cache.commands.evaluate import run as evaluate_run
 from mlkd_cache.config import load_config
 from mlkd_cache.data import has_split
-from mlkd_cache.engine import distill
-from mlkd_cache.engine.checkpoint import load_checkpoint, read_card, update_card
-from mlkd_cache.engine.distill import StudentTrainer
-from mlkd_cache.engine.evaluate import run as evaluate_run
-from mlkd_cache.engine.runlog import MetricsLog
-from mlkd_cache.engine.train import Trainer
 from mlkd_cache.metrics import sigmoid
+from mlkd_cache.runtime.checkpoint import load_checkpoint, read_card, update_card
+from mlkd_cache.runtime.runlog import MetricsLog
+from mlkd_cache.runtime.students import StudentTrainer
+from mlkd_cache.runtime.train import Trainer
 from mlkd_cache.thresholds import tune_thresholds
 
 from ..conftest import assert_one_line_error, run_cli_in_process, tiny_config, torch_threads

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mlkd_cache.commands import dump_targets as dump
+from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import dump, teacher
 
 from ..conftest import tiny_config, torch_threads
 

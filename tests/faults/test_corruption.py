@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from mlkd_cache.cache.format import MANIFEST_NAME
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.cli.main import app
+from mlkd_cache.commands import dump_targets as dump
 from mlkd_cache.config import load_config
-from mlkd_cache.engine import dump
 
 from ..conftest import ONE_THREAD, assert_one_line_error, run_cli
 from ..engine.test_dump import assert_same_cache

@@ -19,7 +19,7 @@ import pytest
 from mlkd_cache.cache.format import MANIFEST_NAME
 from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.cache.writer import shard_is_complete
-from mlkd_cache.engine.checkpoint import load_checkpoint
+from mlkd_cache.runtime.checkpoint import load_checkpoint
 
 from ..conftest import assert_ends_with_error, assert_one_line_error, run_cli_in_process, tiny_config, wait_for_checkpoint
 from ..engine.test_dump import assert_same_cache

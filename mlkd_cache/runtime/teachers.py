@@ -1,26 +1,22 @@
-"""Stage 1: ``teacher-train``. Trains ``model_t`` with the hard-label loss and writes
-``OUT/teacher.pt`` - a model card and weights, everything ``dump-targets`` needs to rebuild the
-teacher and its inputs. :func:`open_teacher` opens what a command's ``--teacher`` names: a
-teacher.pt (:func:`~mlkd_cache.engine.checkpoint.load_model`) or a factory
-``package.module:function``."""
+"""Teachers as the commands that read one see them: :func:`open_teacher` opens what a command's
+``--teacher`` names, a teacher.pt (:func:`~mlkd_cache.runtime.checkpoint.load_model`) or a factory
+``package.module:function``, and checks that it fits a config and dataset."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Union
 
 from ..config import Config
 from ..data.transforms import TransformSpec
-from ..distributed import DistInfo, agree, init_distributed, same_on_every_rank
-from ..errors import CacheMismatchError, ConfigError
+from ..distributed import DistInfo, agree, same_on_every_rank
+from ..errors import CacheMismatchError
 from ..models.card import ModelCard
 from ..models.factory import build_factory_teacher, is_factory_spec
 from ..models.model import feature_dim_of
-from .checkpoint import LoadedModel, load_checkpoint, load_model
-from .runlog import RunFiles
-from .train import Trainer
+from .checkpoint import LoadedModel, load_model
 
-__all__ = ["TeacherSpec", "open_teacher", "open_teacher_on_ranks", "check_teacher_fits", "planned_card", "load_teacher", "run"]
+__all__ = ["TeacherSpec", "open_teacher", "open_teacher_on_ranks", "check_teacher_fits", "planned_card", "load_teacher"]
 
 TeacherSpec = Union[str, Path]  # a teacher.pt, or a factory "package.module:function"
 
@@ -82,37 +78,7 @@ def planned_card(cfg: Config, class_names: Any) -> ModelCard:
 
 
 def load_teacher(path: Union[str, Path], device: Union[str, Any] = "cpu") -> LoadedModel:
-    """:func:`~mlkd_cache.engine.checkpoint.load_model` of a ``teacher.pt``: the model in eval
+    """:func:`~mlkd_cache.runtime.checkpoint.load_model` of a ``teacher.pt``: the model in eval
     mode on ``device``, its card, classes, input pipeline and ``sha256`` (as a cache records its
     teacher)."""
     return load_model(path, device)
-
-
-def run(cfg: Config, out: Path, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
-    """Train the teacher into ``out``; with ``teacher_pretrained = True`` (L2D's meaning: the
-    teacher is already trained) only check that ``out/teacher.pt`` is there and report it."""
-    files = RunFiles(Path(out), "teacher")
-    if cfg.teacher_pretrained:  # rank 0 alone reads the run folder, as it alone writes it
-        info = init_distributed()
-
-        def trained() -> Dict[str, Any]:
-            if not info.is_main:
-                return {}
-            if not files.final.is_file():
-                raise ConfigError(
-                    f"config sets teacher_pretrained = True (teacher already trained) but {files.final} does not "
-                    f"exist; set teacher_pretrained = False to train it"
-                )
-            return load_checkpoint(files.final)
-
-        ckpt = agree(info, trained)
-        return {
-            "epochs": int(ckpt.get("epoch", 0)),
-            "metrics": dict(ckpt.get("metrics") or {}),
-            "final": str(files.final),
-            "metrics_log": str(files.metrics),
-            "wall_time_s": 0.0,
-            "is_main": info.is_main,
-            "skipped": True,
-        }
-    return Trainer(cfg, "t", out, resume=resume, progress=progress).fit()

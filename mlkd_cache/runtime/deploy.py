@@ -1,7 +1,7 @@
 """An exported model read back for inference: :func:`load_onnx` gives an :class:`OnnxModel`
 (onnxruntime on the CPU) with the model card rebuilt from the file's metadata.
 
-What an export holds, defined here once (:mod:`mlkd_cache.engine.export` writes it, this module
+What an export holds, defined here once (:mod:`mlkd_cache.commands.export` writes it, this module
 reads it):
 
 * one input, ``pixels``: uint8 ``[N, 3, S, S]``, RGB, NCHW, values 0-255, the image already
@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, Mapping, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
+import torch
 
 from .._version import __version__
 from ..config import Config
-from ..errors import CheckpointError, DataError, MissingDependencyError, MlkdError
+from ..data.transforms import model_input
+from ..device import amp_enabled, as_device, autocast_for, pick_device
+from ..errors import CheckpointError, ConfigError, DataError, MissingDependencyError, MlkdError
 from ..models.card import ModelCard
+from .checkpoint import load_model
 
 __all__ = [
     "INPUT_NAME",
@@ -44,6 +49,10 @@ __all__ = [
     "ort_session",
     "OnnxModel",
     "load_onnx",
+    "DEFAULT_THRESHOLD",
+    "Predictor",
+    "open_predictor",
+    "decision_thresholds",
 ]
 
 INPUT_NAME = "pixels"  # uint8 [N, 3, S, S]
@@ -217,3 +226,68 @@ def load_onnx(path: Union[str, Path]) -> OnnxModel:
             f"{path} does not take '{INPUT_NAME}' and give {', '.join(OUTPUT_NAMES)}; export the checkpoint again"
         )
     return OnnxModel(session, card, path)
+
+
+DEFAULT_THRESHOLD = 0.5  # a model that stores no thresholds
+ONNX_SUFFIX = ".onnx"
+
+
+class TorchPredictor:
+    """A checkpoint's model on ``device`` (AMP on CUDA when its config asks for it)."""
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        self.loaded = load_model(path, device)
+        self.card, self.path, self.device = self.loaded.card, path, device
+        self.amp = amp_enabled(bool(self.card.config.get("amp", True)), device)
+
+    @torch.no_grad()
+    def logits(self, pixels: torch.Tensor) -> np.ndarray:
+        """float32 ``[N, C]`` logits of uint8 pixels ``[N, 3, S, S]``."""
+        with autocast_for(self.device, self.amp):
+            out = self.loaded.model(model_input(pixels, self.card.transform, self.device))
+        return out.logits.float().cpu().numpy()
+
+
+class OnnxPredictor:
+    """An exported ONNX file run by onnxruntime on the CPU (its graph takes uint8 pixels)."""
+
+    def __init__(self, path: Path) -> None:
+        self.onnx = load_onnx(path)
+        self.card, self.path, self.device = self.onnx.card, path, torch.device("cpu")
+
+    def logits(self, pixels: torch.Tensor) -> np.ndarray:
+        return np.asarray(self.onnx(pixels.numpy()), dtype=np.float32)
+
+
+Predictor = Union[TorchPredictor, OnnxPredictor]
+
+
+def open_predictor(model: Union[str, Path], device: Union[str, torch.device, None] = None) -> Predictor:
+    """The model ``model`` names: an ONNX export (``.onnx``, run by onnxruntime on the CPU) or a
+    checkpoint (teacher.pt, student.pt) on ``device`` (default: CUDA when there is one)."""
+    path = Path(model)
+    if not path.is_file():
+        raise ConfigError(f"model {path} not found; give a student.pt, a teacher.pt or an exported .onnx file")
+    if path.suffix.lower() == ONNX_SUFFIX:
+        return OnnxPredictor(path)
+    return TorchPredictor(path, pick_device() if device is None else as_device(device))
+
+
+def decision_thresholds(card: ModelCard, threshold: Optional[float]) -> Tuple[np.ndarray, str]:
+    """float64 ``[C]`` thresholds on probabilities and where they come from: ``threshold`` for
+    every class when given, else the card's per-class thresholds, else :data:`DEFAULT_THRESHOLD`."""
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
+            raise ConfigError(f"--threshold must be a probability in [0, 1], got {threshold}")
+        return np.full(card.num_classes, float(threshold)), f"one threshold {threshold:g} for every class (--threshold)"
+    stored = card.thresholds
+    if stored is None:
+        return (
+            np.full(card.num_classes, DEFAULT_THRESHOLD),
+            f"{DEFAULT_THRESHOLD:g} for every class (the model stores no thresholds; mlkd-cache tune-thresholds chooses them)",
+        )
+    where = f"{stored.get('split', '?')} split, {stored.get('samples', '?')} images"
+    return (
+        np.asarray(stored["values"], dtype=np.float64),
+        f"the per-class thresholds stored in the model ({stored.get('objective', '?')} on its {where})",
+    )

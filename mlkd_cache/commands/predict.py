@@ -28,86 +28,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.image_files import ImageFiles, collect_images
-from ..data.transforms import model_input
 from ..data.views import eval_inputs
-from ..device import amp_enabled, as_device, autocast_for, pick_device
 from ..distributed import DistInfo, bar_disabled
 from ..errors import ConfigError, DataError, MissingDependencyError, one_line
 from ..fileio import atomic_write_bytes
 from ..metrics import sigmoid
-from ..models.card import ModelCard
+from ..runtime.deploy import OnnxPredictor, Predictor, TorchPredictor, decision_thresholds, open_predictor
 from ..thresholds import predictions_at
-from .checkpoint import load_model
 
-__all__ = ["FORMATS", "DEFAULT_THRESHOLD", "Predictions", "open_predictor", "predict", "write_predictions", "run"]
+__all__ = ["FORMATS", "Predictions", "predict", "write_predictions", "run"]
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}  # output suffix -> format (csv otherwise)
-DEFAULT_THRESHOLD = 0.5  # a model that stores no thresholds
-ONNX_SUFFIX = ".onnx"
 PROBABILITY_PREFIX = "p:"  # csv / parquet column of a class's probability: p:<class name>
-
-
-class _TorchPredictor:
-    """A checkpoint's model on ``device`` (AMP on CUDA when its config asks for it)."""
-
-    def __init__(self, path: Path, device: torch.device) -> None:
-        self.loaded = load_model(path, device)
-        self.card, self.path, self.device = self.loaded.card, path, device
-        self.amp = amp_enabled(bool(self.card.config.get("amp", True)), device)
-
-    @torch.no_grad()
-    def logits(self, pixels: torch.Tensor) -> np.ndarray:
-        """float32 ``[N, C]`` logits of uint8 pixels ``[N, 3, S, S]``."""
-        with autocast_for(self.device, self.amp):
-            out = self.loaded.model(model_input(pixels, self.card.transform, self.device))
-        return out.logits.float().cpu().numpy()
-
-
-class _OnnxPredictor:
-    """An exported ONNX file run by onnxruntime on the CPU (its graph takes uint8 pixels)."""
-
-    def __init__(self, path: Path) -> None:
-        from .onnx_model import load_onnx
-
-        self.onnx = load_onnx(path)
-        self.card, self.path, self.device = self.onnx.card, path, torch.device("cpu")
-
-    def logits(self, pixels: torch.Tensor) -> np.ndarray:
-        return np.asarray(self.onnx(pixels.numpy()), dtype=np.float32)
-
-
-Predictor = Union[_TorchPredictor, _OnnxPredictor]
-
-
-def open_predictor(model: Union[str, Path], device: Union[str, torch.device, None] = None) -> Predictor:
-    """The model ``model`` names: an ONNX export (``.onnx``, run by onnxruntime on the CPU) or a
-    checkpoint (teacher.pt, student.pt) on ``device`` (default: CUDA when there is one)."""
-    path = Path(model)
-    if not path.is_file():
-        raise ConfigError(f"model {path} not found; give a student.pt, a teacher.pt or an exported .onnx file")
-    if path.suffix.lower() == ONNX_SUFFIX:
-        return _OnnxPredictor(path)
-    return _TorchPredictor(path, pick_device() if device is None else as_device(device))
-
-
-def decision_thresholds(card: ModelCard, threshold: Optional[float]) -> Tuple[np.ndarray, str]:
-    """float64 ``[C]`` thresholds on probabilities and where they come from: ``threshold`` for
-    every class when given, else the card's per-class thresholds, else :data:`DEFAULT_THRESHOLD`."""
-    if threshold is not None:
-        if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
-            raise ConfigError(f"--threshold must be a probability in [0, 1], got {threshold}")
-        return np.full(card.num_classes, float(threshold)), f"one threshold {threshold:g} for every class (--threshold)"
-    stored = card.thresholds
-    if stored is None:
-        return (
-            np.full(card.num_classes, DEFAULT_THRESHOLD),
-            f"{DEFAULT_THRESHOLD:g} for every class (the model stores no thresholds; mlkd-cache tune-thresholds chooses them)",
-        )
-    where = f"{stored.get('split', '?')} split, {stored.get('samples', '?')} images"
-    return (
-        np.asarray(stored["values"], dtype=np.float64),
-        f"the per-class thresholds stored in the model ({stored.get('objective', '?')} on its {where})",
-    )
 
 
 @dataclass
@@ -171,7 +103,7 @@ def predict(
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     if batch_size < 1 or workers < 0:
         raise ConfigError(f"batch size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    predictor = model if isinstance(model, (_TorchPredictor, _OnnxPredictor)) else open_predictor(model, device)
+    predictor = model if isinstance(model, (TorchPredictor, OnnxPredictor)) else open_predictor(model, device)
     card = predictor.card
     thresholds, source = decision_thresholds(card, threshold)
     paths = collect_images(inputs)

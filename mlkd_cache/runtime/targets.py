@@ -32,7 +32,7 @@ from ..distributed import DistInfo, agree, all_gather_objects, broadcast_object,
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from ..losses.base import SLOT_TEACHER_OUTPUT, losses_by_slot
 from ..losses.distiller import plan
-from .teacher import TeacherSpec, check_teacher_fits, open_teacher_on_ranks
+from .teachers import TeacherSpec, check_teacher_fits, open_teacher_on_ranks
 
 FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
 

@@ -1,7 +1,10 @@
-"""Scoring a model on a split: logits for every sample (gathered across ranks), then metrics."""
+"""Scoring a model on a split: logits for every sample (gathered across ranks), then metrics;
+and per-class decision thresholds tuned on them (:func:`tune_model`; :mod:`mlkd_cache.thresholds`
+holds the rule, the objectives and the fallback)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
@@ -10,16 +13,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..config import Config
 from ..data import dataset_from_config
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, eval_inputs
 from ..device import amp_enabled, autocast_for
 from ..distributed import DistInfo, agree, all_gather_cat, broadcast_object, init_distributed, same_on_every_rank
-from ..errors import CheckpointError
-from ..metrics import average_precision, evaluate_logits
+from ..errors import CheckpointError, DataError
+from ..metrics import average_precision, evaluate_logits, sigmoid
+from ..thresholds import DEFAULT_OBJECTIVE, tune_thresholds
 from .checkpoint import LoadedModel, load_model
 from .ranks import check_same_split
+
+log = logging.getLogger("mlkd_cache")
 
 
 def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistInfo) -> DataLoader:
@@ -84,27 +89,8 @@ def evaluate_model(model: nn.Module, dataset: ViewDataset, batch_size: int, work
     return Scored(broadcast_object(metrics, info), z, y)
 
 
-def run(
-    checkpoint: Path,
-    data_root: Optional[str] = None,
-    batch_size: Optional[int] = None,
-    workers: Optional[int] = None,
-    split: str = "test",
-    keep_logits: bool = False,
-) -> Dict:
-    """Score ``checkpoint`` on ``split`` of the dataset it was trained for.
-
-    Returns ``{"metrics": {...}, "per_class_ap": {class: AP%}, "checkpoint": ..., "samples": N}``,
-    with ``keep_logits`` also ``"logits"`` float32 and ``"labels"`` uint8, ``[N, C]`` in dataset order.
-    A checkpoint that stores per-class thresholds is also scored at them (metric keys
-    ``...@tuned``) and its ``"thresholds"`` are returned.
-    """
-    info = init_distributed()
-    return score(load_model_on_ranks(checkpoint, info), data_root, batch_size, workers, split, keep_logits)
-
-
 def load_model_on_ranks(checkpoint: Path, info: DistInfo) -> LoadedModel:
-    """:func:`~mlkd_cache.engine.checkpoint.load_model` on every rank, each from its own
+    """:func:`~mlkd_cache.runtime.checkpoint.load_model` on every rank, each from its own
     storage, onto its device: a rank that cannot stops every rank, and every rank must read the
     same file (sha256, compared under torchrun only)."""
     loaded = agree(info, lambda: load_model(checkpoint, info.device))
@@ -122,12 +108,16 @@ def score(
     split: str = "test",
     keep_logits: bool = False,
 ) -> Dict:
-    """:func:`run` for a model already loaded (on this rank's device): its card says which
-    dataset, classes and input pipeline; the result is :func:`run`'s."""
+    """Score a model already loaded (on this rank's device) on ``split`` of the dataset it was
+    trained for: its card says which dataset, classes and input pipeline.
+
+    Returns ``{"metrics": {...}, "per_class_ap": {class: AP%}, "checkpoint": ..., "samples": N}``,
+    with ``keep_logits`` also ``"logits"`` float32 and ``"labels"`` uint8, ``[N, C]`` in dataset order.
+    A checkpoint that stores per-class thresholds is also scored at them (metric keys
+    ``...@tuned``) and its ``"thresholds"`` are returned."""
     info = init_distributed()
     card, checkpoint = loaded.card, loaded.path
-    overrides = {"data_root": data_root, "batch_size": batch_size, "workers": workers}
-    cfg = Config.from_dict({**card.config, **{k: v for k, v in overrides.items() if v is not None}})
+    cfg = card.config_with(data_root=data_root, batch_size=batch_size, workers=workers)
     dataset = agree(info, lambda: dataset_from_config(cfg, split))
     check_same_split(dataset, f"{cfg.dataset} {split} split", info)
     if list(dataset.class_names) != list(card.class_names):
@@ -154,3 +144,43 @@ def score(
         "per_class_ap": {name: float(v * 100.0) for name, v in zip(dataset.class_names, ap)},
         "is_main": info.is_main,
     }
+
+
+TUNING_SPLIT = "val"  # the split thresholds are tuned on unless told otherwise
+
+
+def tune_model(
+    model: nn.Module,
+    data: ViewDataset,
+    batch_size: int,
+    workers: int,
+    info: DistInfo,
+    amp: bool,
+    split: str,
+    objective: str = DEFAULT_OBJECTIVE,
+    scored: Optional[Scored] = None,
+) -> Optional[Dict[str, Any]]:
+    """Thresholds of ``model`` tuned for ``objective`` on ``data`` (the eval inputs of ``split``),
+    as ``ModelCard.thresholds`` holds them, identical on every rank; None, said in a warning,
+    where the split has no positive label. ``scored``: the model's logits on ``data`` when they
+    are at hand, else every rank must call it (the logits are gathered across ranks). The model
+    is left as it was, and the scoring draws from no global RNG (:func:`eval_loader`)."""
+    if scored is None:
+        scored = evaluate_model(model, data, batch_size, workers, info, amp)
+    z, y = scored.logits, scored.labels
+    try:
+        tuned = tune_thresholds(sigmoid(z), y, objective, data.class_names)
+    except DataError as exc:  # after the gather: alike on every rank
+        if info.is_main:
+            log.warning("no decision thresholds tuned on the %s split: %s", split, exc)
+        return None
+    if info.is_main:
+        log.info(
+            "decision thresholds: %s on the %s split (%d images), %d of %d classes at the global one",
+            tuned["objective"],
+            split,
+            len(data),
+            len(tuned["fallback"]),
+            len(tuned["values"]),
+        )
+    return {**tuned, "split": split, "samples": len(data)}

@@ -18,13 +18,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from ..cache.format import MANIFEST_NAME
 from ..config import Config
 from ..errors import ConfigError
+from ..runtime.checkpoint import load_checkpoint, read_card
+from ..runtime.recipes import NO_KD, RECIPES, recipe_fields, student_config
+from ..runtime.runlog import MetricsLog, RunFiles
+from ..runtime.students import DistillTrainer, NoKDTrainer
+from ..runtime.train import Trainer
 from ..stats import paired, summarise
-from . import dump, plot
-from .checkpoint import load_checkpoint, read_card
-from .distill import DistillTrainer, NoKDTrainer
-from .recipes import NO_KD, RECIPES, recipe_fields, student_config
-from .runlog import MetricsLog, RunFiles
-from .train import Trainer
+from . import dump_targets as dump
+from . import plot
 
 DEFAULT_CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
 

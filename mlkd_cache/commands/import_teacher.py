@@ -42,7 +42,7 @@ from ..fileio import file_sha256
 from ..models import build_model
 from ..models.card import ModelCard
 from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha256
-from .checkpoint import save_model
+from ..runtime.checkpoint import save_model
 
 __all__ = ["FORMATS", "L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "import_factory", "run"]
 

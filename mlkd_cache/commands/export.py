@@ -11,12 +11,12 @@ Formats (:data:`FORMATS`):
 * ``onnx``: ``torch.onnx.export(..., dynamo=True)`` (the legacy TorchScript exporter cannot
   export the ML-Decoder's multi-head attention and bakes batch sizes into reshapes; there is no
   fall-back to it), checked with onnxruntime on the CPU; the metadata in ``metadata_props``.
-  Read it back with :func:`~mlkd_cache.engine.onnx_model.load_onnx`.
+  Read it back with :func:`~mlkd_cache.runtime.deploy.load_onnx`.
 * ``pt2``: ``torch.export`` + ``torch.export.save`` (the PyTorch-native format; TorchScript is
   deprecated), checked with the program ``torch.export.load`` reads back; the metadata in
   ``extra_files``.
 
-The metadata keys and the input and output names are :mod:`mlkd_cache.engine.onnx_model`'s.
+The metadata keys and the input and output names are :mod:`mlkd_cache.runtime.deploy`'s.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import Config
 from ..data import dataset_from_config
 from ..data.transforms import TransformSpec, model_input, to_float
 from ..data.views import eval_inputs
@@ -41,9 +40,16 @@ from ..errors import ConfigError, MlkdError, ModelError
 from ..fileio import atomic_write_bytes
 from ..metrics import sigmoid
 from ..models.card import ModelCard
-from .checkpoint import load_model
-from .onnx_model import INPUT_NAME, OUTPUT_NAMES, export_metadata, ort_session, require
-from .predict import DEFAULT_THRESHOLD, decision_thresholds
+from ..runtime.checkpoint import load_model
+from ..runtime.deploy import (
+    DEFAULT_THRESHOLD,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    decision_thresholds,
+    export_metadata,
+    ort_session,
+    require,
+)
 
 __all__ = [
     "FORMATS",
@@ -94,7 +100,7 @@ def check_pixels(card: ModelCard, n: int = max(CHECK_BATCHES), seed: int = 0) ->
     fewer) when that data is at hand, else uniform random pixels from a generator seeded with
     ``seed`` (the global RNG is not touched)."""
     try:
-        cfg = Config.from_dict({**card.config, "bad_images": "error", "workers": 0})  # no start-up scan of every image
+        cfg = card.config_with(bad_images="error", workers=0)  # no start-up scan of every image
         split = dataset_from_config(cfg, "test")
         inputs = eval_inputs(split, card.transform)
         if len(inputs):

@@ -45,10 +45,10 @@ from ..models import build_model, resolve_model_name
 from ..models.card import ROLES as CARD_ROLES
 from ..models.card import ModelCard
 from .checkpoint import load_checkpoint, read_card, save_model
-from .evaluate import Scored, evaluate_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
 from .ranks import check_same_config, check_same_split
 from .runlog import MetricsLog, RunFiles, StepLog, TensorBoardLog, require_tensorboard
+from .scoring import Scored, evaluate_model
 
 log = logging.getLogger("mlkd_cache")
 
@@ -79,7 +79,7 @@ class Trainer:
     Args:
         cfg: validated config.
         role: ``"t"`` (teacher keys ``model_t, lr_t, max_epoch_t, ...``) or ``"s"``.
-        out: output folder (:class:`~mlkd_cache.engine.runlog.RunFiles`): ``checkpoint.pt``
+        out: output folder (:class:`~mlkd_cache.runtime.runlog.RunFiles`): ``checkpoint.pt``
             (every epoch), ``teacher.pt`` or ``student.pt`` (at the end), ``metrics.jsonl``.
         resume: continue from ``out/checkpoint.pt``.
 

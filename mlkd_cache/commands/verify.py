@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from ..cache.reader import TargetCache
-from ..config import CACHE_DTYPES, Config
+from ..config import CACHE_DTYPES
 from ..data import build_dataset
 from ..data.transforms import TransformSpec, model_input, to_unsigned
 from ..data.views import ViewDataset
 from ..device import amp_enabled, autocast_for, pick_device
 from ..errors import CacheMismatchError
-from .checkpoint import load_model
+from ..runtime.checkpoint import load_model
 
 RTOL = {dtype: 1e-3 if dtype == "float32" else 1e-2 for dtype in CACHE_DTYPES}  # of the largest magnitude
 # Every row's cosine with the recomputed one. int8 rounds each row to max|row| / 254: a row with a
@@ -68,7 +68,7 @@ def run(
             f"cache {cache_dir} was dumped from teacher sha256 {spec.teacher_sha256[:12]}…, {teacher} is "
             f"{sha[:12]}…; pass the teacher the cache was built with"
         )
-    cfg = Config.from_dict({**loaded.card.config, **({"data_root": data_root} if data_root else {})})
+    cfg = loaded.card.config_with(data_root=data_root or None)
     if spec.stores_images:  # replay from the stored pixels: the store is what students read
         dataset: Any = cache.stored_split("train")
     else:

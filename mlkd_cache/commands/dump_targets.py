@@ -59,9 +59,9 @@ from ..distributed import (
 from ..errors import CacheMismatchError, ConfigError, MlkdError
 from ..fileio import file_sha256
 from ..models.card import ModelCard
-from .ranks import check_same_config, check_same_split
-from .targets import outputs_needed
-from .teacher import TeacherSpec, check_teacher_fits, open_teacher, open_teacher_on_ranks, planned_card
+from ..runtime.ranks import check_same_config, check_same_split
+from ..runtime.targets import outputs_needed
+from ..runtime.teachers import TeacherSpec, check_teacher_fits, open_teacher, open_teacher_on_ranks, planned_card
 
 log = logging.getLogger("mlkd_cache")
 
@@ -497,7 +497,7 @@ def run(
 ) -> Dict[str, Any]:
     """Dump the teacher's targets for the train split of ``cfg`` into ``out`` (:func:`plan`
     gives the sizes without writing). ``teacher``: a teacher.pt, or a factory
-    ``package.module:function`` (:func:`~mlkd_cache.engine.teacher.open_teacher`); the cache
+    ``package.module:function`` (:func:`~mlkd_cache.runtime.teachers.open_teacher`); the cache
     holds the outputs it gives."""
     info = init_distributed()
     views = _views(cfg, views)

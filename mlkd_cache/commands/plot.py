@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import MissingDependencyError, RunFolderError
 from ..fileio import atomic_write_bytes
-from .runlog import MetricsLog, RunFiles, StepLog
+from ..runtime.runlog import MetricsLog, RunFiles, StepLog
 
 DEFAULT_NAME = "plot.png"
 FIGSIZE = (16.0, 4.8)  # inches; at DPI this is 1600 x 480 pixels

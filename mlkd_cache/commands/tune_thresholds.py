@@ -1,0 +1,70 @@
+"""``tune-thresholds``: per-class decision thresholds chosen on a labelled split, stored in the
+model's card (:mod:`mlkd_cache.thresholds` holds the rule, the objectives and the fallback).
+
+:func:`tune` scores a checkpoint on a split of its own dataset through the one eval pipeline
+(:func:`~mlkd_cache.runtime.scoring.score`), chooses the thresholds and rewrites the checkpoint's
+card atomically (:func:`~mlkd_cache.runtime.checkpoint.update_card`: weights and every other
+entry unchanged). :func:`~mlkd_cache.runtime.scoring.tune_model` does the same for a model in
+memory (distill-student stores thresholds tuned on ``val`` in ``student.pt``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+from ..data import available_splits, has_split
+from ..distributed import barrier, init_distributed
+from ..errors import ConfigError
+from ..metrics import sigmoid, threshold_f1
+from ..runtime.checkpoint import update_card
+from ..runtime.scoring import TUNING_SPLIT, load_model_on_ranks, score
+from ..thresholds import DEFAULT_OBJECTIVE, parse_objective, tune_thresholds
+
+__all__ = ["tune"]
+
+
+def tune(
+    checkpoint: Union[str, Path],
+    split: Optional[str] = None,
+    objective: str = DEFAULT_OBJECTIVE,
+    data_root: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    workers: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Tune per-class thresholds of ``checkpoint`` for ``objective`` on ``split`` (default
+    ``val``, which the dataset must have) and store them in its card; under torchrun rank 0 writes.
+
+    Returns ``{"checkpoint", "split", "samples", "thresholds" (as stored), "at_0.5", "at_tuned"
+    (threshold-protocol metrics in percent on the split), "is_main"}``."""
+    goal = parse_objective(objective)  # a bad objective stops before any work
+    path = Path(checkpoint)
+    loaded = load_model_on_ranks(path, init_distributed())  # read once here; update_card rewrites rank 0's file
+    card = loaded.card
+    cfg = card.config_with(data_root=data_root)
+    why = "tuning on the test split leaks it into the scores you report, on train is optimistic"
+    if split is None:
+        if not has_split(cfg, TUNING_SPLIT):
+            raise ConfigError(f"dataset {cfg.dataset} of {path} has no {TUNING_SPLIT} split; choose one with --split ({why})")
+        split = TUNING_SPLIT
+    elif not has_split(cfg, split):
+        raise ConfigError(
+            f"dataset {cfg.dataset} of {path} has no {split!r} split; choose --split among {', '.join(available_splits(cfg))}"
+        )
+    scored = score(loaded, data_root, batch_size, workers, split, keep_logits=True)
+    z, y = scored["logits"], scored["labels"]
+    thresholds = {**tune_thresholds(sigmoid(z), y, goal, card.class_names), "split": split, "samples": int(scored["samples"])}
+    if scored["is_main"]:
+        update_card(path, card.replace(thresholds=thresholds))
+    barrier(init_distributed())  # every rank returns once the file holds them
+    return {
+        "checkpoint": str(path),
+        "split": split,
+        "samples": int(scored["samples"]),
+        "thresholds": thresholds,
+        "at_0.5": threshold_f1(z, y, 0.5),
+        "at_tuned": threshold_f1(z, y, np.asarray(thresholds["values"])),
+        "is_main": scored["is_main"],
+    }
