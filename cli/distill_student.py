@@ -23,6 +23,7 @@ Examples:
   mlkd-cache distill-student -c CONFIG --no-kd --cache CACHE -o OUT    # no-KD on the images a cache stores
   mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt --fresh-views -o OUT   # online, L2D's regime
   mlkd-cache distill-student -c CONFIG --teacher runs/digits/teacher/teacher.pt -o OUT   # online, the cache's views
+  mlkd-cache distill-student -c CONFIG --teacher teacher.pt --views 16 -o OUT   # online on the views of a 16-view cache
   torchrun --nproc_per_node=2 -m mlkd_cache distill-student -c CONFIG --cache CACHE -o OUT
 """
 
@@ -47,6 +48,12 @@ Examples:
     help="with --teacher: online on fresh views, a fresh augmentation every epoch (L2D's regime; the tables' 'online fresh' rows), instead of online on the cached views",
 )
 @click.option(
+    "--views",
+    type=click.IntRange(min=1),
+    default=None,
+    help="with --teacher, without --fresh-views: how many views the live teacher replays  [default: those of the --cache whose images it reads, else the config's cache.views]; give the V of the cache the run is compared with",
+)
+@click.option(
     "--no-kd",
     is_flag=True,
     help="no distillation: the hard-label loss alone, a fresh view every epoch, same loop and schedule (the baseline row of a KD table)",
@@ -58,7 +65,7 @@ Examples:
 )
 @config_options("s", out_default="runs/<config name>/student")
 def distill_student(
-    config_path, out, settings, resume, no_progress, cache, teacher, fresh_views, no_kd, verify_checksums, **cli
+    config_path, out, settings, resume, no_progress, cache, teacher, fresh_views, views, no_kd, verify_checksums, **cli
 ) -> None:
     """Train the student (model_s) with the hard-label loss plus the distiller of
     criterion_t2s_para, the teacher's logits, features and label-wise embeddings read from
@@ -76,6 +83,7 @@ def distill_student(
         verify_checksums=verify_checksums,
         fresh_views=fresh_views,
         no_kd=no_kd,
+        views=views,
     )
     if result["is_main"]:
         views = "a fresh view every epoch" if result["views"] == FRESH else f"{result['views']} views"

@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from ..commands import verify as verify_cmd
-from .common import CONTEXT_SETTINGS
+from .common import CONTEXT_SETTINGS, TEACHER
 
 EPILOG = """\b
 Examples:
   mlkd-cache verify runs/digits/cache --teacher runs/digits/teacher/teacher.pt
   mlkd-cache verify CACHE --teacher teacher.pt --samples 256 --data-root /data/voc
+  mlkd-cache verify CACHE --teacher my_teachers:asl_tresnet   # a cache dumped from a teacher factory
 Exit code 0: all checks passed; 1: drift found; 2: bad input.
 """
 
@@ -23,9 +24,9 @@ Exit code 0: all checks passed; 1: drift found; 2: bad input.
 @click.option(
     "--teacher",
     "-t",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=TEACHER,
     required=True,
-    help="the teacher.pt the cache was dumped with",
+    help="the teacher the cache was dumped with: its teacher.pt, or the factory package.module:function dump-targets was given",
 )
 @click.option("--samples", "-k", type=click.IntRange(min=1), default=64, help="random (sample, view) pairs to re-run")
 @click.option("--data-root", default=None, help="dataset folder, if not where the teacher was trained")

@@ -101,3 +101,26 @@ def test_the_checker_sees_an_upward_import(tmp_path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+ORCHESTRATORS = ("mlkd_cache.commands.demo",)  # runs other commands end to end; the one exception
+
+
+def test_no_command_imports_another():
+    """A command module is one CLI verb's work; what two commands share lives in the runtime."""
+    commands = {m for m in ALL if m.startswith("mlkd_cache.commands.")}
+    assert len(commands) >= 12
+    shared = [
+        f"{ALL[module].relative_to(REPO)}:{line}: {module} imports {target}"
+        for module in sorted(commands)
+        if module not in ORCHESTRATORS
+        for target, line in imports(module, ALL[module])
+        if target in commands and target != module
+    ]
+    assert not shared, "commands imported by another command (move what they share to mlkd_cache/runtime):\n" + "\n".join(shared)
+
+
+def test_the_command_check_sees_one_command_importing_another(tmp_path):
+    path = _write(tmp_path / "export.py", "from .predict import write_predictions\nfrom ..runtime import deploy\n")
+    found = [target for target, _ in imports("mlkd_cache.commands.export", path)]
+    assert found == ["mlkd_cache.commands.predict", "mlkd_cache.runtime.deploy"]

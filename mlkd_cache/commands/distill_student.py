@@ -45,12 +45,15 @@ def run(
     verify_checksums: bool = True,
     fresh_views: bool = False,
     no_kd: bool = False,
+    views: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Train ``model_s`` of ``cfg`` into ``out``: distilled from a cache (offline), from a live
     teacher on the cached views' replay or on ``fresh_views`` (online), or with ``no_kd`` from
     the labels alone (hard-label loss, a fresh view every epoch; no cache, no teacher).
-    Several ``cache`` folders distil from an ensemble of their teachers (offline only)."""
-    views: Union[str, int]  # FRESH, or the number of replayed views
+    Several ``cache`` folders distil from an ensemble of their teachers (offline only). ``views``:
+    how many views a live ``teacher`` replays (default: those of the ``cache`` whose images it
+    reads, else the config's ``cache.views``)."""
+    replayed: Union[str, int]  # FRESH, or the number of replayed views
     caches = cache_list(cache)
     if len(caches) > 1 and (no_kd or teacher is not None):
         given = "--no-kd" if no_kd else "--teacher"
@@ -59,13 +62,13 @@ def run(
         )
     store = caches[0] if caches else None
     if no_kd:
-        if teacher is not None or fresh_views:
-            given = "--teacher" if teacher is not None else "--fresh-views"
+        if teacher is not None or fresh_views or views is not None:
+            given = "--teacher" if teacher is not None else "--fresh-views" if fresh_views else "--views"
             raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
         trainer: Trainer = NoKDTrainer(
             cfg, out, resume=resume, progress=progress, images=store, verify_checksums=verify_checksums
         )
-        mode, views, terms = "no-kd", FRESH, [trainer.hard_loss.name]
+        mode, replayed, terms = "no-kd", FRESH, [trainer.hard_loss.name]
     else:
         online_store = store if teacher is not None else None  # --teacher with --cache: the live teacher on the store's images
         trainer = DistillTrainer(
@@ -78,13 +81,14 @@ def run(
             verify_checksums=verify_checksums,
             fresh_views=fresh_views,
             images=online_store,
+            views=views,
         )
         source_views = trainer.source.views
         mode, terms = trainer.source.mode, [trainer.hard_loss.name, *trainer.term_names()]
-        views = FRESH if source_views is None else source_views
+        replayed = FRESH if source_views is None else source_views
     result = trainer.fit()
     images = images_of(getattr(trainer, "image_cache", None))
     result.update(
-        mode=mode, views=views, terms=terms, images=images, steps_log=str(trainer.files.steps) if cfg.log_every else None
+        mode=mode, views=replayed, terms=terms, images=images, steps_log=str(trainer.files.steps) if cfg.log_every else None
     )
     return result

@@ -37,12 +37,14 @@ from ..config import Config
 from ..data import dataset_from_config
 from ..data.planning import planned_train_split
 from ..data.transforms import TransformSpec
+from ..distributed import init_distributed
 from ..errors import CheckpointError, ConfigError, MlkdError
 from ..fileio import file_sha256
 from ..models import build_model
 from ..models.card import ModelCard
 from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha256
 from ..runtime.checkpoint import save_model
+from ..runtime.scoring import load_model_on_ranks, score
 
 __all__ = ["FORMATS", "L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "import_factory", "run"]
 
@@ -182,10 +184,9 @@ def _finish(
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model(out, card, model.state_dict(), epoch=0, metrics={})
     if evaluate_split is not None:
-        from .evaluate import run as evaluate
-
+        scored = score(load_model_on_ranks(out, init_distributed()), data_root=cfg.data_root, split=evaluate_split)
         result["split"] = evaluate_split
-        result["metrics"] = evaluate(out, data_root=cfg.data_root, split=evaluate_split)["metrics"]
+        result["metrics"] = scored["metrics"]
     return result
 
 

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from ..cache.reader import TargetCache
-from ..config import CACHE_DTYPES
+from ..config import CACHE_DTYPES, Config
 from ..data import build_dataset
 from ..data.transforms import TransformSpec, model_input, to_unsigned
 from ..data.views import ViewDataset
-from ..device import amp_enabled, autocast_for, pick_device
+from ..device import amp_enabled, autocast_for, pick_device, place_model
 from ..errors import CacheMismatchError
-from ..runtime.checkpoint import load_model
+from ..runtime.teachers import TeacherSpec, open_teacher
 
 RTOL = {dtype: 1e-3 if dtype == "float32" else 1e-2 for dtype in CACHE_DTYPES}  # of the largest magnitude
 # Every row's cosine with the recomputed one. int8 rounds each row to max|row| / 254: a row with a
@@ -48,20 +48,25 @@ def compare(name: str, ref: torch.Tensor, got: torch.Tensor, rtol: float, min_co
 @torch.no_grad()
 def run(
     cache_dir: Path,
-    teacher: Path,
+    teacher: TeacherSpec,
     samples: int = 64,
     data_root: Optional[str] = None,
     seed: int = 0,
     batch_size: int = 32,
     verify_checksums: bool = True,
 ) -> Dict[str, Any]:
-    """Re-run ``teacher`` on ``samples`` random cached (sample, view) pairs and compare; with
-    ``verify_checksums`` every shard's sha256 is first compared with the manifest."""
+    """Re-run ``teacher`` (a teacher.pt or a factory ``package.module:function``, as ``--teacher``
+    names it) on ``samples`` random cached (sample, view) pairs and compare; with
+    ``verify_checksums`` every shard's sha256 is first compared with the manifest. The train
+    split is the cache's image store, else rebuilt as the manifest records it (``made_with``),
+    else (caches written before that record) from the teacher's config."""
     cache = TargetCache(Path(cache_dir), verify_checksums=verify_checksums)
     spec = cache.spec
-    teacher = Path(teacher)
+    transform = TransformSpec.from_dict(spec.transform)
     device = pick_device()
-    loaded = load_model(teacher, device)
+    # a factory's card takes its input pipeline from a config: the cache's, at its input size
+    loaded = open_teacher(teacher, Config.from_dict({"dataset": spec.dataset, "img_size": transform.img_size}))
+    model = place_model(loaded.model, device)
     sha = loaded.sha256
     if sha != spec.teacher_sha256:
         raise CacheMismatchError(
@@ -69,14 +74,23 @@ def run(
             f"{sha[:12]}…; pass the teacher the cache was built with"
         )
     cfg = loaded.card.config_with(data_root=data_root or None)
+    made = cache.manifest.get("made_with")
     if spec.stores_images:  # replay from the stored pixels: the store is what students read
         dataset: Any = cache.stored_split("train")
-    else:
-        dataset = build_dataset(  # the cache names the dataset and split; the teacher's config the rest
+    elif isinstance(made, dict):  # the split as the dump built it
+        root = data_root or made.get("data_root")
+        params = dict(made.get("dataset_para") or {})
+        dataset = build_dataset(spec.dataset, spec.split, root, bad_images=made.get("bad_images", "error"), **params)
+    elif loaded.card.factory is not None:
+        raise CacheMismatchError(
+            f"cache {cache_dir} does not record how its train split was built (dumped by mlkd-cache {spec.tool_version}) "
+            f"and a factory teacher has no config to rebuild it from; re-run dump-targets with this version"
+        )
+    else:  # the cache names the dataset and split; the teacher's config the rest
+        dataset = build_dataset(
             spec.dataset, spec.split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
         )
     cache.check_request(class_names=dataset.class_names, labels=dataset.labels)
-    transform = TransformSpec.from_dict(spec.transform)
     view_data = ViewDataset(
         dataset,
         transform,
@@ -94,7 +108,7 @@ def run(
     views = rng.integers(0, spec.views, size=count).astype(np.int64)
     cached = cache.get(indices, views)
 
-    model, amp = loaded.model, amp_enabled(cfg.amp, device)
+    amp = amp_enabled(cfg.amp, device)
     teacher_fields = [f for f in spec.view_fields if f.output is not None]  # logits, features (those the cache holds)
     recomputed: Dict[str, List[torch.Tensor]] = {f.name: [] for f in teacher_fields}
     label_emb: List[torch.Tensor] = []

@@ -27,9 +27,9 @@ from ..cache.replay import CachedBatch
 from ..config import Config
 from ..data.transforms import TransformSpec
 from ..data.views import ViewItem
-from ..distributed import init_distributed
+from ..distributed import DistInfo, init_distributed
 from ..errors import CacheMismatchError, ConfigError
-from .targets import CacheTargets, verify_on_ranks
+from .targets import CacheTargets, TeacherTargets, verify_on_ranks
 
 log = logging.getLogger("mlkd_cache")
 
@@ -81,9 +81,11 @@ class EnsembleCollate:
 class EnsembleTargets:
     """Teacher targets of several caches of the same views (offline distillation from an
     ensemble). ``members[k]`` is the :class:`CacheTargets` of the k-th ``--cache``; :meth:`targets`
-    returns one dict of :class:`~mlkd_cache.losses.base.KDBatch` teacher fields per member."""
+    returns one dict of :class:`~mlkd_cache.losses.base.KDBatch` teacher fields per member, as
+    every :class:`~mlkd_cache.runtime.targets.TeacherTargets` source does."""
 
     mode = "offline"
+    checks_replay = True
 
     def __init__(self, directories: Sequence[Path], verify_checksums: bool = True) -> None:
         directories = [Path(d) for d in directories]
@@ -95,18 +97,19 @@ class EnsembleTargets:
                 raise ConfigError(f"--cache {d} is given twice; give each teacher's cache once")
             seen[d.resolve()] = d
         # open and compare every cache before any checksum is computed (that reads every byte)
-        self.members = [CacheTargets(d, verify_checksums=False) for d in directories]
+        self.members = tuple(CacheTargets(d, verify_checksums=False) for d in directories)
         check_agree(self.members)
         info = init_distributed()
         if verify_checksums:
-            for member in self.members:
-                verify_on_ranks(member.cache, info)
+            self.verify(info)
         self.names = teacher_names(len(self.members))
         first = self.members[0]
         self.views: Optional[int] = first.views
         self.base_seed = first.base_seed
         self.fingerprint_of = first.fingerprint_of
         self.name = "the caches in " + ", ".join(str(d) for d in directories)
+        self.embed_dim = first.embed_dim  # the first teacher's (each member has its own)
+        self.outputs = tuple(o for o in first.outputs if all(o in m.outputs for m in self.members))
         by_teacher: Dict[str, str] = {}
         for name, member in zip(self.names, self.members):
             sha = member.cache.spec.teacher_sha256
@@ -118,8 +121,21 @@ class EnsembleTargets:
 
     @property
     def cache(self) -> TargetCache:
-        """The first member's cache: the image store a run reads when it has one."""
+        """The first member's cache."""
         return self.members[0].cache
+
+    @property
+    def store(self) -> Optional[TargetCache]:
+        """The first member's cache when it stores images: the image store a run reads."""
+        return self.members[0].store
+
+    def verify(self, info: DistInfo) -> None:
+        for member in self.members:
+            verify_on_ranks(member.cache, info)
+
+    def prototypes(self, info: DistInfo, view_data: Any, batch_size: int, workers: int) -> Tensor:
+        """The first member's prototypes (each member's own are its distiller's)."""
+        return self.members[0].prototypes(info, view_data, batch_size, workers)
 
     def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
         for member in self.members:
@@ -152,7 +168,7 @@ class EnsembleTargets:
         after its cache's replay and finiteness checks."""
         if not isinstance(batch, EnsembleBatch):
             raise TypeError("EnsembleTargets needs the batches of its collate(): EnsembleBatch")
-        return [m.targets(batch.member(k), device, keys, position) for k, m in enumerate(self.members)]
+        return [m.targets(batch.member(k), device, keys, position)[0] for k, m in enumerate(self.members)]
 
 
 def check_agree(members: Sequence[CacheTargets]) -> None:
@@ -174,9 +190,10 @@ def check_agree(members: Sequence[CacheTargets]) -> None:
             )
 
 
-def describe(members: Sequence[CacheTargets]) -> str:
-    """One line per teacher for logs: ``t1 <arch> (<outputs>) from <dir>``."""
+def describe(members: Sequence[TeacherTargets]) -> str:
+    """One line per teacher for logs: ``t1 <arch> (<outputs>) from <source>``."""
     return "; ".join(
-        f"{name} {m.cache.spec.teacher_arch} ({', '.join(OUTPUT_WORDS[o].split(' [')[0] for o in m.outputs)}) from {m.directory}"
+        f"{name} {m.identity()['teacher_arch']} ({', '.join(OUTPUT_WORDS[o].split(' [')[0] for o in m.outputs)}) "
+        f"from {m.identity()['source']}"
         for name, m in zip(teacher_names(len(members)), members)
     )

@@ -22,7 +22,7 @@ from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
 from ..models.card import ModelCard
-from .ensemble import EnsembleTargets, describe, ensemble_term
+from .ensemble import EnsembleTargets, describe, ensemble_term, teacher_names
 from .scoring import TUNING_SPLIT, tune_model
 from .targets import (
     FRESH,
@@ -32,7 +32,6 @@ from .targets import (
     TeacherTargets,
     check_outputs_serve,
     open_cache_on_ranks,
-    verify_on_ranks,
 )
 from .teachers import TeacherSpec
 from .train import Trainer
@@ -170,6 +169,27 @@ def images_of(cache: Optional[TargetCache]) -> str:
     return "dataset" if cache is None else f"{cache.spec.images} store of {cache.directory}"
 
 
+def live_teacher(
+    cfg: Config,
+    teacher: TeacherSpec,
+    fresh_views: bool,
+    views: Optional[int],
+    store: Optional[TargetCache],
+) -> LiveTeacher:
+    """The online source of ``teacher``. On a cache's image store (``store``) it replays exactly
+    the views that cache holds (its V and base seed; a ``views`` that differs is refused), so the
+    online run is the same experiment as the offline one from that cache."""
+    if store is None or fresh_views:
+        return LiveTeacher(teacher, cfg, fresh_views, views=views, store=store)
+    spec = store.spec
+    if views is not None and views != spec.views:
+        raise ConfigError(
+            f"--views {views}, but the cache in {store.directory} whose images this run reads holds {spec.views} views; "
+            f"drop --views (online replays the cache's own views) or give a cache of {views} views"
+        )
+    return LiveTeacher(teacher, cfg, views=spec.views, base_seed=spec.base_seed, store=store)
+
+
 class DistillTrainer(StudentTrainer):
     """The student trainer: hard-label loss + distiller, teacher targets from ``source``.
 
@@ -187,6 +207,7 @@ class DistillTrainer(StudentTrainer):
         verify_checksums: bool = True,
         fresh_views: bool = False,
         images: Optional[Path] = None,
+        views: Optional[int] = None,
     ) -> None:
         caches = cache_list(cache)
         if bool(caches) == (teacher is not None):
@@ -198,35 +219,33 @@ class DistillTrainer(StudentTrainer):
             raise ConfigError(
                 "--fresh-views needs --teacher: a cache holds a fixed set of views; drop --fresh-views or pass --teacher"
             )
+        if views is not None and (teacher is None or fresh_views):
+            raise ConfigError(
+                "--views sets how many views a live --teacher replays; a cache replays its own and --fresh-views none: drop --views"
+            )
         # The teacher is built before the student's seed is set, so both modes initialise alike.
-        # members: the teachers, each a TeacherTargets; several only for an ensemble of caches
-        self.ensemble: Optional[EnsembleTargets] = None
-        self.members: List[TeacherTargets]
+        # The source's checksums are checked after the outputs check: a source that cannot serve is refused at once.
+        self.source: TeacherTargets
         if len(caches) > 1:
-            self.ensemble = EnsembleTargets(caches, verify_checksums)
-            self.members = list(self.ensemble.members)
-        elif caches:  # its checksums after the outputs check: a cache that cannot serve is refused at once
-            self.members = [CacheTargets(caches[0], verify_checksums=False)]
-        elif teacher is not None:
-            self.members = [LiveTeacher(teacher, cfg, fresh_views)]
-        self.source: Union[TeacherTargets, EnsembleTargets] = self.ensemble or self.members[0]
+            self.source = EnsembleTargets(caches, verify_checksums=False)
+        elif caches:
+            self.source = CacheTargets(caches[0], verify_checksums=False)
+        else:
+            assert teacher is not None  # one of the two, checked above
+            self.source = live_teacher(cfg, teacher, fresh_views, views, image_cache(images, verify_checksums))
+        self.members: List[TeacherTargets] = list(self.source.members)  # the teachers, one distiller each
         for member in self.members:
             check_outputs_serve(cfg.criterion_t2s_para, member)  # a loss without its teacher output stops here
-        if isinstance(self.source, CacheTargets) and verify_checksums:
-            verify_on_ranks(self.source.cache, init_distributed())
-        if self.ensemble is not None and init_distributed().is_main:
-            log.info("distilling from %d teachers: %s", len(self.members), describe(self.ensemble.members))
-        # the images: the offline cache's own store (an ensemble's first) when it has one, a store given for the
-        # online run, or the folder
-        own = None
-        if isinstance(self.source, (CacheTargets, EnsembleTargets)) and self.source.cache.spec.stores_images:
-            own = self.source.cache
-        self.image_cache = own if images is None else image_cache(images, verify_checksums)
+        if verify_checksums:
+            self.source.verify(init_distributed())
+        if len(self.members) > 1 and init_distributed().is_main:
+            log.info("distilling from %d teachers: %s", len(self.members), describe(self.members))
+        self.image_cache = self.source.store  # the images: a cache's own store (an ensemble's first), or the folder
         super().__init__(cfg, "s", out, resume=resume, progress=progress)
 
     def term_name(self, teacher: int, term: str) -> str:
         """How a teacher's term is logged: ``mld`` for one teacher, ``t1/mld``, ``t2/mld`` ... for an ensemble."""
-        return term if self.ensemble is None else ensemble_term(self.ensemble.names[teacher], term)
+        return term if len(self.members) == 1 else ensemble_term(teacher_names(len(self.members))[teacher], term)
 
     def term_names(self) -> List[str]:
         """The distillation terms :meth:`loss_terms` returns, in order."""
@@ -235,7 +254,7 @@ class DistillTrainer(StudentTrainer):
     # ---------------------------------------------------------------- Trainer hooks
     def make_train_data(self, train_set) -> ViewDataset:
         self.source.check_fits(self.cfg, train_set, self.spec)
-        share = self.cfg.replay_check if self.source.mode == "offline" else 0.0
+        share = self.cfg.replay_check if self.source.checks_replay else 0.0
         return ViewDataset(
             train_set,
             self.spec,
@@ -272,10 +291,7 @@ class DistillTrainer(StudentTrainer):
         y = batch.labels.to(device, non_blocking=device.type == "cuda")
         student = dict(y=y, z_s=outputs.logits.float(), f_s=outputs.features.float(), e_s=outputs.label_emb.float())
         keys, position = self.train_data.keys, self.position
-        if self.ensemble is not None:
-            per_teacher = self.ensemble.targets(batch, device, keys, position)
-        else:
-            per_teacher = [self.members[0].targets(batch, device, keys, position)]
+        per_teacher = self.source.targets(batch, device, keys, position)
         terms = self.hard_loss(outputs.logits, y)
         share = 1.0 / len(per_teacher)  # the terms are averaged over teachers (1.0 for one: exact)
         for k, (distiller, targets) in enumerate(zip(self.distillers, per_teacher)):

@@ -7,8 +7,14 @@ sources.
   fingerprints of a share of the inputs are compared with the cached ones. No teacher is in
   memory.
 * :class:`LiveTeacher` (online baseline, what the L2D code does every step): ``teacher.pt`` is
-  run on every batch, on the very same replayed views as a cache of ``cache.views`` views, or
-  with ``fresh_views`` on a fresh augmentation every epoch.
+  run on every batch, on the very same replayed views as a cache of V views (V and the base
+  seed those of the cache whose images the run reads, else ``cache.views`` and ``seed`` of the
+  config), or with ``fresh_views`` on a fresh augmentation every epoch.
+
+An ensemble of caches (:class:`~mlkd_cache.runtime.ensemble.EnsembleTargets`) is a third source
+of the same protocol: every source lists its teachers as ``members`` and returns one dict of
+targets per member, so the trainer builds one distiller per member and never asks which source
+it has.
 """
 
 from __future__ import annotations
@@ -54,11 +60,23 @@ class TeacherTargets(Protocol):
     outputs: Tuple[str, ...]  # what the teacher gives (cache.format.TEACHER_OUTPUTS names)
     name: str  # the cache folder or teacher named in messages
     fingerprint_of: str  # what the replayed views' fingerprints hash (ViewDataset.fingerprint_of)
+    checks_replay: bool  # whether the replayed inputs are compared with the source's fingerprints
+
+    @property
+    def members(self) -> Sequence["TeacherTargets"]:
+        """The teachers, one distiller each: ``(self,)`` for one teacher."""
+
+    @property
+    def store(self) -> Optional[TargetCache]:
+        """The cache whose image store the run reads (None: the dataset folder)."""
+
+    def verify(self, info: DistInfo) -> None:
+        """Check every stored file against its checksum (split over ranks); nothing to check online."""
 
     def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
         """Raise when the source does not belong to this train split and input pipeline."""
 
-    def collate(self) -> Optional[Callable[[List[ViewItem]], Batch]]:
+    def collate(self) -> Optional[Callable[[List[ViewItem]], Any]]:
         """The DataLoader ``collate_fn`` (None: torch's default)."""
 
     def to(self, device: torch.device, amp: bool) -> None:
@@ -76,9 +94,9 @@ class TeacherTargets(Protocol):
     def epoch_stats(self) -> Dict[str, Any]:
         """Extra entries of the epoch's metrics row."""
 
-    def targets(self, batch: Batch, device: torch.device, keys: Sequence[str], position: str = "") -> Dict[str, Tensor]:
-        """The teacher fields of :class:`~mlkd_cache.losses.base.KDBatch` for ``batch`` (image
-        already on ``device``); ``position`` ("epoch E step S") is named by errors."""
+    def targets(self, batch: Any, device: torch.device, keys: Sequence[str], position: str = "") -> List[Dict[str, Tensor]]:
+        """Per member, the teacher fields of :class:`~mlkd_cache.losses.base.KDBatch` for
+        ``batch`` (image already on ``device``); ``position`` ("epoch E step S") is named by errors."""
 
 
 def outputs_needed(criterion_t2s_para: Any) -> Tuple[str, ...]:
@@ -151,6 +169,7 @@ class CacheTargets:
     """Teacher targets read from a ``dump-targets`` cache (offline distillation)."""
 
     mode = "offline"
+    checks_replay = True
 
     def __init__(self, directory: Path, verify_checksums: bool = True) -> None:
         self.directory = Path(directory)
@@ -162,6 +181,11 @@ class CacheTargets:
         self.name = f"the cache in {self.directory}"
         self.fingerprint_of = self.cache.fingerprint_of  # what the cache's fingerprints hash
         self.checked = 0  # fingerprints compared in the current epoch (this rank)
+        self.members = (self,)
+        self.store: Optional[TargetCache] = self.cache if spec.stores_images else None
+
+    def verify(self, info: DistInfo) -> None:
+        verify_on_ranks(self.cache, info)
 
     def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
         """The cache must be the dump of this train split under this config's input pipeline."""
@@ -198,34 +222,56 @@ class CacheTargets:
             "cache_dtype": spec.dtype,
         }
 
-    def targets(self, batch: Batch, device: torch.device, keys: Sequence[str], position: str = "") -> Dict[str, Tensor]:
+    def targets(self, batch: Any, device: torch.device, keys: Sequence[str], position: str = "") -> List[Dict[str, Tensor]]:
         """KDBatch teacher fields of the targets :class:`CachedTargetsCollate` fetched, after the
         replay and finiteness checks; ``position`` ("epoch E step S") is named by the errors."""
         if not isinstance(batch, CachedBatch):
             raise TypeError("CacheTargets needs the batches of its collate(): CachedBatch")
         self.checked += check_replay(batch, self.cache, keys)
         check_finite(batch, self.cache, position)
-        return batch.teacher_targets(device, self.cache.spec.layout.batch_keys)
+        return [batch.teacher_targets(device, self.cache.spec.layout.batch_keys)]
 
 
 class LiveTeacher:
-    """Teacher targets computed by running ``teacher.pt`` on the batch (the online baseline)."""
+    """Teacher targets computed by running ``teacher.pt`` on the batch (the online baseline).
+
+    The views: with ``fresh_views`` a fresh one every epoch, seeded from the config's ``seed``;
+    else the replay of a cache of ``views`` views from ``base_seed`` (default: the config's
+    ``cache.views`` and ``seed``; a run that reads a cache's images passes that cache's, so that
+    online replays exactly the views offline reads). ``store`` is that cache, if any."""
 
     mode = "online"
+    checks_replay = False  # nothing is fingerprinted online
 
-    def __init__(self, teacher: TeacherSpec, cfg: Config, fresh_views: bool = False) -> None:
+    def __init__(
+        self,
+        teacher: TeacherSpec,
+        cfg: Config,
+        fresh_views: bool = False,
+        views: Optional[int] = None,
+        base_seed: Optional[int] = None,
+        store: Optional[TargetCache] = None,
+    ) -> None:
         self.teacher = open_teacher_on_ranks(teacher, cfg, init_distributed())  # eval mode, gradients off
         self.model, self.card = self.teacher.model, self.teacher.card
         self.path = teacher
         self.outputs = self.card.outputs
         self.name = f"teacher {teacher}"
         # views: the cycle length of the replayed views, None for a fresh view every epoch;
-        # prototypes (MPSCD) are averaged over cache.views views either way, as a cache's are.
-        self.prototype_views, self.base_seed = int(cfg.cache["views"]), int(cfg.seed)
+        # prototypes (MPSCD) are averaged over V views either way, as a cache's are.
+        self.prototype_views = int(cfg.cache["views"] if views is None else views)
+        if self.prototype_views < 1:
+            raise ConfigError(f"--views must be >= 1, got {self.prototype_views}")
+        self.base_seed = int(cfg.seed if base_seed is None or fresh_views else base_seed)
         self.views: Optional[int] = None if fresh_views else self.prototype_views
         self.embed_dim = self.card.embed_dim
         self.fingerprint_of = "uint8"  # nothing is fingerprinted online
         self.amp = False
+        self.members = (self,)
+        self.store = store
+
+    def verify(self, info: DistInfo) -> None:
+        """A live teacher stores nothing; a store's files are checked where it is opened."""
 
     def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:
         check_teacher_fits(cfg, self.card, train_set, transform, str(self.path))
@@ -279,7 +325,7 @@ class LiveTeacher:
         }
 
     @torch.no_grad()
-    def targets(self, batch: Batch, device: torch.device, keys: Sequence[str], position: str = "") -> Dict[str, Tensor]:
+    def targets(self, batch: Any, device: torch.device, keys: Sequence[str], position: str = "") -> List[Dict[str, Tensor]]:
         with autocast_for(device, self.amp):
             out = self.model(batch.image)
         targets = {
@@ -290,4 +336,4 @@ class LiveTeacher:
         for key, kd in LAYOUTS["dense"].batch_keys:  # every class: the dense layout's fields (label_emb -> e_t)
             if key in self.outputs:
                 targets[kd] = getattr(out, key).float()
-        return targets
+        return [targets]

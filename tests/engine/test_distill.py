@@ -218,7 +218,7 @@ def run_teacher_forced(cfg, out: Path, teacher_pt: Path, cache_dir: Path, monkey
         live.to(device, amp=False)
         y = batch.labels.to(device).float()
         cached = batch.teacher_targets(device, self.source.cache.spec.layout.batch_keys)
-        online = live.targets(batch, device, self.train_data.keys)
+        (online,) = live.targets(batch, device, self.train_data.keys)  # one teacher: one dict
         student = dict(y=y, z_s=outputs.logits.float(), f_s=outputs.features.float(), e_s=outputs.label_emb.float())
         before = {k: v.clone() for k, v in self.distiller.state_dict().items()}
 

@@ -188,6 +188,17 @@ def test_import_teacher_factory_pins_the_same_teacher(factory_run, tmp_path):
         assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+def test_verify_reruns_the_factory_a_cache_was_dumped_from(factory_run):
+    """``verify --teacher package.module:function``: the factory is called again and its logits
+    compared with the cache's; another factory is refused by its weights' sha256."""
+    cache = str(factory_run["cache"])
+    proc = run_cli_in_process(["verify", cache, "--teacher", "my_teachers:logits_only"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verify passed" in proc.stdout and "logits" in proc.stdout
+    other = run_cli_in_process(["verify", cache, "--teacher", "my_teachers:logits_and_features"])
+    assert_one_line_error(other, "pass the teacher the cache was built with")
+
+
 def test_a_factory_with_logits_and_features(factory_run, tmp_path):
     proc = run_cli_in_process(
         [

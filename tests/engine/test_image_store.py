@@ -51,6 +51,9 @@ def photo_caches(tmp_path_factory):
         cli(
             "dump-targets", "-c", cfg, "-t", teacher, "-o", dumps[mode], "--images", mode, "--jpeg-quality", "75", "--no-progress"
         )
+    # a raw store of another V than the config's cache.views (2), as `dump-targets --views 3` makes it
+    dumps["raw3"] = tmp / "cache-raw3"
+    cli("dump-targets", "-c", cfg, "-t", teacher, "-o", dumps["raw3"], "--images", "raw", "--views", "3", "--no-progress")
     # a rerun into the raw cache keeps its shards and eval parts (judged by attributes and sha256)
     rerun = cli("dump-targets", "-c", cfg, "-t", teacher, "-o", dumps["raw"], "--images", "raw", "--no-progress").stdout
     # the no-store student, trained from the photographs, as the reference of the raw store's
@@ -164,6 +167,25 @@ def test_students_need_only_the_cache(photo_caches):
         ]
     )
     assert other.returncode == 2 and "stores the test split" in other.stderr
+
+
+def test_online_on_a_store_replays_that_caches_views(photo_caches):
+    """The online twin of a cache dumped with --views 3 (the config says 2) replays 3 views from
+    the cache's base seed, as the offline student from it does; a --views that differs is refused."""
+    tmp, cfg = photo_caches["tmp"], photo_caches["cfg"]
+    spec = TargetCache(photo_caches["raw3"]).spec
+    assert spec.views == 3
+    args = ["distill-student", "-c", cfg, "-t", photo_caches["teacher"], "--cache", photo_caches["raw3"], "--no-progress"]
+    out = cli(*args, "-o", tmp / "online3")
+    assert "(3 views)" in out.stdout
+    card = torch.load(tmp / "online3" / "student.pt", map_location="cpu", weights_only=True)["card"]
+    assert card["provenance"]["distill"]["views"] == 3 and card["provenance"]["distill"]["base_seed"] == spec.base_seed
+    refused = run_cli_in_process([str(a) for a in [*args, "--views", "2", "-o", tmp / "online2"]])
+    assert_one_line_error(refused, "holds 3 views")
+    refused = run_cli_in_process(
+        [str(a) for a in ["distill-student", "-c", cfg, "--cache", photo_caches["raw3"], "--views", "2"]]
+    )
+    assert_one_line_error(refused, "drop --views")
 
 
 def test_inspect_verify_and_the_api_read_the_store(photo_caches):

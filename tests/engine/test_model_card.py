@@ -136,6 +136,23 @@ def test_a_damaged_card_is_one_line(tmp_path):
     assert_one_line_error(proc, "lacks the model card entry 'class_names'")
 
 
+def test_a_card_holding_keys_removed_since_is_still_read(tmp_path):
+    """A card's config is read as today's schema reads it: a key (and a cache sub-key) that the
+    schema no longer has is dropped, not refused, so evaluate scores the model as before."""
+    teacher = tmp_path / "teacher.pt"
+    shutil.copy(FIXTURE / "teacher.pt", teacher)
+    ckpt = load_checkpoint(teacher)
+    card = read_card(ckpt, teacher).to_dict()
+    card["config"] = {**card["config"], "removed_key": 3, "cache": {**card["config"]["cache"], "removed_field": True}}
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, {"card": card, "model": ckpt["model"], "format_version": 2})
+    loaded = load_model(old)
+    assert "removed_key" in loaded.card.config  # the card itself keeps what it recorded
+    cfg = loaded.card.config_with(batch_size=7, data_root=None)
+    assert cfg.batch_size == 7 and cfg.img_size == loaded.card.img_size and "removed_field" not in cfg.cache
+    assert evaluate(old)["metrics"] == evaluate(teacher)["metrics"]  # the same weights, data and pipeline
+
+
 @pytest.mark.slow
 def test_every_command_reads_a_format_1_teacher(tmp_path):
     """dump-targets, verify and an online student take the format-1 teacher.pt like a new one:
