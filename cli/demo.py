@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..commands import demo as demo_cmd
-from ..commands import plot as plot_cmd
 from ..config import load_config, parse_override
+from ..runtime.recipes import DEMO_CONFIG, RECIPES
 from .common import CONTEXT_SETTINGS, human_size
 
 EPILOG = """\b
@@ -27,11 +26,11 @@ Examples:
     default=Path("runs/demo"),
     help="output folder (finished runs in it are reused)",
 )
-@click.option("--config", "-c", "config_path", default=demo_cmd.DEFAULT_CONFIG, help="digits config (a file or a shipped name)")
+@click.option("--config", "-c", "config_path", default=DEMO_CONFIG, help="digits config (a file or a shipped name)")
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=1, help="train every student with this many seeds and report mean ± std"
 )
-@click.option("--students", default=",".join(demo_cmd.DEFAULT_STUDENTS), help="student recipes to train, comma-separated")
+@click.option("--students", default=",".join(RECIPES), help="student recipes to train, comma-separated")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="override any config key (repeatable)")
 @click.option("--no-progress", is_flag=True, help="hide progress bars")
 def demo(out, config_path, seeds, students, settings, no_progress) -> None:
@@ -39,6 +38,9 @@ def demo(out, config_path, seeds, students, settings, no_progress) -> None:
     (MLD + LED) and MPSCD from the cache; print test mAP, OF1, CF1 (L2D top-k protocol) and
     the wall time of each; draw every run's training curves into OUT/plot.png when matplotlib
     is installed."""
+    from ..commands import demo as demo_cmd  # imported on use: --help and --version stay free of torch
+    from ..commands import plot as plot_cmd
+
     recipes = demo_cmd.parse_students(students)
     cfg = load_config(config_path, settings=dict(parse_override(s) for s in settings))
     result = demo_cmd.run(cfg, out, progress=not no_progress, seeds=seeds, students=recipes)

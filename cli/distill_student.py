@@ -7,9 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..commands import distill_student as distill
 from ..metrics import format_metrics
-from ..runtime.targets import FRESH
 from .common import CONTEXT_SETTINGS, TEACHER, build_config, config_options, default_out
 
 EPILOG = """\b
@@ -71,6 +69,9 @@ def distill_student(
     criterion_t2s_para, the teacher's logits, features and label-wise embeddings read from
     --cache (or computed by a live --teacher; or, with --no-kd, no distillation at all);
     writes OUT/student.pt, OUT/checkpoint.pt, OUT/metrics.jsonl and OUT/steps.jsonl."""
+    from ..commands import distill_student as distill  # imported on use: --help and --version stay free of torch
+    from ..runtime.targets import FRESH
+
     cfg = build_config("s", config_path, settings, **cli)
     out = out if out is not None else default_out(config_path, None) / "student"
     result = distill.run(

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..cache.format import MANIFEST_NAME, part_glob
-from ..commands import dump_targets as dump
 from ..config import CACHE_FIELDS, IMAGE_STORES, JPEG_QUALITIES
-from ..data.base import format_label_summary
 from .common import CONTEXT_SETTINGS, TEACHER, build_config, human_size
 
 EPILOG = """\b
@@ -27,10 +24,10 @@ Examples:
     "dump-targets",
     context_settings=CONTEXT_SETTINGS,
     epilog=EPILOG,
-    help=f"Write the teacher's outputs for every training sample under V replayable views into OUT/{part_glob()} and "
-    f"OUT/{MANIFEST_NAME}: its logits and what the config's distiller reads (cache.fields; label-wise embeddings for "
-    f"LED and MPSCD, pooled features for RKD and PKT), in the precision of cache.dtype (with --images, the train and "
-    f"eval images too).",
+    help="Write the teacher's outputs for every training sample under V replayable views into the cache folder OUT "
+    "(HDF5 shards and a manifest; docs/cache.md): its logits and what the config's distiller reads (cache.fields; "
+    "label-wise embeddings for LED and MPSCD, pooled features for RKD and PKT), in the precision of cache.dtype (with "
+    "--images, the train and eval images too).",
 )
 @click.option("--config", "-c", "config_path", required=True, help="config file (.py) or a shipped name")
 @click.option(
@@ -84,6 +81,9 @@ def dump_targets(
     dry_run,
     no_progress,
 ) -> None:
+    from ..commands import dump_targets as dump  # imported on use: --help and --version stay free of torch
+    from ..data.base import format_label_summary
+
     stored = [
         f"cache.{key}={value!r}" for key, value in (("images", images), ("jpeg_quality", jpeg_quality)) if value is not None
     ]
@@ -111,7 +111,7 @@ def dump_targets(
             f" + {p['eval_samples']} eval" if p["eval_samples"] is not None else " (eval split not counted)"
         )
         jpeg = (
-            f"jpeg q{p['jpeg_quality']} about {human_size(sizes['jpeg'])} ({human_size(p['jpeg_bytes_per_image'])}/image, measured on 32 images)"
+            f"jpeg q{p['jpeg_quality']} about {human_size(sizes['jpeg'])} ({human_size(p['jpeg_bytes_per_image'])}/image, measured on {p['jpeg_images']} images)"
             if sizes["jpeg"] is not None
             else "jpeg: needs the images to estimate (pass --data-root)"
         )

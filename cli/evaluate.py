@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from ..commands import evaluate as evaluate_cmd
 from ..metrics import format_metrics
 from .common import CONTEXT_SETTINGS
 
@@ -30,6 +29,8 @@ Examples:
 def evaluate(checkpoint, data_root, split, batch_size, workers, per_class, as_json) -> None:
     """mAP, and OF1/CF1 under L2D's top-k protocol and at threshold 0.5 (and at its own per-class
     thresholds, once tune-thresholds stored some), of CHECKPOINT."""
+    from ..commands import evaluate as evaluate_cmd  # imported on use: --help and --version stay free of torch
+
     result = evaluate_cmd.run(checkpoint, data_root=data_root, batch_size=batch_size, workers=workers, split=split)
     if not result.pop("is_main"):
         return

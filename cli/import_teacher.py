@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..commands import import_teacher as import_teacher_cmd
+from ..config import IMPORT_FORMATS
 from ..metrics import format_metrics
 from .common import CONTEXT_SETTINGS, build_config
 
@@ -28,7 +28,7 @@ Examples:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(import_teacher_cmd.FORMATS),
+    type=click.Choice(IMPORT_FORMATS),
     default="l2d",
     show_default=True,
     help="who wrote CHECKPOINT",
@@ -44,6 +44,8 @@ def import_teacher(checkpoint, fmt, config_path, out, data_root, settings) -> No
     wrn50/101), into a teacher.pt for dump-targets: every weight mapped exactly, or nothing written.
     With --format factory, CHECKPOINT is a factory package.module:function returning (model,
     class_names): the teacher.pt records it and pins the model's weights."""
+    from ..commands import import_teacher as import_teacher_cmd  # imported on use: --help and --version stay free of torch
+
     cfg = build_config("t", config_path, settings, data_root=data_root)
     result = import_teacher_cmd.run(checkpoint, cfg, out, fmt=fmt, evaluate_split=cfg.eval_split if data_root else None)
     gives = f", gives {', '.join(result['outputs'])}" if "outputs" in result else ""

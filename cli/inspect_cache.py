@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from ..commands import inspect_cache
-from ..data.base import format_label_summary
 from .common import CONTEXT_SETTINGS, human_size
 
 EPILOG = """\b
@@ -29,6 +27,9 @@ Examples:
 def inspect_command(cache_dir, as_json, verify_checksums) -> None:
     """Samples, views, sizes, dtypes, teacher, classes, the image store and the mAP of each
     view's cached logits."""
+    from ..commands import inspect_cache  # imported on use: --help and --version stay free of torch
+    from ..data.base import format_label_summary
+
     r = inspect_cache.run(cache_dir, verify_checksums=verify_checksums)
     if as_json:
         click.echo(json.dumps(r, indent=2))

@@ -14,39 +14,52 @@ import errno
 import logging
 import sys
 import traceback
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 import click
-import torch.distributed
 
 from .._version import __version__
-from ..distributed import close_process_group, exit_process, finish_process, lost_peer, process_group_active
 from ..errors import MlkdError, one_line
 from .common import CONTEXT_SETTINGS
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a write the disk refused: the user's to fix
 
 
+def _exit(code: int) -> NoReturn:
+    """:func:`~mlkd_cache.distributed.exit_process` once torch is loaded (a process group may be
+    open); before that (``--help``, ``--version``, a usage error) a plain exit, and torch stays
+    unloaded."""
+    if "torch" in sys.modules:
+        from ..distributed import exit_process
+
+        exit_process(code)
+    sys.exit(code)
+
+
 class MlkdGroup(click.Group):
-    """A group that reports library errors in one line with exit code 2."""
+    """A group that reports library errors in one line with exit code 2. It imports nothing heavy:
+    each command imports what it runs when it runs, so ``--help`` and ``--version`` answer at once."""
 
     def invoke(self, ctx: click.Context):
         try:
             result = super().invoke(ctx)
-            close_process_group()
+            if "torch" in sys.modules:  # a command ran: leave its process group, if any
+                from ..distributed import close_process_group
+
+                close_process_group()
             return result
         except MlkdError as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
-            exit_process(2)  # under torchrun: leave at once, so torchrun stops the other ranks
+            _exit(2)  # under torchrun: leave at once, so torchrun stops the other ranks
         except OSError as exc:
             if exc.errno not in DISK_FULL:
                 raise
             where = f" {exc.filename}" if exc.filename else ""
             click.echo(f"error: cannot write{where}: {exc.strerror}; free space or choose another --out", err=True)
-            exit_process(2)
+            _exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            exit_process(130)
+            _exit(130)
 
 
 @click.group(cls=MlkdGroup, context_settings=CONTEXT_SETTINGS)
@@ -125,6 +138,12 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # under torchrun a failing rank must end at once, whatever the error
+        if "torch" not in sys.modules:
+            raise
+        import torch.distributed
+
+        from ..distributed import exit_process, lost_peer, process_group_active
+
         if not process_group_active():
             raise
         if lost_peer(exc):  # the rank that failed reports why; this one only stopped waiting for it
@@ -135,7 +154,12 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         else:
             traceback.print_exc()
         exit_process(1)
-    finish_process(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if "torch" not in sys.modules:  # --help, --version: no process group can be open
+        sys.exit(code)
+    from ..distributed import finish_process
+
+    finish_process(code)
 
 
 if __name__ == "__main__":

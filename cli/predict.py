@@ -1,4 +1,4 @@
-"""``mlkd-cache predict``: labels for new images from a student.pt, a teacher.pt or an ONNX export."""
+"""``mlkd-cache predict``: labels for new images from a student.pt, a teacher.pt or its export (.onnx, .pt2)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..commands import predict as predict_cmd
+from ..config import PREDICTION_FORMATS
+from ..thresholds import UNTUNED
 from .common import CONTEXT_SETTINGS
 
 EPILOG = """\b
@@ -14,8 +15,10 @@ Examples:
   mlkd-cache predict runs/digits/student-l2d/student.pt photos/ -o labels.csv
   mlkd-cache predict student.pt a.jpg b.jpg list.txt -o labels.jsonl --top-k 3
   mlkd-cache predict student.onnx photos/ -o labels.parquet --threshold 0.7
+  mlkd-cache predict student.pt2 photos/ -o out/labels.csv --overwrite
 INPUT: image files, folders (every file below, recursively) or a .txt/.lst (one path a line)
-or .csv ('image' or 'path' column) list of paths, relative to the list's folder.
+or .csv (its 'image' or 'path' column; one without either is refused) list of paths, relative
+to the list's folder.
 """
 
 
@@ -23,12 +26,17 @@ or .csv ('image' or 'path' column) list of paths, relative to the list's folder.
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option(
-    "--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="file to write, one row per image"
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="file to write, one row per image; folders above it are made, an existing file is refused unless --overwrite",
 )
+@click.option("--overwrite", is_flag=True, help="replace the --out file when it exists")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(sorted(predict_cmd.WRITERS)),
+    type=click.Choice(PREDICTION_FORMATS),
     default=None,
     help="output format  [default: from the suffix of --out (.csv, .jsonl, .parquet), csv otherwise]",
 )
@@ -36,19 +44,35 @@ or .csv ('image' or 'path' column) list of paths, relative to the list's folder.
     "--threshold",
     type=click.FloatRange(0.0, 1.0),
     default=None,
-    help="one probability threshold for every class  [default: the per-class thresholds stored in the model, else 0.5]",
+    help=f"one probability threshold for every class  [default: the per-class thresholds stored in the model, else {UNTUNED:g}]",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="keep at most the K most probable predicted classes")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="images a batch")
 @click.option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader worker processes reading images")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1  [default: CUDA when there is one; an .onnx runs on the CPU]")
+@click.option(
+    "--device", default=None, help="cpu, cuda, cuda:1  [default: CUDA when there is one; an .onnx or .pt2 runs on the CPU]"
+)
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
-def predict(model, inputs, out, fmt, threshold, top_k, batch_size, workers, device, no_progress) -> None:
-    """Predict the labels of INPUT images with MODEL (a student.pt, a teacher.pt or an ONNX file
-    from export): one row per image with its path, predicted classes, any read error and every
+def predict(model, inputs, out, overwrite, fmt, threshold, top_k, batch_size, workers, device, no_progress) -> None:
+    """Predict the labels of INPUT images with MODEL (a student.pt, a teacher.pt or an .onnx or
+    .pt2 file from export): one row per image with its path, predicted classes, any read error and every
     class's probability. Images are prepared as the model's card says (eval resize, img_size,
     normalisation); a file that cannot be read is named and the rest predicted."""
-    r = predict_cmd.run(model, inputs, out, fmt, threshold, top_k, batch_size, workers, device=device, progress=not no_progress)
+    from ..commands import predict as predict_cmd  # imported on use: --help and --version stay free of torch
+
+    r = predict_cmd.run(
+        model,
+        inputs,
+        out,
+        fmt,
+        threshold,
+        top_k,
+        batch_size,
+        workers,
+        device=device,
+        progress=not no_progress,
+        overwrite=overwrite,
+    )
     click.echo(
         f"predicted {r['predicted']} of {r['images']} images with {r['model']} ({r['labels_per_image']:.2f} labels/image) "
         f"-> {r['out']} ({r['format']})"

@@ -12,6 +12,7 @@ Regenerate the page with ``python -m mlkd_cache.cli.reference > docs/cli.md``;
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import re
 import sys
@@ -19,15 +20,13 @@ from typing import Iterator, List, Optional, Tuple
 
 import click
 
-from ..errors import MissingDependencyError
+from ..errors import missing_dependency
 from .main import app
 
 # The generator reads click's help extras (get_help_extra, make_metavar(ctx)), new in click 8.2;
 # the CLI itself runs on 8.1. The test extra asks for 8.2 where it can be had (Python >= 3.10).
 if not hasattr(click.Option, "get_help_extra"):
-    raise MissingDependencyError(
-        f"regenerating docs/cli.md needs click >= 8.2 (installed: {getattr(click, '__version__', 'older')}); pip install 'click>=8.2'"
-    )
+    raise missing_dependency("click>=8.2", "regenerating docs/cli.md", installed=importlib.metadata.version("click"))
 
 PROG = "mlkd-cache"
 REGENERATE = "python -m mlkd_cache.cli.reference > docs/cli.md"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..commands import teacher_train as teacher
 from ..metrics import format_metrics
 from .common import CONTEXT_SETTINGS, build_config, config_options, default_out
 
@@ -21,8 +20,10 @@ Examples:
 @click.command("teacher-train", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @config_options("t")
 def teacher_train(config_path, out, settings, resume, no_progress, **cli) -> None:
-    """Train the teacher (timm backbone + ML-Decoder head) on the train split, evaluating on
-    the test split; writes OUT/teacher.pt, OUT/checkpoint.pt and OUT/metrics.jsonl."""
+    """Train the teacher (timm backbone + ML-Decoder head) on the train split, scoring it on the
+    config's eval_split; writes OUT/teacher.pt, OUT/checkpoint.pt and OUT/metrics.jsonl."""
+    from ..commands import teacher_train as teacher  # imported on use: --help and --version stay free of torch
+
     cfg = build_config("t", config_path, settings, **cli)
     out = default_out(config_path, out)
     result = teacher.run(cfg, out, resume=resume, progress=not no_progress)

@@ -1,5 +1,5 @@
 """``mlkd-cache tune-thresholds``: choose per-class decision thresholds on a labelled split and
-store them in the model's checkpoint."""
+store them in the model's checkpoint, or in a copy of it (``-o``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from ..commands import tune_thresholds as thresholds_cmd
-from ..thresholds import DEFAULT_OBJECTIVE, OBJECTIVES, objective_forms
+from ..thresholds import DEFAULT_OBJECTIVE, OBJECTIVES, TUNING_SPLIT, objective_forms, parse_objective
 from .common import CONTEXT_SETTINGS
 
+# The scores printed before and after, per objective: what it targets, then OF1 and CF1.
+SHOWN = {"f1": ("OF1", "CF1"), "precision": ("OP", "CP", "OF1", "CF1"), "recall": ("OR", "CR", "OF1", "CF1")}
 OBJECTIVE_LINES = "\n".join(
     f"  {kind if o.target is None else f'{kind}={o.target}':<12} {o.means}" for kind, o in OBJECTIVES.items()
 )
@@ -19,15 +20,16 @@ OBJECTIVE_LINES = "\n".join(
 EPILOG = f"""\b
 Examples:
   mlkd-cache tune-thresholds runs/digits/student.pt
-  mlkd-cache tune-thresholds runs/digits/student.pt --objective precision=0.9
+  mlkd-cache tune-thresholds runs/digits/student.pt --objective precision=0.9 -o runs/digits/student-p90.pt
   mlkd-cache tune-thresholds runs/voc/student.pt --split train --data-root /data/voc --json
 
 \b
 Objectives:
 {OBJECTIVE_LINES}
-A class the split cannot tune (no positive in it, or a target no threshold reaches) gets one
-global threshold, the one that maximises OF1 over all classes on the same split.
-Tune on a split of its own ({thresholds_cmd.TUNING_SPLIT}): thresholds tuned on test leak it into the scores
+A class that reaches a precision target at no threshold gets the threshold of its highest
+precision; a class without a positive in the split gets the threshold that maximises OF1 over
+all classes, kept at or above 0.5 for a precision target and at or below it for a recall target.
+Tune on a split of its own ({TUNING_SPLIT}): thresholds tuned on test leak it into the scores
 you report, and on train they are optimistic.
 """
 
@@ -37,18 +39,36 @@ you report, and on train they are optimistic.
 @click.option(
     "--split",
     default=None,
-    help=f"labelled split to tune on  [default: {thresholds_cmd.TUNING_SPLIT}, where the dataset has one]",
+    help=f"labelled split to tune on  [default: {TUNING_SPLIT}, where the dataset has one]",
 )
 @click.option("--objective", default=DEFAULT_OBJECTIVE, help=f"what each threshold maximises: {objective_forms()}")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write a copy of MODEL with the thresholds in its card to this file (weights unchanged); folders above it are "
+    "made, an existing file is refused unless --overwrite  [default: update MODEL in place]",
+)
+@click.option("--overwrite", is_flag=True, help="replace the --out file when it exists")
 @click.option("--data-root", default=None, help="dataset folder, if not where the model was trained")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="batch size  [default: the model's]")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers  [default: the model's]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
-def tune_thresholds(model, split, objective, data_root, batch_size, workers, as_json) -> None:
+def tune_thresholds(model, split, objective, out, overwrite, data_root, batch_size, workers, as_json) -> None:
     """Choose a decision threshold per class of MODEL (a student.pt or teacher.pt) on a labelled
-    split and store them in MODEL; predict and evaluate then use them."""
+    split and store them in MODEL, or in a copy of it with -o; predict and evaluate then use them."""
+    from ..commands import tune_thresholds as thresholds_cmd  # imported on use: --help and --version stay free of torch
+
     result = thresholds_cmd.tune(
-        model, split=split, objective=objective, data_root=data_root, batch_size=batch_size, workers=workers
+        model,
+        split=split,
+        objective=objective,
+        data_root=data_root,
+        batch_size=batch_size,
+        workers=workers,
+        out=out,
+        overwrite=overwrite,
     )
     if not result.pop("is_main"):
         return
@@ -57,13 +77,10 @@ def tune_thresholds(model, split, objective, data_root, batch_size, workers, as_
         return
     stored, before, after = result["thresholds"], result["at_0.5"], result["at_tuned"]
     fallback = stored["fallback"]
-    click.echo(f"stored {stored['objective']} thresholds tuned on {result['split']} ({result['samples']} images) in {model}")
+    click.echo(
+        f"stored {stored['objective']} thresholds tuned on {result['split']} ({result['samples']} images) in {result['out']}"
+    )
     listed = ", ".join(f"{name} ({why})" for name, why in fallback.items())
-    click.echo(
-        f"{len(fallback)} of {len(stored['values'])} classes fell back to the global threshold {stored['global']:.4f}"
-        + (f": {listed}" if fallback else "")
-    )
-    click.echo(
-        f"{result['split']} OF1 {before['OF1']:.1f} -> {after['OF1']:.1f}, CF1 {before['CF1']:.1f} -> {after['CF1']:.1f} "
-        f"(at 0.5 -> at the new thresholds)"
-    )
+    click.echo(f"{len(fallback)} of {len(stored['values'])} classes fell back" + (f": {listed}" if fallback else ""))
+    shown = ", ".join(f"{key} {before[key]:.1f} -> {after[key]:.1f}" for key in SHOWN[parse_objective(stored["objective"]).kind])
+    click.echo(f"{result['split']} {shown} (at 0.5 -> at the new thresholds)")

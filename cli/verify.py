@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from ..commands import verify as verify_cmd
 from .common import CONTEXT_SETTINGS, TEACHER
 
 EPILOG = """\b
@@ -39,6 +38,8 @@ Exit code 0: all checks passed; 1: drift found; 2: bad input.
 def verify(cache_dir, teacher, samples, data_root, seed, verify_checksums) -> None:
     """Check input fingerprints and compare cached logits / features / embeddings with a fresh
     teacher pass (max abs error, cosine)."""
+    from ..commands import verify as verify_cmd  # imported on use: --help and --version stay free of torch
+
     r = verify_cmd.run(cache_dir, teacher, samples=samples, data_root=data_root, seed=seed, verify_checksums=verify_checksums)
     if r["checksums_verified"]:
         click.echo("every shard matches its sha256 in manifest.json")

@@ -8,7 +8,10 @@ are this tool's own. Defaults live here and only here (:data:`FIELDS`).
 
 The whole config is validated once, before any work: an unknown key, a wrong type or an
 impossible value raises :class:`~mlkd_cache.errors.ConfigError` naming the key (and the closest
-valid key for a typo).
+valid key or choice for a typo). Names that a layer above defines are checked against a list
+here or in a registry below: dataset names against :data:`DATASET_NAMES` (data's ``DATASETS``
+registry takes no other), loss names and the teacher outputs ``cache.fields`` may name against
+the losses layer (imported when a config is validated, as the losses need torch).
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import runpy
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
-from .registry import closest
+from .registry import did_you_mean
 
 # --------------------------------------------------------------------------------------------
 # Schema
@@ -69,14 +72,35 @@ def _open_unit_interval(v) -> Optional[str]:
     return None if 0.0 < v < 1.0 else "must be in (0, 1)"
 
 
-def _one_of(*options: str) -> Callable[[Any], Optional[str]]:
-    return lambda v: None if v in options else f"must be one of {', '.join(options)}"
+class _OneOf:
+    """A value check: one of ``options`` (a sequence, or a function giving one when a registry
+    below holds them); a refused value is told the closest (:meth:`hint`)."""
+
+    def __init__(self, options: Union[Sequence[str], Callable[[], Sequence[str]]]) -> None:
+        self._options = options
+
+    def options(self) -> Sequence[str]:
+        return self._options() if callable(self._options) else self._options
+
+    def __call__(self, v: Any) -> Optional[str]:
+        return None if v in self.options() else f"must be one of {', '.join(self.options())}"
+
+    def hint(self, v: Any) -> str:
+        return did_you_mean(v, self.options()) if isinstance(v, str) else ""
+
+
+def _one_of(*options: str) -> _OneOf:
+    return _OneOf(options)
 
 
 def _positive_triple(v) -> Optional[str]:
     return None if all(x > 0 for x in v) else "every entry must be > 0"
 
 
+# The datasets (mlkd_cache/data/, one module each). data's DATASETS registry takes these names and
+# no other, so that a config's dataset is checked here, below data (tests/test_config.py checks
+# that each is registered).
+DATASET_NAMES = ("voc", "coco", "nus", "csv", "digits")
 # How photographs are decoded: "full" (every pixel) or "reduced" (JPEG files larger than twice
 # img_size decoded at 1/2, 1/4 or 1/8 scale by libjpeg, both sides staying >= img_size; the
 # pixels differ slightly from a full decode, so the mode is part of the transform spec's hash).
@@ -97,6 +121,12 @@ EVAL_SPLITS = ("test", "val")
 BAD_IMAGE_POLICIES = ("error", "skip")
 # The optimizers (config key `optimizer`), each with the torch.optim class it names.
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW"}
+# Who wrote a teacher checkpoint that import-teacher reads (--format).
+IMPORT_FORMATS = ("l2d", "factory")
+# The files export writes (--format), each with what runs it; predict reads them all.
+EXPORT_FORMATS = {"onnx": "onnxruntime, any language", "pt2": "torch.export, PyTorch only"}
+# The files predict writes (--format, else from the output's suffix: .csv, .jsonl, .parquet).
+PREDICTION_FORMATS = ("csv", "jsonl", "parquet")
 
 TRANSFORM_FIELDS: Dict[str, Field] = {
     "cutout": Field("float", 0.5, "Cutout box side as a fraction of the image side (0 = off)", _unit_interval),
@@ -112,6 +142,25 @@ TRANSFORM_FIELDS: Dict[str, Field] = {
         _one_of(*DECODE_MODES),
     ),
 }
+
+
+def _cache_fields(v: Any) -> Optional[str]:
+    """``cache.fields``: ``auto``, or teacher outputs (the losses layer's table of what a model
+    gives; imported here, as the losses need torch), logits among them."""
+    if v == "auto":
+        return None
+    from .losses.base import MODEL_OUTPUTS
+
+    unknown = [name for name in v if name not in MODEL_OUTPUTS]
+    if unknown:
+        return (
+            f"names {unknown[0]!r}{did_you_mean(unknown[0], MODEL_OUTPUTS)}, not a teacher output; "
+            f"choose among {', '.join(MODEL_OUTPUTS)}, or 'auto'"
+        )
+    if "logits" not in v:
+        return "must hold logits (every distiller, inspect and verify read them); add 'logits'"
+    return None
+
 
 CACHE_FIELDS: Dict[str, Field] = {
     "views": Field(
@@ -130,6 +179,7 @@ CACHE_FIELDS: Dict[str, Field] = {
         "names",
         "auto",
         "teacher outputs the cache stores: auto (logits and what the config's distiller reads), or a list of logits, features, label_emb",
+        _cache_fields,
     ),
     "embedding": Field(
         "str", "positive", "label-wise embeddings stored for positives only or for all classes", _one_of(*EMBEDDING_LAYOUTS)
@@ -152,15 +202,17 @@ CACHE_FIELDS: Dict[str, Field] = {
 }
 
 
-def _hard_loss(v) -> Optional[str]:
+def _hard_losses() -> Sequence[str]:
     from .losses.hard import HARD_LOSSES  # the registry owns the names; imported here, as the losses need torch
 
-    return None if v in HARD_LOSSES else f"must be one of {', '.join(HARD_LOSSES.names())}"
+    return HARD_LOSSES.names()
 
 
 FIELDS: Dict[str, Field] = {
     # L2D seed keys
-    "dataset": Field("str", "digits", "dataset name: voc, coco, nus, csv or digits"),
+    "dataset": Field(
+        "str", "digits", f"dataset name: {', '.join(DATASET_NAMES[:-1])} or {DATASET_NAMES[-1]}", _one_of(*DATASET_NAMES)
+    ),
     "teacher_pretrained": Field("bool", False, "the teacher is already trained (teacher-train then only checks OUT/teacher.pt)"),
     "img_size": Field("int", 224, "input side in pixels (images are resized to img_size x img_size)", _at_least(16)),
     "batch_size": Field("int", 64, "batch size per process", _at_least(1)),
@@ -199,8 +251,8 @@ FIELDS: Dict[str, Field] = {
     "pretrained_t": Field("str?", None, "local weights file for the teacher backbone (timm/torchvision state dict)"),
     "pretrained_s": Field("str?", None, "local weights file for the student backbone"),
     "embed_dim": Field("int", 768, "ML-Decoder label-wise embedding size E", _at_least(1)),
-    "loss_t": Field("str", "bce", "teacher hard-label loss: bce (sum-reduced, as L2D) or asl", _hard_loss),
-    "loss_s": Field("str", "bce", "student hard-label loss: bce or asl", _hard_loss),
+    "loss_t": Field("str", "bce", "teacher hard-label loss: bce (sum-reduced, as L2D) or asl", _OneOf(_hard_losses)),
+    "loss_s": Field("str", "bce", "student hard-label loss: bce or asl", _OneOf(_hard_losses)),
     "asl_para": Field("dict", dict(gamma_neg=4.0, gamma_pos=0.0, clip=0.05), "ASL parameters (used when a loss is asl)"),
     "optimizer": Field("str", "adam", "adam or adamw (L2D: Adam, weight decay on weights only)", _one_of(*OPTIMIZERS)),
     "weight_decay": Field("float", 1e-4, "weight decay of non-bias, non-norm parameters", _at_least(0)),
@@ -282,9 +334,7 @@ def _validate(values: Mapping[str, Any], schema: Mapping[str, Field], where: str
     out: Dict[str, Any] = {}
     for key in values:
         if key not in schema:
-            hint = closest(key, schema)
-            did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"unknown config key '{where}{key}'{did_you_mean}")
+            raise ConfigError(f"unknown config key '{where}{key}'{did_you_mean(key, schema)}")
     for key, field in schema.items():
         value = copy.deepcopy(values[key]) if key in values else copy.deepcopy(field.default)
         value = _coerce(where + key, value, field.kind)
@@ -293,7 +343,8 @@ def _validate(values: Mapping[str, Any], schema: Mapping[str, Field], where: str
         if value is not None and field.check is not None:
             problem = field.check(value)
             if problem:
-                raise ConfigError(f"config key '{where}{key}' {problem}, got {value!r}")
+                hint = field.check.hint(value) if isinstance(field.check, _OneOf) else ""
+                raise ConfigError(f"config key '{where}{key}' {problem}, got {value!r}{hint}")
         out[key] = value
     return out
 
@@ -303,9 +354,9 @@ def _check_relations(v: Dict[str, Any]) -> None:
         stop, total = v[f"stop_epoch_{role}"], v[f"max_epoch_{role}"]
         if stop is not None and stop > total:
             raise ConfigError(f"config key 'stop_epoch_{role}' ({stop}) must not exceed 'max_epoch_{role}' ({total})")
-    unknown = sorted(set(v["asl_para"]) - {"gamma_neg", "gamma_pos", "clip"})
-    if unknown:
-        raise ConfigError(f"config key 'asl_para' has unknown entries {unknown}; valid: gamma_neg, gamma_pos, clip")
+    from .losses.hard import check_asl_para  # the loss owns its parameters; imported here, as the losses need torch
+
+    check_asl_para(v["asl_para"], "config key 'asl_para'")
     for key in ("dataset_para", "dataset_para_t"):
         top_level = sorted({"bad_images", "workers"} & set(v[key]))  # build_dataset takes these itself
         if top_level:
@@ -518,9 +569,7 @@ def load_config(
         if "." in key:
             top, sub = key.split(".", 1)
             if top not in _SUB_SCHEMAS:
-                hint = closest(top, _SUB_SCHEMAS)
-                did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
-                raise ConfigError(f"config key {top!r} has no sub-keys{did_you_mean}")
+                raise ConfigError(f"config key {top!r} has no sub-keys{did_you_mean(top, _SUB_SCHEMAS)}")
             values[top] = {**dict(values.get(top, {})), sub: value}
         else:
             values[key] = value

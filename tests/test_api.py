@@ -91,6 +91,7 @@ def test_the_exports_are_the_library_objects():
     assert issubclass(mlkd_cache.CacheMismatchError, mlkd_cache.MlkdError)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_importing_the_package_is_light():
     """`import mlkd_cache` loads nothing heavy; a name is imported when first used."""
     code = "import sys, mlkd_cache; print('torch' in sys.modules); mlkd_cache.TargetCache; print('torch' in sys.modules)"

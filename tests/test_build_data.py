@@ -21,6 +21,8 @@ from tests.data.fixtures import coco_instances_json, label_sets, voc_xml, write_
 
 from .conftest import REPO, shared_data
 
+pytestmark = pytest.mark.slow  # every test runs a tool in a process
+
 VOC_TOOL = REPO / "tools" / "build_voc_rf144.py"
 COCO_TOOL = REPO / "tools" / "build_coco_tiny.py"
 VOC_CONFIG = REPO / "configs" / "voc-rf144" / "resnet10t_to_test_resnet_l2d.py"

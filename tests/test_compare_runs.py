@@ -12,9 +12,12 @@ from typing import List
 
 import h5py
 import numpy as np
+import pytest
 import torch
 
 from .conftest import REPO
+
+pytestmark = pytest.mark.slow  # the tool runs in a process
 
 TOOL = REPO / "tools" / "compare_runs.py"
 

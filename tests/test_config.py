@@ -1,11 +1,15 @@
-"""Config files: seed-format keys, defaults, validation, overrides."""
+"""Config files: seed-format keys, defaults, validation (names an upper layer defines included),
+overrides; the one spelling of a suggestion."""
 
+import inspect
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from mlkd_cache.config import FIELDS, Config, load_config, parse_override, resolve_config_path
+from mlkd_cache.config import DATASET_NAMES, FIELDS, Config, load_config, parse_override, resolve_config_path
 from mlkd_cache.errors import ConfigError
+from mlkd_cache.registry import Registry, did_you_mean
 
 L2D_COCO = textwrap.dedent(
     """
@@ -82,9 +86,21 @@ def test_partial_sub_dict_keeps_other_defaults(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("img_sise = 64\n", r"unknown config key 'img_sise'; did you mean 'img_size'\?"),
-        ("lr_tt = 0.1\n", r"unknown config key 'lr_tt'; did you mean 'lr_t'\?"),
-        ("cache = dict(veiws=4)\n", r"unknown config key 'cache.veiws'; did you mean 'views'\?"),
+        ("img_sise = 64\n", r"unknown config key 'img_sise' \(did you mean 'img_size'\?\)$"),
+        ("lr_tt = 0.1\n", r"unknown config key 'lr_tt' \(did you mean 'lr_t'\?\)$"),
+        ("cache = dict(veiws=4)\n", r"unknown config key 'cache.veiws' \(did you mean 'views'\?\)$"),
+        (
+            "dataset = 'vocc'\n",
+            r"^config key 'dataset' must be one of voc, coco, nus, csv, digits, got 'vocc' \(did you mean 'voc'\?\)$",
+        ),
+        ("dataset = 'imagenet'\n", r"^config key 'dataset' must be one of voc, coco, nus, csv, digits, got 'imagenet'$"),
+        (
+            "cache = dict(fields=['logits', 'featurs'])\n",
+            r"^config key 'cache.fields' names 'featurs' \(did you mean 'features'\?\), not a teacher output; "
+            r"choose among features, label_emb, logits, or 'auto'",
+        ),
+        ("cache = dict(fields=['features'])\n", r"'cache.fields' must hold logits .*; add 'logits'"),
+        ("optimizer = 'adma'\n", r"'optimizer' must be one of adam, adamw, got 'adma' \(did you mean 'adam'\?\)$"),
         ("img_size = '224'\n", r"'img_size' must be int, got str '224'"),
         ("batch_size = 2.5\n", r"'batch_size' must be int"),
         ("teacher_pretrained = 1\n", r"'teacher_pretrained' must be bool"),
@@ -95,8 +111,12 @@ def test_partial_sub_dict_keeps_other_defaults(tmp_path):
         ("cache = dict(dtype='float64')\n", r"'cache.dtype' must be one of float16, float32"),
         ("transform = dict(std=(1, 0, 1))\n", r"'transform.std' every entry must be > 0"),
         ("transform = dict(mean=(0.5, 0.5))\n", r"'transform.mean' must be 3 numbers"),
-        ("loss_t = 'focal'\n", r"'loss_t' must be one of asl, bce"),
-        ("asl_para = dict(gama_neg=2)\n", r"'asl_para' has unknown entries \['gama_neg'\]"),
+        ("loss_t = 'focal'\n", r"'loss_t' must be one of asl, bce, got 'focal'"),
+        ("loss_s = 'bcee'\n", r"'loss_s' must be one of asl, bce, got 'bcee' \(did you mean 'bce'\?\)$"),
+        (
+            "asl_para = dict(gama_neg=2)\n",
+            r"config key 'asl_para' has unknown entry 'gama_neg' \(did you mean 'gamma_neg'\?\); valid: gamma_neg, gamma_pos, clip$",
+        ),
         ("criterion_t2s_para = dict(name='L2D')\n", r"criterion_t2s_para' must be dict\(name=..., para=dict"),
         (  # the criterion is checked with the rest of the config, before teacher-train starts
             "criterion_t2s_para = dict(name='L2D', para=dict(lambda_logits=1.0, logits_dis=dict(name='LED', para=dict())))\n",
@@ -109,8 +129,75 @@ def test_partial_sub_dict_keeps_other_defaults(tmp_path):
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, text, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as info:
         load_config(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        (dict(dataset="coc"), r"'dataset' must be one of .*, got 'coc' \(did you mean 'coco'\?\)$"),
+        (dict(cache=dict(fields=("logits", "label_embs"))), r"names 'label_embs' \(did you mean 'label_emb'\?\)"),
+    ],
+)
+def test_names_of_upper_layers_are_checked_by_from_dict_too(values, match):
+    with pytest.raises(ConfigError, match=match):
+        Config.from_dict(values)
+
+
+def test_the_dataset_names_are_the_registered_datasets():
+    """config's list (checked at load) and data's registry (what builds them) agree, and the
+    registry takes no undeclared name."""
+    from mlkd_cache.data import DATASETS
+
+    assert DATASETS.names() == sorted(DATASET_NAMES)
+    for name in DATASET_NAMES:
+        assert Config.from_dict(dict(dataset=name)).dataset == name
+    with pytest.raises(KeyError, match=r"dataset 'mydata' is not declared; add it to mlkd_cache.config.DATASET_NAMES"):
+        DATASETS.register("mydata")
+
+
+def test_the_cache_fields_are_the_teacher_outputs_a_cache_stores():
+    """What cache.fields may name at load is what the cache layer stores, each accepted."""
+    from mlkd_cache.cache.format import TEACHER_OUTPUTS
+
+    fields = FIELDS["cache"].default["fields"]
+    assert fields == "auto"
+    for name in TEACHER_OUTPUTS:
+        assert Config.from_dict(dict(cache=dict(fields=sorted({"logits", name})))).cache["fields"]
+        with pytest.raises(ConfigError, match=f"'{name}x'"):
+            Config.from_dict(dict(cache=dict(fields=["logits", f"{name}x"])))
+    assert Config.from_dict(dict(cache=dict(fields=list(TEACHER_OUTPUTS)))).cache["fields"] == TEACHER_OUTPUTS
+
+
+def test_asl_parameters_are_named_once():
+    """asl_para's keys are the loss's (losses/hard.py), and the config's defaults are asl()'s."""
+    from mlkd_cache.losses.hard import ASL_PARA, asl
+
+    defaults = FIELDS["asl_para"].default
+    assert tuple(defaults) == ASL_PARA
+    signature = inspect.signature(asl).parameters
+    assert all(defaults[k] == signature[k].default for k in ASL_PARA)
+    assert Config.from_dict(dict(asl_para=dict(clip=0.0))).asl_para == {"clip": 0.0}
+
+
+def test_did_you_mean_is_the_one_spelling_of_a_suggestion():
+    assert did_you_mean("img_sise", ["img_size", "batch_size"]) == " (did you mean 'img_size'?)"
+    assert did_you_mean("zzz", ["img_size"]) == ""
+    assert did_you_mean("resnet51", ["resnet50", "resnet152", "wrn50"], n=2) == " (did you mean 'resnet50' or 'resnet152'?)"
+    assert (
+        did_you_mean("abcdef", ["abcxxx", "abcdeg", "zzzzzz", "abcdxx"], n=3) == " (did you mean 'abcdeg', 'abcdxx' or 'abcxxx'?)"
+    )
+    with pytest.raises(ConfigError, match=r"^unknown thing 'bx' \(did you mean 'b'\?\); valid: a, b$"):
+        registry = Registry("thing")
+        registry.register("a")(print)
+        registry.register("b")(print)
+        registry.get("bx")
+    # no module of the package spells a suggestion itself
+    package = Path(__file__).resolve().parents[1] / "mlkd_cache"
+    spelt = [p.name for p in package.rglob("*.py") if "did you mean" in p.read_text(encoding="utf-8") and p.name != "registry.py"]
+    assert spelt == []
 
 
 def test_config_error_is_also_a_value_error(tmp_path):

@@ -1,5 +1,6 @@
 """Per-class thresholds: the vectorised tuner against a loop over every candidate threshold, the
-objectives' guarantees, the fallback, the parser, and the metrics at per-class thresholds."""
+objectives' guarantees, the fallback (never worse for the objective than 0.5, over random and
+adversarial score sets), the parser, and the metrics at per-class thresholds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from mlkd_cache.errors import ConfigError, DataError
 from mlkd_cache.metrics import METRIC_KEYS, TUNED_KEYS, evaluate_logits, format_metrics, sigmoid, threshold_f1
-from mlkd_cache.thresholds import NO_POSITIVE, Objective, parse_objective, predictions_at, tune_thresholds
+from mlkd_cache.thresholds import NO_POSITIVE, UNTUNED, Objective, parse_objective, predictions_at, tune_thresholds
 
 pytestmark = pytest.mark.numeric
 
@@ -50,18 +51,30 @@ def midpoint(p: np.ndarray, s: float) -> float:
     return (s + (below.max() if below.size else 0.0)) / 2.0
 
 
+# Where a class without a positive goes (module docstring of mlkd_cache.thresholds)
+NO_POSITIVE_SIDE = {"f1": lambda g: g, "precision": lambda g: max(g, 0.5), "recall": lambda g: min(g, 0.5)}
+
+
+def highest_precision(p: np.ndarray, y: np.ndarray) -> float:
+    return max(counts(p, y, s)[0] / counts(p, y, s)[1] for s in set(p.tolist()))
+
+
 def reference(p: np.ndarray, y: np.ndarray, kind: str, target):
-    """Thresholds ``[C]``, the fallen-back class indices and the global threshold, by loops."""
+    """Thresholds ``[C]``, ``{fallen-back class index: why}`` and the global threshold, by loops."""
     g = best_cut(p.ravel(), y.ravel(), "f1", None)
     global_t = midpoint(p.ravel(), g)
-    values, fallback = [], []
+    values, fallback = [], {}
     for j in range(p.shape[1]):
+        if not y[:, j].any():
+            values.append(NO_POSITIVE_SIDE[kind](global_t))
+            fallback[j] = NO_POSITIVE
+            continue
         s = best_cut(p[:, j], y[:, j], kind, target)
-        if s is None:
-            values.append(global_t)
-            fallback.append(j)
-        else:
-            values.append(midpoint(p[:, j], s))
+        if s is None:  # a precision out of reach: the class's highest instead
+            best = highest_precision(p[:, j], y[:, j])
+            s = best_cut(p[:, j], y[:, j], kind, best)
+            fallback[j] = f"{kind}={target!r} unreachable, at most {best:.3f}"
+        values.append(midpoint(p[:, j], s))
     return np.array(values), fallback, global_t
 
 
@@ -91,10 +104,10 @@ def test_tuner_equals_loop_reference(objective, seed):
     np.testing.assert_allclose(values, want, rtol=0, atol=EPS)
     # the same decisions exactly: every tie on the same side
     assert (predictions_at(p, values) == predictions_at(p, want)).all()
-    assert sorted(got["fallback"]) == [f"c{j}" for j in fallback]
+    assert got["fallback"] == {f"c{j}": why for j, why in fallback.items()}
     assert got["fallback"]["c1"] == NO_POSITIVE
     if objective == "precision=0.9":
-        assert got["fallback"]["c2"] == "precision=0.9 unreachable"
+        assert got["fallback"]["c2"].startswith("precision=0.9 unreachable, at most 0.")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -130,12 +143,14 @@ def test_precision_and_recall_targets_are_met(target):
         assert (achieved[tuned] >= target).all(), (kind, achieved)
 
 
-def test_fallback_gets_the_micro_f1_threshold():
+@pytest.mark.parametrize("objective", ["f1", "precision=1.0", "recall=0.9"])
+def test_a_class_without_positives_gets_the_micro_f1_threshold_on_the_objectives_side(objective):
     p, y = random_case(3)
-    got = tune_thresholds(p, y, "precision=1.0")
+    got = tune_thresholds(p, y, objective)
     global_t = got["global"]
-    for name in got["fallback"]:
-        assert got["values"][int(name)] == global_t
+    kind = parse_objective(objective).kind
+    assert got["fallback"]["1"] == NO_POSITIVE
+    assert got["values"][1] == NO_POSITIVE_SIDE[kind](global_t)
     # no other threshold gives a higher OF1 over all classes
     flat_p, flat_y = p.ravel(), y.ravel().astype(bool)
 
@@ -144,6 +159,96 @@ def test_fallback_gets_the_micro_f1_threshold():
         return 2.0 * tp / (predicted + positives)
 
     assert max(of1(t) for t in np.unique(flat_p)) == of1(global_t)
+
+
+# ------------------------------------------------------------------------------------------------
+# A precision or recall target is never served worse than by 0.5, on the split tuned on
+# ------------------------------------------------------------------------------------------------
+
+
+def score_sets(seed: int):
+    """``(name, probabilities [N, C], labels [N, C] bool)``: random ones and adversarial ones."""
+    rng = np.random.default_rng(seed)
+    n, c = 120, 8
+    y = rng.random((n, c)) < rng.uniform(0.02, 0.5, size=c)  # prevalences from rare to common
+    y[:, 0] = False  # a class without positives in each set
+    yield "random", rng.random((n, c)), y
+    p, _ = random_case(seed, n=n, c=c)
+    yield "coarse grid", p, y
+    z = -3.0 + 1.2 * y + rng.normal(size=(n, c))  # a cautious, weak model: most classes miss a high target
+    yield "cautious", 1.0 / (1.0 + np.exp(-z)), y
+    yield "inverted", np.where(y, 0.2, 0.8) + rng.normal(scale=0.05, size=(n, c)).clip(-0.15, 0.15), y
+    yield "ties at 0.5", rng.choice([np.nextafter(0.5, 0.0), 0.5, np.nextafter(0.5, 1.0)], size=(n, c)), y
+    top_negative = rng.random((n, c)) * 0.9
+    top_negative[0] = 1.0
+    yield "top score a negative", top_negative, y & (np.arange(n) > 0)[:, None]
+    yield "confident 0/1", (rng.random((n, c)) < 0.3).astype(np.float64), y
+    one = np.zeros((n, c), dtype=bool)
+    one[rng.integers(0, n, size=c), np.arange(c)] = True
+    one[:, 0] = False
+    yield "one positive a class", rng.random((n, c)), one
+
+
+def per_class(p: np.ndarray, y: np.ndarray, t):
+    """Per class at thresholds ``t``: (precision, 0 where nothing is predicted, as the metrics
+    count it; recall; how many samples are predicted)."""
+    pred = predictions_at(p, t)
+    tp, predicted, positives = (pred & y).sum(0), pred.sum(0), y.sum(0)
+    return np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0), tp / np.maximum(positives, 1), predicted
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("target", [0.3, 0.7, 0.9, 1.0])
+def test_a_precision_target_never_gives_a_lower_precision_than_0_5(seed, target):
+    for name, p, y in score_sets(seed):
+        got = tune_thresholds(p, y, f"precision={target}")
+        values = np.array(got["values"])
+        precision, _, predicted = per_class(p, y, values)
+        at_half, _, predicted_at_half = per_class(p, y, UNTUNED)
+        has = y.any(0)
+        # every class with a positive: at least the target, or at least what 0.5 gives it
+        assert (precision[has] >= np.minimum(target, at_half[has])).all(), (name, precision, at_half)
+        for j in np.flatnonzero(has):
+            if str(j) in got["fallback"]:  # out of reach: no threshold does better
+                best = max(per_class(p[:, [j]], y[:, [j]], t)[0][0] for t in np.unique(p[:, j]))
+                assert precision[j] == best < target, (name, j)
+            else:
+                assert precision[j] >= target, (name, j)
+        # a class without positives predicts no more samples (all false) than at 0.5
+        assert (predicted[~has] <= predicted_at_half[~has]).all(), name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("target", [0.3, 0.7, 1.0])
+def test_a_recall_target_never_gives_a_lower_recall_than_0_5(seed, target):
+    for name, p, y in score_sets(seed):
+        got = tune_thresholds(p, y, f"recall={target}")
+        _, recall, predicted = per_class(p, y, np.array(got["values"]))
+        _, at_half, predicted_at_half = per_class(p, y, UNTUNED)
+        has = y.any(0)
+        assert (recall[has] >= target).all(), (name, recall)  # every class with a positive reaches it
+        assert set(got["fallback"]) == {str(j) for j in np.flatnonzero(~has)}, name
+        # a class without positives predicts no fewer samples than at 0.5: it misses no more where it occurs
+        assert (predicted[~has] >= predicted_at_half[~has]).all(), name
+
+
+def test_a_cautious_model_keeps_its_precision_under_a_precision_target():
+    """Most classes of a weak, cautious model reach 70% precision at no threshold: they must not
+    drag the pooled precision below what 0.5 gives (at the micro-F1 threshold they did)."""
+    rng = np.random.default_rng(0)
+    y = rng.random((500, 20)) < 0.07
+    p = 1.0 / (1.0 + np.exp(-(-3.0 + 1.2 * y + rng.normal(size=y.shape))))
+    got = tune_thresholds(p, y, "precision=0.7")
+    assert len(got["fallback"]) >= 3 and got["global"] < UNTUNED
+
+    def pooled_and_mean_precision(t):
+        pred = predictions_at(p, t)
+        precision, _, predicted = per_class(p, y, t)
+        return (pred & y).sum() / pred.sum(), precision.mean()
+
+    op_half, cp_half = pooled_and_mean_precision(UNTUNED)
+    op_tuned, cp_tuned = pooled_and_mean_precision(np.array(got["values"]))
+    assert op_tuned > op_half and cp_tuned > cp_half, (op_half, op_tuned, cp_half, cp_tuned)
 
 
 def test_adjacent_scores_are_split_and_ties_never():

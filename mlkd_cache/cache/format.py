@@ -25,22 +25,25 @@ memory-map them at ``dset.id.get_offset()``):
 With an image store the evaluation split is stored too, in ``eval-00000.h5`` ... (``keys``,
 ``labels`` and the same image datasets; :data:`EVAL_PREFIX`), listed under ``eval`` in the manifest.
 
-Format 2 fingerprints a view's uint8 pixels ``[3, S, S]``; format 1 (still read) fingerprinted
-its float32 input (:data:`FINGERPRINT_INPUT`).
+The format versions are declared once, in :data:`FORMATS`: what each one's fingerprints hash
+(format 2 on: a view's uint8 pixels ``[3, S, S]``; format 1, still read: its float32 input) and
+which caches need it; :data:`FORMAT_VERSION` and the version a cache is written at derive from it.
 
 A cache may hold only some of the teacher's outputs (:data:`TEACHER_OUTPUTS`): those a factory
 teacher gives (logits alone, or logits and features), or those ``cache.fields`` asks for (by
 default logits and what the config's distiller reads). It then lacks the datasets of the others:
 ``spec.outputs`` lists what it holds, the sizes of absent outputs are 0, nothing is zero-filled.
-Such a cache is format 3 (an older reader refuses it by version); a cache with every output
-keeps the format-2 attributes byte for byte.
+Such a cache is format 3 (an older reader refuses it by version); a cache with every output of
+format 2 (:data:`UNRECORDED_OUTPUTS`) keeps the format-2 attributes byte for byte.
 
 The per-view datasets are declared once, in :data:`VIEW_FIELDS` (name, trailing dims, dtype,
 the teacher output that fills it, the ``KDBatch`` field it feeds), and the label-wise embeddings'
-two layouts in :data:`LAYOUTS`; the writer, the reader, ``dump-targets``, ``verify`` and the
-distillation batch derive from them. Every shard carries :meth:`CacheSpec.to_attrs` as HDF5
-attributes plus ``shard_index``, ``sample_start``, ``sample_stop`` and ``created``.
-:func:`check_request` is the one place that compares a cache with what a config asks for.
+two layouts in :data:`LAYOUTS`; the writer, the reader, ``dump-targets`` (its ``--dry-run``:
+:func:`plan_parts`), ``verify`` and the distillation batch derive from them. What each teacher
+output is, its shape and its size attribute come from the one table of model outputs,
+:data:`~mlkd_cache.losses.base.MODEL_OUTPUTS` (:data:`OUTPUT_WORDS`, :data:`OUTPUT_SIZES`).
+Every shard carries :meth:`CacheSpec.to_attrs` as HDF5 attributes plus ``shard_index``,
+``sample_start``, ``sample_stop`` and ``created``. :func:`check_request` is the one place that compares a cache with what a config asks for.
 """
 
 from __future__ import annotations
@@ -49,14 +52,16 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._version import __version__
 from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS, IMAGE_STORES
 from ..data.transforms import TransformSpec
+from ..data.views import FINGERPRINT_INPUTS
 from ..errors import CacheCorruptError, CacheMismatchError
+from ..losses.base import MODEL_OUTPUTS, OUTPUT_SIZES
 from ..models.card import OUTPUTS
 from .codec import COMPACT, SCALE_DTYPE, SCALED, STORAGE, logits_dtype, value_dtype
 
@@ -65,6 +70,9 @@ __all__ = [
     "VIEW_FIELDS",
     "EmbeddingLayout",
     "LAYOUTS",
+    "EMB_DATASETS",
+    "FormatVersion",
+    "FORMATS",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "DTYPES",
@@ -88,26 +96,25 @@ __all__ = [
     "SHARD_PREFIX",
     "part_glob",
     "index_array",
-    "FINGERPRINT_INPUT",
     "TEACHER_OUTPUTS",
+    "UNRECORDED_OUTPUTS",
     "OUTPUT_SIZES",
     "OUTPUT_WORDS",
+    "BOOKKEEPING_PART",
+    "plan_parts",
     "PLAN_PARTS",
     "spec_difference",
 ]
 
-FORMAT_VERSION = 4  # the newest this version reads and writes (a cache is written at the oldest that holds it)
-FINGERPRINT_INPUT = {
-    1: "float32",
-    2: "uint8",
-    3: "uint8",
-    4: "uint8",
-}  # format version -> what its fingerprints hash (ViewDataset.fingerprint_of)
 # What a teacher can give: the fields of models.Outputs, in its order; logits always. A cache
-# stores those it gave.
+# stores those it gave; the spec attribute of each one's size (0 when absent), and how messages
+# name each, come from the one table of model outputs (losses.base.MODEL_OUTPUTS).
 TEACHER_OUTPUTS: Tuple[str, ...] = OUTPUTS
-OUTPUT_SIZES = {"features": "feature_dim", "label_emb": "embed_dim"}  # the spec size of each optional output (0 when absent)
-OUTPUT_WORDS = {"features": "pooled features [N, D]", "label_emb": "label-wise embeddings [N, C, E]", "logits": "logits [N, C]"}
+# The outputs of a cache that does not record them: every teacher output there was before caches
+# recorded theirs (format 2). A cache holding exactly these leaves ``outputs`` out of its
+# attributes (they stay those of format 2); any other set is recorded, a new output's included.
+UNRECORDED_OUTPUTS: Tuple[str, ...] = ("features", "label_emb", "logits")
+OUTPUT_WORDS: Dict[str, str] = {name: out.description for name, out in MODEL_OUTPUTS.items()}  # "logits [N, C]"
 MANIFEST_NAME = "manifest.json"
 EMB_SCALE = "emb_scale"  # int8 caches: the scale of each stored label-wise embedding
 SHARD_PREFIX = "shard"  # shard-00000.h5 ...: the targets (and the train images of a store)
@@ -117,22 +124,11 @@ EMBEDDINGS = EMBEDDING_LAYOUTS
 QUANTISATION_ATTR = "quantisation"  # per shard: the error of storing each output (writer.ShardBuffer.attrs)
 SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created", QUANTISATION_ATTR)  # per-shard, not in the spec
 _JSON_FIELDS = ("class_names", "transform", "normalisation", "outputs")  # stored as JSON strings in HDF5
-_INT_FIELDS = (
-    "num_samples",
-    "views",
-    "num_classes",
-    "feature_dim",
-    "embed_dim",
-    "shard_size",
-    "img_size",
-    "base_seed",
-    "jpeg_quality",
-)
 # Fields a cache without an image store leaves out (its attributes, and so its hashes, stay those
 # of the caches written before the store existed), and their values there; likewise ``outputs``
-# when the cache holds all of them (_OPTIONAL: every field an older cache may lack).
+# when the cache holds UNRECORDED_OUTPUTS (_OPTIONAL: every field an older cache may lack).
 _STORE_DEFAULTS: Dict[str, Any] = {"images": "none", "jpeg_quality": 0}
-_OPTIONAL: Dict[str, Any] = {**_STORE_DEFAULTS, "outputs": TEACHER_OUTPUTS}
+_OPTIONAL: Dict[str, Any] = {**_STORE_DEFAULTS, "outputs": UNRECORDED_OUTPUTS}
 _KEY_ITEMSIZE = 8  # h5py reports a vlen-string dataset's nbytes as 8 bytes per element
 
 
@@ -146,6 +142,11 @@ class ViewField:
     output: Optional[str] = None  # the teacher output (models.Outputs field) dump-targets stores; None = from the data
     kd: Optional[str] = None  # the KDBatch field it feeds (losses.base.KDBatch), None = bookkeeping only
     coded: bool = False  # stored in the cache's precision (cache.dtype), int8 with a scale per vector; else as logits are
+
+    @property
+    def part(self) -> str:
+        """What ``--dry-run`` counts its bytes under: its teacher output, else :data:`BOOKKEEPING_PART`."""
+        return self.output or BOOKKEEPING_PART
 
     def shape(self, spec: "CacheSpec", n: int) -> Tuple[int, ...]:
         return (n, spec.views, *(int(getattr(spec, d)) for d in self.dims))
@@ -206,21 +207,54 @@ LAYOUTS: Dict[str, EmbeddingLayout] = {
 }
 
 
-# What each dataset of a shard's targets holds, as --dry-run splits the bytes per view: the
-# teacher outputs by name, and what every cache keeps to replay and identify its views.
-PLAN_PARTS: Dict[str, str] = {
-    "logits": "logits",
-    "features": "features",
-    "features_scale": "features",
-    "emb": "label_emb",
-    "emb_scale": "label_emb",
-    "emb_offsets": "label_emb",
-    "emb_class": "label_emb",
-    "view_seed": "seeds/fingerprints",
-    "fingerprint": "seeds/fingerprints",
-    "keys": "keys/labels",
-    "labels": "keys/labels",
+# The datasets of the label-wise embeddings, in either layout (EmbeddingLayout.shapes).
+EMB_DATASETS = ("emb", EMB_SCALE, "emb_offsets", "emb_class")
+BOOKKEEPING_PART = "seeds/fingerprints"  # what every cache keeps to replay and identify its views
+_KEYS_PART = "keys/labels"
+
+
+def plan_parts(view_fields: Optional[Sequence[ViewField]] = None) -> Dict[str, str]:
+    """``{dataset: part}``: what each dataset of a shard's targets holds, as ``--dry-run`` splits
+    the bytes per view, derived from ``view_fields`` (default :data:`VIEW_FIELDS`, as it is
+    when called): the teacher outputs by name (the fields that fill them, their int8 scales, the
+    label-wise embeddings' :data:`EMB_DATASETS`), then :data:`BOOKKEEPING_PART` and the keys and
+    labels. The parts are in the order ``--dry-run`` prints them."""
+    fields = VIEW_FIELDS if view_fields is None else tuple(view_fields)
+    parts: Dict[str, str] = {}
+    for field in fields:
+        if field.output is not None:
+            parts[field.name] = field.part
+            if field.coded:
+                parts[field.scale_name] = field.part
+    parts.update(dict.fromkeys(EMB_DATASETS, "label_emb"))
+    parts.update({field.name: field.part for field in fields if field.output is None})
+    return {**parts, "keys": _KEYS_PART, "labels": _KEYS_PART}
+
+
+PLAN_PARTS: Dict[str, str] = plan_parts()
+
+
+@dataclass(frozen=True)
+class FormatVersion:
+    """One cache format version: what its fingerprints hash, and which caches are written at it."""
+
+    fingerprint_input: str  # what a view's fingerprint hashes: ViewDataset.fingerprint_of ("uint8" pixels, "float32" input)
+    needed_by: Optional[Callable[["CacheSpec"], bool]]  # the caches that need it (None: read only, never written)
+
+    def __post_init__(self) -> None:
+        if self.fingerprint_input not in FINGERPRINT_INPUTS:
+            raise ValueError(f"fingerprint_input must be one of {', '.join(FINGERPRINT_INPUTS)}, got {self.fingerprint_input!r}")
+
+
+# Every format version, oldest first. A cache is written at the newest version whose needed_by
+# holds for it: the oldest that holds it, so an older reader still opens every cache it can.
+FORMATS: Dict[int, FormatVersion] = {
+    1: FormatVersion("float32", None),  # fingerprints of the float32 input: read, no longer written
+    2: FormatVersion("uint8", lambda spec: True),  # fingerprints of the uint8 pixels
+    3: FormatVersion("uint8", lambda spec: spec.outputs != UNRECORDED_OUTPUTS),  # the stored outputs recorded
+    4: FormatVersion("uint8", lambda spec: spec.dtype in COMPACT),  # bfloat16 and int8 features and embeddings
 }
+FORMAT_VERSION = max(FORMATS)  # the newest this version reads and writes
 
 
 def shard_name(k: int) -> str:
@@ -283,7 +317,7 @@ class CacheSpec:
     tool_version: str = __version__
     images: str = "none"  # the image store: none | raw | jpeg
     jpeg_quality: int = 0  # images="jpeg": the encoder's quality, else 0
-    outputs: Tuple[str, ...] = TEACHER_OUTPUTS  # the teacher outputs stored (TEACHER_OUTPUTS order); logits always
+    outputs: Tuple[str, ...] = UNRECORDED_OUTPUTS  # the teacher outputs stored (TEACHER_OUTPUTS order); logits always
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once here so equal caches compare equal
@@ -390,11 +424,9 @@ class CacheSpec:
 
     @property
     def format_version(self) -> int:
-        """The oldest format that holds this cache: 4 for bfloat16 and int8, else 3 when outputs
-        are absent, else 2."""
-        if self.dtype in COMPACT:
-            return 4
-        return 3 if self.absent else 2
+        """The oldest format that holds this cache: the newest of :data:`FORMATS` that it needs
+        (2 for every cache, 3 when it records its outputs, 4 for bfloat16 and int8)."""
+        return max(v for v, f in FORMATS.items() if f.needed_by is not None and f.needed_by(self))
 
     @property
     def stores_images(self) -> bool:
@@ -417,7 +449,7 @@ class CacheSpec:
         if not self.stores_images:
             for name in _STORE_DEFAULTS:
                 del d[name]
-        if not self.absent:
+        if self.outputs == UNRECORDED_OUTPUTS:
             del d["outputs"]
         return d
 
@@ -503,7 +535,7 @@ class CacheSpec:
         """Sizes of the whole cache for ``labels`` (uint8 ``[N, C]``), in this mode and in dense mode.
 
         Keys: ``bytes_per_view`` (payload bytes per sample-view), ``bytes_per_view_by_part`` (the
-        same split by what it holds: :data:`PLAN_PARTS`), ``bytes_per_sample``,
+        same split by what it holds: :func:`plan_parts`), ``bytes_per_sample``,
         ``payload_bytes``, ``dense_payload_bytes``, ``positive_tokens``, and the label-wise
         embeddings alone: ``emb_payload_bytes``, ``dense_emb_payload_bytes``.
         """
@@ -513,10 +545,11 @@ class CacheSpec:
         dense = dataclasses.replace(self, embedding="dense")
         payload = dense_payload = 0
         per_part: Dict[str, int] = {}
+        parts = plan_parts()
         for k in range(self.num_shards()):
             start, stop = self.shard_range(k)
             for name, nbytes in self.dataset_nbytes(labels[start:stop]).items():
-                part = PLAN_PARTS[name]
+                part = parts[name]
                 per_part[part] = per_part.get(part, 0) + nbytes
                 payload += nbytes
             dense_payload += dense.shard_nbytes(labels[start:stop])
@@ -529,7 +562,7 @@ class CacheSpec:
         return {
             "bytes_per_view": payload / pairs,
             "bytes_per_view_by_part": {
-                part: per_part[part] / pairs for part in dict.fromkeys(PLAN_PARTS.values()) if part in per_part
+                part: per_part[part] / pairs for part in dict.fromkeys(parts.values()) if part in per_part
             },
             "bytes_per_sample": payload / self.num_samples,
             "payload_bytes": payload,
@@ -538,6 +571,10 @@ class CacheSpec:
             "emb_payload_bytes": emb,
             "dense_emb_payload_bytes": self.num_samples * self.num_classes * row,
         }
+
+
+# CacheSpec's int attributes (sizes, counts, seed), checked and normalised by __post_init__
+_INT_FIELDS = tuple(f.name for f in dataclasses.fields(CacheSpec) if f.type in ("int", int))
 
 
 def image_shapes(spec: CacheSpec, n: int, jpeg_bytes: int = 0) -> Dict[str, Tuple[Tuple[int, ...], int]]:

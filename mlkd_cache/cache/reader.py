@@ -28,7 +28,7 @@ from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from ..fileio import file_sha256
 from . import format as fmt
 from .codec import decode
-from .format import FINGERPRINT_INPUT, FORMAT_VERSION, MANIFEST_NAME, CacheSpec, dataset_shapes, eval_shapes
+from .format import FORMAT_VERSION, FORMATS, MANIFEST_NAME, CacheSpec, dataset_shapes, eval_shapes
 from .h5 import open_failure, open_failure_advice, open_read, sha256_as_closed
 from .images import ImageStore, StoredSplit, stored_jpeg_bytes
 
@@ -339,9 +339,10 @@ class TargetCache:
 
     @property
     def fingerprint_of(self) -> str:
-        """What this cache's fingerprints hash: ``"uint8"`` pixels (format 2) or the ``"float32"``
-        input (format 1): :class:`~mlkd_cache.data.views.ViewDataset`'s ``fingerprint_of``."""
-        return FINGERPRINT_INPUT[self.format_version]
+        """What this cache's fingerprints hash: ``"uint8"`` pixels (format 2 on) or the ``"float32"``
+        input (format 1), as :data:`~mlkd_cache.cache.format.FORMATS` records it:
+        :class:`~mlkd_cache.data.views.ViewDataset`'s ``fingerprint_of``."""
+        return FORMATS[self.format_version].fingerprint_input
 
     @property
     def eval_split(self) -> Optional[str]:

@@ -16,7 +16,7 @@ any ``V`` consecutive epochs visit every cached view of every sample once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -42,17 +42,15 @@ __all__ = [
 ]
 
 
-class CachedBatch(NamedTuple):
-    """A batch of :class:`~mlkd_cache.data.views.ViewItem` fields plus the cached teacher
+_CachedBatchFields: Any = ViewItem.with_targets("CachedBatch", __name__)
+
+
+class CachedBatch(_CachedBatchFields):
+    """A named tuple: the fields of a batch of :class:`~mlkd_cache.data.views.ViewItem` (in
+    its order, each ``[N, ...]`` as documented there), then ``cached``, the cached teacher
     targets of exactly its (sample, view) pairs (:meth:`TargetCache.get`)."""
 
-    image: Tensor  # float32 [N, 3, H, W] (or uint8 pixels, image_dtype="uint8")
-    labels: Tensor  # float32 [N, C]
-    sample: Tensor  # int64 [N] sample indices
-    view: Tensor  # int64 [N]
-    fingerprint: Tensor  # int64 [N], 0 = not fingerprinted this epoch
-    epoch: Tensor  # int64 [N], the epoch each item was drawn for
-    epoch_from_index: Tensor  # bool [N], True when that epoch came with the index (EpochIndex)
+    __slots__ = ()
     cached: Dict[str, Tensor]  # TargetCache.get(sample, view): logits [N, C], features [N, D], embeddings
 
     def teacher_targets(self, device: torch.device, layout_keys: Sequence[Sequence[str]]) -> Dict[str, Tensor]:

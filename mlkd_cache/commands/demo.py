@@ -19,7 +19,7 @@ from ..cache.format import MANIFEST_NAME
 from ..config import Config
 from ..errors import ConfigError
 from ..runtime.checkpoint import load_checkpoint, read_card
-from ..runtime.recipes import NO_KD, RECIPES, recipe_fields, student_config
+from ..runtime.recipes import DEMO_CONFIG, NO_KD, RECIPES, recipe_fields, student_config
 from ..runtime.runlog import MetricsLog, RunFiles
 from ..runtime.students import DistillTrainer, NoKDTrainer
 from ..runtime.train import Trainer
@@ -27,7 +27,7 @@ from ..stats import paired, summarise
 from . import dump_targets as dump
 from . import plot
 
-DEFAULT_CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"
+DEFAULT_CONFIG = DEMO_CONFIG
 
 DEFAULT_STUDENTS = tuple(RECIPES)  # every recipe, in the order of the table
 

@@ -26,6 +26,7 @@ from .._version import __version__
 from ..cache.format import (
     EVAL_PREFIX,
     MANIFEST_NAME,
+    OUTPUT_SIZES,
     OUTPUT_WORDS,
     SHARD_PREFIX,
     TEACHER_OUTPUTS,
@@ -178,12 +179,13 @@ def stored_outputs(cfg: Config, given: Sequence[str]) -> Tuple[str, ...]:
 def build_spec(cfg: Config, card: ModelCard, teacher_sha256: str, dataset, views: int, transform: TransformSpec) -> CacheSpec:
     """The cache a dump of ``dataset`` by the teacher of ``card`` under this config will produce."""
     outputs = stored_outputs(cfg, card.outputs)
+    # the size of each stored output, as the card records it (feature_dim, embed_dim); 0 for the others
+    sizes: Dict[str, Any] = {size: getattr(card, size) if output in outputs else 0 for output, size in OUTPUT_SIZES.items()}
     return CacheSpec(
         num_samples=len(dataset),
         views=views,
         num_classes=card.num_classes,
-        feature_dim=card.feature_dim if "features" in outputs else 0,
-        embed_dim=card.embed_dim if "label_emb" in outputs else 0,
+        **sizes,
         dtype=cfg.cache["dtype"],
         embedding=cfg.cache["embedding"],
         shard_size=cfg.cache["shard_size"],
@@ -385,13 +387,17 @@ def dump_eval_store(
     return {"split": split, "num_samples": total, "labels_sha256": labels_digest(dataset.labels), "shards": entries}
 
 
-def jpeg_bytes_per_image(view_data: ViewDataset, quality: int, count: int = 32) -> float:
-    """Mean bytes of ``count`` evenly spaced images of ``view_data`` stored as JPEG at ``quality``
-    (decoded and resized as the store keeps them): the estimate ``--dry-run`` plans with."""
+JPEG_ESTIMATE_IMAGES = 32  # the images of a split whose JPEG sizes --dry-run measures (fewer in a smaller split)
+
+
+def jpeg_bytes_per_image(view_data: ViewDataset, quality: int, count: int = JPEG_ESTIMATE_IMAGES) -> Tuple[float, int]:
+    """``(mean bytes, images measured)`` of ``count`` evenly spaced images of ``view_data`` (all
+    of a smaller split) stored as JPEG at ``quality``, decoded and resized as the store keeps
+    them: the estimate ``--dry-run`` plans with, and what it rests on."""
     n = len(view_data)
     picks: List[int] = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(np.int64)).tolist() if n else []
     sizes = [len(encode_image(view_data.prepared(int(i)), "jpeg", quality)[0]) for i in picks]
-    return float(np.mean(sizes)) if sizes else 0.0
+    return (float(np.mean(sizes)) if sizes else 0.0), len(sizes)
 
 
 def plan_text(
@@ -400,11 +406,12 @@ def plan_text(
     eval_samples: Optional[int] = None,
     jpeg_per_image: Optional[float] = None,
     jpeg_quality: Optional[int] = None,
+    jpeg_images: Optional[int] = None,
 ) -> Dict[str, Any]:
     """The planned size of the cache (``--dry-run``), computed by the code that writes it, and
     of its image store in each mode (``image_bytes``: raw exact, jpeg from ``jpeg_per_image``,
-    a measured mean at ``jpeg_quality``, or ``None``) for the train split and ``eval_samples``
-    eval images."""
+    a mean measured on ``jpeg_images`` images at ``jpeg_quality``, or ``None``) for the train
+    split and ``eval_samples`` eval images."""
     plan = spec.plan(labels)
     images = spec.num_samples + (eval_samples or 0)
     return {
@@ -418,6 +425,7 @@ def plan_text(
         "eval_samples": eval_samples,
         "jpeg_quality": jpeg_quality if jpeg_quality is not None else (spec.jpeg_quality or None),
         "jpeg_bytes_per_image": jpeg_per_image,
+        "jpeg_images": jpeg_images,
         "image_bytes": {mode: spec.image_nbytes(images, mode, jpeg_per_image) for mode in ("raw", "jpeg")},
     }
 
@@ -472,15 +480,15 @@ def plan(cfg: Config, teacher: Optional[TeacherSpec] = None, views: Optional[int
             planned.class_names = list(loaded.card.class_names)
         check_teacher_fits(cfg, loaded.card, dataset, transform, str(teacher))
         spec = build_spec(cfg, loaded.card, unhashed, dataset, views, transform)
-    eval_samples, jpeg = None, None
+    eval_samples, jpeg, jpeg_images = None, None, None
     if planned is None:  # real images: the eval split's size and a measured JPEG size
         try:
             eval_samples = len(dataset_from_config(cfg, cfg.eval_split))
         except MlkdError:
             if cfg.cache["images"] != "none":  # a dump with a store would need that split
                 raise
-        jpeg = jpeg_bytes_per_image(ViewDataset(dataset, transform, cfg.seed, train=True), cfg.cache["jpeg_quality"])
-    result = plan_text(spec, dataset.labels, eval_samples, jpeg, cfg.cache["jpeg_quality"])
+        jpeg, jpeg_images = jpeg_bytes_per_image(ViewDataset(dataset, transform, cfg.seed, train=True), cfg.cache["jpeg_quality"])
+    result = plan_text(spec, dataset.labels, eval_samples, jpeg, cfg.cache["jpeg_quality"], jpeg_images)
     # what was read from the data (None for a published split standing in: its labels are not real)
     result["understood"] = label_summary(dataset.class_names, dataset.labels) if planned is None else None
     result["ignored_columns"] = list(getattr(dataset, "ignored_columns", []))

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..config import Config
+from ..config import IMPORT_FORMATS, Config
 from ..data import dataset_from_config
 from ..data.planning import planned_train_split
 from ..data.transforms import TransformSpec
@@ -46,9 +46,7 @@ from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha
 from ..runtime.checkpoint import save_model
 from ..runtime.scoring import load_model_on_ranks, score
 
-__all__ = ["FORMATS", "L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "import_factory", "run"]
-
-FORMATS = ("l2d", "factory")
+__all__ = ["L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "import_factory", "run"]
 
 # model_t seed names whose L2D checkpoints map key for key onto a timm backbone
 L2D_EXACT = ("resnet18", "resnet34", "resnet50", "resnet101", "wrn50", "wrn101")
@@ -221,8 +219,8 @@ def run(
     the config's classes); with ``evaluate_split`` also score it on that split. Nothing is
     written unless every weight maps exactly. ``fmt="factory"``: ``checkpoint`` is a factory
     ``package.module:function`` (:func:`import_factory`)."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
+    if fmt not in IMPORT_FORMATS:
+        raise ConfigError(f"--format {fmt!r} is not supported; choose one of {', '.join(IMPORT_FORMATS)}")
     if fmt == "factory":
         return import_factory(str(checkpoint), cfg, Path(out), evaluate_split)
     checkpoint, out = Path(checkpoint), Path(out)

@@ -7,6 +7,7 @@ from typing import Any, Dict
 
 import numpy as np
 
+from ..cache.format import OUTPUT_SIZES
 from ..cache.h5 import open_read
 from ..cache.images import stored_jpeg_bytes
 from ..cache.reader import TargetCache
@@ -44,8 +45,7 @@ def run(cache_dir: Path, batch: int = 4096, verify_checksums: bool = True) -> Di
         "dtype": spec.dtype,
         "positive_tokens": int(labels.sum()),
         "num_classes": spec.num_classes,
-        "feature_dim": spec.feature_dim,
-        "embed_dim": spec.embed_dim,
+        **{size: getattr(spec, size) for size in OUTPUT_SIZES.values()},  # feature_dim, embed_dim
         "teacher_outputs": list(spec.outputs),
         "absent_outputs": list(spec.absent),
         "quantisation_error": cache.quantisation_error(),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import MissingDependencyError, RunFolderError
+from ..errors import MissingDependencyError, RunFolderError, missing_dependency, require_module
 from ..fileio import atomic_write_bytes
 from ..runtime.runlog import MetricsLog, RunFiles, StepLog
 
@@ -32,7 +32,8 @@ DEFAULT_NAME = "plot.png"
 FIGSIZE = (16.0, 4.8)  # inches; at DPI this is 1600 x 480 pixels
 DPI = 100
 LOG_SPAN = 100.0  # panels (a) and (b) turn logarithmic when max / min of the positive values reaches this
-INSTALL_HINT = "plotting needs matplotlib: pip install 'mlkd-cache[plot]'"
+PURPOSE = "plotting"  # what needs matplotlib, in its missing-package line
+INSTALL_HINT = str(missing_dependency("matplotlib", PURPOSE))  # that line
 _TERM_STYLES: List[Tuple[Any, str]] = [
     (("-", "--", ":", "-.")[i % 4], ("o", "s", "^", "D", "v")[i % 5]) for i in range(20)
 ]  # (line, marker)
@@ -111,12 +112,8 @@ def run_labels(folders: Sequence[Path]) -> List[str]:
 
 def _matplotlib() -> Tuple[Any, Any]:
     """``(Figure, FigureCanvasAgg)``, or :class:`MissingDependencyError` with the install line."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingDependencyError(INSTALL_HINT) from None
-    return Figure, FigureCanvasAgg
+    figure_module = require_module("matplotlib.figure", PURPOSE)
+    return figure_module.Figure, require_module("matplotlib.backends.backend_agg", PURPOSE).FigureCanvasAgg
 
 
 def matplotlib_available() -> bool:

@@ -1,4 +1,5 @@
-"""``predict``: labels for new images from a trained model, a checkpoint or its ONNX export.
+"""``predict``: labels for new images from a trained model, a checkpoint or its export (ONNX or
+torch.export: :func:`~mlkd_cache.runtime.deploy.open_predictor` tells them apart by content).
 
 The model's card says how it sees an image (``card.transform``: the eval resize, img_size and
 normalisation) and which decision thresholds it was tuned with (``card.thresholds``); the images
@@ -6,10 +7,13 @@ go through the one eval input pipeline (:func:`~mlkd_cache.data.views.eval_input
 :class:`~mlkd_cache.data.image_files.ImageFiles`), so a file is seen exactly as ``evaluate`` sees
 the same file in a split. A class is predicted when its probability (the sigmoid of its logit)
 reaches its threshold: ``--threshold`` for every class when given, else the per-class thresholds
-stored in the model, else 0.5; ``top_k`` then keeps the ``k`` most probable of those.
+stored in the model, else :data:`~mlkd_cache.thresholds.UNTUNED`; ``top_k`` then keeps the ``k``
+most probable of those.
 
 A file that cannot be read as an image (truncated, not an image at all) is named in its row and in
-the summary, and every other file is predicted; rows keep the order of the inputs.
+the summary, and every other file is predicted; rows keep the order of the inputs. The output
+file follows the ``-o`` rule ``export`` shares (:func:`~mlkd_cache.runtime.deploy.check_output`):
+an existing file is refused unless ``overwrite``, a folder above it that does not exist is made.
 """
 
 from __future__ import annotations
@@ -27,18 +31,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..config import PREDICTION_FORMATS
 from ..data.image_files import ImageFiles, collect_images
 from ..data.views import eval_inputs
 from ..distributed import DistInfo, bar_disabled
-from ..errors import ConfigError, DataError, MissingDependencyError, one_line
-from ..fileio import atomic_write_bytes
+from ..errors import ConfigError, DataError, one_line, require_module
 from ..metrics import sigmoid
-from ..runtime.deploy import OnnxPredictor, Predictor, TorchPredictor, decision_thresholds, open_predictor
+from ..runtime.deploy import Predictor, check_output, decision_thresholds, open_predictor, write_output
 from ..thresholds import predictions_at
 
-__all__ = ["FORMATS", "Predictions", "predict", "write_predictions", "run"]
+__all__ = ["OUTPUT_FORMATS", "Predictions", "predict", "write_predictions", "run"]
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}  # output suffix -> format (csv otherwise)
+# the suffix of the file predictions are written to -> its format (csv otherwise); the formats of
+# model files are another table (runtime.deploy.MODEL_FORMATS)
+OUTPUT_FORMATS = {f".{fmt}": fmt for fmt in PREDICTION_FORMATS}
 PROBABILITY_PREFIX = "p:"  # csv / parquet column of a class's probability: p:<class name>
 
 
@@ -95,15 +101,15 @@ def predict(
     progress: bool = False,
 ) -> Predictions:
     """Predict the images ``inputs`` name (files, folders, lists of paths:
-    :func:`~mlkd_cache.data.image_files.collect_images`) with ``model`` (a checkpoint, an ONNX
-    export, or what :func:`open_predictor` opened), ``batch_size`` images a batch read by
+    :func:`~mlkd_cache.data.image_files.collect_images`) with ``model`` (a checkpoint, an ONNX or
+    torch.export file, or what :func:`open_predictor` opened), ``batch_size`` images a batch read by
     ``workers`` DataLoader processes. ``threshold``: one decision threshold for every class
     instead of the model's; ``top_k``: keep at most the ``k`` most probable predicted classes."""
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     if batch_size < 1 or workers < 0:
         raise ConfigError(f"batch size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    predictor = model if isinstance(model, (TorchPredictor, OnnxPredictor)) else open_predictor(model, device)
+    predictor = model if isinstance(model, Predictor) else open_predictor(model, device)
     card = predictor.card
     thresholds, source = decision_thresholds(card, threshold)
     paths = collect_images(inputs)
@@ -176,11 +182,8 @@ def _jsonl_bytes(preds: Predictions) -> bytes:
 
 
 def _parquet_bytes(preds: Predictions) -> bytes:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise MissingDependencyError("parquet output needs pyarrow: pip install pyarrow, or write csv or jsonl") from None
+    pa = require_module("pyarrow", "parquet output", instead="or write csv or jsonl")
+    pq = require_module("pyarrow.parquet", "parquet output", instead="or write csv or jsonl")
     columns: Dict[str, Any] = {
         "path": pa.array(preds.paths, pa.string()),
         "labels": pa.array(preds.label_sets, pa.list_(pa.string())),
@@ -197,25 +200,22 @@ WRITERS = {"csv": _csv_bytes, "jsonl": _jsonl_bytes, "parquet": _parquet_bytes}
 
 
 def output_format(out: Path, fmt: Optional[str] = None) -> str:
-    """The format of ``out``: ``fmt`` when given, else from its suffix (:data:`FORMATS`), csv otherwise."""
+    """The format of ``out``: ``fmt`` when given, else from its suffix (:data:`OUTPUT_FORMATS`), csv otherwise."""
     if fmt is not None:
         if fmt not in WRITERS:
             raise ConfigError(f"--format {fmt!r} is not an output format; choose one of {', '.join(WRITERS)}")
         return fmt
-    return FORMATS.get(Path(out).suffix.lower(), "csv")
+    return OUTPUT_FORMATS.get(Path(out).suffix.lower(), "csv")
 
 
-def write_predictions(preds: Predictions, out: Union[str, Path], fmt: Optional[str] = None) -> str:
+def write_predictions(preds: Predictions, out: Union[str, Path], fmt: Optional[str] = None, overwrite: bool = False) -> str:
     """Write ``preds`` to ``out`` atomically (one row per image: path, labels, error and every
-    class's probability, columns ``p:<class>``) as csv, jsonl or parquet; returns the format."""
-    out = Path(out)
+    class's probability, columns ``p:<class>``) as csv, jsonl or parquet; returns the format.
+    An existing ``out`` is refused unless ``overwrite``; missing folders above it are made."""
+    out = check_output(out, overwrite)
     fmt = output_format(out, fmt)
     data = WRITERS[fmt](preds)  # a missing pyarrow fails here, before anything is written
-    if out.is_dir():
-        raise ConfigError(f"-o {out} is a folder; give the file to write")
-    if not out.parent.is_dir():
-        raise ConfigError(f"-o {out}: folder {out.parent} does not exist; create it or choose another file")
-    atomic_write_bytes(out, data)
+    write_output(out, data)
     return fmt
 
 
@@ -230,12 +230,14 @@ def run(
     workers: int = 0,
     device: Union[str, torch.device, None] = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
     """``mlkd-cache predict``: :func:`predict`, then :func:`write_predictions` to ``out``; the
     summary: images, predicted, unreadable ``(path, reason)``, thresholds' source, format."""
-    output_format(Path(out), fmt)  # a wrong --format fails before the model is read
+    output_format(Path(out), fmt)  # a wrong --format or -o fails before the model is read
+    check_output(out, overwrite)
     preds = predict(model, inputs, threshold, top_k, batch_size, workers, device, progress)
-    written = write_predictions(preds, out, fmt)
+    written = write_predictions(preds, out, fmt, overwrite)
     return {
         "model": preds.model,
         "out": str(out),

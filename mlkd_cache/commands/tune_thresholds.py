@@ -2,9 +2,11 @@
 model's card (:mod:`mlkd_cache.thresholds` holds the rule, the objectives and the fallback).
 
 :func:`tune` scores a checkpoint on a split of its own dataset through the one eval pipeline
-(:func:`~mlkd_cache.runtime.scoring.score`), chooses the thresholds and rewrites the checkpoint's
-card atomically (:func:`~mlkd_cache.runtime.checkpoint.update_card`: weights and every other
-entry unchanged). :func:`~mlkd_cache.runtime.scoring.tune_model` does the same for a model in
+(:func:`~mlkd_cache.runtime.scoring.score`), chooses the thresholds and writes them into a
+checkpoint's card atomically, weights and every other entry unchanged: into a copy at ``out``
+(``-o``; an existing file only with ``overwrite``, the rule of ``predict`` and ``export``:
+:func:`~mlkd_cache.runtime.deploy.check_output`), or into the checkpoint itself
+(:func:`~mlkd_cache.runtime.checkpoint.update_card`). :func:`~mlkd_cache.runtime.scoring.tune_model` does the same for a model in
 memory (distill-student stores thresholds tuned on ``val`` in ``student.pt``).
 """
 
@@ -19,9 +21,11 @@ from ..data import available_splits, has_split
 from ..distributed import barrier, init_distributed
 from ..errors import ConfigError
 from ..metrics import sigmoid, threshold_f1
-from ..runtime.checkpoint import update_card
-from ..runtime.scoring import TUNING_SPLIT, load_model_on_ranks, score
-from ..thresholds import DEFAULT_OBJECTIVE, parse_objective, tune_thresholds
+from ..models.card import ModelCard
+from ..runtime.checkpoint import load_checkpoint, model_entries, save_model, update_card
+from ..runtime.deploy import check_output
+from ..runtime.scoring import load_model_on_ranks, score
+from ..thresholds import DEFAULT_OBJECTIVE, TUNING_SPLIT, parse_objective, tune_thresholds
 
 __all__ = ["tune"]
 
@@ -33,14 +37,19 @@ def tune(
     data_root: Optional[str] = None,
     batch_size: Optional[int] = None,
     workers: Optional[int] = None,
+    out: Optional[Union[str, Path]] = None,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
     """Tune per-class thresholds of ``checkpoint`` for ``objective`` on ``split`` (default
-    ``val``, which the dataset must have) and store them in its card; under torchrun rank 0 writes.
+    ``val``, which the dataset must have) and store them in the card of a copy written to ``out``
+    (which must not exist unless ``overwrite``; the folders above it are made), or without
+    ``out`` in the checkpoint's own card; under torchrun rank 0 writes.
 
-    Returns ``{"checkpoint", "split", "samples", "thresholds" (as stored), "at_0.5", "at_tuned"
-    (threshold-protocol metrics in percent on the split), "is_main"}``."""
-    goal = parse_objective(objective)  # a bad objective stops before any work
+    Returns ``{"checkpoint", "out" (the file written), "split", "samples", "thresholds" (as
+    stored), "at_0.5", "at_tuned" (threshold-protocol metrics in percent on the split), "is_main"}``."""
+    goal = parse_objective(objective)  # a bad objective or -o stops before any work
     path = Path(checkpoint)
+    target = path if out is None else check_output(out, overwrite)
     loaded = load_model_on_ranks(path, init_distributed())  # read once here; update_card rewrites rank 0's file
     card = loaded.card
     cfg = card.config_with(data_root=data_root)
@@ -57,10 +66,14 @@ def tune(
     z, y = scored["logits"], scored["labels"]
     thresholds = {**tune_thresholds(sigmoid(z), y, goal, card.class_names), "split": split, "samples": int(scored["samples"])}
     if scored["is_main"]:
-        update_card(path, card.replace(thresholds=thresholds))
+        if out is None:
+            update_card(path, card.replace(thresholds=thresholds))
+        else:
+            _save_copy(path, card.replace(thresholds=thresholds), target)
     barrier(init_distributed())  # every rank returns once the file holds them
     return {
         "checkpoint": str(path),
+        "out": str(target),
         "split": split,
         "samples": int(scored["samples"]),
         "thresholds": thresholds,
@@ -68,3 +81,14 @@ def tune(
         "at_tuned": threshold_f1(z, y, np.asarray(thresholds["values"])),
         "is_main": scored["is_main"],
     }
+
+
+def _save_copy(source: Path, card: ModelCard, out: Path) -> None:
+    """The checkpoint at ``source`` with ``card`` as its card, written to ``out`` atomically (the
+    folders above it made): its weights and every other entry unchanged."""
+    entries = model_entries(load_checkpoint(source))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"-o {out}: cannot make folder {out.parent} ({exc.strerror or exc}); choose another file") from None
+    save_model(out, card, entries.pop("model"), **entries)

@@ -20,10 +20,11 @@ import torch
 from ..cache.reader import TargetCache
 from ..config import CACHE_DTYPES, Config
 from ..data import build_dataset
-from ..data.transforms import TransformSpec, model_input, to_unsigned
+from ..data.transforms import TransformSpec, to_unsigned
 from ..data.views import ViewDataset
-from ..device import amp_enabled, autocast_for, pick_device, place_model
+from ..device import amp_enabled, pick_device, place_model
 from ..errors import CacheMismatchError
+from ..runtime.scoring import forward
 from ..runtime.teachers import TeacherSpec, open_teacher
 
 RTOL = {dtype: 1e-3 if dtype == "float32" else 1e-2 for dtype in CACHE_DTYPES}  # of the largest magnitude
@@ -115,10 +116,8 @@ def run(
     fingerprints: List[int] = []
     for lo in range(0, count, batch_size):
         items = [view_data.get(int(i), int(v)) for i, v in zip(indices[lo : lo + batch_size], views[lo : lo + batch_size])]
-        image = model_input(torch.stack([item.image for item in items]), transform, device)
         fingerprints += [to_unsigned(int(item.fingerprint)) for item in items]
-        with autocast_for(device, amp):
-            out = model(image)
+        out = forward(model, torch.stack([item.image for item in items]), transform, device, amp)
         for f in teacher_fields:
             recomputed[f.name].append(getattr(out, str(f.output)).float().cpu())
         if spec.has_embeddings:

@@ -13,7 +13,7 @@ from typing import Optional, Tuple, Type, cast
 
 from ..config import Config
 from ..errors import ConfigError
-from ..registry import closest
+from ..registry import did_you_mean
 from . import coco, csv_folder, digits, nus, voc  # noqa: F401  (registration side effects)
 from .bad_images import BAD_IMAGE_POLICIES, apply_bad_images
 from .base import DATASETS, SPLITS, MultiLabelDataset, check_split
@@ -61,9 +61,9 @@ def build_dataset(
     valid = dataset_params(name)
     for key in params:
         if key not in valid:
-            hint = closest(key, valid)
-            dym = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"unknown param {key!r} for dataset {name!r}{dym}; valid: {', '.join(sorted(valid)) or 'none'}")
+            raise ConfigError(
+                f"unknown param {key!r} for dataset {name!r}{did_you_mean(key, valid)}; valid: {', '.join(sorted(valid)) or 'none'}"
+            )
     return apply_bad_images(factory(split=split, root=root, **params), bad_images, workers)
 
 

@@ -17,10 +17,11 @@ import numpy as np
 import torch.utils.data
 from PIL import Image, ImageOps
 
+from ..config import DATASET_NAMES
 from ..errors import ConfigError, DataError
-from ..registry import Registry, closest
+from ..registry import Registry, did_you_mean
 
-DATASETS = Registry("dataset")
+DATASETS = Registry("dataset", DATASET_NAMES, declared_in="mlkd_cache.config.DATASET_NAMES")  # config checks names against it
 
 SPLITS = ("train", "test")
 
@@ -268,6 +269,6 @@ def format_label_summary(summary: Mapping[str, Any]) -> str:
 
 
 def unknown_class_error(name: str, where: str, class_names: Sequence[str]) -> DataError:
-    hint = closest(name, class_names)
-    dym = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return DataError(f"unknown class {name!r}{dym} in {where}; valid classes: {', '.join(class_names)}")
+    return DataError(
+        f"unknown class {name!r}{did_you_mean(name, class_names)} in {where}; valid classes: {', '.join(class_names)}"
+    )

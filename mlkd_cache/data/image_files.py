@@ -2,7 +2,8 @@
 
 :func:`collect_images` turns what a user names (image files, folders, lists of paths) into the
 files to read, in a stable order; :class:`ImageFiles` is a
-:class:`~mlkd_cache.data.base.MultiLabelDataset` of those files without labels (``C = 0``). Its
+:class:`~mlkd_cache.data.base.MultiLabelDataset` of those files without labels (``C = 0``), whose
+missing file is named as a list's mistake (a listed path that is not there), not a data root's. Its
 images load through the loader every split uses (:func:`~mlkd_cache.data.base.load_rgb`, the
 reduced-size JPEG decode included), so :func:`~mlkd_cache.data.views.eval_inputs` gives a model
 the very pixels a split's eval view of the same file gives.
@@ -13,9 +14,10 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
+from PIL import Image
 
 from ..errors import DataError
 from .base import MultiLabelDataset
@@ -23,15 +25,16 @@ from .base import MultiLabelDataset
 __all__ = ["LIST_SUFFIXES", "collect_images", "read_path_list", "ImageFiles"]
 
 # A file named with one of these suffixes is a list of image paths, one a line (.txt, .lst) or a
-# csv whose "image" or "path" column (else its first) names them; any other file is an image.
+# csv whose "image" or "path" column names them; any other file is an image.
 LIST_SUFFIXES = (".txt", ".lst", ".csv")
-PATH_COLUMNS = ("image", "path")  # the csv columns a list is read from, in order of preference
+PATH_COLUMNS = ("image", "path")  # the csv columns a list is read from, in order of preference (one must be there)
 
 
 def read_path_list(path: Path) -> List[str]:
     """The image paths a list file names, in its order: one a line (``.txt``, ``.lst``; blank
     lines and ``#`` comments skipped), or a ``.csv`` whose header names an ``image`` or ``path``
-    column (else its first column is read). A relative path is relative to the list's folder."""
+    column (a csv without either is refused: its first column is not guessed at). A relative
+    path is relative to the list's folder."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -41,7 +44,12 @@ def read_path_list(path: Path) -> List[str]:
         if not rows:
             raise DataError(f"{path} is empty; give a csv whose 'image' or 'path' column names the images")
         header = [h.strip() for h in rows[0]]
-        column = next((header.index(c) for c in PATH_COLUMNS if c in header), 0)
+        column = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
+        if column is None:
+            raise DataError(
+                f"{path} has no 'image' or 'path' column (its columns: {', '.join(header)}); "
+                "name the column of paths 'image' or 'path', or give a .txt list (one path a line)"
+            )
         entries = [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
     else:
         entries = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
@@ -95,3 +103,15 @@ class ImageFiles(MultiLabelDataset):
             labels=np.zeros((len(given), 0), dtype=np.uint8),
             image_paths=[os.path.abspath(os.path.expanduser(p)) for p in given],
         )
+
+    def load_image(self, index: int, decode_size: Optional[int] = None) -> Image.Image:
+        """The image of file ``index`` (:func:`~mlkd_cache.data.base.load_rgb`). A file that is not
+        there is one a list of paths named (the files and folders given were there when
+        :func:`collect_images` read them): a DataError naming the list, not a data root, to fix."""
+        assert self.image_paths is not None  # files, always
+        if not os.path.exists(self.image_paths[index]):
+            raise DataError(
+                f"{self.keys[index]} does not exist: a list of images names it; "
+                "fix the list, or the folder its paths are relative to (the list's own folder)"
+            )
+        return super().load_image(index, decode_size)

@@ -39,6 +39,7 @@ Which view an epoch uses (:meth:`ViewDataset.view_of`):
 
 from __future__ import annotations
 
+import collections
 import operator
 from typing import Any, List, NamedTuple, Optional, Sequence, Union
 
@@ -65,6 +66,15 @@ class ViewItem(NamedTuple):
     fingerprint: Any  # signed int64 fingerprint of image, 0 = not fingerprinted (batch: int64 [N])
     epoch: Any = -1  # int epoch the item was drawn for, -1 = an explicit (sample, view) (batch: int64 [N])
     epoch_from_index: Any = False  # bool: the epoch came with the index, not from set_epoch (batch: bool [N])
+
+    @staticmethod
+    def with_targets(typename: str, module: str) -> Any:
+        """A named-tuple class of these fields, then ``cached``: the base of a batch that a
+        collate function returns with the cached teacher targets of its (sample, view) pairs
+        (``class CachedBatch(Base)``, ``Base = ViewItem.with_targets("CachedBatch", __name__)``),
+        which adds its methods and the type of ``cached``. Its fields are read from here, so a
+        field added to ``ViewItem`` reaches every such batch."""
+        return collections.namedtuple(typename, (*ViewItem._fields, "cached"), module=module)
 
 
 class ViewDataset(torch.utils.data.Dataset):

@@ -20,6 +20,10 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 __all__ = [
+    "ModelOutput",
+    "MODEL_OUTPUTS",
+    "SIZE_DIMS",
+    "OUTPUT_SIZES",
     "DISTILL_LOSSES",
     "SLOTS",
     "SLOT_TEACHER_OUTPUT",
@@ -30,6 +34,42 @@ __all__ = [
     "losses_by_slot",
     "check_para",
 ]
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One output a model gives (a field of ``models.Outputs``): what it holds and its shape.
+
+    ``dims`` names the shape's axes: ``N`` the batch, ``C`` the classes, and the sizes of
+    :data:`SIZE_DIMS` (each recorded by a model card and a cache spec)."""
+
+    words: str  # what it holds, as messages name it: "pooled features"
+    dims: Tuple[str, ...]  # ("N", "D") -> [N, D]
+
+    def shape(self, sizes: Optional[Mapping[str, Any]] = None) -> str:
+        """``[N, D]``, each axis named in ``sizes`` replaced by its value (``{"C": 80}``: ``[N, 80, E]``)."""
+        sizes = sizes or {}
+        return "[" + ", ".join(str(sizes.get(d, d)) for d in self.dims) + "]"
+
+    @property
+    def description(self) -> str:
+        """``pooled features [N, D]``: how messages name the output."""
+        return f"{self.words} {self.shape()}"
+
+
+# The one table of what a model gives, in the order of the fields of models.Outputs (a test
+# checks both): the model's Outputs, a factory teacher's checks, the sizes a model card and a
+# cache spec record, and every message naming an output derive from it. It lives in this layer,
+# below models and cache, so that they and the losses all read it.
+MODEL_OUTPUTS: Dict[str, ModelOutput] = {
+    "features": ModelOutput("pooled features", ("N", "D")),
+    "label_emb": ModelOutput("label-wise embeddings", ("N", "C", "E")),
+    "logits": ModelOutput("logits", ("N", "C")),
+}
+# The sizes of an output's own axes, as ModelCard and CacheSpec attributes (0: the output is absent).
+SIZE_DIMS: Dict[str, str] = {"D": "feature_dim", "E": "embed_dim"}
+# The size attribute of each output that has one: {"features": "feature_dim", "label_emb": "embed_dim"}.
+OUTPUT_SIZES: Dict[str, str] = {o: SIZE_DIMS[d] for o, out in MODEL_OUTPUTS.items() for d in out.dims if d in SIZE_DIMS}
 
 DISTILL_LOSSES = Registry("distillation loss")
 
@@ -43,12 +83,19 @@ _SLOT_OF: Dict[str, str] = {}
 
 L = TypeVar("L", bound=Type[nn.Module])
 
+
+def _meaning(output: str, who: str, note: str = "") -> str:
+    """``the student's pooled features [N, D_s]``: a KDBatch field filled from ``output``."""
+    out = MODEL_OUTPUTS[output]
+    return f"the {who}'s {out.words} {out.shape({d: f'{d}_{who[0]}' for d in SIZE_DIMS})}{note}"
+
+
 # What the optional fields of KDBatch hold, for the error of a loss that needs one.
 _FIELD_MEANING = {
-    "f_s": "the student's pooled features [N, D_s]",
-    "f_t": "the teacher's pooled features [N, D_t]",
-    "e_s": "the student's label-wise embeddings [N, C, E_s], from an ML-Decoder head",
-    "e_t": "the teacher's label-wise embeddings [N, C, E_t], dense form",
+    "f_s": _meaning("features", "student"),
+    "f_t": _meaning("features", "teacher"),
+    "e_s": _meaning("label_emb", "student", ", from an ML-Decoder head"),
+    "e_t": _meaning("label_emb", "teacher", ", dense form"),
 }
 
 
@@ -77,7 +124,9 @@ class KDBatch:
     def __post_init__(self) -> None:
         """Shapes that must agree, checked before any loss runs (a one-line ConfigError naming them)."""
         if self.z_s.dim() != 2:
-            raise ConfigError(f"KDBatch.z_s must be the student's logits [N, C], got shape {list(self.z_s.shape)}")
+            raise ConfigError(
+                f"KDBatch.z_s must be the student's {MODEL_OUTPUTS['logits'].description}, got shape {list(self.z_s.shape)}"
+            )
         n, c = self.z_s.shape
         if self.z_t.shape[1:] != self.z_s.shape[1:]:
             raise ConfigError(
@@ -95,7 +144,8 @@ class KDBatch:
             e = getattr(self, name)
             if e is not None and (e.dim() != 3 or tuple(e.shape[:2]) != (n, c)):
                 raise ConfigError(
-                    f"KDBatch.{name} has shape {list(e.shape)}, expected [{n}, {c}, E] ({_FIELD_MEANING[name]}); "
+                    f"KDBatch.{name} has shape {list(e.shape)}, expected {MODEL_OUTPUTS['label_emb'].shape({'N': n, 'C': c})} "
+                    f"({_FIELD_MEANING[name]}); "
                     f"build the model for the cache's {c} classes"
                 )
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..registry import closest
+from ..registry import did_you_mean
 from .base import DISTILL_LOSSES, SLOTS, DistillLoss, KDBatch, check_para, losses_by_slot, slot_of
 
 __all__ = ["Distiller", "check_criterion", "plan"]
@@ -71,9 +71,7 @@ def plan(criterion_t2s_para: Any) -> List[Part]:
     para = criterion_t2s_para["para"]
     for key in para:
         if key not in PARA_KEYS:
-            hint = closest(key, PARA_KEYS)
-            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"{WHERE}: unknown para key {key!r}{did_you_mean}; valid: {', '.join(PARA_KEYS)}")
+            raise ConfigError(f"{WHERE}: unknown para key {key!r}{did_you_mean(key, PARA_KEYS)}; valid: {', '.join(PARA_KEYS)}")
     parts: List[Part] = []
     for slot in SLOTS:
         spec, lam_key = para.get(f"{slot}_dis"), f"lambda_{slot}"

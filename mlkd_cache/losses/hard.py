@@ -6,15 +6,18 @@ so L2D's learning rates and distillation weights carry over unchanged.
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import Registry
+from ..errors import ConfigError
+from ..registry import Registry, did_you_mean
 
 HARD_LOSSES = Registry("hard-label loss")
+# The parameters of asl() a config sets (config key asl_para); eps is numerical, not a choice.
+ASL_PARA: Tuple[str, ...] = ("gamma_neg", "gamma_pos", "clip")
 
 
 def bce(z: Tensor, y: Tensor) -> Tensor:
@@ -61,6 +64,14 @@ def _build_asl(**para) -> HardLabelLoss:
     return HardLabelLoss("asl", asl, **para)
 
 
+def check_asl_para(para: Mapping[str, Any], where: str = "asl_para") -> None:
+    """Every key of ``para`` is one of :data:`ASL_PARA`; else a :class:`ConfigError` naming ``where``."""
+    for key in para:
+        if key not in ASL_PARA:
+            raise ConfigError(f"{where} has unknown entry {key!r}{did_you_mean(key, ASL_PARA)}; valid: {', '.join(ASL_PARA)}")
+
+
 def build_hard_loss(name: str, asl_para: Dict[str, float]) -> HardLabelLoss:
-    """The hard-label loss ``name`` (``bce`` or ``asl``); ``asl_para`` applies to ASL only."""
+    """The hard-label loss ``name`` (``bce`` or ``asl``); ``asl_para`` (checked) applies to ASL only."""
+    check_asl_para(asl_para)
     return HARD_LOSSES.get(name)(**(asl_para if name == "asl" else {}))

@@ -31,12 +31,15 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ModelError
+from ..losses.base import MODEL_OUTPUTS, SIZE_DIMS
 from .model import Outputs
 
 __all__ = ["FactoryTeacher", "is_factory_spec", "resolve_factory", "build_factory_teacher", "weights_sha256"]
 
 _SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
-_ORDER = ("logits", "label_emb", "features")  # a tuple's positions
+# A returned tuple's positions: the contract with a user's forward, every Outputs field once
+# (tests/models/test_outputs.py checks it)
+_ORDER = ("logits", "label_emb", "features")
 
 
 def is_factory_spec(text: Any) -> bool:
@@ -81,8 +84,9 @@ def _field(raw: Any, name: str) -> Optional[Tensor]:
 
 
 def read_outputs(raw: Any, num_classes: int, spec: str) -> Dict[str, Tensor]:
-    """``{output: tensor}`` of what a factory model's forward returned (module docstring), its
-    shapes checked: ``logits`` ``[N, C]``, ``label_emb`` ``[N, C, E]``, ``features`` ``[N, D]``."""
+    """``{output: tensor}`` of what a factory model's forward returned (module docstring), each
+    of the shape :data:`~mlkd_cache.losses.base.MODEL_OUTPUTS` gives it (``N`` the same for all,
+    ``C`` = ``num_classes``)."""
     if isinstance(raw, Tensor):
         found: Dict[str, Any] = {"logits": raw}
     elif isinstance(raw, (tuple, list)) and not hasattr(raw, "_fields"):
@@ -101,14 +105,13 @@ def read_outputs(raw: Any, num_classes: int, spec: str) -> Dict[str, Tensor]:
         if not isinstance(value, Tensor):
             raise ModelError(f"teacher factory {spec}: its {name} is a {type(value).__name__}, not a tensor")
     logits = out["logits"]
-    n = logits.shape[0] if logits.dim() else 0
-    expected = {"logits": (2, num_classes), "label_emb": (3, num_classes), "features": (2, None)}
+    fixed = {"N": logits.shape[0] if logits.dim() else 0, "C": num_classes}
     for name, value in out.items():
-        rank, classes = expected[name]
-        if value.dim() != rank or value.shape[0] != n or (classes is not None and value.shape[1] != classes):
-            want = {"logits": f"[N, {num_classes}]", "label_emb": f"[N, {num_classes}, E]", "features": "[N, D]"}[name]
+        dims = MODEL_OUTPUTS[name].dims
+        if value.dim() != len(dims) or any(value.shape[i] != fixed[d] for i, d in enumerate(dims) if d in fixed):
             raise ModelError(
-                f"teacher factory {spec}: {name} has shape {list(value.shape)}, expected {want} "
+                f"teacher factory {spec}: {name} has shape {list(value.shape)}, expected "
+                f"{MODEL_OUTPUTS[name].shape({'C': num_classes})} "
                 f"({num_classes} = the number of class names the factory returned)"
             )
     return out
@@ -133,9 +136,7 @@ class FactoryTeacher(nn.Module):
         if lost:  # the probe saw them: a forward that sometimes omits an output would corrupt a cache
             raise ModelError(f"teacher factory {self.spec}: forward gave no {', '.join(lost)} this time, the first forward did")
         # the Outputs fields a factory model does not give are None (self.outputs names the others)
-        return Outputs(
-            features=cast(Tensor, found.get("features")), label_emb=cast(Tensor, found.get("label_emb")), logits=found["logits"]
-        )
+        return Outputs(**{name: cast(Tensor, found.get(name)) for name in Outputs._fields})
 
     @torch.no_grad()
     def probe(self, img_size: int) -> None:
@@ -154,10 +155,12 @@ class FactoryTeacher(nn.Module):
             ) from None
         finally:
             self.train(was_training)
-        given = {name for name in Outputs._fields if getattr(out, name) is not None}
-        self.outputs = tuple(name for name in Outputs._fields if name in given)
-        self.feature_dim = int(out.features.shape[1]) if out.features is not None else 0
-        self.embed_dim = int(out.label_emb.shape[2]) if out.label_emb is not None else 0
+        self.outputs = tuple(name for name in Outputs._fields if getattr(out, name) is not None)
+        for name in Outputs._fields:  # the size of each axis of SIZE_DIMS (feature_dim, embed_dim), 0 when not given
+            value = getattr(out, name)
+            for i, d in enumerate(MODEL_OUTPUTS[name].dims):
+                if d in SIZE_DIMS:
+                    setattr(self, SIZE_DIMS[d], int(value.shape[i]) if value is not None else 0)
 
 
 def build_factory_teacher(spec: str, img_size: int) -> FactoryTeacher:

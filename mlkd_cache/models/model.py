@@ -58,15 +58,12 @@ _KEY_PREFIXES = ("module.", "backbone.", "model.", "encoder.", "_orig_mod.")
 
 
 class Outputs(NamedTuple):
-    """What a :class:`MultiLabelModel` returns for a batch of ``N`` images.
+    """What a :class:`MultiLabelModel` returns for a batch of ``N`` images: one tensor per entry
+    of :data:`~mlkd_cache.losses.base.MODEL_OUTPUTS`, in its order and of the shape it gives
+    there (``tests/models/test_outputs.py`` checks both)."""
 
-    features: ``[N, D]`` pooled backbone features (timm ``forward_head(pre_logits=True)``).
-    label_emb: ``[N, C, E]`` label-wise embeddings (ML-Decoder output per class query).
-    logits: ``[N, C]`` class logits.
-    """
-
-    features: Tensor
-    label_emb: Tensor
+    features: Tensor  # timm's forward_head(pre_logits=True)
+    label_emb: Tensor  # the ML-Decoder's output per class query
     logits: Tensor
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Dict, FrozenSet
 
 from ..errors import ModelError
-from ..registry import closest
+from ..registry import did_you_mean
 
 #: seed-config name -> timm model name
 SEED_MODELS: Dict[str, str] = {
@@ -61,6 +61,5 @@ def resolve_model_name(name: str) -> str:
     arch = name.split(".", 1)[0]
     if arch in names:
         return name
-    hints = closest(arch, sorted(names | set(SEED_MODELS)), n=5, cutoff=0.6)
-    did_you_mean = f"; did you mean {', '.join(hints)}?" if hints else ""
-    raise ModelError(f"unknown model {name!r}{did_you_mean} (seed names: {seeds}; any timm model name works)")
+    hint = did_you_mean(arch, sorted(names | set(SEED_MODELS)), n=5, cutoff=0.6)
+    raise ModelError(f"unknown model {name!r}{hint}; seed names: {seeds}; any timm model name works")

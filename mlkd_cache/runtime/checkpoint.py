@@ -29,13 +29,14 @@ from torch import Tensor, nn
 from .._version import __version__
 from ..data.transforms import TransformSpec
 from ..device import as_device, place_model
-from ..errors import CheckpointError
+from ..errors import CheckpointError, reason_of
 from ..fileio import atomic_write_bytes, file_sha256
 from ..models.card import LEGACY_ENTRIES, ModelCard, model_from_card
 from ..models.factory import weights_sha256
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CHECKPOINT_SUFFIX",
     "CHECKPOINT_VERSION",
     "save_checkpoint",
     "load_checkpoint",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "mlkd-cache-checkpoint"
+CHECKPOINT_SUFFIX = ".pt"  # what a checkpoint is named (teacher.pt, student.pt); exports: deploy.MODEL_FORMATS
 CHECKPOINT_VERSION = 2  # 2: the model card under "card"; 1: its entries at the top level (still read)
 
 
@@ -61,22 +63,18 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, require: Iterable[str] = ("model",)) -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on CPU)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on CPU); a
+    file that is not one is a :class:`~mlkd_cache.errors.CheckpointError` line (an exported
+    ``.onnx`` or ``.pt2`` file named as such)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):  # torch would explain this with a paragraph on weights_only
-        raise CheckpointError(
-            f"cannot read checkpoint {path} (not a complete zip archive, as torch checkpoints are); "
-            "is it a complete mlkd-cache checkpoint?"
-        )
+        raise _unreadable(path, "not a complete zip archive, as torch checkpoints are")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, ... : one line, no traceback
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({reason[:160]}); is it a complete mlkd-cache checkpoint?"
-        ) from None
+    except Exception as exc:  # truncated zip, foreign pickle, an export, ... : one line, no traceback
+        raise _unreadable(path, reason_of(exc)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an mlkd-cache checkpoint (no '{CHECKPOINT_FORMAT}' tag)")
     if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
@@ -88,6 +86,18 @@ def load_checkpoint(path: Path, require: Iterable[str] = ("model",)) -> Dict[str
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     return ckpt
+
+
+def _unreadable(path: Path, reason: str) -> CheckpointError:
+    """The one line for a file torch cannot read as a checkpoint: an export (ONNX, torch.export)
+    is named as one, by its content (:func:`~mlkd_cache.runtime.deploy.exported_file_error`);
+    anything else with ``reason``, torch's own."""
+    from .deploy import exported_file_error  # deploy imports this module: imported when first needed
+
+    exported = exported_file_error(path)
+    if exported is not None:
+        return exported
+    return CheckpointError(f"cannot read checkpoint {path} ({reason}); is it a complete mlkd-cache checkpoint?")
 
 
 def save_model(path: Path, card: ModelCard, weights: Mapping[str, Tensor], **entries: Any) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -46,17 +46,15 @@ def ensemble_term(teacher: str, term: str) -> str:
     return f"{teacher}/{term}"
 
 
-class EnsembleBatch(NamedTuple):
-    """A batch of :class:`~mlkd_cache.data.views.ViewItem` fields plus, per teacher, the cached
-    targets of exactly its (sample, view) pairs (``cached[k]``: ``TargetCache.get`` of cache k)."""
+_EnsembleBatchFields: Any = ViewItem.with_targets("EnsembleBatch", __name__)
 
-    image: Tensor  # [N, 3, H, W]
-    labels: Tensor  # float32 [N, C]
-    sample: Tensor  # int64 [N]
-    view: Tensor  # int64 [N]
-    fingerprint: Tensor  # int64 [N], 0 = not fingerprinted this epoch
-    epoch: Tensor  # int64 [N]
-    epoch_from_index: Tensor  # bool [N]
+
+class EnsembleBatch(_EnsembleBatchFields):
+    """A named tuple: the fields of a batch of :class:`~mlkd_cache.data.views.ViewItem`, then
+    ``cached``, per teacher, the cached targets of exactly its (sample, view) pairs
+    (``cached[k]``: ``TargetCache.get`` of cache k)."""
+
+    __slots__ = ()
     cached: Sequence[Dict[str, Tensor]]  # one TargetCache.get(sample, view) per teacher
 
     def member(self, k: int) -> CachedBatch:

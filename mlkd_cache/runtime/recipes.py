@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 from ..config import Config
-from .targets import outputs_needed
 
 _MLD = dict(name="MLD", para=dict())
 
@@ -31,6 +30,7 @@ class Recipe:
 
 
 NO_KD = "no-kd"  # the baseline recipe: every KD recipe is measured against it
+DEMO_CONFIG = "digits/resnet10t_to_test_resnet_l2d.py"  # the config `mlkd-cache demo` runs unless told otherwise
 
 RECIPES: Dict[str, Recipe] = {
     NO_KD: Recipe("BCE (no KD)", None),
@@ -58,5 +58,7 @@ def recipe_fields(cfg: Config) -> Union[str, Tuple[str, ...]]:
     distiller's); an explicit list as given."""
     if cfg.cache["fields"] != "auto":
         return tuple(cfg.cache["fields"])
+    from .targets import outputs_needed  # imported here: the CLI reads this module's names without torch
+
     needed = {o for name, r in RECIPES.items() if r.distils for o in outputs_needed(student_config(cfg, name).criterion_t2s_para)}
     return tuple(sorted(needed))

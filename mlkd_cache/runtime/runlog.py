@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..errors import MissingDependencyError
+from ..errors import require_module
 from ..fileio import append_text, atomic_write_bytes
-from ..models.card import ROLES
 
 __all__ = ["RunFiles", "MetricsLog", "StepLog", "TensorBoardLog", "require_tensorboard"]
-
-TENSORBOARD_HINT = "TensorBoard logs (--tensorboard) need the tensorboard package: pip install 'mlkd-cache[tensorboard]'"
 
 
 @dataclass(frozen=True)
@@ -30,6 +27,8 @@ class RunFiles:
     role: Optional[str] = None  # "teacher" or "student" (ROLES): the final checkpoint is OUT/<role>.pt
 
     def __post_init__(self) -> None:
+        from ..models.card import ROLES  # imported here: run folders are named without torch
+
         if self.role is not None and self.role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
         object.__setattr__(self, "out", Path(self.out))
@@ -113,13 +112,11 @@ class StepLog(MetricsLog):
 
 
 def require_tensorboard() -> Any:
-    """torch's ``SummaryWriter`` class, or :class:`MissingDependencyError` with the install line
-    (imported here only: a run without ``tensorboard`` never imports the package)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise MissingDependencyError(TENSORBOARD_HINT) from None
-    return SummaryWriter
+    """torch's ``SummaryWriter`` class, or :class:`~mlkd_cache.errors.MissingDependencyError` with
+    the install line (imported here only: a run without ``tensorboard`` never imports the package)."""
+    return require_module(
+        "torch.utils.tensorboard", "writing TensorBoard logs (--tensorboard)", package="tensorboard"
+    ).SummaryWriter
 
 
 class TensorBoardLog:

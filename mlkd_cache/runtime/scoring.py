@@ -17,12 +17,12 @@ from ..data import dataset_from_config
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, eval_inputs
 from ..device import amp_enabled, autocast_for
-from ..distributed import DistInfo, agree, all_gather_cat, broadcast_object, init_distributed, same_on_every_rank
+from ..distributed import DistInfo, agree, all_gather_cat, broadcast_object, init_distributed
 from ..errors import CheckpointError, DataError
 from ..metrics import average_precision, evaluate_logits, sigmoid
 from ..thresholds import DEFAULT_OBJECTIVE, tune_thresholds
 from .checkpoint import LoadedModel, load_model
-from .ranks import check_same_split
+from .ranks import check_same_split, load_on_every_rank
 
 log = logging.getLogger("mlkd_cache")
 
@@ -46,6 +46,14 @@ def eval_loader(dataset: ViewDataset, batch_size: int, workers: int, info: DistI
     )
 
 
+def forward(model: nn.Module, pixels: torch.Tensor, spec: TransformSpec, device: torch.device, amp: bool) -> Any:
+    """``model``'s :class:`~mlkd_cache.models.Outputs` of uint8 ``pixels`` ``[N, 3, S, S]``,
+    made its input on ``device`` by ``spec`` (:func:`model_input`), under AMP when ``amp``:
+    how every command runs a model on a batch of eval inputs."""
+    with autocast_for(device, amp):
+        return model(model_input(pixels, spec, device))
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, loader: DataLoader, info: DistInfo, amp: bool, total: int, spec: TransformSpec
@@ -56,9 +64,7 @@ def predict(
     model.eval()
     logits, labels, indices = [], [], []
     for batch in loader:  # ViewItem batches
-        image, label, index = model_input(batch.image, spec, info.device), batch.labels, batch.sample
-        with autocast_for(info.device, amp):
-            out = model(image)
+        out, label, index = forward(model, batch.image, spec, info.device, amp), batch.labels, batch.sample
         logits.append(out.logits.float())
         labels.append(label.to(info.device))
         indices.append(index.to(info.device))
@@ -93,11 +99,7 @@ def load_model_on_ranks(checkpoint: Path, info: DistInfo) -> LoadedModel:
     """:func:`~mlkd_cache.runtime.checkpoint.load_model` on every rank, each from its own
     storage, onto its device: a rank that cannot stops every rank, and every rank must read the
     same file (sha256, compared under torchrun only)."""
-    loaded = agree(info, lambda: load_model(checkpoint, info.device))
-    same_on_every_rank(
-        lambda: loaded.sha256, info, f"checkpoint {checkpoint} (sha256)", "give every node the same checkpoint file"
-    )
-    return loaded
+    return load_on_every_rank(lambda: load_model(checkpoint, info.device), f"checkpoint {checkpoint}", info)
 
 
 def score(
@@ -144,9 +146,6 @@ def score(
         "per_class_ap": {name: float(v * 100.0) for name, v in zip(dataset.class_names, ap)},
         "is_main": info.is_main,
     }
-
-
-TUNING_SPLIT = "val"  # the split thresholds are tuned on unless told otherwise
 
 
 def tune_model(

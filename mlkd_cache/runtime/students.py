@@ -22,8 +22,9 @@ from ..errors import CacheMismatchError, CheckpointError, ConfigError, MlkdError
 from ..losses.base import KDBatch
 from ..losses.distiller import Distiller
 from ..models.card import ModelCard
+from ..thresholds import TUNING_SPLIT
 from .ensemble import EnsembleTargets, describe, ensemble_term, teacher_names
-from .scoring import TUNING_SPLIT, tune_model
+from .scoring import tune_model
 from .targets import (
     FRESH,
     Batch,

@@ -31,13 +31,14 @@ from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.reader import TargetCache, check_fits, open_cache
 from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_replay
 from ..config import Config
-from ..data.transforms import TransformSpec, model_input
+from ..data.transforms import TransformSpec
 from ..data.views import PairViews, ViewDataset, ViewItem, view_pairs
 from ..device import autocast_for, place_model
 from ..distributed import DistInfo, agree, all_gather_objects, broadcast_object, init_distributed, same_on_every_rank
 from ..errors import CacheCorruptError, CacheMismatchError, ConfigError
 from ..losses.base import SLOT_TEACHER_OUTPUT, losses_by_slot
 from ..losses.distiller import plan
+from .scoring import forward
 from .teachers import TeacherSpec, check_teacher_fits, open_teacher_on_ranks
 
 FRESH = "fresh"  # how records name "a fresh view every epoch" (model card, results, resume checks)
@@ -302,9 +303,8 @@ class LiveTeacher:
         loader = DataLoader(PairViews(view_data, pairs), batch_size=batch_size, num_workers=workers)
         with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG
             for batch in loader:  # ViewItem batches of (sample, view) pairs
-                image, labels = model_input(batch.image, view_data.spec, device), batch.labels
-                with autocast_for(device, self.amp):
-                    emb = self.model(image).label_emb.float()
+                labels = batch.labels
+                emb = forward(self.model, batch.image, view_data.spec, device, self.amp).label_emb.float()
                 sample, cls = labels.to(device).nonzero(as_tuple=True)
                 acc.add(emb[sample, cls], cls)
         if info.enabled:

@@ -9,12 +9,13 @@ from typing import Any, Union
 
 from ..config import Config
 from ..data.transforms import TransformSpec
-from ..distributed import DistInfo, agree, same_on_every_rank
+from ..distributed import DistInfo
 from ..errors import CacheMismatchError
 from ..models.card import ModelCard
 from ..models.factory import build_factory_teacher, is_factory_spec
 from ..models.model import feature_dim_of
 from .checkpoint import LoadedModel, load_model
+from .ranks import load_on_every_rank
 
 __all__ = ["TeacherSpec", "open_teacher", "open_teacher_on_ranks", "check_teacher_fits", "planned_card", "load_teacher"]
 
@@ -35,9 +36,7 @@ def open_teacher(teacher: TeacherSpec, cfg: Config) -> LoadedModel:
 def open_teacher_on_ranks(teacher: TeacherSpec, cfg: Config, info: DistInfo) -> LoadedModel:
     """:func:`open_teacher` on every rank of a run, each from its own storage: a rank that cannot
     open it stops every rank (naming it), and every rank must read the same teacher (sha256)."""
-    loaded = agree(info, lambda: open_teacher(teacher, cfg))
-    same_on_every_rank(lambda: loaded.sha256, info, f"teacher {teacher} (sha256)", "give every node the same teacher file")
-    return loaded
+    return load_on_every_rank(lambda: open_teacher(teacher, cfg), f"teacher {teacher}", info)
 
 
 def check_teacher_fits(cfg: Config, card: ModelCard, dataset: Any, transform: TransformSpec, teacher: str) -> None:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .._version import __version__
-from ..config import FIELDS, Config
+from ..config import Config
 from ..data import check_eval_split, dataset_from_config
 from ..data.sampler import EpochSampler
 from ..data.transforms import TransformSpec, model_input
@@ -33,43 +33,26 @@ from ..distributed import (
     average_gradients,
     bar_disabled,
     barrier,
-    broadcast_object,
     init_distributed,
     mean_over_ranks,
     sync_buffers,
 )
-from ..errors import CheckpointError, ConfigError, MlkdError
+from ..errors import ConfigError, MlkdError
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
 from ..models import build_model, resolve_model_name
 from ..models.card import ROLES as CARD_ROLES
 from ..models.card import ModelCard
-from .checkpoint import load_checkpoint, read_card, save_model
+from .checkpoint import read_card, save_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
 from .ranks import check_same_config, check_same_split
+from .resume import RESUME_KEYS, check_config_kept, check_global_batch, check_out_dir, prepare_out_dir, read_resume_checkpoint
 from .runlog import MetricsLog, RunFiles, StepLog, TensorBoardLog, require_tensorboard
 from .scoring import Scored, evaluate_model
 
 log = logging.getLogger("mlkd_cache")
 
 ROLES = dict(zip(("t", "s"), CARD_ROLES))  # a config's role letter (model_t, lr_s, ...) -> the card's role
-
-# Config keys that must be the same when a run is resumed (the rest may change: data_root,
-# workers, eval_every, stop_epoch_*). batch_size may change with the number of processes as long
-# as the global batch (batch_size x processes) stays: a torchrun run can resume in 1 process.
-RESUME_KEYS = (
-    "dataset",
-    "dataset_para",
-    "eval_split",
-    "img_size",
-    "embed_dim",
-    "seed",
-    "transform",
-    "optimizer",
-    "weight_decay",
-    "pct_start",
-    "asl_para",
-)
 
 
 class Trainer:
@@ -103,7 +86,7 @@ class Trainer:
             require_tensorboard()
         self.info: DistInfo = init_distributed()
         check_same_config(cfg, self.info)
-        self._check_out_dir()
+        check_out_dir(self.files, resume, self.info)
 
         agree(self.info, self._build_data)  # a node that cannot read its data stops every node alike
         check_same_split(self.train_data, f"{cfg.dataset} train split", self.info)
@@ -111,7 +94,7 @@ class Trainer:
         self._build_loader()
         agree(self.info, self._build_model)  # a node without the --pretrained file stops every node
         self._build_optimisation()
-        self._prepare_out_dir()
+        prepare_out_dir(self.files, self.info)
         self._open_logs()
 
     # ---------------------------------------------------------------- construction, in order
@@ -250,41 +233,6 @@ class Trainer:
         return {}
 
     # ---------------------------------------------------------------- checkpoints
-    def _check_out_dir(self) -> None:
-        """Rank 0 judges the output folder (only rank 0 writes there, and only its disk need hold
-        it); its refusal stops every rank alike."""
-        agree(self.info, self._judge_out_dir if self.info.is_main else lambda: None)
-
-    def _judge_out_dir(self) -> None:
-        out = self.files.out
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} exists and is not a folder")
-        existing = [p.name for p in (self.files.checkpoint, self.files.final) if p.exists()]
-        if existing and not self.resume:
-            raise ConfigError(
-                f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or choose another --out"
-            )
-        if self.resume and not self.files.checkpoint.exists():
-            raise CheckpointError(f"--resume: no {self.files.checkpoint} to resume from; drop --resume to start")
-
-    def _prepare_out_dir(self) -> None:
-        """Rank 0 creates ``out`` and proves it writable (every rank fails alike when it is not);
-        runs after every input check passed, so a bad input leaves nothing behind."""
-        out = self.files.out
-
-        def prepare() -> None:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                probe = out / ".write-test"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as exc:
-                raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose another folder") from None
-
-        agree(self.info, prepare if self.info.is_main else lambda: None)
-        if self.info.enabled and self.info.is_main:  # which machine holds the outputs (a node-local --out)
-            log.info("%s writes the run's files to %s", self.info.where, out)
-
     def card(self) -> ModelCard:
         """Everything a later stage needs to rebuild this model and its inputs."""
         return ModelCard.of(self.model, ROLES[self.role], self.class_names, self.spec, self.cfg.to_dict(), self.provenance())
@@ -310,32 +258,14 @@ class Trainer:
         save_model(path, card or self.card(), self.model.state_dict(), epoch=epochs_done, metrics=self.last_metrics, **state)
 
     def _load_resume_state(self) -> None:
-        """Rank 0 reads the checkpoint (onto the CPU, so NCCL sends no CUDA tensor) and sends it
-        to every rank: only its disk need hold it."""
-        ckpt = broadcast_object(
-            agree(
-                self.info,
-                lambda: (
-                    load_checkpoint(self.files.checkpoint, require=("model", "optimizer", "scheduler", "epoch"))
-                    if self.info.is_main
-                    else None
-                ),
-            ),
-            self.info,
-        )
+        """The training state of the run's checkpoint, after the checks that it belongs to this run
+        (:mod:`~mlkd_cache.runtime.resume`: config keys, global batch, planned steps; then the
+        stage's own :meth:`check_resume`)."""
+        ckpt = read_resume_checkpoint(self.files, self.info)
         card = read_card(ckpt, self.files.checkpoint)
         old = card.config
-        now = self.cfg.to_dict()
-        changed = [
-            k for k in self.resume_keys() if old.get(k, FIELDS[k].default) != now[k]
-        ]  # a key newer than the checkpoint: its default
-        if changed:
-            detail = ", ".join(f"{k}: {old.get(k, FIELDS[k].default)!r} -> {now[k]!r}" for k in changed[:3])
-            raise CheckpointError(
-                f"cannot resume {self.files.checkpoint}: the config changed ({detail}); "
-                f"restore those values or start a new run in another --out"
-            )
-        self._check_global_batch(ckpt, old)
+        check_config_kept(self.files, old, self.cfg.to_dict(), self.resume_keys())
+        check_global_batch(self.files, ckpt, old, self.cfg.batch_size, self.info.world_size, self.scheduler.total_steps)
         self.check_resume(card)
         self.model.load_state_dict(ckpt["model"])
         for module, state in zip(self.extra_modules, ckpt.get("extra_modules", [])):
@@ -352,29 +282,6 @@ class Trainer:
             if self.files.steps.exists():
                 self.step_log.truncate_to(self.start_epoch)
         log.info("resumed %s after epoch %d", self.files.checkpoint, self.start_epoch)
-
-    def _check_global_batch(self, ckpt: Dict[str, Any], old: Dict[str, Any]) -> None:
-        """The global batch and so the steps per epoch (the schedule) must stay; how it is split
-        over processes may change (each global batch holds the same samples either way).
-        ``old``: the checkpoint's config."""
-        old_batch, old_world = int(old["batch_size"]), int(ckpt.get("world_size", 1))
-        batch, world = self.cfg.batch_size, self.info.world_size
-        if old_batch * old_world != batch * world:
-            hint = (
-                f"--batch-size {old_batch * old_world // world}"
-                if (old_batch * old_world) % world == 0
-                else f"{old_world} process(es) with --batch-size {old_batch}"
-            )
-            raise CheckpointError(
-                f"cannot resume {self.files.checkpoint}: its global batch was {old_batch} x {old_world} process(es), "
-                f"this run has {batch} x {world}; use {hint}"
-            )
-        planned = int(ckpt["scheduler"].get("total_steps", self.scheduler.total_steps))
-        if planned != self.scheduler.total_steps:
-            raise CheckpointError(
-                f"cannot resume {self.files.checkpoint}: it planned {planned} steps, this run {self.scheduler.total_steps}; "
-                f"restore the dataset and epochs it was started with"
-            )
 
     # ---------------------------------------------------------------- loop
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:

@@ -11,6 +11,7 @@ import torch
 from ..conftest import REPO
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: make gpu-check runs for real")
 def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
     proc = subprocess.run(

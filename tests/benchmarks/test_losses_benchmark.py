@@ -8,11 +8,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from ..conftest import REPO, shared_data
 
 
+@pytest.mark.slow
 def test_one_batch_reports_speed_memory_and_stamp():
     shared_data("coco2014_val_anno.json")
     proc = subprocess.run(

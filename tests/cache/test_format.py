@@ -22,7 +22,10 @@ CLASSES = ("airplane", "apple", "backpack", "banana", "bear", "bed")
 
 
 def make_spec(labels: np.ndarray, **overrides) -> CacheSpec:
-    """A small spec for ``labels`` (uint8 [N, C]); every field can be overridden."""
+    """A small spec for ``labels`` (uint8 [N, C]) holding every teacher output; every field can
+    be overridden."""
+    from mlkd_cache.cache.format import TEACHER_OUTPUTS
+
     n, c = labels.shape
     fields = dict(
         num_samples=n,
@@ -44,6 +47,7 @@ def make_spec(labels: np.ndarray, **overrides) -> CacheSpec:
         teacher_arch="tresnet_l",
         teacher_sha256="ab" * 32,
         labels_sha256=labels_digest(labels),
+        outputs=TEACHER_OUTPUTS,
     )
     fields.update(overrides)
     return CacheSpec(**fields)
@@ -219,7 +223,7 @@ def test_the_schema_names_real_config_choices_outputs_and_kd_fields():
     spec = make_spec(np.eye(4, dtype=np.uint8)[:3])  # 3 samples, 4 classes, 3 positives
     for embedding, emb_shape in (("positive", (3, 3, 5)), ("dense", (3, 3, 4, 5))):
         shapes = dataset_shapes(dataclasses.replace(spec, embedding=embedding), 3, 3)
-        assert list(shapes)[: 2 + len(VIEW_FIELDS)] == ["keys", "labels", *(f.name for f in VIEW_FIELDS)]
+        assert list(shapes)[: 2 + len(spec.view_fields)] == ["keys", "labels", *(f.name for f in spec.view_fields)]
         assert shapes["logits"] == ((3, 3, 4), 4) and shapes["features"] == ((3, 3, 8), 4) and shapes["view_seed"] == ((3, 3), 8)
         assert shapes["emb"][0] == emb_shape
 
@@ -250,12 +254,12 @@ def test_a_cache_of_some_teacher_outputs(labels, tmp_path):
     from mlkd_cache.models import Outputs
 
     assert TEACHER_OUTPUTS == Outputs._fields  # one order of the names, the model's
-    full = make_spec(labels)
-    assert "outputs" not in full.to_attrs() and "outputs" not in full.to_dict() and full.absent == ()
+    full = make_spec(labels, outputs=("features", "label_emb", "logits"))  # every output of format 2
+    assert "outputs" not in full.to_attrs() and "outputs" not in full.to_dict() and full.format_version == 2
     logits = make_spec(labels, feature_dim=0, embed_dim=0, outputs=["logits"])
     attrs = logits.to_attrs()
-    assert attrs["format_version"] == 3 == FORMAT_VERSION - 1 and attrs["outputs"] == '["logits"]'
-    assert logits.absent == ("features", "label_emb") and not logits.has_embeddings
+    assert attrs["format_version"] == 3 and attrs["outputs"] == '["logits"]'
+    assert logits.absent[:2] == ("features", "label_emb") and not logits.has_embeddings
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f.attrs.update(attrs)
     with h5py.File(tmp_path / "a.h5", "r") as f:
@@ -274,7 +278,7 @@ def test_a_cache_of_some_teacher_outputs(labels, tmp_path):
     "override, match",
     [
         ({"outputs": ("features", "label_emb")}, "must hold logits"),
-        ({"outputs": ("logits", "attention")}, "must hold logits and only"),
+        ({"outputs": ("logits", "saliency")}, "must hold logits and only"),
         ({"outputs": ("logits",)}, "feature_dim 8 does not fit outputs"),  # sizes of absent outputs are 0
         ({"feature_dim": 0}, "feature_dim 0 does not fit outputs"),
         ({"outputs": ("logits", "features"), "embed_dim": 5}, "embed_dim 5 does not fit"),
@@ -299,3 +303,128 @@ def test_compact_precisions_are_format_4_with_scales_for_int8(dtype, version):
     assert shapes["logits"][1] == (4 if dtype == "float32" else 2)
     scales = {k: v for k, v in shapes.items() if k.endswith("_scale")}
     assert scales == ({"features_scale": ((10, V), 4), "emb_scale": ((P, V), 4)} if dtype == "int8" else {})
+
+
+# -- the tables keyed by field, output or version derive from the schema ---------------------------
+
+
+def every_kind_of_spec(labels):
+    """A spec of every precision, embedding layout, image store and set of stored outputs."""
+    import itertools
+
+    from mlkd_cache.cache.format import OUTPUT_SIZES, TEACHER_OUTPUTS
+    from mlkd_cache.config import CACHE_DTYPES, EMBEDDING_LAYOUTS, IMAGE_STORES
+
+    optional = [o for o in TEACHER_OUTPUTS if o != "logits"]
+    for dtype, embedding, images, count in itertools.product(
+        CACHE_DTYPES, EMBEDDING_LAYOUTS, IMAGE_STORES, range(len(optional) + 1)
+    ):
+        for kept in itertools.combinations(optional, count):
+            outputs = ("logits", *kept)
+            sizes = {size: (7 if output in outputs else 0) for output, size in OUTPUT_SIZES.items()}
+            quality = 90 if images == "jpeg" else 0
+            yield make_spec(
+                labels, dtype=dtype, embedding=embedding, images=images, jpeg_quality=quality, outputs=outputs, **sizes
+            )
+
+
+def test_every_dataset_of_every_cache_has_a_plan_part_and_every_output_a_size(labels):
+    """``--dry-run`` counts each dataset a cache can hold under a part (a dataset without one was
+    a KeyError there), each stored output under its own name; each output's size is a spec
+    attribute that is 0 exactly when the output is absent."""
+    from mlkd_cache.cache.format import OUTPUT_SIZES, OUTPUT_WORDS, PLAN_PARTS, TEACHER_OUTPUTS, image_shapes
+    from mlkd_cache.losses.base import MODEL_OUTPUTS, SIZE_DIMS
+    from mlkd_cache.models.card import ModelCard
+
+    assert set(OUTPUT_WORDS) == set(MODEL_OUTPUTS) == set(TEACHER_OUTPUTS)
+    int_fields = {f.name for f in dataclasses.fields(CacheSpec) if f.type == "int"}
+    card_fields = {f.name for f in dataclasses.fields(ModelCard)}
+    for output in TEACHER_OUTPUTS:
+        own = [d for d in MODEL_OUTPUTS[output].dims if d in SIZE_DIMS]
+        assert [OUTPUT_SIZES.get(output)] == ([SIZE_DIMS[d] for d in own] or [None]), output  # one size, or none
+        assert {SIZE_DIMS[d] for d in own} <= int_fields & card_fields, output
+    specs = list(every_kind_of_spec(labels))
+    assert len(specs) == 4 * 2 * 3 * 2 ** (len(TEACHER_OUTPUTS) - 1)  # dtypes, layouts, stores, sets of outputs
+    for spec in specs:
+        shard = labels[:20]
+        targets = set(dataset_shapes(spec, 20, int(shard.sum()))) - set(image_shapes(spec, 20))
+        assert targets <= set(PLAN_PARTS), (spec.dtype, spec.embedding, spec.outputs)
+        plan = spec.plan(labels)
+        parts = plan["bytes_per_view_by_part"]
+        assert set(parts) == {*spec.outputs, "seeds/fingerprints", "keys/labels"}
+        assert sum(parts.values()) == pytest.approx(plan["bytes_per_view"])
+        for output, size in OUTPUT_SIZES.items():
+            assert (getattr(spec, size) > 0) == (output in spec.outputs)
+
+
+def test_a_new_view_field_is_planned_from_its_view_fields_entry_alone(labels, monkeypatch):
+    """The recipe of a new cache field: one VIEW_FIELDS entry, and ``--dry-run`` plans it (its
+    bytes under its teacher output, an int8 cache's scales too, or with the seeds when no
+    output fills it) with no other table to extend."""
+    import mlkd_cache.cache.format as fmt
+
+    extra = (
+        fmt.ViewField("crop_box", ("num_classes",), "uint64"),  # from the data, as view_seed
+        fmt.ViewField("features_var", ("feature_dim",), None, output="features", coded=True),
+    )
+    monkeypatch.setattr(fmt, "VIEW_FIELDS", (*fmt.VIEW_FIELDS, *extra))
+    for dtype in ("float16", "int8"):
+        spec = make_spec(labels, dtype=dtype)
+        plan = spec.plan(labels)
+        n, V, C, D = spec.num_samples, spec.views, spec.num_classes, spec.feature_dim
+        s = spec.storage_dtype.itemsize
+        assert plan["bytes_per_view_by_part"]["seeds/fingerprints"] * n * V == 2 * n * V * 8 + n * V * C * 8
+        features = 2 * n * V * D * s + (2 * n * V * 4 if dtype == "int8" else 0)  # both fields, their scales in int8
+        assert plan["bytes_per_view_by_part"]["features"] * n * V == features
+    parts = fmt.plan_parts()
+    assert parts["crop_box"] == "seeds/fingerprints" and parts["features_var"] == parts["features_var_scale"] == "features"
+    assert list(dict.fromkeys(parts.values())) == list(dict.fromkeys(fmt.PLAN_PARTS.values()))  # the printed order
+
+
+def test_format_versions_are_one_table(labels):
+    """Every format version from 1 up holds what its fingerprints hash (what a reader passes to
+    ViewDataset), FORMAT_VERSION is the newest, and every version from 2 up is the one some cache
+    is written at (a version nothing needs would never be written)."""
+    from mlkd_cache.cache.format import FORMATS
+    from mlkd_cache.data.views import FINGERPRINT_INPUTS
+
+    assert list(FORMATS) == list(range(1, FORMAT_VERSION + 1))
+    assert all(f.fingerprint_input in FINGERPRINT_INPUTS for f in FORMATS.values())
+    assert FORMATS[1].fingerprint_input == "float32" and FORMATS[1].needed_by is None  # read only
+    written = {spec.format_version for spec in every_kind_of_spec(labels)}
+    assert written == set(range(2, FORMAT_VERSION + 1))
+    with pytest.raises(ValueError, match="fingerprint_input must be one of uint8, float32"):
+        type(FORMATS[2])("float64", None)
+
+
+def test_a_new_format_version_is_written_and_read_from_its_entry_alone(labels, monkeypatch):
+    """The recipe of a new format: one FORMATS entry saying which caches need it; the caches
+    that do are written at it, and a reader knows what their fingerprints hash."""
+    import mlkd_cache.cache.format as fmt
+    from mlkd_cache.cache.reader import TargetCache
+
+    newer = FORMAT_VERSION + 1
+    monkeypatch.setitem(fmt.FORMATS, newer, fmt.FormatVersion("uint8", lambda spec: spec.views == 7))
+    assert make_spec(labels, views=7).format_version == newer and make_spec(labels, views=7).to_attrs()["format_version"] == newer
+    assert make_spec(labels).format_version < newer
+    reader = TargetCache.__new__(TargetCache)  # what a cache of each version says its fingerprints hash
+    for version, entry in fmt.FORMATS.items():
+        reader.format_version = version
+        assert reader.fingerprint_of == entry.fingerprint_input
+
+
+def test_a_new_teacher_output_leaves_the_caches_of_the_others_as_they_were(labels, monkeypatch):
+    """A cache that does not record its outputs holds format 2's three, whatever the model gives
+    now: once a new output exists, a cache of the three still leaves ``outputs`` out and stays
+    format 2 (and an older cache still reads as the three), while one holding the new output
+    records it."""
+    import mlkd_cache.cache.format as fmt
+
+    three = ("features", "label_emb", "logits")
+    monkeypatch.setattr(fmt, "TEACHER_OUTPUTS", (*three, "saliency"))
+    old = make_spec(labels, outputs=three)
+    assert old.absent == ("saliency",) and "outputs" not in old.to_attrs() and old.format_version == 2
+    assert CacheSpec.from_dict(old.to_dict()).outputs == three
+    new = make_spec(labels, outputs=(*three, "saliency"))
+    assert new.absent == () and new.to_dict()["outputs"] == [*three, "saliency"] and new.format_version == 3
+    assert CacheSpec.from_dict(new.to_dict()) == new

@@ -12,6 +12,7 @@ from mlkd_cache.runtime.checkpoint import load_checkpoint
 from tests.conftest import assert_one_line_error, run_cli_in_process, tiny_config
 
 
+@pytest.mark.slow
 def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
     cfg = tiny_config(tmp_path, cache="dict(views=2)", max_epoch_t="1", max_epoch_s="1")
     out = tmp_path / "demo"
@@ -49,6 +50,7 @@ def test_demo_runs_three_stages_prints_table_and_reuses(tmp_path):
     assert [line[:-9] for line in same] == [line[:-9] for line in table]  # metrics identical, times aside
 
 
+@pytest.mark.slow  # run_cli_in_process('demo', ...): tests/test_markers.py counts it heavy
 def test_demo_rejects_unknown_recipe(tmp_path):
     proc = run_cli_in_process(["demo", "-o", str(tmp_path / "d"), "--students", "no-kd,l3d"])
     assert_one_line_error(proc, r"--students.*'l3d'.*no-kd, mld, l2d, mpscd")

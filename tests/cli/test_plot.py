@@ -23,6 +23,9 @@ from ..conftest import assert_one_line_error, tiny_config
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIXELS = (round(plot.FIGSIZE[1] * plot.DPI), round(plot.FIGSIZE[0] * plot.DPI))  # rows, columns
 
+# most tests use `runs`, which trains two teachers (the rule: tests/test_markers.py)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Tuple[Path, Path]:

@@ -359,6 +359,18 @@ def test_dry_run_cli_without_data_root_names_its_numbers():
     assert lines[-1].startswith("  from       COCO 2014 train as in L2D's train_anno.json: 82,081 images")
 
 
+@pytest.mark.parametrize("train_size, measured", [(20, 20), (96, 32)])
+def test_dry_run_prints_how_many_images_its_jpeg_estimate_measured(tmp_path, train_size, measured):
+    """The JPEG size is the mean of 32 images of the split, or of every image of a smaller one;
+    the plan records the count and the command prints that count."""
+    cfg_path = tiny_config(tmp_path, dataset_para=f"dict(train_size={train_size}, test_size=8)")
+    plan = dump.plan(load_config(cfg_path))["plan"]
+    assert plan["jpeg_images"] == measured and plan["jpeg_bytes_per_image"] > 0
+    proc = run_cli_in_process(["dump-targets", "-c", str(cfg_path), "--dry-run"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"/image, measured on {measured} images); this dump stores none" in proc.stdout
+
+
 def test_a_rerun_repairs_a_stored_eval_split_and_keeps_the_shards(tmp_path, trained):
     """A dump with an image store, its manifest gone (a kill before the end), one eval part
     missing and another damaged: the rerun keeps every shard, rewrites those two parts, and the
@@ -426,9 +438,9 @@ def test_cache_fields_auto_stores_what_the_distiller_reads_and_a_student_needing
     args = ["dump-targets", "-c", str(cfg_path), "--teacher", str(teacher_pt), "-o", str(tmp_path / "bad"), *small]
     assert_one_line_error(
         run_cli_in_process([*args, "--set", "cache.fields=['logits', 'embeddings']"]),
-        r"cache.fields names 'embeddings'; choose among features, label_emb, logits",
+        r"config key 'cache.fields' names 'embeddings'.*, not a teacher output; choose among features, label_emb, logits",
     )
-    assert_one_line_error(run_cli_in_process([*args, "--set", "cache.fields=['label_emb']"]), r"cache.fields must hold logits")
+    assert_one_line_error(run_cli_in_process([*args, "--set", "cache.fields=['label_emb']"]), r"'cache.fields' must hold logits")
     assert not (tmp_path / "bad").exists()
 
 

@@ -17,7 +17,6 @@ import torch
 
 from mlkd_cache._version import __version__
 from mlkd_cache.cli.common import human_size
-from mlkd_cache.commands import export as export_mod
 from mlkd_cache.commands.export import CHECK_BATCHES, TOLERANCE, check_pixels, export, format_of
 from mlkd_cache.config import Config, load_config
 from mlkd_cache.data import dataset_from_config
@@ -29,6 +28,7 @@ from mlkd_cache.fileio import file_sha256
 from mlkd_cache.metrics import sigmoid
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import ModelCard
+from mlkd_cache.runtime import deploy
 from mlkd_cache.runtime.checkpoint import load_model, save_model
 from mlkd_cache.runtime.deploy import KEY_CARD, METADATA_KEYS, card_from_metadata, export_metadata, load_onnx
 
@@ -196,7 +196,7 @@ def test_pt2_export_reloads_with_torch_export_load(checkpoints, tmp_path):
         np.testing.assert_allclose(p.numpy(), sigmoid(z.numpy()), rtol=0, atol=SIGMOID_ATOL)
 
 
-class _Perturbed(export_mod.PixelModel):
+class _Perturbed(deploy.PixelModel):
     """An exported graph that is wrong by 1e-2 in every logit (far above 2^-12 x its scale ~ 2)."""
 
     def forward(self, pixels):
@@ -208,7 +208,7 @@ class _Perturbed(export_mod.PixelModel):
 def test_a_failed_check_is_one_line_and_writes_nothing(checkpoints, tmp_path, monkeypatch):
     """An export that disagrees with the PyTorch model beyond the tolerance: one line naming the
     batch and the delta, exit 2, and nothing at -o, no temporary file beside it."""
-    monkeypatch.setattr(export_mod, "PixelModel", _Perturbed)
+    monkeypatch.setattr(deploy, "PixelModel", _Perturbed)
     out_dir = tmp_path / "deploy"
     out_dir.mkdir()
     proc = run_cli_in_process(["export", str(checkpoints["digits"]), "-o", str(out_dir / "student.onnx")])
@@ -261,12 +261,22 @@ def test_cli_prints_the_file_its_input_and_the_check_and_takes_an_opset(checkpoi
     assert sorted(tmp_path.iterdir()) == [out]
 
 
-def test_an_existing_out_is_refused(checkpoints, tmp_path):
-    out = tmp_path / "student.onnx"
+def test_an_existing_out_is_refused_unless_overwrite_and_its_folder_is_made(checkpoints, tmp_path):
+    """predict's rule: -o onto an existing file is one line naming --overwrite (the file
+    untouched), --overwrite replaces it; a folder that does not exist yet is made."""
+    out = tmp_path / "student.pt2"
     out.write_bytes(b"keep me")
     proc = run_cli_in_process(["export", str(checkpoints["digits"]), "-o", str(out)])
-    assert_one_line_error(proc, "student.onnx exists; delete it or choose another file")
+    assert_one_line_error(proc, r"-o .*student\.pt2 exists; delete it, choose another file or pass --overwrite$")
     assert out.read_bytes() == b"keep me"
+    proc = run_cli_in_process(["export", str(checkpoints["digits"]), "-o", str(out), "--overwrite", "--no-check"])
+    assert proc.returncode == 0, proc.stderr
+    from mlkd_cache.runtime.deploy import load_export
+
+    assert load_export(out).card == load_model(checkpoints["digits"]).card
+    deeper = tmp_path / "new" / "deeper" / "student.pt2"
+    assert export(checkpoints["digits"], deeper, check=False)["path"] == str(deeper) and deeper.is_file()
+    assert "--overwrite" in run_cli_in_process(["export", "--help"]).stdout
 
 
 def test_a_model_that_is_not_a_checkpoint_is_one_line(tmp_path):
@@ -277,18 +287,112 @@ def test_a_model_that_is_not_a_checkpoint_is_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt"]
 
 
+def test_a_zip_that_torch_cannot_read_is_one_line_cut_at_a_word(tmp_path):
+    """torch's reason for a torch archive without data.pkl is a paragraph: the line keeps its first words
+    whole (an ellipsis where it stops), never a word cut in two."""
+    import zipfile
+
+    model = tmp_path / "archive.pt"
+    with zipfile.ZipFile(model, "w") as z:  # a torch archive's version record, and no data.pkl
+        z.writestr("archive/version", "3\n")
+    with pytest.raises(Exception) as raised:
+        torch.load(model, weights_only=True)
+    paragraph = str(raised.value).strip().splitlines()[0]
+    with pytest.raises(CheckpointError) as err:
+        load_model(model)
+    line = str(err.value)
+    reason = re.fullmatch(r"cannot read checkpoint .*archive\.pt \((.+)\); is it a complete mlkd-cache checkpoint\?", line).group(
+        1
+    )
+    assert len(paragraph) > 160 and reason.endswith("…") and "\n" not in line
+    kept = reason[:-1]
+    assert paragraph.startswith(kept) and paragraph[len(kept)] == " " and "data.pkl" in kept
+
+
+@pytest.mark.slow
+def test_exported_files_are_refused_where_a_checkpoint_is_needed(checkpoints, exported, tmp_path):
+    """An .onnx or .pt2 export given where a checkpoint is needed (load_model, export, evaluate,
+    tune-thresholds): one line saying it is an exported file and that a checkpoint (.pt) is
+    needed, naming the checkpoint it came from; recognised by its content, whatever its name."""
+    from mlkd_cache.runtime.deploy import export_kind, load_pt2, open_predictor
+
+    source = checkpoints["digits"]
+    onnx_file = Path(exported["digits"]["path"])
+    pt2_file = tmp_path / "student.pt2"
+    export(source, pt2_file, check=False)
+    renamed = tmp_path / "student.pt"  # an ONNX file under a checkpoint's name
+    renamed.write_bytes(onnx_file.read_bytes())
+    expected = {
+        onnx_file: "an ONNX model",
+        pt2_file: r"a torch\.export \(\.pt2\) program",
+        renamed: "an ONNX model",
+    }
+    for path, kind in expected.items():
+        message = (
+            rf"{re.escape(str(path))} is {kind} written by mlkd-cache export, not a checkpoint; "
+            rf"this needs a checkpoint \(\.pt\): give the one it was exported from, {re.escape(str(source.resolve()))}"
+        )
+        with pytest.raises(CheckpointError, match=f"^{message}$"):
+            load_model(path)
+        assert_one_line_error(run_cli_in_process(["export", str(path), "-o", str(tmp_path / "again.onnx")]), message)
+    assert_one_line_error(run_cli_in_process(["evaluate", str(pt2_file)]), "is a torch.export")
+    assert_one_line_error(
+        run_cli_in_process(["tune-thresholds", str(onnx_file)]), "is an ONNX model written by mlkd-cache export"
+    )
+    assert not (tmp_path / "again.onnx").exists()
+    # an export predict reads whatever its name: the content says what it is
+    assert type(open_predictor(renamed)).__name__ == "OnnxPredictor"
+    assert type(open_predictor(pt2_file)).__name__ == "Pt2Predictor"
+    # the metadata read without onnx is what onnxruntime and torch.export.load read
+    assert export_kind(onnx_file) == ("onnx", load_onnx(onnx_file).metadata)
+    assert export_kind(pt2_file) == ("pt2", load_pt2(pt2_file).metadata)
+    assert set(load_pt2(pt2_file).metadata) == set(METADATA_KEYS)
+    assert export_kind(source) is None and export_kind(tmp_path / "absent.onnx") is None
+
+
 @pytest.mark.parametrize("package", ["onnx", "onnxscript", "onnxruntime"])
 def test_a_missing_deploy_package_is_one_line(checkpoints, tmp_path, monkeypatch, package):
     """Each package of the deploy extra, missing (an import that fails): one line naming the
     package and the extra to install, nothing written; load_onnx the same for onnxruntime."""
     monkeypatch.setitem(sys.modules, package, None)  # `import package` raises ImportError
     proc = run_cli_in_process(["export", str(checkpoints["digits"]), "-o", str(tmp_path / "m.onnx")])
-    assert_one_line_error(proc, rf"needs the package {package}, which is not installed; pip install 'mlkd-cache\[deploy\]'")
+    assert_one_line_error(proc, rf"^error: export to ONNX needs {package}: pip install 'mlkd-cache\[deploy\]'$")
     assert list(tmp_path.iterdir()) == []
     if package == "onnxruntime":
         (tmp_path / "m.onnx").write_bytes(b"")
-        with pytest.raises(MissingDependencyError, match=r"pip install 'mlkd-cache\[deploy\]'"):
+        with pytest.raises(
+            MissingDependencyError, match=r"^running an ONNX model needs onnxruntime: pip install 'mlkd-cache\[deploy\]'$"
+        ):
             load_onnx(tmp_path / "m.onnx")
+
+
+def test_install_hints_come_from_the_extras_of_setup_cfg():
+    """The one table of extras (errors.EXTRAS) is setup.cfg's, package for package; a package of
+    an extra is installed with it, any other by its own requirement."""
+    import configparser
+
+    from mlkd_cache.errors import EXTRAS, install_hint, require_module
+
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    declared = {
+        extra: {
+            re.split(r"[<>=!~;\[ ]", line.strip())[0]
+            for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        }
+        for extra, text in parser["options.extras_require"].items()
+        if extra != "test"
+    }
+    assert {extra: set(packages) for extra, packages in EXTRAS.items()} == declared
+    assert install_hint("onnxscript") == "pip install 'mlkd-cache[deploy]'"
+    assert install_hint("pyarrow") == "pip install pyarrow"
+    assert install_hint("click>=8.2") == "pip install 'click>=8.2'"
+    with pytest.raises(
+        MissingDependencyError, match=r"^a test needs no_such_module_here: pip install no_such_module_here, or skip it$"
+    ):
+        require_module("no_such_module_here", "a test", instead="or skip it")
+    assert require_module("json", "a test") is json
 
 
 def test_load_onnx_refuses_what_is_not_an_export(tmp_path):

@@ -159,6 +159,7 @@ def test_a_checkpoint_of_other_classes_architecture_or_family_is_refused_in_one_
     assert not any((tmp_path / name).exists() for name in ("a.pt", "b.pt", "c.pt"))
 
 
+@pytest.mark.slow
 def test_an_imported_teacher_is_scored_and_dumps_a_cache(tmp_path):
     save_l2d(l2d_teacher("resnet18", classes=10), tmp_path / "l2d.pth")
     cfg = config(tmp_path, "resnet18")

@@ -19,7 +19,7 @@ from mlkd_cache.config import Config
 from mlkd_cache.data.image_files import ImageFiles, collect_images
 from mlkd_cache.data.transforms import TransformSpec, model_input
 from mlkd_cache.data.views import eval_inputs
-from mlkd_cache.errors import DataError, MissingDependencyError
+from mlkd_cache.errors import ConfigError, DataError, MissingDependencyError
 from mlkd_cache.metrics import sigmoid
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import ModelCard
@@ -145,7 +145,7 @@ def test_bad_input_is_one_line_and_writes_nothing(coco, tmp_path, monkeypatch):
             "is it a complete mlkd-cache checkpoint",
         ),
         ([str(tmp_path / "missing.pt"), str(root / "val2017"), "-o", str(out)], "not found; give a student.pt"),
-        ([model, str(root / "val2017"), "-o", str(tmp_path / "no" / "out.csv")], "does not exist; create it"),
+        ([model, str(root / "val2017"), "-o", str(tmp_path)], "is a directory"),
     ]
     for args, message in cases:
         assert_one_line_error(run_cli_in_process(["predict", *args]), message)
@@ -171,11 +171,13 @@ def test_bad_input_is_one_line_and_writes_nothing(coco, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch, img_size", [("test_resnet", 64), ("resnet18", 64)])
-def test_an_export_predicts_what_its_checkpoint_predicts(coco, tmp_path, arch, img_size):
-    """export -> predict on the ONNX file: the same label sets as the checkpoint at batch 1 and 7
-    (but for a probability within the export's tolerance of its threshold), probabilities within
-    that tolerance; the thresholds travel in the file."""
+@pytest.mark.parametrize(
+    "arch, img_size, suffix", [("test_resnet", 64, ".onnx"), ("resnet18", 64, ".onnx"), ("test_resnet", 64, ".pt2")]
+)
+def test_an_export_predicts_what_its_checkpoint_predicts(coco, tmp_path, arch, img_size, suffix):
+    """export -> predict on the ONNX or torch.export file: the same label sets as the checkpoint
+    at batch 1 and 7 (but for a probability within the export's tolerance of its threshold),
+    probabilities within that tolerance; the thresholds travel in the file."""
     from mlkd_cache.commands.export import TOLERANCE, export
 
     _, root = coco
@@ -202,12 +204,67 @@ def test_an_export_predicts_what_its_checkpoint_predicts(coco, tmp_path, arch, i
     widest = np.argmax(np.diff(ordered, axis=0), axis=0)[None, :]
     values = ((np.take_along_axis(ordered, widest, 0) + np.take_along_axis(ordered, widest + 1, 0)) / 2)[0]
     update_card(tmp_path / "model.pt", load_model(tmp_path / "model.pt").card.replace(thresholds={"values": values.tolist()}))
-    export(tmp_path / "model.pt", tmp_path / "model.onnx")
+    exported = tmp_path / f"model{suffix}"
+    export(tmp_path / "model.pt", exported)
     for batch in (1, 7):
-        onnx = predict_engine.predict(tmp_path / "model.onnx", photos, batch_size=batch)
-        assert "per-class thresholds stored in the model" in onnx.threshold_source
+        onnx = predict_engine.predict(exported, photos, batch_size=batch)
+        assert "per-class thresholds stored in the model" in onnx.threshold_source and onnx.model == str(exported)
         tol = TOLERANCE * max(1.0, float(np.abs(np.log(reference.probabilities / (1 - reference.probabilities))).max()))
         assert np.abs(onnx.probabilities - reference.probabilities).max() <= tol / 4 + 2**-20
         near = np.abs(reference.probabilities - values[None, :]) <= tol / 4 + 2**-20
         assert np.array_equal(onnx.labels[~near], (reference.probabilities >= values[None, :])[~near])
         assert not near.any()  # every label set is compared, none skipped
+
+
+def test_out_is_refused_when_it_exists_unless_overwrite_and_its_folder_is_made(coco, tmp_path):
+    """-o in a folder that does not exist yet: the folder is made. -o onto an existing file: one
+    line naming --overwrite, the file untouched, before the model runs; --overwrite replaces it."""
+    tmp, root = coco
+    photo = str(sorted((root / "val2017").glob("*.jpg"))[0])
+    out = tmp_path / "new" / "deeper" / "labels.csv"
+    proc = run_cli_in_process(["predict", str(tmp / "student.pt"), photo, "-o", str(out), "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    first = out.read_bytes()
+    assert first.startswith(b"path,labels,error,p:") and first.count(b"\n") == 2
+    out.write_bytes(b"keep me")
+    proc = run_cli_in_process(["predict", str(tmp / "student.pt"), photo, "-o", str(out), "--no-progress"])
+    assert_one_line_error(proc, r"-o .*labels\.csv exists; delete it, choose another file or pass --overwrite$")
+    assert out.read_bytes() == b"keep me" and proc.stdout == ""
+    with pytest.raises(ConfigError, match="pass --overwrite"):
+        predict_engine.write_predictions(predict_engine.predict(tmp / "student.pt", [photo]), out)
+    proc = run_cli_in_process(["predict", str(tmp / "student.pt"), photo, "-o", str(out), "--overwrite", "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == first
+    assert "--overwrite" in run_cli_in_process(["predict", "--help"]).stdout
+
+
+def test_a_csv_list_without_an_image_or_path_column_is_one_line(coco, tmp_path):
+    """A csv list names its column of paths 'image' or 'path'; one without either is refused in
+    one line naming its columns, never read from its first column."""
+    tmp, root = coco
+    photo = sorted((root / "val2017").glob("*.jpg"))[0]
+    (tmp_path / "list.csv").write_text(f"id,file\n7,{photo}\n")
+    with pytest.raises(DataError, match=r"list\.csv has no 'image' or 'path' column \(its columns: id, file\)"):
+        collect_images([tmp_path / "list.csv"])
+    proc = run_cli_in_process(["predict", str(tmp / "student.pt"), str(tmp_path / "list.csv"), "-o", str(tmp_path / "o.csv")])
+    assert_one_line_error(proc, r"has no 'image' or 'path' column .*name the column of paths 'image' or 'path'")
+    assert not (tmp_path / "o.csv").exists()
+    (tmp_path / "paths.csv").write_text(f"id,path\n7,{photo}\n")
+    assert collect_images([tmp_path / "paths.csv"]) == [str(photo)]
+
+
+def test_a_listed_image_that_does_not_exist_is_named_in_its_row(coco, tmp_path):
+    """A list that names a file that is not there: its row says so in predict's words (the list,
+    and the folder its paths are relative to), and the other images are predicted."""
+    tmp, root = coco
+    photo = sorted((root / "val2017").glob("*.jpg"))[0]
+    (tmp_path / "list.txt").write_text(f"{photo}\ngone.jpg\n")
+    preds = predict_engine.predict(tmp / "student.pt", [tmp_path / "list.txt"])
+    assert preds.paths == [str(photo), str(tmp_path / "gone.jpg")]
+    assert preds.errors[0] is None and not np.isnan(preds.probabilities[0]).any()
+    ((path, reason),) = preds.unreadable
+    assert path == str(tmp_path / "gone.jpg")
+    assert reason == (
+        f"{tmp_path / 'gone.jpg'} does not exist: a list of images names it; "
+        "fix the list, or the folder its paths are relative to (the list's own folder)"
+    )

@@ -151,5 +151,5 @@ def test_without_the_package_the_flag_is_one_line_and_nothing_trains(tmp_path, m
     out = tmp_path / "run"
     blocked_tensorboard(monkeypatch)
     proc = run_cli_in_process([*command, "-c", str(cfg_path), "-o", str(out), "--tensorboard", "--no-progress"])
-    assert_one_line_error(proc, r"needs? the tensorboard package: pip install 'mlkd-cache\[tensorboard\]'")
+    assert_one_line_error(proc, r"\(--tensorboard\) needs tensorboard: pip install 'mlkd-cache\[tensorboard\]'$")
     assert not out.exists()  # no checkpoint, no logs: refused before the output folder was made

@@ -1,6 +1,7 @@
 """Per-class thresholds end to end: distill-student stores f1 thresholds tuned on val in
-student.pt without moving a weight, tune-thresholds rewrites a checkpoint's card and nothing
-else, evaluate reports the tuned scores, and bad input leaves the file as it was."""
+student.pt without moving a weight, tune-thresholds writes a copy (-o) or rewrites a checkpoint
+with another card and nothing else, evaluate reports the tuned scores, and bad input leaves the
+file as it was."""
 
 from __future__ import annotations
 
@@ -103,42 +104,70 @@ def test_distill_stores_val_thresholds_without_moving_a_weight(student, tmp_path
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
 
 
+def assert_only_the_thresholds_differ(a, b) -> None:
+    """Checkpoints ``a`` and ``b`` hold the same weights and entries, and cards that differ in
+    their thresholds alone."""
+    card_a, weights_a, rest_a = entries(a)
+    card_b, weights_b, rest_b = entries(b)
+    assert weights_a.keys() == weights_b.keys() and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert rest_a == rest_b  # epoch, metrics and the rest kept
+    assert {**card_a, "thresholds": None} == {**card_b, "thresholds": None}
+
+
 @pytest.mark.slow
-def test_tune_thresholds_rewrites_the_card_only(student, tmp_path):
+def test_tune_thresholds_writes_a_copy_or_rewrites_the_card_only(student, tmp_path):
     path = tmp_path / "copy" / "student.pt"
     path.parent.mkdir()
     shutil.copy(student["out"] / "student.pt", path)
-    card_before, weights_before, rest_before = entries(path)
+    before = path.read_bytes()
 
-    proc = run_cli_in_process(["tune-thresholds", str(path), "--objective", "precision=0.9"])
+    # -o: a copy with the thresholds in its card, the folders above it made; MODEL untouched
+    copy = tmp_path / "tuned" / "p90" / "student-p90.pt"
+    proc = run_cli_in_process(["tune-thresholds", str(path), "--objective", "precision=0.9", "-o", str(copy)])
     assert proc.returncode == 0, proc.stderr
-    assert f"in {path}" in proc.stdout and "precision=0.9 thresholds tuned on val (48 images)" in proc.stdout
-    assert "fell back to the global threshold" in proc.stdout and "OF1" in proc.stdout and "CF1" in proc.stdout
-    assert sorted(p.name for p in path.parent.iterdir()) == ["student.pt"]  # renamed into place, no temporary left
-
-    card_after, weights_after, rest_after = entries(path)
-    assert (
-        all(torch.equal(weights_before[k], weights_after[k]) for k in weights_before)
-        and weights_before.keys() == weights_after.keys()
-    )
-    assert rest_after == rest_before  # epoch, metrics and the rest kept
-    assert {**card_after, "thresholds": None} == {**card_before, "thresholds": None}
-    stored = card_after["thresholds"]
+    assert f"in {copy}" in proc.stdout and "precision=0.9 thresholds tuned on val (48 images)" in proc.stdout
+    assert "classes fell back" in proc.stdout and all(f" {key} " in proc.stdout for key in ("OP", "CP", "OF1", "CF1"))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in copy.parent.iterdir()) == [copy.name]  # renamed into place, no temporary left
+    assert_only_the_thresholds_differ(path, copy)
+    stored = entries(copy)[0]["thresholds"]
     assert stored["objective"] == "precision=0.9" and stored["split"] == "val" and stored["samples"] == 48
-    # every class not fallen back reaches precision 0.9 on val, counted here from the split's logits
-    z, y = val_logits(path)
-    pred = sigmoid(z) >= np.array(stored["values"])
-    tp, predicted = (pred & (y == 1)).sum(0), pred.sum(0)
-    tuned = [j for j, name in enumerate(card_after["class_names"]) if name not in stored["fallback"]]
-    assert all(tp[j] >= 0.9 * predicted[j] and predicted[j] > 0 for j in tuned), (tp, predicted, stored["fallback"])
-    fallen = [j for j in range(len(pred[0])) if j not in tuned]
-    assert all(stored["values"][j] == stored["global"] for j in fallen)
 
-    # --json: the same thresholds again (nothing random), and the scores before and after
+    # on val, counted here from the split's logits: every class reaches precision 0.9 or keeps at
+    # least the precision it has at 0.5; a class that reaches 0.9 nowhere gets its highest
+    z, y = val_logits(path)
+    p, truth = sigmoid(z).astype(np.float64), y == 1
+
+    def precision(t):
+        pred = p >= t
+        return np.where(pred.sum(0) > 0, (pred & truth).sum(0) / np.maximum(pred.sum(0), 1), 0.0)
+
+    at_tuned, at_half = precision(np.array(stored["values"])), precision(0.5)
+    has = truth.any(0)
+    assert (at_tuned[has] >= np.minimum(0.9, at_half[has])).all(), (at_tuned, at_half, stored["fallback"])
+    for j, name in enumerate(entries(copy)[0]["class_names"]):
+        if name in stored["fallback"] and has[j]:
+            assert stored["fallback"][name].startswith("precision=0.9 unreachable, at most")
+            assert at_tuned[j] == max(precision(t)[j] for t in np.unique(p[:, j]))
+
+    # an existing -o is refused without --overwrite, in one line, and replaced with it
+    copied = copy.read_bytes()
+    refused = run_cli_in_process(["tune-thresholds", str(path), "-o", str(copy)])
+    assert_one_line_error(refused, rf"-o {copy} exists; .*pass --overwrite")
+    assert copy.read_bytes() == copied
+    proc = run_cli_in_process(["tune-thresholds", str(path), "--objective", "precision=0.9", "-o", str(copy), "--overwrite"])
+    assert proc.returncode == 0, proc.stderr
+    assert entries(copy)[0]["thresholds"] == stored  # nothing random
+
+    # without -o, MODEL itself is rewritten (--json: the same thresholds, and the scores before and after)
     proc = run_cli_in_process(["tune-thresholds", str(path), "--objective", "precision=0.9", "--json"])
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
+    assert out["out"] == out["checkpoint"] == str(path)
     assert out["thresholds"] == stored and set(out["at_0.5"]) == set(out["at_tuned"]) == {"CP", "CR", "CF1", "OP", "OR", "OF1"}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["student.pt"]
+    assert_only_the_thresholds_differ(path, copy)
+    assert entries(path)[0]["thresholds"] == stored
 
     # evaluate then reports OF1/CF1 at the stored thresholds, counted here independently
     proc = run_cli_in_process(["evaluate", str(path), "--json"])

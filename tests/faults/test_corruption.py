@@ -83,6 +83,7 @@ def invoke(args) -> "object":
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damage_is_named_by_every_reader_and_dump_targets_repairs_it(built, other_cache, tmp_path, damage):
     make_damage, match = DAMAGE[damage]
@@ -110,6 +111,7 @@ def test_damage_is_named_by_every_reader_and_dump_targets_repairs_it(built, othe
     assert result.exit_code == 0 and "every shard matches its sha256" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_checksums_can_be_skipped_and_then_the_flip_goes_unseen(built, other_cache, tmp_path):
     """What --no-verify-checksums costs: attributes and sizes alone pass a flipped data block."""
     cache = Path(shutil.copytree(built.cache, tmp_path / "cache"))
@@ -119,6 +121,7 @@ def test_checksums_can_be_skipped_and_then_the_flip_goes_unseen(built, other_cac
     assert "not checked (--no-verify-checksums)" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_dump_without_a_manifest_still_refuses_a_foreign_shard(built, other_cache, tmp_path):
     """Without this dump's manifest the folder may hold someone else's cache: never overwritten."""
     cache = Path(shutil.copytree(built.cache, tmp_path / "cache"))

@@ -67,7 +67,7 @@ def test_timm_names_pass_through(name):
 
 
 def test_unknown_name_suggests_close_ones():
-    pattern = r"unknown model 'resnet51'; did you mean .*resnet50"
+    pattern = r"unknown model 'resnet51' \(did you mean .*'resnet50'.*\?\); seed names: "
     with pytest.raises(ModelError, match=pattern) as ei:
         resolve_model_name("resnet51")
     msg = str(ei.value)
