@@ -101,6 +101,29 @@ def config_options(role: str, out_default: str = "runs/<config name>") -> Callab
     return decorate
 
 
+OUTPUT_RULE = "folders above it are made, an existing file is refused unless --overwrite"
+
+
+def output_options(what: str, required: bool = True, default_text: str = "") -> Callable:
+    """``--out/-o FILE`` and ``--overwrite`` of a command that writes one file (predict, export,
+    tune-thresholds): one rule for all of them. ``what``: the file, in words; ``default_text``:
+    what happens without ``--out`` when it is optional."""
+
+    def decorate(fn: Callable) -> Callable:
+        shown = f"  [default: {default_text}]" if default_text else ""
+        fn = click.option("--overwrite", is_flag=True, help="replace the --out file when it exists")(fn)
+        return click.option(
+            "--out",
+            "-o",
+            type=click.Path(dir_okay=False, path_type=Path),
+            required=required,
+            default=None,
+            help=f"{what}; {OUTPUT_RULE}{shown}",
+        )(fn)
+
+    return decorate
+
+
 def build_config(role: str, config_path: str, settings: Iterable[str], **cli: Any) -> Config:
     """Load ``config_path`` with the named CLI options (unset ones never override) and then the
     ``--set`` items (``--set pretrained_t=None`` does clear a key) applied."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import EXPORT_FORMATS
-from .common import CONTEXT_SETTINGS, human_size
+from .common import CONTEXT_SETTINGS, human_size, output_options
 
 EPILOG = """\b
 Examples:
@@ -22,14 +22,7 @@ filter, normalisation). Run it with `mlkd-cache predict`, an .onnx also with onn
 
 @click.command("export", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="file to write; folders above it are made, an existing file is refused unless --overwrite",
-)
-@click.option("--overwrite", is_flag=True, help="replace the --out file when it exists")
+@output_options("file to write")
 @click.option(
     "--format",
     "fmt",

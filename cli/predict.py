@@ -8,7 +8,7 @@ import click
 
 from ..config import PREDICTION_FORMATS
 from ..thresholds import UNTUNED
-from .common import CONTEXT_SETTINGS
+from .common import CONTEXT_SETTINGS, output_options
 
 EPILOG = """\b
 Examples:
@@ -25,14 +25,7 @@ to the list's folder.
 @click.command("predict", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option(
-    "--out",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="file to write, one row per image; folders above it are made, an existing file is refused unless --overwrite",
-)
-@click.option("--overwrite", is_flag=True, help="replace the --out file when it exists")
+@output_options("file to write, one row per image")
 @click.option(
     "--format",
     "fmt",

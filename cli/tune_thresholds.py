@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..thresholds import DEFAULT_OBJECTIVE, OBJECTIVES, TUNING_SPLIT, objective_forms, parse_objective
-from .common import CONTEXT_SETTINGS
+from .common import CONTEXT_SETTINGS, output_options
 
 # The scores printed before and after, per objective: what it targets, then OF1 and CF1.
 SHOWN = {"f1": ("OF1", "CF1"), "precision": ("OP", "CP", "OF1", "CF1"), "recall": ("OR", "CR", "OF1", "CF1")}
@@ -42,15 +42,11 @@ you report, and on train they are optimistic.
     help=f"labelled split to tune on  [default: {TUNING_SPLIT}, where the dataset has one]",
 )
 @click.option("--objective", default=DEFAULT_OBJECTIVE, help=f"what each threshold maximises: {objective_forms()}")
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="write a copy of MODEL with the thresholds in its card to this file (weights unchanged); folders above it are "
-    "made, an existing file is refused unless --overwrite  [default: update MODEL in place]",
+@output_options(
+    "write a copy of MODEL with the thresholds in its card to this file (weights unchanged)",
+    required=False,
+    default_text="update MODEL in place",
 )
-@click.option("--overwrite", is_flag=True, help="replace the --out file when it exists")
 @click.option("--data-root", default=None, help="dataset folder, if not where the model was trained")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="batch size  [default: the model's]")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers  [default: the model's]")

@@ -208,3 +208,18 @@ def first_step_terms(trainer, world_size: int, rank: int = 0) -> dict:
     batch = batch._replace(image=model_input(batch.image, trainer.spec, trainer.info.device))  # as train_one_epoch hands it on
     terms = trainer.loss_terms(batch, trainer.model(batch.image))
     return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def calibrate_batchnorm(model, images, transform) -> None:
+    """Set ``model``'s BatchNorm statistics to those of ``images`` (eval inputs, uint8) and leave it
+    in eval mode: a freshly initialised network scores every image alike, a calibrated one gives
+    each image its own probabilities, so label sets (and a wrong decode) have something to show."""
+    import torch
+
+    pixels = torch.stack([item.image for item in images])
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # a cumulative average
+    with torch.no_grad():
+        model.train()(model_input(pixels, transform, torch.device("cpu")))
+    model.eval()

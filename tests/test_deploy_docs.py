@@ -19,13 +19,13 @@ from mlkd_cache.commands import predict as predict_engine
 from mlkd_cache.commands.export import TOLERANCE, export
 from mlkd_cache.config import Config
 from mlkd_cache.data.image_files import ImageFiles
-from mlkd_cache.data.transforms import TransformSpec, model_input
+from mlkd_cache.data.transforms import TransformSpec
 from mlkd_cache.data.views import eval_inputs
 from mlkd_cache.models import build_model
 from mlkd_cache.models.card import ModelCard
 from mlkd_cache.runtime.checkpoint import save_model
 
-from .conftest import REPO, shared_data
+from .conftest import REPO, calibrate_batchnorm, shared_data
 
 SCRIPT = REPO / "examples" / "deploy" / "run_onnx.py"
 
@@ -55,15 +55,7 @@ def test_the_program_runs_an_export_without_mlkd_cache(tmp_path):
     torch.manual_seed(0)
     model = build_model("test_resnet", 5, embed_dim=16, img_size=64)
     card = ModelCard.of(model, "student", list("abcde"), TransformSpec.from_config(cfg), cfg.to_dict())
-    # BatchNorm statistics of these images (a freshly initialised network scores every image
-    # alike): its probabilities then follow what each image holds, and so would a wrong decode
-    pixels = torch.stack([item.image for item in eval_inputs(ImageFiles(photos), card.transform)])
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # a cumulative average
-    with torch.no_grad():
-        model.train()(model_input(pixels, card.transform, torch.device("cpu")))
-    model.eval()
+    calibrate_batchnorm(model, eval_inputs(ImageFiles(photos), card.transform), card.transform)  # so a wrong decode shows
     card = card.replace(thresholds={"values": [0.3, 0.4, 0.5, 0.6, 0.7], "objective": "f1", "split": "val", "samples": 1})
     save_model(tmp_path / "m.pt", card, model.state_dict(), epoch=0, metrics={})
     export(tmp_path / "m.pt", tmp_path / "m.onnx")

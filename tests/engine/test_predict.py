@@ -17,7 +17,7 @@ from mlkd_cache.commands import predict as predict_engine
 from mlkd_cache.commands.evaluate import run as evaluate
 from mlkd_cache.config import Config
 from mlkd_cache.data.image_files import ImageFiles, collect_images
-from mlkd_cache.data.transforms import TransformSpec, model_input
+from mlkd_cache.data.transforms import TransformSpec
 from mlkd_cache.data.views import eval_inputs
 from mlkd_cache.errors import ConfigError, DataError, MissingDependencyError
 from mlkd_cache.metrics import sigmoid
@@ -26,7 +26,7 @@ from mlkd_cache.models.card import ModelCard
 from mlkd_cache.runtime.checkpoint import load_model, save_model, update_card
 
 from ..bounds import recompute_bound
-from ..conftest import assert_one_line_error, run_cli_in_process, shared_data
+from ..conftest import assert_one_line_error, calibrate_batchnorm, run_cli_in_process, shared_data
 
 
 @pytest.fixture(scope="module")
@@ -189,14 +189,7 @@ def test_an_export_predicts_what_its_checkpoint_predicts(coco, tmp_path, arch, i
     model = build_model(arch, len(classes), embed_dim=32, img_size=img_size)
     card = ModelCard.of(model, "student", classes, TransformSpec.from_config(cfg), cfg.to_dict())
     photos = sorted((root / "val2017").glob("*.jpg"))[:14]
-    # BatchNorm statistics of these photos (a freshly initialised network scores every image
-    # alike): probabilities then differ from image to image, so label sets have something to say
-    pixels = torch.stack([item.image for item in eval_inputs(ImageFiles(photos), card.transform)])
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # a cumulative average
-    with torch.no_grad():
-        model.train()(model_input(pixels, card.transform, torch.device("cpu")))
+    calibrate_batchnorm(model, eval_inputs(ImageFiles(photos), card.transform), card.transform)
     save_model(tmp_path / "model.pt", card, model.state_dict(), epoch=0, metrics={})
     reference = predict_engine.predict(tmp_path / "model.pt", photos, batch_size=7)
     # each class's threshold in the widest gap between its images' probabilities: labels on both sides
