@@ -38,7 +38,7 @@ Examples:
     "-t",
     type=TEACHER,
     default=None,
-    help="teacher.pt, or a factory package.module:function, run live on every batch instead of a cache: online on the cached views (the views a cache of cache.views views replays; the equivalence check), or with --fresh-views online on fresh views",
+    help="teacher.pt, or a factory package.module:function, run live on every batch instead of a cache: online on the cached views (those of the --cache whose image store it reads, else of a cache of --views views; the equivalence check), or with --fresh-views online on fresh views",
 )
 @click.option(
     "--fresh-views",

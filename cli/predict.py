@@ -31,7 +31,8 @@ to the list's folder.
     "fmt",
     type=click.Choice(PREDICTION_FORMATS),
     default=None,
-    help="output format  [default: from the suffix of --out (.csv, .jsonl, .parquet), csv otherwise]",
+    help=f"output format  [default: from the suffix of --out ({', '.join('.' + f for f in PREDICTION_FORMATS)}), "
+    f"{PREDICTION_FORMATS[0]} otherwise; a --format its suffix contradicts is refused]",
 )
 @click.option(
     "--threshold",

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..thresholds import DEFAULT_OBJECTIVE, OBJECTIVES, TUNING_SPLIT, objective_forms, parse_objective
+from ..thresholds import DEFAULT_OBJECTIVE, OBJECTIVES, TUNING_SPLIT, UNTUNED, objective_forms, parse_objective
 from .common import CONTEXT_SETTINGS, output_options
 
-# The scores printed before and after, per objective: what it targets, then OF1 and CF1.
-SHOWN = {"f1": ("OF1", "CF1"), "precision": ("OP", "CP", "OF1", "CF1"), "recall": ("OR", "CR", "OF1", "CF1")}
 OBJECTIVE_LINES = "\n".join(
     f"  {kind if o.target is None else f'{kind}={o.target}':<12} {o.means}" for kind, o in OBJECTIVES.items()
 )
@@ -28,7 +26,7 @@ Objectives:
 {OBJECTIVE_LINES}
 A class that reaches a precision target at no threshold gets the threshold of its highest
 precision; a class without a positive in the split gets the threshold that maximises OF1 over
-all classes, kept at or above 0.5 for a precision target and at or below it for a recall target.
+all classes, kept at or above {UNTUNED:g} for a precision target and at or below it for a recall target.
 Tune on a split of its own ({TUNING_SPLIT}): thresholds tuned on test leak it into the scores
 you report, and on train they are optimistic.
 """
@@ -78,5 +76,6 @@ def tune_thresholds(model, split, objective, out, overwrite, data_root, batch_si
     )
     listed = ", ".join(f"{name} ({why})" for name, why in fallback.items())
     click.echo(f"{len(fallback)} of {len(stored['values'])} classes fell back" + (f": {listed}" if fallback else ""))
-    shown = ", ".join(f"{key} {before[key]:.1f} -> {after[key]:.1f}" for key in SHOWN[parse_objective(stored["objective"]).kind])
-    click.echo(f"{result['split']} {shown} (at 0.5 -> at the new thresholds)")
+    kind = parse_objective(stored["objective"]).kind  # the scores before and after: what it targets, OF1, CF1
+    shown = ", ".join(f"{key} {before[key]:.1f} -> {after[key]:.1f}" for key in (*OBJECTIVES[kind].shows, "OF1", "CF1"))
+    click.echo(f"{result['split']} {shown} (at {UNTUNED:g} -> at the new thresholds)")

@@ -26,7 +26,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .thresholds import predictions_at
+from .thresholds import UNTUNED, predictions_at
 
 __all__ = [
     "average_precision",
@@ -164,7 +164,7 @@ def topk_f1(scores, labels) -> Dict[str, float]:
     return {"CP": r["CP"], "CR": r["CR"], "CF1": r["CF1_macro"], "OP": r["OP"], "OR": r["OR"], "OF1": r["OF1"]}
 
 
-def threshold_f1(logits, labels, threshold: Union[float, np.ndarray] = 0.5) -> Dict[str, float]:
+def threshold_f1(logits, labels, threshold: Union[float, np.ndarray] = UNTUNED) -> Dict[str, float]:
     """ML-GCN threshold protocol on ``sigmoid(logits) >= threshold`` (one float, or ``[C]``: one
     per class): keys ``CP, CR, CF1, OP, OR, OF1`` in percent, CF1 = 2·CP·CR/(CP+CR)."""
     z, y = _check(logits, labels, "logits")
@@ -176,22 +176,10 @@ def threshold_f1(logits, labels, threshold: Union[float, np.ndarray] = 0.5) -> D
 # Summary
 # --------------------------------------------------------------------------------------------
 
-METRIC_KEYS = (
-    "mAP",
-    "CP_topk",
-    "CR_topk",
-    "CF1_topk",
-    "OP_topk",
-    "OR_topk",
-    "OF1_topk",
-    "CP@0.5",
-    "CR@0.5",
-    "CF1@0.5",
-    "OP@0.5",
-    "OR@0.5",
-    "OF1@0.5",
-)
-TUNED_KEYS = ("CP@tuned", "CR@tuned", "CF1@tuned", "OP@tuned", "OR@tuned", "OF1@tuned")  # at a model's own thresholds
+_PRF = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+AT_UNTUNED = f"@{UNTUNED:g}"  # the key suffix of the metrics at the one untuned threshold: "OF1@0.5"
+METRIC_KEYS = ("mAP", *(f"{k}_topk" for k in _PRF), *(k + AT_UNTUNED for k in _PRF))
+TUNED_KEYS = tuple(f"{k}@tuned" for k in _PRF)  # at a model's own thresholds
 
 
 def evaluate_logits(logits, labels, thresholds: Optional[np.ndarray] = None) -> Dict[str, float]:
@@ -202,8 +190,8 @@ def evaluate_logits(logits, labels, thresholds: Optional[np.ndarray] = None) -> 
         out: Dict[str, float] = {"mAP": mean_average_precision(logits, labels)}
         for k, v in topk_f1(logits, labels).items():
             out[f"{k}_topk"] = float(v)
-        for k, v in threshold_f1(logits, labels, 0.5).items():
-            out[f"{k}@0.5"] = float(v)
+        for k, v in threshold_f1(logits, labels, UNTUNED).items():
+            out[k + AT_UNTUNED] = float(v)
         if thresholds is not None:
             for k, v in threshold_f1(logits, labels, np.asarray(thresholds, dtype=np.float64)).items():
                 out[f"{k}@tuned"] = float(v)
@@ -221,5 +209,5 @@ def format_metrics(d: Dict[str, float]) -> str:
     tuned = f" | tuned OF1 {f('OF1@tuned', 1)} CF1 {f('CF1@tuned', 1)}" if "OF1@tuned" in d else ""
     return (
         f"mAP {f('mAP', 2)} | top-k OF1 {f('OF1_topk', 1)} CF1 {f('CF1_topk', 1)} "
-        f"| @0.5 OF1 {f('OF1@0.5', 1)} CF1 {f('CF1@0.5', 1)}{tuned}"
+        f"| {AT_UNTUNED} OF1 {f('OF1' + AT_UNTUNED, 1)} CF1 {f('CF1' + AT_UNTUNED, 1)}{tuned}"
     )

@@ -65,13 +65,14 @@ __all__ = [
 class ObjectiveKind(NamedTuple):
     target: Optional[str]  # the name of its target in the syntax ("P" in precision=P), None: it takes none
     means: str  # what a threshold maximises, in words
+    shows: Tuple[str, ...] = ()  # the metrics (threshold protocol) that show what it targets, besides OF1 and CF1
 
 
 # The objectives, declared once: the parser, its error and the CLI's help derive from them.
 OBJECTIVES: Dict[str, ObjectiveKind] = {
     "f1": ObjectiveKind(None, "each class's F1, maximised"),
-    "precision": ObjectiveKind("P", "the highest recall whose precision is at least P"),
-    "recall": ObjectiveKind("R", "the highest precision whose recall is at least R"),
+    "precision": ObjectiveKind("P", "the highest recall whose precision is at least P", ("OP", "CP")),
+    "recall": ObjectiveKind("R", "the highest precision whose recall is at least R", ("OR", "CR")),
 }
 DEFAULT_OBJECTIVE = "f1"
 NO_POSITIVE = "no positive in the split"  # why a class fell back (the other: "precision=P unreachable, at most ...")

@@ -35,6 +35,8 @@ HEAVY_RUNS = {
     for verb in ("teacher_train", "dump_targets", "distill_student", "demo")
 }
 HEAVY_VERBS = frozenset(HEAVY_RUNS.values())
+# The other commands: they score, label, export, read or draw, each in seconds on the tests' data.
+LIGHT_COMMANDS = ("evaluate", "tune_thresholds", "verify", "inspect_cache", "import_teacher", "predict", "export", "plot")
 IN_PROCESS_RUNNER = "run_cli_in_process"
 LIGHT_FLAGS = frozenset({"--help", "-h", "--version"})
 
@@ -444,3 +446,14 @@ def test_the_checker_accepts_a_marked_or_light_test(marked):
 def test_the_checker_names_a_heavy_method_of_an_unmarked_class():
     module = "import subprocess\n\n\nclass TestIt:\n    def test_it(self):\n        subprocess.run(['true'])\n"
     assert checked(module) == ["TestIt::test_it: subprocess.run"]
+
+
+def test_every_command_is_judged_heavy_or_light():
+    """A new command is classified here before its tests can be checked: one that trains or runs a
+    teacher over a split joins HEAVY_RUNS, any other LIGHT_COMMANDS."""
+    commands = {p.stem for p in (TESTS.parent / "mlkd_cache" / "commands").glob("*.py") if p.stem != "__init__"}
+    heavy = {name.split(".")[2] for name in HEAVY_RUNS}
+    assert not heavy & set(LIGHT_COMMANDS)
+    assert commands == heavy | set(LIGHT_COMMANDS), (
+        f"judge these commands in tests/test_markers.py: {sorted(commands - heavy - set(LIGHT_COMMANDS))}"
+    )

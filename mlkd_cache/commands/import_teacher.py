@@ -44,6 +44,7 @@ from ..models import build_model
 from ..models.card import ModelCard
 from ..models.factory import build_factory_teacher, is_factory_spec, weights_sha256
 from ..runtime.checkpoint import save_model
+from ..runtime.deploy import exported_file_error
 from ..runtime.scoring import load_model_on_ranks, score
 
 __all__ = ["L2D_EXACT", "L2D_NOT_EXACT", "L2D_HEAD_KEYS", "l2d_state_dict", "import_factory", "run"]
@@ -113,7 +114,10 @@ def _read(path: Path) -> Dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint not found: {path}; give the .pth file L2D's main.py saved") from None
-    except Exception as exc:  # a pickled module or other objects: weights_only refuses them
+    except Exception as exc:  # an export, a pickled module or other objects: weights_only refuses them
+        exported = exported_file_error(path)
+        if exported is not None:
+            raise exported from None
         raise CheckpointError(
             f"cannot read {path} as tensors ({type(exc).__name__}): a pickled nn.Module? load it where it was made and "
             f"torch.save(model.state_dict(), ...), then import that file"

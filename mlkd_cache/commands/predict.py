@@ -200,12 +200,16 @@ WRITERS = {"csv": _csv_bytes, "jsonl": _jsonl_bytes, "parquet": _parquet_bytes}
 
 
 def output_format(out: Path, fmt: Optional[str] = None) -> str:
-    """The format of ``out``: ``fmt`` when given, else from its suffix (:data:`OUTPUT_FORMATS`), csv otherwise."""
+    """The format of ``out``: ``fmt`` when given, else from its suffix (:data:`OUTPUT_FORMATS`), csv
+    otherwise. A ``fmt`` other than the one its suffix names is refused (a parquet file named .csv)."""
+    named = OUTPUT_FORMATS.get(Path(out).suffix.lower())
     if fmt is not None:
         if fmt not in WRITERS:
             raise ConfigError(f"--format {fmt!r} is not an output format; choose one of {', '.join(WRITERS)}")
+        if named is not None and named != fmt:
+            raise ConfigError(f"--format {fmt} but -o {out} names a {named} file; drop --format or write to a .{fmt} file")
         return fmt
-    return OUTPUT_FORMATS.get(Path(out).suffix.lower(), "csv")
+    return PREDICTION_FORMATS[0] if named is None else named  # csv
 
 
 def write_predictions(preds: Predictions, out: Union[str, Path], fmt: Optional[str] = None, overwrite: bool = False) -> str:

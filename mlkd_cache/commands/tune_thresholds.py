@@ -25,7 +25,7 @@ from ..models.card import ModelCard
 from ..runtime.checkpoint import load_checkpoint, model_entries, save_model, update_card
 from ..runtime.deploy import check_output
 from ..runtime.scoring import load_model_on_ranks, score
-from ..thresholds import DEFAULT_OBJECTIVE, TUNING_SPLIT, parse_objective, tune_thresholds
+from ..thresholds import DEFAULT_OBJECTIVE, TUNING_SPLIT, UNTUNED, parse_objective, tune_thresholds
 
 __all__ = ["tune"]
 
@@ -77,7 +77,7 @@ def tune(
         "split": split,
         "samples": int(scored["samples"]),
         "thresholds": thresholds,
-        "at_0.5": threshold_f1(z, y, 0.5),
+        "at_0.5": threshold_f1(z, y, UNTUNED),
         "at_tuned": threshold_f1(z, y, np.asarray(thresholds["values"])),
         "is_main": scored["is_main"],
     }

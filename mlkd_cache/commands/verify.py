@@ -81,7 +81,9 @@ def run(
     elif isinstance(made, dict):  # the split as the dump built it
         root = data_root or made.get("data_root")
         params = dict(made.get("dataset_para") or {})
-        dataset = build_dataset(spec.dataset, spec.split, root, bad_images=made.get("bad_images", "error"), **params)
+        dataset = build_dataset(
+            spec.dataset, spec.split, root, bad_images=made.get("bad_images", "error"), workers=cfg.workers, **params
+        )
     elif loaded.card.factory is not None:
         raise CacheMismatchError(
             f"cache {cache_dir} does not record how its train split was built (dumped by mlkd-cache {spec.tool_version}) "

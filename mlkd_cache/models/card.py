@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..config import Config
 from ..data.transforms import TransformSpec
 from ..errors import CheckpointError, ConfigError
+from ..thresholds import UNTUNED
 from .factory import FactoryTeacher, build_factory_teacher
 from .model import MultiLabelModel, Outputs, build_model
 
@@ -107,6 +108,22 @@ class ModelCard:
         removed since are dropped: :meth:`Config.from_record`), with ``overrides`` that are not
         None applied: how every command that reads a model rebuilds its dataset and pipeline."""
         return Config.from_record({**self.config, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def decision_rule(self) -> Tuple[List[float], str]:
+        """The decision thresholds on probabilities, ``[C]``, that this model's labels are given
+        at, and where they come from in words: its stored per-class thresholds, else
+        :data:`~mlkd_cache.thresholds.UNTUNED` for every class."""
+        stored = self.thresholds
+        if stored is None:
+            return (
+                [UNTUNED] * self.num_classes,
+                f"{UNTUNED:g} for every class (the model stores no thresholds; mlkd-cache tune-thresholds chooses them)",
+            )
+        where = f"{stored.get('split', '?')} split, {stored.get('samples', '?')} images"
+        return (
+            [float(v) for v in stored["values"]],
+            f"the per-class thresholds stored in the model ({stored.get('objective', '?')} on its {where})",
+        )
 
     # ---------------------------------------------------------------- derived facts
     @property

@@ -635,23 +635,14 @@ def open_predictor(model: Union[str, Path], device: Union[str, torch.device, Non
 
 def decision_thresholds(card: ModelCard, threshold: Optional[float]) -> Tuple[np.ndarray, str]:
     """float64 ``[C]`` thresholds on probabilities and where they come from: ``threshold`` for
-    every class when given, else the card's per-class thresholds, else
-    :data:`~mlkd_cache.thresholds.UNTUNED`."""
+    every class when given, else the card's rule (:meth:`ModelCard.decision_rule`: its stored
+    per-class thresholds, else :data:`~mlkd_cache.thresholds.UNTUNED`)."""
     if threshold is not None:
         if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
             raise ConfigError(f"--threshold must be a probability in [0, 1], got {threshold}")
         return np.full(card.num_classes, float(threshold)), f"one threshold {threshold:g} for every class (--threshold)"
-    stored = card.thresholds
-    if stored is None:
-        return (
-            np.full(card.num_classes, UNTUNED),
-            f"{UNTUNED:g} for every class (the model stores no thresholds; mlkd-cache tune-thresholds chooses them)",
-        )
-    where = f"{stored.get('split', '?')} split, {stored.get('samples', '?')} images"
-    return (
-        np.asarray(stored["values"], dtype=np.float64),
-        f"the per-class thresholds stored in the model ({stored.get('objective', '?')} on its {where})",
-    )
+    values, source = card.decision_rule()
+    return np.asarray(values, dtype=np.float64), source
 
 
 def check_output(out: Union[str, Path], overwrite: bool = False) -> Path:

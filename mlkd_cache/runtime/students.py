@@ -233,7 +233,7 @@ class DistillTrainer(StudentTrainer):
             self.source = CacheTargets(caches[0], verify_checksums=False)
         else:
             assert teacher is not None  # one of the two, checked above
-            self.source = live_teacher(cfg, teacher, fresh_views, views, image_cache(images, verify_checksums))
+            self.source = live_teacher(cfg, teacher, fresh_views, views, image_cache(images, verify_checksums=False))
         self.members: List[TeacherTargets] = list(self.source.members)  # the teachers, one distiller each
         for member in self.members:
             check_outputs_serve(cfg.criterion_t2s_para, member)  # a loss without its teacher output stops here

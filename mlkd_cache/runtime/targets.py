@@ -272,7 +272,9 @@ class LiveTeacher:
         self.store = store
 
     def verify(self, info: DistInfo) -> None:
-        """A live teacher stores nothing; a store's files are checked where it is opened."""
+        """A live teacher stores nothing: the files of the image store it reads, if any."""
+        if self.store is not None:
+            verify_on_ranks(self.store, info)
 
     def check_fits(self, cfg: Config, train_set, transform: TransformSpec) -> None:
         check_teacher_fits(cfg, self.card, train_set, transform, str(self.path))

@@ -433,6 +433,17 @@ CASES: Dict[str, Case] = {
         lambda t, b: _dt(t, tiny_config(t), Path(exporting.export(b.teacher, t / "teacher.onnx", check=False)["path"])),
         r"teacher\.onnx is an ONNX model written by mlkd-cache export, not a checkpoint; this needs a checkpoint \(\.pt\)",
     ),
+    "import-teacher: the weights file is an exported .onnx": Case(
+        lambda t, b: [
+            "import-teacher",
+            exporting.export(b.teacher, t / "teacher.onnx", check=False)["path"],
+            "-c",
+            str(tiny_config(t, model_t="'resnet18'")),
+            "-o",
+            str(t / "out" / "teacher.pt"),
+        ],
+        r"teacher\.onnx is an ONNX model written by mlkd-cache export, not a checkpoint",
+    ),
     "verify: --teacher is an exported .pt2 file": Case(
         lambda t, b: ["verify", str(b.cache), "--teacher", exporting.export(b.teacher, t / "teacher.pt2", check=False)["path"]],
         r"teacher\.pt2 is a torch\.export \(\.pt2\) program written by mlkd-cache export, not a checkpoint",

@@ -22,6 +22,7 @@ from mlkd_cache.cache.reader import TargetCache
 from mlkd_cache.commands import dump_targets as dump
 from mlkd_cache.commands import teacher_train as teacher
 from mlkd_cache.config import load_config, parse_override
+from mlkd_cache.data.transforms import model_input
 from mlkd_cache.runtime.runlog import MetricsLog
 from mlkd_cache.runtime.students import DistillTrainer
 
@@ -74,6 +75,27 @@ def test_ensemble_terms_are_each_teachers_terms_halved(two):
             assert both[f"{name}/{term}"] == pytest.approx(0.5 * alone[term], rel=2.0**-20), (name, term)
         assert both["bce"] == alone["bce"]  # the same student state and batch
     assert set(both) == {"bce", *(f"t{k}/{t}" for k in (1, 2) for t in L2D_TERMS)}
+
+
+def test_every_source_gives_one_dict_of_targets_per_teacher(two):
+    """The one protocol: a cache, a live teacher (replaying --views 3 of its own) and an ensemble
+    each list their teachers as members and return, for a batch of their loader, one dict of
+    KDBatch teacher fields per member, the same fields for each."""
+    teacher_pt = two.tmp / "teacher-a" / "teacher.pt"
+    sources = {
+        "cache": DistillTrainer(two.cfg, two.tmp / "p-cache", cache=two.a, progress=False),
+        "live": DistillTrainer(two.cfg, two.tmp / "p-live", teacher=teacher_pt, views=3, progress=False),
+        "ensemble": DistillTrainer(two.cfg, two.tmp / "p-ensemble", cache=[two.a, two.b], progress=False),
+    }
+    assert sources["live"].source.views == 3 and sources["live"].card().config["cache"]["views"] == 2
+    for name, trainer in sources.items():
+        batch = next(iter(trainer.loader))  # uint8 pixels, made the model's input as the loop makes them
+        batch = batch._replace(image=model_input(batch.image, trainer.spec, torch.device("cpu")))
+        per_teacher = trainer.source.targets(batch, torch.device("cpu"), trainer.train_data.keys)
+        assert isinstance(per_teacher, list) and len(per_teacher) == len(trainer.source.members), name
+        assert len(per_teacher) == (2 if name == "ensemble" else 1)
+        assert all(set(targets) == set(per_teacher[0]) and "z_t" in targets for targets in per_teacher), name
+        assert all(targets["z_t"].shape == (len(batch.labels), 10) for targets in per_teacher), name
 
 
 def test_cli_logs_each_teachers_terms(two):

@@ -146,6 +146,10 @@ def test_bad_input_is_one_line_and_writes_nothing(coco, tmp_path, monkeypatch):
         ),
         ([str(tmp_path / "missing.pt"), str(root / "val2017"), "-o", str(out)], "not found; give a student.pt"),
         ([model, str(root / "val2017"), "-o", str(tmp_path)], "is a directory"),
+        (
+            [model, str(root / "val2017"), "-o", str(tmp_path / "labels.csv"), "--format", "jsonl"],
+            r"--format jsonl but -o .*labels\.csv names a csv file",
+        ),
     ]
     for args, message in cases:
         assert_one_line_error(run_cli_in_process(["predict", *args]), message)
