@@ -152,3 +152,54 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class RunLogs:
+    """The logs of one training run, written by rank 0 alone (on other ranks every call is a
+    no-op): ``metrics.jsonl`` (a row per epoch), ``steps.jsonl`` (a row every ``log_every``-th
+    step; 0: none) and, with ``tensorboard``, the same rows as TensorBoard scalars."""
+
+    def __init__(self, files: RunFiles, is_main: bool, log_every: int, tensorboard: bool, steps_per_epoch: int) -> None:
+        self.files, self.is_main, self.log_every = files, is_main, log_every
+        self.tensorboard, self.steps_per_epoch = tensorboard, steps_per_epoch
+        self.metrics, self.steps = MetricsLog(files.metrics), StepLog(files.steps)
+        self.board: Optional[TensorBoardLog] = None
+
+    def start(self, epochs_done: int, resume: bool) -> None:
+        """A new run starts its logs empty; a resumed one keeps the rows of its ``epochs_done``
+        epochs (a killed run may have logged more); TensorBoard continues from there."""
+        if not self.is_main:
+            return
+        if resume:
+            self.metrics.truncate_to(epochs_done)
+            if self.files.steps.exists():
+                self.steps.truncate_to(epochs_done)
+        else:
+            self.metrics.reset()
+            if self.log_every:
+                self.steps.reset()
+        if self.tensorboard:
+            self.board = TensorBoardLog(self.files.tensorboard, self.steps_per_epoch, epochs_done)
+
+    def wants_step(self, step: int) -> bool:
+        """Whether the (0-based) ``step`` of an epoch is logged."""
+        return self.is_main and bool(self.log_every) and (step + 1) % self.log_every == 0
+
+    def step(self, row: Mapping[str, Any]) -> None:
+        """One row of ``steps.jsonl`` (buffered until the epoch's end), and its scalars."""
+        self.steps.add(row)
+        if self.board is not None:  # the same row, no extra sync
+            self.board.add_step(row)
+
+    def epoch(self, row: Mapping[str, Any]) -> None:
+        """The epoch's steps and its row of ``metrics.jsonl``, on disk (fsynced), and its scalars."""
+        if not self.is_main:
+            return
+        self.steps.flush()
+        self.metrics.append(row)
+        if self.board is not None:
+            self.board.add_epoch(row)
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()

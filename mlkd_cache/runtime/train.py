@@ -47,7 +47,7 @@ from .checkpoint import read_card, save_model
 from .optim import build_one_cycle, build_optimizer, keep_implementation
 from .ranks import check_same_config, check_same_split
 from .resume import RESUME_KEYS, check_config_kept, check_global_batch, check_out_dir, prepare_out_dir, read_resume_checkpoint
-from .runlog import MetricsLog, RunFiles, StepLog, TensorBoardLog, require_tensorboard
+from .runlog import RunFiles, RunLogs, require_tensorboard
 from .scoring import Scored, evaluate_model
 
 log = logging.getLogger("mlkd_cache")
@@ -173,23 +173,16 @@ class Trainer:
         )
 
     def _open_logs(self) -> None:
-        """Metric and step logs; a resume loads its state, a new run starts them empty."""
-        self.metrics_log = MetricsLog(self.files.metrics)
-        self.step_log = StepLog(self.files.steps)
+        """A resume loads its state; then the run's logs (:class:`RunLogs`) start where it stands."""
         self.start_epoch = 0
         self.position = "before training"  # "epoch E step S" of the batch in hand
         self.last_metrics: Dict[str, Any] = {}
         self.last_scored: Optional[Scored] = None  # eval_split scored after the latest epoch of this process
         if self.resume:
             self._load_resume_state()
-        elif self.info.is_main:
-            self.metrics_log.reset()
-            if self.cfg.log_every:
-                self.step_log.reset()
-        # tensorboard: rank 0 mirrors the step and epoch rows into OUT/tensorboard/ (after a resume's start_epoch is known)
-        self.tb_log: Optional[TensorBoardLog] = None
-        if self.cfg.tensorboard and self.info.is_main:
-            self.tb_log = TensorBoardLog(self.files.tensorboard, len(self.loader), self.start_epoch)
+        cfg = self.cfg
+        self.logs = RunLogs(self.files, self.info.is_main, cfg.log_every, cfg.tensorboard, len(self.loader))
+        self.logs.start(self.start_epoch, self.resume)
 
     # ---------------------------------------------------------------- hooks for stages
     def load_splits(self) -> Tuple[Any, Any]:
@@ -277,10 +270,6 @@ class Trainer:
         torch.set_rng_state(ckpt["torch_rng"])
         self.start_epoch = int(ckpt["epoch"])
         self.last_metrics = dict(ckpt.get("metrics") or {})
-        if self.info.is_main:
-            self.metrics_log.truncate_to(self.start_epoch)
-            if self.files.steps.exists():
-                self.step_log.truncate_to(self.start_epoch)
         log.info("resumed %s after epoch %d", self.files.checkpoint, self.start_epoch)
 
     # ---------------------------------------------------------------- loop
@@ -297,7 +286,6 @@ class Trainer:
             disable=bar_disabled(self.progress, self.info),
             dynamic_ncols=True,
         )
-        log_every = self.cfg.log_every if self.info.is_main else 0
         for step, batch in enumerate(bar):
             image = model_input(batch.image, self.spec, self.info.device)  # uint8 pixels -> float input, on the device
             batch = batch._replace(image=image)
@@ -326,11 +314,8 @@ class Trainer:
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             lr = self.scheduler.get_last_lr()[0]
-            if log_every and (step + 1) % log_every == 0:
-                step_row = {"epoch": epoch + 1, "step": step + 1, "loss": sum(values.values()), **values, "lr": lr}
-                self.step_log.add(step_row)
-                if self.tb_log is not None:  # tensorboard: the same row, no extra sync
-                    self.tb_log.add_step(step_row)
+            if self.logs.wants_step(step):
+                self.logs.step({"epoch": epoch + 1, "step": step + 1, "loss": sum(values.values()), **values, "lr": lr})
             bar.set_postfix(loss=f"{sum(values.values()):.3f}", lr=f"{lr:.2e}")
         elapsed = time.perf_counter() - started
         # every rank's batches, not rank 0's alone (each rank ran the same number of steps)
@@ -366,11 +351,8 @@ class Trainer:
                 self.last_metrics = self.last_scored.metrics
                 row.update(self.last_metrics)
                 row["eval_time_s"] = time.perf_counter() - eval_started
+            self.logs.epoch(row)
             if self.info.is_main:
-                self.step_log.flush()
-                self.metrics_log.append(row)
-                if self.tb_log is not None:  # tensorboard: the same row, flushed
-                    self.tb_log.add_epoch(row)
                 self.save(self.files.checkpoint, epoch + 1, with_state=True)
                 scores = format_metrics(self.last_metrics) if "mAP" in row else "(not evaluated)"
                 log.info(
@@ -387,8 +369,7 @@ class Trainer:
         final_card = self.final_card()  # on every rank
         if self.info.is_main:
             self.save(self.files.final, self.stop_epoch, with_state=False, card=final_card)
-            if self.tb_log is not None:  # tensorboard
-                self.tb_log.close()
+            self.logs.close()
         barrier(self.info)
         return {
             "epochs": self.stop_epoch,
