@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..metrics import sigmoid, threshold_f1
 from ..models.card import ModelCard
 from ..runtime.checkpoint import load_checkpoint, model_entries, save_model, update_card
-from ..runtime.deploy import check_output
+from ..runtime.deploy import check_output, make_output_folder
 from ..runtime.scoring import load_model_on_ranks, score
 from ..thresholds import DEFAULT_OBJECTIVE, TUNING_SPLIT, UNTUNED, parse_objective, tune_thresholds
 
@@ -87,8 +87,5 @@ def _save_copy(source: Path, card: ModelCard, out: Path) -> None:
     """The checkpoint at ``source`` with ``card`` as its card, written to ``out`` atomically (the
     folders above it made): its weights and every other entry unchanged."""
     entries = model_entries(load_checkpoint(source))
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"-o {out}: cannot make folder {out.parent} ({exc.strerror or exc}); choose another file") from None
+    make_output_folder(out)
     save_model(out, card, entries.pop("model"), **entries)

@@ -156,11 +156,12 @@ class FactoryTeacher(nn.Module):
         finally:
             self.train(was_training)
         self.outputs = tuple(name for name in Outputs._fields if getattr(out, name) is not None)
-        for name in Outputs._fields:  # the size of each axis of SIZE_DIMS (feature_dim, embed_dim), 0 when not given
-            value = getattr(out, name)
+        for size in SIZE_DIMS.values():  # each size of SIZE_DIMS (feature_dim, embed_dim): 0 unless an output gives it
+            setattr(self, size, 0)
+        for name in self.outputs:
             for i, d in enumerate(MODEL_OUTPUTS[name].dims):
                 if d in SIZE_DIMS:
-                    setattr(self, SIZE_DIMS[d], int(value.shape[i]) if value is not None else 0)
+                    setattr(self, SIZE_DIMS[d], int(getattr(out, name).shape[i]))
 
 
 def build_factory_teacher(spec: str, img_size: int) -> FactoryTeacher:

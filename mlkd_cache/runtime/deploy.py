@@ -25,6 +25,7 @@ their content (:func:`export_kind`), whatever their name.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import io
 import json
@@ -417,7 +418,7 @@ def exported_file_error(path: Union[str, Path]) -> Optional[CheckpointError]:
 Pixels = Union[Tensor, np.ndarray]  # uint8 [N, 3, S, S]
 
 
-class Predictor:
+class Predictor(abc.ABC):
     """A model file ready to run, of any format: ``card`` (classes, input spec, thresholds), ``path``,
     ``device``; :meth:`run` takes uint8 pixels ``[N, 3, S, S]`` (a tensor or an array, as
     :func:`~mlkd_cache.data.views.eval_inputs` gives them) and gives float32 ``(logits,
@@ -439,9 +440,9 @@ class Predictor:
             )
         return x.contiguous()
 
+    @abc.abstractmethod
     def run(self, pixels: Pixels) -> Tuple[np.ndarray, np.ndarray]:
         """uint8 pixels ``[N, 3, S, S]`` -> (logits, probabilities), float32 ``[N, C]`` each."""
-        raise NotImplementedError
 
     def logits(self, pixels: Pixels) -> np.ndarray:
         """uint8 pixels ``[N, 3, S, S]`` -> float32 logits ``[N, C]``."""
@@ -463,7 +464,7 @@ class TorchPredictor(Predictor):
         device = as_device(device)
         self.loaded = load_model(path, device)
         super().__init__(self.loaded.card, Path(path), device)
-        self.amp = amp_enabled(bool(self.card.config.get("amp", True)), device)
+        self.amp = amp_enabled(self.card.config_with().amp, device)
 
     @torch.no_grad()
     def run(self, pixels: Pixels) -> Tuple[np.ndarray, np.ndarray]:
@@ -660,11 +661,16 @@ def check_output(out: Union[str, Path], overwrite: bool = False) -> Path:
     return out
 
 
-def write_output(out: Path, data: bytes) -> None:
-    """Write ``data`` to ``out`` atomically (a temporary file in its folder, renamed), making the
-    folders above it that do not exist yet."""
+def make_output_folder(out: Path) -> None:
+    """The folders above ``out`` that do not exist yet, made; one line when they cannot be."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"-o {out}: cannot make folder {out.parent} ({exc.strerror or exc}); choose another file") from None
+
+
+def write_output(out: Path, data: bytes) -> None:
+    """Write ``data`` to ``out`` atomically (a temporary file in its folder, renamed), making the
+    folders above it that do not exist yet."""
+    make_output_folder(out)
     atomic_write_bytes(out, data)
