@@ -223,3 +223,19 @@ def calibrate_batchnorm(model, images, transform) -> None:
     with torch.no_grad():
         model.train()(model_input(pixels, transform, torch.device("cpu")))
     model.eval()
+
+
+def run_benchmark_json(script: str, *args: str, timeout: int = 300) -> dict:
+    """Run ``benchmarks/<script>`` with ``args`` and ``--json`` in a fresh interpreter from the
+    repository root (as its docstring says to run it); its one JSON object."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)

@@ -19,12 +19,7 @@ def run(
     split: str = "test",
     keep_logits: bool = False,
 ) -> Dict:
-    """Score ``checkpoint`` on ``split`` of the dataset it was trained for.
-
-    Returns ``{"metrics": {...}, "per_class_ap": {class: AP%}, "checkpoint": ..., "samples": N}``,
-    with ``keep_logits`` also ``"logits"`` float32 and ``"labels"`` uint8, ``[N, C]`` in dataset order.
-    A checkpoint that stores per-class thresholds is also scored at them (metric keys
-    ``...@tuned``) and its ``"thresholds"`` are returned.
-    """
+    """Score ``checkpoint`` on ``split`` of the dataset it was trained for: it is loaded on every
+    rank, then :func:`~mlkd_cache.runtime.scoring.score` (the arguments and result are its)."""
     info = init_distributed()
     return score(load_model_on_ranks(checkpoint, info), data_root, batch_size, workers, split, keep_logits)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import ModelError
+from ..errors import ModelError, reason_of
 from ..losses.base import MODEL_OUTPUTS, SIZE_DIMS
 from .model import Outputs
 
@@ -73,8 +73,8 @@ def resolve_factory(spec: str) -> Callable[[], Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """The user's error, typed, as :func:`~mlkd_cache.errors.reason_of` quotes it (cut at a word)."""
+    return f"{type(exc).__name__}: {reason_of(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def _field(raw: Any, name: str) -> Optional[Tensor]:

@@ -118,11 +118,6 @@ class EnsembleTargets:
             by_teacher.setdefault(sha, name)
 
     @property
-    def cache(self) -> TargetCache:
-        """The first member's cache."""
-        return self.members[0].cache
-
-    @property
     def store(self) -> Optional[TargetCache]:
         """The first member's cache when it stores images: the image store a run reads."""
         return self.members[0].store

@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable
 
 from .._version import __version__
 from ..cache.format import split_digest
 from ..config import Config
 from ..distributed import DistInfo, agree, same_on_every_rank
+from .checkpoint import LoadedModel
 
 __all__ = ["check_same_config", "check_same_split", "load_on_every_rank", "LOCAL_KEYS"]
 
-
-class _Identified(Protocol):
-    @property
-    def sha256(self) -> str: ...
-
-
-Loaded = TypeVar("Loaded", bound=_Identified)  # a model loaded with its sha256: LoadedModel
 
 # Config keys that may differ between machines: where the data is and how many loader workers read it.
 LOCAL_KEYS = ("data_root", "workers")
@@ -57,7 +51,7 @@ def check_same_split(split: Any, what: str, info: DistInfo) -> None:
     )
 
 
-def load_on_every_rank(load: Callable[[], Loaded], what: str, info: DistInfo) -> Loaded:
+def load_on_every_rank(load: Callable[[], LoadedModel], what: str, info: DistInfo) -> LoadedModel:
     """``load()`` on every rank, each from its own storage (a checkpoint or a teacher): a rank
     that cannot stops every rank, naming it, and every rank must have read the same model
     (its ``sha256``, compared under torchrun only). ``what`` names it ("checkpoint PATH")."""

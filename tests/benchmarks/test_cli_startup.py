@@ -3,26 +3,14 @@ time itself is the benchmark's business (its 0.5 s goal is printed, not asserted
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from ..conftest import REPO
+from ..conftest import run_benchmark_json
 
 
 @pytest.mark.slow
 def test_every_variant_is_timed_and_stamped():
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "cli_startup.py"), "--repeat", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
+    result = run_benchmark_json("cli_startup.py", "--repeat", "1")
     assert set(result["timings"]) == {
         "mlkd-cache --version",
         "mlkd-cache --help",

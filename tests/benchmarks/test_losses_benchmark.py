@@ -4,28 +4,16 @@ figures carry the stamp of what measured them. Speed is the benchmark's business
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from ..conftest import REPO, shared_data
+from ..conftest import run_benchmark_json, shared_data
 
 
 @pytest.mark.slow
 def test_one_batch_reports_speed_memory_and_stamp():
     shared_data("coco2014_val_anno.json")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "losses.py"), "--batches", "1", "--repeat", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
+    result = run_benchmark_json("losses.py", "--batches", "1", "--repeat", "1")
     assert set(result["ms_per_batch"]) == {"led_loop", "led_vectorised", "mpscd_loop", "mpscd_vectorised"}
     assert all(ms > 0 for ms in result["ms_per_batch"].values())
     # tokens [P, E] float32 and their gradient at least; far below every difference [P, P, E]
