@@ -80,6 +80,7 @@ def _register() -> None:
     from .inspect_cache import inspect_command
     from .plot import plot
     from .predict import predict
+    from .sweep import sweep
     from .teacher_train import teacher_train
     from .tune_thresholds import tune_thresholds
     from .verify import verify
@@ -89,6 +90,7 @@ def _register() -> None:
         import_teacher,
         dump_targets,
         distill_student,
+        sweep,
         inspect_command,
         verify,
         evaluate,

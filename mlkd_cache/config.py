@@ -279,6 +279,11 @@ FIELDS: Dict[str, Field] = {
     ),
     "transform": Field("dict", {k: f.default for k, f in TRANSFORM_FIELDS.items()}, "train augmentation spec"),
     "cache": Field("dict", {k: f.default for k, f in CACHE_FIELDS.items()}, "target cache settings"),
+    "search_space": Field(
+        "dict",
+        {},
+        "what mlkd-cache sweep tunes: {dotted key: 'log:lo:hi' | 'float:lo:hi' | 'int:lo:hi' | 'choice:a,b'} ({} = each active loss weight and lr_s, log-uniform over a tenth to ten times the config's value)",
+    ),
 }
 
 _SUB_SCHEMAS: Dict[str, Dict[str, Field]] = {"transform": TRANSFORM_FIELDS, "cache": CACHE_FIELDS}
@@ -399,6 +404,10 @@ class Config:
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("Config is read-only; use replace(**changes)")
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        """Pickled as its values (validated again on load): a config crosses to spawned processes."""
+        return (Config, (self.to_dict(), self.source))
 
     def replace(self, **changes: Any) -> "Config":
         """A new config with ``changes`` applied (validated again)."""

@@ -22,6 +22,7 @@ EXTRAS: Dict[str, Tuple[str, ...]] = {
     "plot": ("matplotlib",),
     "tensorboard": ("tensorboard",),
     "deploy": ("onnx", "onnxruntime", "onnxscript"),
+    "sweep": ("optuna", "matplotlib"),
 }
 
 
@@ -59,6 +60,11 @@ class CacheCorruptError(MlkdError, OSError):
 
 class RunFolderError(MlkdError, ValueError):
     """A folder given as a training run has no readable metrics.jsonl or no finished epoch in it."""
+
+
+class TrainingDiverged(MlkdError, ArithmeticError):
+    """A training loss became non-finite: the run's settings (a learning rate, a loss weight) do
+    not train; a sweep records the trial as failed and goes on."""
 
 
 class MissingDependencyError(MlkdError, ImportError):

@@ -7,7 +7,7 @@ What counts as heavy, found by reading each test module's AST (no test is run):
 * a call into ``subprocess`` (a process: the CLI's ``run_cli``, torchrun and its node helpers in
   ``tests/nodes.py``, a tool or a fresh interpreter all go through it);
 * a trainer's ``.fit()``, and the commands that train or run a teacher over a whole split:
-  :data:`HEAVY_RUNS` (``teacher_train.run``, ``dump_targets.run``, ``distill_student.run``,
+  :data:`HEAVY_RUNS` (``teacher_train.run``, ``dump_targets.run``, ``distill_student.run``, ``sweep.run``,
   ``demo.run``);
 * ``run_cli_in_process`` with one of those commands (:data:`HEAVY_VERBS`), or with a command the
   call does not spell out (a table's entry, say); ``--help`` and ``--version`` are light.
@@ -32,7 +32,7 @@ TESTS = Path(__file__).resolve().parent
 
 HEAVY_RUNS = {
     f"mlkd_cache.commands.{verb}.run": verb.replace("_", "-")
-    for verb in ("teacher_train", "dump_targets", "distill_student", "demo")
+    for verb in ("teacher_train", "dump_targets", "distill_student", "sweep", "demo")
 }
 HEAVY_VERBS = frozenset(HEAVY_RUNS.values())
 # The other commands: they score, label, export, read or draw, each in seconds on the tests' data.

@@ -26,11 +26,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from ..config import Config
-from ..errors import ConfigError
-from ..runtime.students import DistillTrainer, NoKDTrainer, cache_list, images_of
-from ..runtime.targets import FRESH
+from ..runtime.regimes import Regime, train_student
 from ..runtime.teachers import TeacherSpec
-from ..runtime.train import Trainer
 
 __all__ = ["run"]
 
@@ -53,42 +50,5 @@ def run(
     Several ``cache`` folders distil from an ensemble of their teachers (offline only). ``views``:
     how many views a live ``teacher`` replays (default: those of the ``cache`` whose images it
     reads, else the config's ``cache.views``)."""
-    replayed: Union[str, int]  # FRESH, or the number of replayed views
-    caches = cache_list(cache)
-    if len(caches) > 1 and (no_kd or teacher is not None):
-        given = "--no-kd" if no_kd else "--teacher"
-        raise ConfigError(
-            f"several --cache folders distil from their teachers offline; with {given} give one --cache (its images are read)"
-        )
-    store = caches[0] if caches else None
-    if no_kd:
-        if teacher is not None or fresh_views or views is not None:
-            given = "--teacher" if teacher is not None else "--fresh-views" if fresh_views else "--views"
-            raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
-        trainer: Trainer = NoKDTrainer(
-            cfg, out, resume=resume, progress=progress, images=store, verify_checksums=verify_checksums
-        )
-        mode, replayed, terms = "no-kd", FRESH, [trainer.hard_loss.name]
-    else:
-        online_store = store if teacher is not None else None  # --teacher with --cache: the live teacher on the store's images
-        trainer = DistillTrainer(
-            cfg,
-            out,
-            cache=None if online_store is not None else caches,
-            teacher=teacher,
-            resume=resume,
-            progress=progress,
-            verify_checksums=verify_checksums,
-            fresh_views=fresh_views,
-            images=online_store,
-            views=views,
-        )
-        source_views = trainer.source.views
-        mode, terms = trainer.source.mode, [trainer.hard_loss.name, *trainer.term_names()]
-        replayed = FRESH if source_views is None else source_views
-    result = trainer.fit()
-    images = images_of(getattr(trainer, "image_cache", None))
-    result.update(
-        mode=mode, views=replayed, terms=terms, images=images, steps_log=str(trainer.files.steps) if cfg.log_every else None
-    )
-    return result
+    regime = Regime.of(cache, teacher, fresh_views=fresh_views, no_kd=no_kd, views=views)
+    return train_student(cfg, out, regime, resume=resume, progress=progress, verify_checksums=verify_checksums)

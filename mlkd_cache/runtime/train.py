@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, cast
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +37,7 @@ from ..distributed import (
     mean_over_ranks,
     sync_buffers,
 )
-from ..errors import ConfigError, MlkdError
+from ..errors import ConfigError, MlkdError, TrainingDiverged
 from ..losses.hard import build_hard_loss
 from ..metrics import format_metrics
 from ..models import build_model, resolve_model_name
@@ -76,6 +76,9 @@ class Trainer:
         if role not in ROLES:
             raise ValueError(role)
         self.cfg, self.role, self.resume, self.progress = cfg, role, resume, progress
+        # called on rank 0 after each scoring with (epochs done, metrics of eval_split); what it
+        # raises stops the run after that epoch's checkpoint (a sweep's pruner). It only reads.
+        self.on_scored: Optional[Callable[[int, Dict[str, Any]], None]] = None
         self.files = RunFiles(Path(out), ROLES[role])
         self.arch = getattr(cfg, f"model_{role}")
         self.lr = getattr(cfg, f"lr_{role}")
@@ -297,7 +300,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 bad = [k for k, v in terms.items() if not torch.isfinite(v)]
                 samples_of = ", ".join(str(int(i)) for i in batch.sample[:8])
-                raise MlkdError(
+                raise TrainingDiverged(
                     f"loss became non-finite at {self.position} (term {', '.join(bad)}; "
                     f"batch samples {samples_of}{', ...' if len(batch.sample) > 8 else ''}); "
                     f"lower the learning rate or check the data"
@@ -338,9 +341,32 @@ class Trainer:
 
     def fit(self) -> Dict[str, Any]:
         """Train from ``start_epoch`` to ``stop_epoch``; returns the last epoch's row."""
-        cfg = self.cfg
         started = time.perf_counter()
-        row: Dict[str, Any] = {}
+        try:
+            self._train_epochs()
+        except BaseException:  # the loader's workers and the logs end with the run, however it ends
+            self._stop_workers()
+            self.logs.close()
+            raise
+        final_card = self.final_card()  # on every rank
+        if self.info.is_main:
+            self.save(self.files.final, self.stop_epoch, with_state=False, card=final_card)
+            self.logs.close()
+        barrier(self.info)
+        return {
+            "epochs": self.stop_epoch,
+            "metrics": self.last_metrics,
+            "final": str(self.files.final),
+            "metrics_log": str(self.files.metrics),
+            "wall_time_s": time.perf_counter() - started,
+            "is_main": self.info.is_main,
+            "tool_version": __version__,
+        }
+
+    def _train_epochs(self) -> None:
+        """The epochs from ``start_epoch`` to ``stop_epoch``: train, score every ``eval_every``
+        and after the last, log, checkpoint, and tell :attr:`on_scored`."""
+        cfg = self.cfg
         for epoch in range(self.start_epoch, self.stop_epoch):
             row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
             sync_buffers(self.model, self.info)  # evaluate and save rank 0's BatchNorm statistics
@@ -365,18 +391,6 @@ class Trainer:
                     row["train_time_s"],
                 )
             barrier(self.info)
+            if self.on_scored is not None and self.info.is_main and "mAP" in row:
+                self.on_scored(epoch + 1, dict(self.last_metrics))
         self._stop_workers()
-        final_card = self.final_card()  # on every rank
-        if self.info.is_main:
-            self.save(self.files.final, self.stop_epoch, with_state=False, card=final_card)
-            self.logs.close()
-        barrier(self.info)
-        return {
-            "epochs": self.stop_epoch,
-            "metrics": self.last_metrics,
-            "final": str(self.files.final),
-            "metrics_log": str(self.files.metrics),
-            "wall_time_s": time.perf_counter() - started,
-            "is_main": self.info.is_main,
-            "tool_version": __version__,
-        }

@@ -1,0 +1,283 @@
+"""Does tuned distillation beat a tuned no-KD student? Two sweeps of one budget, then the winners on seeds.
+
+One teacher and one cache of ``--views`` views (trained and dumped here, or given with
+``--teacher`` / ``--cache``), then, through the real CLI:
+
+1. ``mlkd-cache sweep --no-kd`` and ``mlkd-cache sweep --cache CACHE`` (L2D offline), each with
+   ``--trials`` trials of the config's epochs, ``--jobs`` workers, TPE and the median pruner,
+   every trial scored on val (the default space: lr_s, and for L2D each active loss weight,
+   log-uniform over a tenth to ten times the config's value);
+2. each sweep's best config (``OUT/best.py``) trained on seeds 0..N-1: seed 0 is the best trial
+   itself, the others ``distill-student -c best.py --seed K`` (as many at a time as ``--jobs``,
+   one thread each, as the trials ran), each student scored on val and test;
+3. the paired difference of test mAP, tuned L2D minus tuned no KD (same seed: same
+   initialisation and data order), mean ± std and its 95% t-interval;
+4. what the sweeps cost: wall time and the trials' worker-seconds, against the same trials with
+   the teacher online (each offline trial's epochs at the epoch time of a live teacher on fresh
+   views, measured here on ``--online-epochs`` epochs with the same thread count).
+
+Choices are made on val only; test is scored once per winner and seed. Finished steps in
+``--work`` are reused (sweeps resume), so an interrupted study can be rerun. Prints a table
+(``--json``: one JSON object) and writes ``WORK/sweep_study.json``, stamped.
+
+    python benchmarks/sweep_study.py --benchmark voc-rf144 --work runs/sweep-voc          # about 80 min on 2 cores
+    python benchmarks/sweep_study.py --benchmark digits --trials 12 --work runs/sweep-digits
+    python benchmarks/sweep_study.py --quick                                             # smoke run, < 2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import REPO, format_table, stamp  # noqa: E402
+
+from mlkd_cache.stats import paired, summarise  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+BENCHMARKS = {
+    "digits": ("digits/resnet10t_to_test_resnet_l2d.py", None),
+    "voc-rf144": ("voc-rf144/resnet10t_to_test_resnet_l2d.py", SHARED / "voc2007-rf144"),
+}
+QUICK = ["--set", "dataset_para=dict(train_size=96, val_size=48, test_size=48)", "--set", "model_t='test_resnet'"]
+QUICK += [
+    "--set",
+    "img_size=32",
+    "--set",
+    "embed_dim=32",
+    "--set",
+    "workers=0",
+    "--set",
+    "max_epoch_t=1",
+    "--set",
+    "max_epoch_s=2",
+]
+REGIMES = {"no KD, tuned": ["--no-kd"], "L2D offline, tuned": []}  # the cache is added to the offline one
+
+
+def cli(args: List[str], threads: int, log: Path) -> float:
+    """Run ``mlkd-cache ARGS`` with ``threads`` torch threads; its output goes to ``log``. Returns seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    started = time.perf_counter()
+    with open(log, "a") as f:
+        proc = subprocess.run([sys.executable, "-m", "mlkd_cache", *args], env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise SystemExit(f"mlkd-cache {' '.join(args[:1])} failed (exit {proc.returncode}); see {log}")
+    return time.perf_counter() - started
+
+
+def last_row(run: Path) -> Dict[str, Any]:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_map(student: Path, data: List[str]) -> float:
+    from mlkd_cache.commands import evaluate
+
+    root = data[data.index("--data-root") + 1] if "--data-root" in data else None
+    return float(evaluate.run(student, data_root=root, split="test")["metrics"]["mAP"])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="voc-rf144")
+    parser.add_argument("--trials", type=int, default=20, help="trials per sweep (default 20)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds each winner is trained on (default 5)")
+    parser.add_argument("--jobs", type=int, default=2, help="sweep workers and seed runs at a time (default 2)")
+    parser.add_argument("--views", type=int, default=16, help="views of the cache (default 16)")
+    parser.add_argument("--teacher", type=Path, default=None, help="a trained teacher.pt of the config (else trained here)")
+    parser.add_argument("--cache", type=Path, default=None, help="its cache of --views views (else dumped here)")
+    parser.add_argument(
+        "--online-epochs", type=int, default=2, help="epochs of the online run whose epoch time prices an online sweep"
+    )
+    parser.add_argument("--work", type=Path, default=Path("runs/sweep-study"))
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny digits, 4 trials, 2 seeds")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.benchmark, args.trials, args.seeds, args.views = "digits", 4, 2, 2
+    config, root = BENCHMARKS[args.benchmark]
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "log.txt"
+    data = (["--data-root", str(root)] if root else []) + (QUICK if args.quick else [])
+    per_job = max(1, (os.cpu_count() or 1) // args.jobs)
+
+    teacher = args.teacher or work / "teacher" / "teacher.pt"
+    if not teacher.exists():
+        cli(["teacher-train", "-c", config, *data, "-o", str(teacher.parent), "--no-progress"], os.cpu_count() or 1, log)
+    cache = args.cache or work / "cache"
+    if not (cache / "manifest.json").exists():
+        cli(
+            [
+                "dump-targets",
+                "-c",
+                config,
+                *data,
+                "-t",
+                str(teacher),
+                "-o",
+                str(cache),
+                "--views",
+                str(args.views),
+                "--no-progress",
+            ],
+            os.cpu_count() or 1,
+            log,
+        )
+
+    rows: Dict[str, Dict[str, Any]] = {}
+    for name, regime in REGIMES.items():
+        out = work / ("sweep-no-kd" if regime else "sweep-l2d")
+        regime = regime or ["--cache", str(cache)]
+        wall = cli(
+            ["sweep", "-c", config, *data, *regime, "-o", str(out), "--trials", str(args.trials), "--jobs", str(args.jobs)],
+            1,
+            log,
+        )
+        result = json.loads((out / "sweep.json").read_text())
+        best = result["best"]
+        runs: Dict[int, Path] = {0: out / "trials" / f"{best['number']:04d}"}
+        for seed in range(1, args.seeds):
+            runs[seed] = out / f"best-seed{seed}"
+
+        todo = [
+            (
+                ["distill-student", "-c", best["config"], *regime, "--seed", str(seed), "-o", str(run), "--no-progress"],
+                best["threads"] or per_job,
+                log,
+            )
+            for seed, run in runs.items()
+            if seed and not (run / "student.pt").exists()
+        ]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda job: cli(*job), todo))
+        trials = result["trials"]
+        rows[name] = {
+            "params": best["params"],
+            "best_trial": best["number"],
+            "best_val": best["value"],
+            "val": {s: float(last_row(r)["mAP"]) for s, r in runs.items()},
+            "test": {s: test_map(r / "student.pt", data) for s, r in runs.items()},
+            "states": result["states"],
+            "sweep_wall_s": wall,
+            "trial_seconds": sum(t["wall_s"] or 0.0 for t in trials),
+            "trial_epochs": sum(t["epochs"] for t in trials if t["state"] in ("complete", "pruned")),
+            "epoch_s": _epoch_seconds(out),
+        }
+
+    online = work / "online-epoch"
+    if not (online / "student.pt").exists():
+        cli(
+            [
+                "distill-student",
+                "-c",
+                config,
+                *data,
+                "-t",
+                str(teacher),
+                "--fresh-views",
+                "--epochs",
+                str(args.online_epochs),
+                "-o",
+                str(online),
+                "--no-progress",
+                "--set",
+                f"eval_every={args.online_epochs}",
+            ],
+            per_job,
+            log,
+        )
+    online_epoch_s = _epoch_seconds_of(online)
+    kd = rows["L2D offline, tuned"]
+    base = rows["no KD, tuned"]
+    result = {
+        "benchmark": args.benchmark,
+        "config": config,
+        "trials": args.trials,
+        "seeds": args.seeds,
+        "jobs": args.jobs,
+        "views": args.views,
+        "rows": rows,
+        "paired_test": paired(kd["test"], base["test"]),
+        "paired_val": paired(kd["val"], base["val"]),
+        "online_epoch_s": online_epoch_s,
+        "offline_epoch_s": kd["epoch_s"],
+        "online_sweep_s_projected": kd["trial_epochs"] * online_epoch_s,
+        "stamp": stamp(),
+    }
+    (work / "sweep_study.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result) if args.json else render(result))
+    return 0
+
+
+def _epoch_seconds_of(run: Path) -> float:
+    """Median training seconds per epoch of one run (its metrics.jsonl)."""
+    import statistics
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return float(statistics.median(r["train_time_s"] for r in rows))
+
+
+def _epoch_seconds(sweep: Path) -> float:
+    """Median training seconds per epoch over a sweep's trials."""
+    import statistics
+
+    times = []
+    for metrics in sorted((sweep / "trials").glob("*/metrics.jsonl")):
+        times += [json.loads(line)["train_time_s"] for line in metrics.read_text().splitlines()]
+    return float(statistics.median(times))
+
+
+def _pm(values: Dict[Any, float]) -> str:
+    s = summarise(list(values.values()))
+    return f"{s['mean']:.2f} ± {s['std']:.2f}"
+
+
+def render(result: Dict[str, Any]) -> str:
+    s = result["stamp"]
+    lines = [f"mlkd-cache {s['mlkd_cache']} ({s['commit']}), torch {s['torch']}, {s['cpu']}: {s['command']}"]
+    lines.append(
+        f"{result['benchmark']}: {result['trials']} trials per sweep ({result['jobs']} workers), each winner on {result['seeds']} seeds"
+    )
+    headers = ["row", "best trial (val mAP)", "tuned values", "val mAP", "test mAP", "trials c/p/f", "sweep wall"]
+    table = []
+    for name, row in result["rows"].items():
+        values = ", ".join(f"{k.rsplit('.', 1)[-1]} {v:.3g}" for k, v in row["params"].items())
+        states = row["states"]
+        table.append(
+            [
+                name,
+                f"#{row['best_trial']} ({row['best_val']:.2f})",
+                values,
+                _pm(row["val"]),
+                _pm(row["test"]),
+                f"{states['complete']}/{states['pruned']}/{states['fail']}",
+                f"{row['sweep_wall_s'] / 60:.1f} min",
+            ]
+        )
+    lines.append(format_table(table, headers))
+    d = result["paired_test"]
+    ci = "n/a" if d["ci95"] is None else f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+    lines.append(
+        f"tuned L2D - tuned no KD, test mAP, paired over seeds: {d['mean']:+.2f} ± {d['std']:.2f}, 95% interval {ci}, "
+        f"{'beyond' if d['beyond_noise'] else 'within'} the noise (val: {result['paired_val']['mean']:+.2f} ± {result['paired_val']['std']:.2f})"
+    )
+    kd = result["rows"]["L2D offline, tuned"]
+    lines.append(
+        f"the L2D sweep: {kd['trial_epochs']} trial epochs at {result['offline_epoch_s']:.1f} s offline; with the teacher online "
+        f"({result['online_epoch_s']:.1f} s per epoch) the same trials would train {result['online_sweep_s_projected'] / 60:.0f} min "
+        f"instead of {kd['trial_seconds'] / 60:.0f} worker-min ({result['online_epoch_s'] / result['offline_epoch_s']:.2f}x)"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
