@@ -36,6 +36,12 @@ def inspect_command(cache_dir, as_json, verify_checksums) -> None:
         return
     click.echo(f"cache      {r['cache']}")
     click.echo(f"data       {r['dataset']}: {r['samples']} samples x {r['views']} views, {r['shards']} shard(s)")
+    if r["val_split"]:
+        held = r["val_split"]
+        click.echo(
+            f"val split  {held['fraction']:g} of the train split held out (val_split seed {held['seed']}): in no shard, "
+            "read by eval_split='val' and tune-thresholds"
+        )
     click.echo(
         f"size       {human_size(r['total_bytes'])} total, {human_size(r['bytes_per_sample'])}/sample, {human_size(r['bytes_per_view'])}/view"
     )

@@ -202,6 +202,22 @@ CACHE_FIELDS: Dict[str, Field] = {
 }
 
 
+def _fraction_below_one(v) -> Optional[str]:
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+
+
+# The val split carved out of the train split (data/holdout.py): every dataset then has one.
+VAL_SPLIT_FIELDS: Dict[str, Field] = {
+    "fraction": Field(
+        "float",
+        0.0,
+        "share of the train split held out as the val split, stratified per class (0 = off); those images are in no train split: not the teacher's, the cache's or a student's",
+        _fraction_below_one,
+    ),
+    "seed": Field("int", 0, "seed of the val split's tie-breaking (independent of the config's seed)", _at_least(0)),
+}
+
+
 def _hard_losses() -> Sequence[str]:
     from .losses.hard import HARD_LOSSES  # the registry owns the names; imported here, as the losses need torch
 
@@ -235,6 +251,11 @@ FIELDS: Dict[str, Field] = {
         {},
         "dataset arguments for teacher-train only, over dataset_para (e.g. a larger digits train_size: a teacher that saw more images than its students; the cache covers dataset_para's train split)",
     ),
+    "val_split": Field(
+        "dict",
+        {k: f.default for k, f in VAL_SPLIT_FIELDS.items()},
+        "the val split held out of the train split (for eval_split='val' and decision thresholds)",
+    ),
     "bad_images": Field(
         "str",
         "error",
@@ -262,7 +283,7 @@ FIELDS: Dict[str, Field] = {
     "eval_split": Field(
         "str",
         "test",
-        "split scored during training and reported: test, or val to choose epochs and hyper-parameters without the test split (digits and csv with a val_file have one)",
+        "split scored during training and reported: test, or val to choose epochs and hyper-parameters without the test split (digits, csv with a val_file, and every dataset with val_split on have one)",
         _one_of(*EVAL_SPLITS),
     ),
     "log_every": Field("int", 10, "write the loss terms of every N-th training step to OUT/steps.jsonl (0 = off)", _at_least(0)),
@@ -282,11 +303,11 @@ FIELDS: Dict[str, Field] = {
     "search_space": Field(
         "dict",
         {},
-        "what mlkd-cache sweep tunes: {dotted key: 'log:lo:hi' | 'float:lo:hi' | 'int:lo:hi' | 'choice:a,b'} ({} = each active loss weight and lr_s, log-uniform over a tenth to ten times the config's value)",
+        "what mlkd-cache sweep tunes: a dict of dotted keys to 'log:LO:HI', 'float:LO:HI', 'int:LO:HI' or 'choice:A,B' ({} = each active loss weight and lr_s, log-uniform over a tenth to ten times the config's value; docs/sweep.md)",
     ),
 }
 
-_SUB_SCHEMAS: Dict[str, Dict[str, Field]] = {"transform": TRANSFORM_FIELDS, "cache": CACHE_FIELDS}
+_SUB_SCHEMAS: Dict[str, Dict[str, Field]] = {"transform": TRANSFORM_FIELDS, "cache": CACHE_FIELDS, "val_split": VAL_SPLIT_FIELDS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,7 +489,7 @@ def _shown(value: Any) -> str:
 
 def reference_markdown() -> str:
     """The config reference of the README, from the key tables of this module: one row per key
-    (``transform.*`` and ``cache.*`` sub-keys each on their own row) with its type, default and
+    (``transform.*``, ``cache.*`` and ``val_split.*`` sub-keys each on their own row) with its type, default and
     meaning. A test keeps the README's copy equal to it."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in FIELDS.items():

@@ -15,6 +15,7 @@ from torch import Tensor
 from mlkd_cache.cache.writer import ShardWriter, write_manifest
 from mlkd_cache.commands import dump_targets as dump
 from mlkd_cache.config import Config, load_config, resolve_config_path
+from mlkd_cache.data import has_split
 from mlkd_cache.data.views import ViewDataset
 from mlkd_cache.models.model import MultiLabelModel
 from mlkd_cache.runtime.students import DistillTrainer
@@ -74,6 +75,10 @@ def small_config(path: Path, tmp: Path) -> Config:
         "replay_check": 1.0,  # compare every student input with the cached fingerprint
         "log_every": 0,
     }
+    if cfg.val_split["fraction"] > 0:  # two training images spare none (test_shipped_config_has_a_val_split checks it)
+        overrides["val_split.fraction"] = 0.0
+        if cfg.eval_split == "val":
+            overrides["eval_split"] = "test"
     root = fixture_root(cfg.dataset, tmp)
     if root is None:
         overrides["dataset_para"] = {**cfg.dataset_para, "train_size": 2, "test_size": 2}
@@ -113,6 +118,16 @@ def test_shipped_config_resolves_and_downloads_nothing(path):
     assert resolve_config_path(path.relative_to(REPO / "configs")).read_bytes() == path.read_bytes()
     cfg = load_config(path)
     assert (cfg.data_root, cfg.pretrained_t, cfg.pretrained_s) == (None, None, None)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
+def test_shipped_config_has_a_val_split(path):
+    """Every shipped config can tune decision thresholds: its dataset has a val split of its own
+    (digits, csv with a val_file) or the config holds a tenth of the train split out."""
+    cfg = load_config(path)
+    assert has_split(cfg, "val")
+    own = cfg.dataset == "digits" or cfg.dataset_para.get("val_file") is not None
+    assert cfg.val_split == ({"fraction": 0.0, "seed": 0} if own else {"fraction": 0.1, "seed": 0})
 
 
 @pytest.mark.slow

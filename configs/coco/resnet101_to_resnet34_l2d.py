@@ -10,6 +10,8 @@
 # - teacher_pretrained: L2D's file says True, which makes its main.py load a teacher trained by an
 #   earlier run (the copy in its README says False); here teacher-train trains it. Set True only
 #   when OUT/teacher.pt already holds the trained teacher.
+# - val_split holds a tenth of the training images out for decision thresholds: the teacher and
+#   students train on the other 90% (L2D trains on all; val_split = dict(fraction=0.0) does too);
 # - RandAugment is timm's "rand-m9-n2-mstd0.5" (L2D: the `randaugment` package), because every view
 #   must be replayable from its seed; the backbones are timm's resnet101 / resnet34.
 #
@@ -56,7 +58,14 @@ pretrained_t = None
 pretrained_s = None
 workers = 8  # L2D's DataLoader num_workers
 
+# A val split held out of the train split (docs/datasets.md#a-held-out-val-split): a tenth of the
+# training images, stratified per class, in no train split (not the teacher's, the cache's or a
+# student's). distill-student tunes each student's decision thresholds on it and stores them in
+# student.pt; tune-thresholds reads it. The scores stay on the test split (eval_split = "test").
+val_split = dict(fraction=0.1, seed=0)
+
 # 16 views (docs/results.md#how-many-views-to-store: with RandAugment, 16): an 80-epoch student
-# sees each cached view 5 times; float16, positive-label embeddings: about 11.5 GB for the 82,081
-# training images (`dump-targets --dry-run` prints the exact plan). views=8 halves it.
+# sees each cached view 5 times; float16, positive-label embeddings: about 10.4 GB for the 73,873
+# training images val_split leaves of 82,081 (`dump-targets --dry-run` prints the exact plan).
+# views=8 halves it.
 cache = dict(views=16, dtype="float16", embedding="positive")

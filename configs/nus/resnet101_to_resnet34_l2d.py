@@ -10,6 +10,8 @@
 # What differs, and why:
 # - teacher_pretrained is False: teacher-train trains the teacher (L2D's COCO file says True, which
 #   makes its main.py load a teacher trained by an earlier run);
+# - val_split holds a tenth of the training images out for decision thresholds: the teacher and
+#   students train on the other 90% (L2D trains on all; val_split = dict(fraction=0.0) does too);
 # - RandAugment is timm's (every view must be replayable from its seed); backbones are timm's.
 dataset = "nus"
 
@@ -50,7 +52,14 @@ pretrained_t = None
 pretrained_s = None
 workers = 8  # L2D's DataLoader num_workers
 
-# 16 views as for COCO (docs/results.md#how-many-views-to-store): about 20 GB in float16 with
-# positive-label embeddings for the 161,789 images of TrainImagelist.txt (about 2.4 positives
-# each); views=8 halves it (`dump-targets --dry-run` prints the exact plan).
+# A val split held out of the train split (docs/datasets.md#a-held-out-val-split): a tenth of the
+# training images, stratified per class, in no train split (not the teacher's, the cache's or a
+# student's). distill-student tunes each student's decision thresholds on it and stores them in
+# student.pt; tune-thresholds reads it. The scores stay on the test split (eval_split = "test").
+val_split = dict(fraction=0.1, seed=0)
+
+# 16 views as for COCO (docs/results.md#how-many-views-to-store): about 18 GB in float16 with
+# positive-label embeddings for the 145,610 images val_split leaves of the 161,789 of
+# TrainImagelist.txt (about 2.4 positives each); views=8 halves it (`dump-targets --dry-run`
+# prints the exact plan).
 cache = dict(views=16, dtype="float16", embedding="positive")

@@ -58,6 +58,7 @@ import numpy as np
 
 from .._version import __version__
 from ..config import CACHE_DTYPES, EMBEDDING_LAYOUTS, IMAGE_STORES
+from ..data.holdout import describe_val_split, val_split_record
 from ..data.transforms import TransformSpec
 from ..data.views import FINGERPRINT_INPUTS
 from ..errors import CacheCorruptError, CacheMismatchError
@@ -123,12 +124,13 @@ DTYPES = CACHE_DTYPES  # the choices live with the config keys that take them
 EMBEDDINGS = EMBEDDING_LAYOUTS
 QUANTISATION_ATTR = "quantisation"  # per shard: the error of storing each output (writer.ShardBuffer.attrs)
 SHARD_ATTRS = ("shard_index", "sample_start", "sample_stop", "created", QUANTISATION_ATTR)  # per-shard, not in the spec
-_JSON_FIELDS = ("class_names", "transform", "normalisation", "outputs")  # stored as JSON strings in HDF5
+_JSON_FIELDS = ("class_names", "transform", "normalisation", "outputs", "val_split")  # stored as JSON strings in HDF5
 # Fields a cache without an image store leaves out (its attributes, and so its hashes, stay those
 # of the caches written before the store existed), and their values there; likewise ``outputs``
-# when the cache holds UNRECORDED_OUTPUTS (_OPTIONAL: every field an older cache may lack).
+# when the cache holds UNRECORDED_OUTPUTS, and ``val_split`` when no val split was held out of its
+# train split (_OPTIONAL: every field an older cache may lack).
 _STORE_DEFAULTS: Dict[str, Any] = {"images": "none", "jpeg_quality": 0}
-_OPTIONAL: Dict[str, Any] = {**_STORE_DEFAULTS, "outputs": UNRECORDED_OUTPUTS}
+_OPTIONAL: Dict[str, Any] = {**_STORE_DEFAULTS, "outputs": UNRECORDED_OUTPUTS, "val_split": {}}
 _KEY_ITEMSIZE = 8  # h5py reports a vlen-string dataset's nbytes as 8 bytes per element
 
 
@@ -318,6 +320,9 @@ class CacheSpec:
     images: str = "none"  # the image store: none | raw | jpeg
     jpeg_quality: int = 0  # images="jpeg": the encoder's quality, else 0
     outputs: Tuple[str, ...] = UNRECORDED_OUTPUTS  # the teacher outputs stored (TEACHER_OUTPUTS order); logits always
+    # the val split held out of the dataset's train split before this one was dumped
+    # (data.holdout.val_split_record: {"fraction", "seed"}, {} when none)
+    val_split: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once here so equal caches compare equal
@@ -356,11 +361,13 @@ class CacheSpec:
         if len(names) != self.num_classes:
             raise ValueError(f"CacheSpec has {len(names)} class names for num_classes {self.num_classes}")
         set_(self, "class_names", names)
-        for name in ("transform", "normalisation"):
+        for name in ("transform", "normalisation", "val_split"):
             value = getattr(self, name)
             if not isinstance(value, Mapping):
                 raise TypeError(f"CacheSpec.{name} must be a dict, got {type(value).__name__}")
             set_(self, name, json.loads(_canonical_json(dict(value))))  # tuples -> lists, like a reload
+        if self.val_split != val_split_record(self.val_split):
+            raise ValueError(f"CacheSpec.val_split must be {{}} or {{fraction, seed}} with fraction > 0, got {self.val_split!r}")
         for name in (
             "dataset",
             "split",
@@ -451,6 +458,8 @@ class CacheSpec:
                 del d[name]
         if self.outputs == UNRECORDED_OUTPUTS:
             del d["outputs"]
+        if not self.val_split:
+            del d["val_split"]
         return d
 
     @classmethod
@@ -654,6 +663,7 @@ SAME_INPUTS: Dict[str, str] = {
     "base_seed": "seed",
     "views": "views",
     "jpeg_quality": "JPEG quality of the image store",
+    "val_split": "val split held out",
 }
 
 
@@ -691,11 +701,14 @@ def check_request(
     img_size: Optional[int] = None,
     transform_hash: Optional[str] = None,
     views: Optional[int] = None,
+    val_split: Optional[Mapping[str, Any]] = None,
     where: str = "",
 ) -> None:
     """Raise :class:`CacheMismatchError` (one line) when the cache was built for something else.
 
-    Arguments left ``None`` are not checked. ``where`` (e.g. the cache directory) prefixes the message.
+    Arguments left ``None`` are not checked. ``val_split``: the val split held out of the train
+    split asked for (``{}``: none), checked before the labels, whose digest it changes.
+    ``where`` (e.g. the cache directory) prefixes the message.
     """
     prefix = f"{where}: " if where else ""
 
@@ -716,6 +729,16 @@ def check_request(
                 f"cache built for other class names (class {i} is {built[i]!r}, the dataset has {asked[i]!r}); "
                 f"re-run dump-targets for this dataset or pass another --cache"
             )
+    if val_split is not None and val_split_record(val_split) != spec.val_split:
+        fix = (
+            f"val_split = dict(fraction={spec.val_split['fraction']!r}, seed={spec.val_split['seed']})"
+            if spec.val_split
+            else "val_split.fraction = 0"
+        )
+        fail(
+            f"cache built with {describe_val_split(spec.val_split)}, the config asks for {describe_val_split(val_split)}; "
+            f"re-run dump-targets with this config or set {fix}"
+        )
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (spec.num_samples, spec.num_classes):

@@ -371,7 +371,10 @@ class TargetCache:
         else:
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
         store = ImageStore([(p.path, p.start, p.stop) for p in parts], spec.images, spec.img_size)
-        return StoredSplit(spec.dataset, name, spec.class_names, keys, labels, store)
+        stored = StoredSplit(spec.dataset, name, spec.class_names, keys, labels, store)
+        if name in ("train", "val"):  # the dump's train split, or the val split held out of it
+            stored.val_split = dict(spec.val_split)
+        return stored
 
     def content_sha256(self) -> str:
         """sha256 over the manifest's per-shard sha256 list: changes whenever any shard does."""
@@ -579,12 +582,17 @@ def open_cache(
 
 
 def check_fits(
-    cache: TargetCache, dataset: Any = None, transform: Union[TransformSpec, Mapping[str, Any], None] = None, name: str = ""
+    cache: TargetCache,
+    dataset: Any = None,
+    transform: Union[TransformSpec, Mapping[str, Any], None] = None,
+    name: str = "",
+    val_split: Optional[Mapping[str, Any]] = None,
 ) -> None:
     """:class:`~mlkd_cache.errors.CacheMismatchError` unless ``cache`` is the dump of the train
-    split ``dataset`` (dataset ``name``, default ``dataset.name``; class list; labels) under
-    ``transform`` (a :class:`TransformSpec` or its dict; ``img_size`` and the spec's hash).
-    Arguments left ``None`` are not checked."""
+    split ``dataset`` (dataset ``name``, default ``dataset.name``; the val split held out of it,
+    ``val_split``, default ``dataset.val_split`` where it has one; class list; labels) under ``transform`` (a
+    :class:`TransformSpec` or its dict; ``img_size`` and the spec's hash). Arguments left
+    ``None`` are not checked."""
     spec = cache.spec
     if dataset is not None:
         name = name or getattr(dataset, "name", spec.dataset)
@@ -597,7 +605,10 @@ def check_fits(
         transform = TransformSpec.from_dict(transform)
     if transform is not None and not isinstance(transform, TransformSpec):
         raise TypeError(f"transform must be a TransformSpec (TransformSpec.from_config(cfg)), got {type(transform).__name__}")
+    if val_split is None and dataset is not None:
+        val_split = getattr(dataset, "val_split", None)  # a split of one's own making: its labels tell
     cache.check_request(
+        val_split=val_split,
         class_names=None if dataset is None else dataset.class_names,
         labels=None if dataset is None else dataset.labels,
         img_size=None if transform is None else transform.img_size,

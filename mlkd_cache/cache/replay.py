@@ -25,6 +25,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from .._version import __version__
 from ..data import build_dataset, dataset_from_config
+from ..data.holdout import val_split_record
 from ..data.sampler import EpochIndex, EpochSampler
 from ..data.transforms import TransformSpec, model_input, to_unsigned
 from ..data.views import ViewDataset, ViewItem
@@ -170,7 +171,8 @@ class CachedViews(Dataset):
         """The views of the cache in ``directory``. A cache with an image store serves its stored
         train split (no dataset folder) unless ``data_root`` or ``config`` is given. Otherwise
         the split is rebuilt from what the cache records (the manifest's ``made_with``: dataset,
-        ``dataset_para``, data root), with no config. ``data_root`` overrides the recorded folder
+        ``dataset_para``, data root; the spec's ``val_split``, held out as the dump held it out),
+        with no config. ``data_root`` overrides the recorded folder
         (the data moved). With a ``config`` (:class:`~mlkd_cache.config.Config`) the split is the
         config's, and it and the config's transform must be the dump's, as :func:`open_cache`
         checks them (:class:`CacheMismatchError` naming the first difference). ``image_dtype``:
@@ -180,7 +182,7 @@ class CachedViews(Dataset):
             if config is not None:
                 spec = TransformSpec.from_config(config)
                 check_store_fits(cache, config.dataset, config.dataset_params("s"), config.bad_images, spec)
-                check_fits(cache, None, spec)
+                check_fits(cache, None, spec, val_split=val_split_record(config.val_split))
             return cls(cache.stored_split("train"), cache, replay_check, image_dtype)
         if cache.spec.images == "jpeg":
             raise CacheMismatchError(
@@ -201,7 +203,14 @@ class CachedViews(Dataset):
         else:
             root = data_root if data_root is not None else made.get("data_root")
             params = dict(made.get("dataset_para") or {})
-            dataset = build_dataset(cache.spec.dataset, "train", root, bad_images=made.get("bad_images", "error"), **params)
+            dataset = build_dataset(
+                cache.spec.dataset,
+                "train",
+                root,
+                bad_images=made.get("bad_images", "error"),
+                val_split=cache.spec.val_split,  # the dump's train split: the same val split held out
+                **params,
+            )
             check_fits(cache, dataset)
         return cls(dataset, cache, replay_check, image_dtype)
 

@@ -44,6 +44,7 @@ from ..cache.writer import EvalBuffer, ShardBuffer, ShardWriter, eval_is_complet
 from ..config import Config
 from ..data import MultiLabelDataset, dataset_from_config
 from ..data.base import label_summary
+from ..data.holdout import val_split_record
 from ..data.planning import PlannedSplit, planned_train_split
 from ..data.transforms import TransformSpec, model_input
 from ..data.views import ViewDataset, ViewItem, eval_inputs
@@ -204,6 +205,7 @@ def build_spec(cfg: Config, card: ModelCard, teacher_sha256: str, dataset, views
         tool_version=__version__,
         images=cfg.cache["images"],
         jpeg_quality=cfg.cache["jpeg_quality"] if cfg.cache["images"] == "jpeg" else 0,
+        val_split=val_split_record(cfg.val_split),
     )
 
 
@@ -432,8 +434,9 @@ def plan_text(
 
 def made_with(cfg: Config) -> Dict[str, Any]:
     """How the dumped train split is built (the manifest's ``made_with``): the config file, the
-    dataset, its parameters (``dataset_para``, as the students' split), data root and
-    ``bad_images``, as JSON values (a tuple becomes a list; anything else its repr)."""
+    dataset, its parameters (``dataset_para``, as the students' split), data root,
+    ``bad_images`` and, when one was held out, ``val_split`` (as the spec records it), as JSON
+    values (a tuple becomes a list; anything else its repr)."""
     record = {
         "config": cfg.source,
         "dataset": cfg.dataset,
@@ -441,6 +444,9 @@ def made_with(cfg: Config) -> Dict[str, Any]:
         "data_root": str(Path(cfg.data_root).resolve()) if cfg.data_root else None,
         "bad_images": cfg.bad_images,
     }
+    held_out = val_split_record(cfg.val_split)
+    if held_out:  # left out otherwise: a manifest without a val split stays as it was
+        record["val_split"] = held_out
     return json.loads(json.dumps(record, default=repr))
 
 
@@ -460,7 +466,8 @@ def plan(cfg: Config, teacher: Optional[TeacherSpec] = None, views: Optional[int
     views = _views(cfg, views)
     loaded = open_teacher(teacher, cfg) if teacher is not None else None
     transform = TransformSpec.from_config(cfg)
-    planned = planned_train_split(cfg.dataset, **cfg.dataset_para) if not cfg.data_root else None
+    held_out = val_split_record(cfg.val_split).get("fraction", 0.0)
+    planned = planned_train_split(cfg.dataset, held_out, **cfg.dataset_para) if not cfg.data_root else None
     dataset: Union[PlannedSplit, MultiLabelDataset]
     if planned is not None:  # no data: the published train split stands in
         dataset, source = planned, planned.source

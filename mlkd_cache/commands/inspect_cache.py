@@ -52,6 +52,7 @@ def run(cache_dir: Path, batch: int = 4096, verify_checksums: bool = True) -> Di
         "teacher_arch": spec.teacher_arch,
         "teacher_sha256": spec.teacher_sha256,
         "dataset": f"{spec.dataset}/{spec.split}",
+        "val_split": dict(spec.val_split),  # the val split held out of the train split ({} when none)
         "img_size": spec.img_size,
         "transform_hash": spec.transform_hash,
         "class_names": list(spec.class_names),

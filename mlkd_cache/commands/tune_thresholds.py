@@ -54,13 +54,20 @@ def tune(
     card = loaded.card
     cfg = card.config_with(data_root=data_root)
     why = "tuning on the test split leaks it into the scores you report, on train is optimistic"
+    held_out = (
+        f"it was trained without val_split: train it with val_split = dict(fraction=0.1, seed=0) in the config, which "
+        f"holds a {TUNING_SPLIT} split out of the train split"
+    )
     if split is None:
         if not has_split(cfg, TUNING_SPLIT):
-            raise ConfigError(f"dataset {cfg.dataset} of {path} has no {TUNING_SPLIT} split; choose one with --split ({why})")
+            raise ConfigError(
+                f"dataset {cfg.dataset} of {path} has no {TUNING_SPLIT} split; {held_out}, or choose a split with --split ({why})"
+            )
         split = TUNING_SPLIT
     elif not has_split(cfg, split):
+        hint = f" ({held_out})" if split == TUNING_SPLIT else ""
         raise ConfigError(
-            f"dataset {cfg.dataset} of {path} has no {split!r} split; choose --split among {', '.join(available_splits(cfg))}"
+            f"dataset {cfg.dataset} of {path} has no {split!r} split; choose --split among {', '.join(available_splits(cfg))}{hint}"
         )
     scored = score(loaded, data_root, batch_size, workers, split, keep_logits=True)
     z, y = scored["logits"], scored["labels"]

@@ -82,7 +82,13 @@ def run(
         root = data_root or made.get("data_root")
         params = dict(made.get("dataset_para") or {})
         dataset = build_dataset(
-            spec.dataset, spec.split, root, bad_images=made.get("bad_images", "error"), workers=cfg.workers, **params
+            spec.dataset,
+            spec.split,
+            root,
+            bad_images=made.get("bad_images", "error"),
+            workers=cfg.workers,
+            val_split=spec.val_split,  # the dump's train split: the same val split held out
+            **params,
         )
     elif loaded.card.factory is not None:
         raise CacheMismatchError(
@@ -91,7 +97,13 @@ def run(
         )
     else:  # the cache names the dataset and split; the teacher's config the rest
         dataset = build_dataset(
-            spec.dataset, spec.split, cfg.data_root, bad_images=cfg.bad_images, workers=cfg.workers, **cfg.dataset_para
+            spec.dataset,
+            spec.split,
+            cfg.data_root,
+            bad_images=cfg.bad_images,
+            workers=cfg.workers,
+            val_split=spec.val_split,
+            **cfg.dataset_para,
         )
     cache.check_request(class_names=dataset.class_names, labels=dataset.labels)
     view_data = ViewDataset(

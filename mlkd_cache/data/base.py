@@ -58,6 +58,9 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         self.labels: np.ndarray = labels
         self.image_paths: Optional[List[str]] = list(image_paths) if image_paths is not None else None
         self.root = root
+        # the val split held out of the train split this split comes from (data/holdout.py's
+        # record: {} when none; set by build_dataset): the train split lacks it, val is it
+        self.val_split: Dict[str, Any] = {}
 
     @classmethod
     def available_splits(cls, **params: Any) -> Tuple[str, ...]:

@@ -8,6 +8,7 @@ no ``--data-root`` is given, and the real labels when it is.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -53,14 +54,18 @@ class PlannedSplit:
         return len(self.labels)
 
 
-def planned_train_split(name: str, **params) -> Optional[PlannedSplit]:
-    """The train split of dataset ``name`` (with its ``dataset_para``) as published, ``None`` for
-    datasets without published numbers (``csv``: the user's own). Datasets declare theirs in a
+def planned_train_split(name: str, held_out: float = 0.0, **params) -> Optional[PlannedSplit]:
+    """The train split of dataset ``name`` (with its ``dataset_para``) as published, less the share
+    ``held_out`` a val split takes (config ``val_split.fraction``), ``None`` for datasets without
+    published numbers (``csv``: the user's own). Datasets declare theirs in a
     ``published_train_split(**params)`` classmethod and their class names in ``planned_class_names``."""
     factory = DATASETS.get(name)
     published = getattr(factory, "published_train_split", None)
     split = published(**params) if published is not None else None
     if split is None:
         return None
+    if held_out:
+        kept = split.images - int(round(split.images * held_out))
+        split = dataclasses.replace(split, images=kept, source=f"{split.source}; {kept:,} left for training by val_split")
     names = getattr(factory, "planned_class_names", None) or [f"class{i}" for i in range(split.classes)]
     return PlannedSplit(list(names), split)

@@ -8,7 +8,8 @@ A :class:`ModelCard` holds
 * how it sees an image: ``transform``, a
   :class:`~mlkd_cache.data.transforms.TransformSpec` (``img_size``, normalisation and the eval
   resize derive from it: nothing is stored beside it);
-* where it came from: the ``config`` it was trained or imported with, and ``provenance`` (the
+* where it came from: the ``config`` it was trained or imported with (its ``val_split``: the
+  images held out of its train split, :attr:`ModelCard.val_split`), and ``provenance`` (the
   cache or teacher a student was distilled from, the checkpoint a teacher was imported from);
 * per-class decision ``thresholds``, once chosen on labelled data (``None`` until then).
 
@@ -28,9 +29,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from torch import Tensor, nn
 
 from ..config import Config
+from ..data import has_split
+from ..data.holdout import val_split_record
 from ..data.transforms import TransformSpec
-from ..errors import CheckpointError, ConfigError
-from ..thresholds import UNTUNED
+from ..errors import CheckpointError, ConfigError, MlkdError
+from ..thresholds import TUNING_SPLIT, UNTUNED
 from .factory import FactoryTeacher, build_factory_teacher
 from .model import MultiLabelModel, Outputs, build_model
 
@@ -115,10 +118,17 @@ class ModelCard:
         :data:`~mlkd_cache.thresholds.UNTUNED` for every class."""
         stored = self.thresholds
         if stored is None:
-            return (
-                [UNTUNED] * self.num_classes,
-                f"{UNTUNED:g} for every class (the model stores no thresholds; mlkd-cache tune-thresholds chooses them)",
+            try:
+                tunable = has_split(self.config_with(), TUNING_SPLIT)
+            except MlkdError:  # a config today's schema cannot read: no split to promise
+                tunable = False
+            how = (
+                "mlkd-cache tune-thresholds chooses them"
+                if tunable
+                else f"its dataset has no {TUNING_SPLIT} split to choose them on: train it with "
+                "val_split = dict(fraction=0.1, seed=0) in its config"
             )
+            return [UNTUNED] * self.num_classes, f"{UNTUNED:g} for every class (the model stores no thresholds; {how})"
         where = f"{stored.get('split', '?')} split, {stored.get('samples', '?')} images"
         return (
             [float(v) for v in stored["values"]],
@@ -148,6 +158,12 @@ class ModelCard:
     def dataset(self) -> str:
         """The dataset name of the config it was made with."""
         return str(self.config.get("dataset", ""))
+
+    @property
+    def val_split(self) -> Dict[str, Any]:
+        """The val split held out of the train split it was trained on, as its config records it
+        (:func:`~mlkd_cache.data.holdout.val_split_record`: ``{}`` when none)."""
+        return val_split_record(self.config.get("val_split"))
 
     # ---------------------------------------------------------------- making one
     @classmethod

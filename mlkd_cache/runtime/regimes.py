@@ -103,6 +103,7 @@ def train_student(
     replayed: Union[str, int]
     store = regime.caches[0] if regime.caches else None
     trainer: Trainer
+    mode = regime.mode
     if regime.no_kd:
         trainer = NoKDTrainer(cfg, out, resume=resume, progress=progress, images=store, verify_checksums=verify_checksums)
         replayed, terms = FRESH, [trainer.hard_loss.name]
@@ -125,10 +126,10 @@ def train_student(
         source_views = trainer.source.views
         terms = [trainer.hard_loss.name, *trainer.term_names()]
         replayed = FRESH if source_views is None else source_views
+        mode = trainer.source.mode
     trainer.on_scored = on_scored
     result = trainer.fit()
     images = images_of(getattr(trainer, "image_cache", None))
-    mode = regime.mode if regime.no_kd else trainer.source.mode  # type: ignore[attr-defined]
     result.update(
         mode=mode, views=replayed, terms=terms, images=images, steps_log=str(trainer.files.steps) if cfg.log_every else None
     )

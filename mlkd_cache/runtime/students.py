@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
-from ..cache.format import labels_digest
+from ..cache.format import check_request, labels_digest
 from ..cache.reader import TargetCache, check_store_fits
 from ..config import Config
 from ..data import MultiLabelDataset, check_eval_split, dataset_from_config, has_split
@@ -61,6 +61,7 @@ def splits_from_store(cache: TargetCache, cfg: Config) -> Tuple[MultiLabelDatase
     """The train split and the scored split read from ``cache``'s image store: no dataset folder.
     A scored split other than the stored one comes from the dataset folder, when there is one."""
     check_store_fits(cache, cfg.dataset, cfg.dataset_params("s"), cfg.bad_images, TransformSpec.from_config(cfg))
+    check_request(cache.spec, val_split=cfg.val_split, where=str(cache.directory))  # its train split less the same val
     train = cache.stored_split("train")
     if cfg.eval_split == cache.eval_split:
         return train, cache.stored_split("eval")
@@ -102,12 +103,21 @@ class StudentTrainer(Trainer):
 
     def tuning_data(self) -> Optional[ViewDataset]:
         """The eval inputs of the val split (the scored split when it is val), None where the
-        dataset has none, or some rank cannot read it or reads other labels than rank 0 (said in
-        a warning); every rank gets the same answer."""
+        dataset has none, or some rank cannot read it or reads other labels than rank 0 (each
+        said in a warning); every rank gets the same answer."""
         cfg = self.cfg
         if cfg.eval_split == TUNING_SPLIT:
             return self.test_data
         if not has_split(cfg, TUNING_SPLIT):
+            if self.info.is_main:
+                log.warning(
+                    "%s stores no decision thresholds: dataset %s has no %s split to tune them on; set "
+                    "val_split = dict(fraction=0.1, seed=0) in the config to hold one out of the train split "
+                    "(the teacher, the cache and the student then train without it)",
+                    self.files.final,
+                    cfg.dataset,
+                    TUNING_SPLIT,
+                )
             return None
         data: Optional[ViewDataset] = None
         try:

@@ -167,7 +167,9 @@ def _pruner(plan: SweepPlan) -> Any:
     if plan.pruner == "none":
         return optuna.pruners.NopPruner()
     planned, _ = plan.cfg.epochs("s")
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=planned // WARMUP_SHARE + 1)  # steps < this: never pruned
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=5, n_warmup_steps=planned // WARMUP_SHARE + 1
+    )  # steps < this: never pruned
 
 
 def open_study(plan: SweepPlan, worker: int = 0) -> Any:

@@ -31,6 +31,7 @@ from ..cache.prototypes import PrototypeAccumulator, load_or_compute_prototypes
 from ..cache.reader import TargetCache, check_fits, open_cache
 from ..cache.replay import CachedBatch, CachedTargetsCollate, check_finite, check_replay
 from ..config import Config
+from ..data.holdout import val_split_record
 from ..data.transforms import TransformSpec
 from ..data.views import PairViews, ViewDataset, ViewItem, view_pairs
 from ..device import autocast_for, place_model
@@ -189,8 +190,9 @@ class CacheTargets:
         verify_on_ranks(self.cache, info)
 
     def check_fits(self, cfg: Config, train_set: Any, transform: TransformSpec) -> None:
-        """The cache must be the dump of this train split under this config's input pipeline."""
-        check_fits(self.cache, train_set, transform, name=cfg.dataset)
+        """The cache must be the dump of this train split, with the config's val split held out
+        of it, under this config's input pipeline."""
+        check_fits(self.cache, train_set, transform, name=cfg.dataset, val_split=val_split_record(cfg.val_split))
 
     def collate(self) -> CachedTargetsCollate:
         return CachedTargetsCollate(self.cache)

@@ -199,6 +199,67 @@ def test_check_request_other_labels(spec, labels):
         check_request(spec, labels=labels[:49])
 
 
+@pytest.mark.parametrize(
+    "built, asked, match",
+    [
+        (
+            {"fraction": 0.1, "seed": 0},
+            {},
+            r"^cache built with val_split fraction=0.1 seed=0, the config asks for no val_split; re-run dump-targets with "
+            r"this config or set val_split = dict\(fraction=0.1, seed=0\)$",
+        ),
+        (
+            {},
+            {"fraction": 0.2, "seed": 3},
+            r"^cache built with no val_split, the config asks for val_split fraction=0.2 seed=3; re-run dump-targets with "
+            r"this config or set val_split.fraction = 0$",
+        ),
+        (
+            {"fraction": 0.1, "seed": 0},
+            {"fraction": 0.1, "seed": 1},
+            r"^cache built with val_split fraction=0.1 seed=0, the config asks for val_split fraction=0.1 seed=1; ",
+        ),
+    ],
+    ids=["some-vs-none", "none-vs-some", "other-seed"],
+)
+def test_check_request_another_val_split_comes_before_the_labels(labels, built, asked, match):
+    """A cache of another val split holds other labels too: the split is named, not the digest."""
+    spec = make_spec(labels, val_split=built)
+    other = labels[: len(labels) - 3]
+    with pytest.raises(CacheMismatchError, match=match):
+        check_request(spec, val_split=asked, labels=other)
+    check_request(spec, val_split=dict(built), labels=labels)
+    check_request(spec, val_split={"fraction": 0.0, "seed": 9} if not built else built)  # off is off, whatever its seed
+
+
+def test_val_split_is_an_attribute_only_when_one_was_held_out(labels, tmp_path):
+    plain, held = make_spec(labels), make_spec(labels, val_split={"fraction": 0.1, "seed": 4})
+    assert "val_split" not in plain.to_attrs() and "val_split" not in plain.to_dict() and plain.val_split == {}
+    assert held.to_attrs()["val_split"] == '{"fraction":0.1,"seed":4}' and held.format_version == plain.format_version
+    path = tmp_path / "shard.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs.update(held.to_attrs())
+    with h5py.File(path, "r") as f:
+        assert CacheSpec.from_attrs(f.attrs) == held
+    assert CacheSpec.from_dict(held.to_dict()) == held and hash(held) != hash(plain)
+    with pytest.raises(ValueError, match=r"CacheSpec.val_split must be \{\} or \{fraction, seed\}"):
+        make_spec(labels, val_split={"fraction": 0.0, "seed": 1})
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_cache_without_a_val_split_keeps_its_attributes(version):
+    """The caches of earlier versions (no val_split) read back to exactly the attributes they hold:
+    the same hashes, the same comparisons."""
+    from mlkd_cache.cache.format import SHARD_ATTRS, _plain
+
+    from ..conftest import REPO
+
+    with h5py.File(REPO / "tests" / "fixtures" / f"cache-v{version}" / "cache" / "shard-00000.h5", "r") as f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in SHARD_ATTRS}
+    spec = CacheSpec.from_attrs(attrs)
+    assert spec.val_split == {} and spec.to_attrs() == attrs
+
+
 def test_check_request_where_prefix(spec):
     with pytest.raises(CacheMismatchError, match=r"^/data/cache: cache built for img_size 224, config asks for 448; "):
         check_request(spec, img_size=448, where="/data/cache")

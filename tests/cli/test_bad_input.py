@@ -358,6 +358,25 @@ CASES: Dict[str, Case] = {
         lambda t, b: ["distill-student", "-c", str(tiny_config(t)), "-o", str(t / "out")],
         r"give either --cache DIR .* or --teacher teacher\.pt .*not neither",
     ),
+    # ---- sweep
+    "sweep: a search-space key the config cannot tune": Case(
+        lambda t, b: [
+            "sweep",
+            "-c",
+            str(tiny_config(t, cache="dict(views=2)")),
+            "--cache",
+            str(b.cache),
+            "-o",
+            str(t / "sweep"),
+            "--space",
+            "lr=log:1e-4:1e-2",
+        ],
+        r"search space key 'lr' is not tunable in this config \(did you mean 'lr_s'\?\); valid keys: lr_s, weight_decay, ",
+    ),
+    "sweep: a dataset without a val split": Case(
+        lambda t, b: ["sweep", "-c", str(csv_config(t, make_csv_tree(t / "csv"))), "--no-kd", "-o", str(t / "sweep")],
+        r"sweep scores its trials on the val split, which dataset csv has not here; carve one from train with val_split = ",
+    ),
     # ---- inspect, verify, evaluate, demo
     "inspect: folder is not a cache": Case(
         lambda t, b: ["inspect", str(garbage(t / "notcache" / "x.bin").parent)],

@@ -341,11 +341,16 @@ def test_inspect_and_verify(tmp_path, trained):
     ],
 )
 def test_dry_run_plans_a_public_dataset_before_the_download(config, para, samples, source):
-    """No data root: the published train split stands in for the labels, and says so."""
+    """No data root: the published train split stands in for the labels, and says so; less the
+    tenth the shipped config's val_split holds out."""
     cfg = load_config(config, {"dataset_para": para} if para else {})
-    assert not cfg.data_root
+    assert not cfg.data_root and cfg.val_split["fraction"] == 0.1
     plan = dump.plan(cfg, views=8)["plan"]
-    assert plan["samples"] == samples and plan["views"] == 8 and plan["source"].startswith(source)
+    assert plan["source"].startswith(source) and plan["source"].endswith(" left for training by val_split")
+    kept = samples - round(samples * 0.1)
+    assert plan["samples"] == kept and plan["views"] == 8
+    assert dump.plan(cfg.replace(val_split={"fraction": 0.0}), views=8)["plan"]["samples"] == samples
+    samples = kept
     per_image = {"coco": 2.9, "voc": 1.46, "nus": 2.4}[cfg.dataset]
     assert plan["positive_tokens"] / samples == pytest.approx(per_image, abs=0.03)
     assert 0 < plan["payload_bytes"] < plan["dense_payload_bytes"]
@@ -355,7 +360,7 @@ def test_dry_run_cli_without_data_root_names_its_numbers():
     proc = run_cli_in_process(["dump-targets", "-c", "coco/resnet101_to_resnet34_l2d.py", "--dry-run", "--views", "8"])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "planned cache: 82081 samples x 8 views in 21 shard(s), positive embeddings, float16"
+    assert lines[0] == "planned cache: 73873 samples x 8 views in 19 shard(s), positive embeddings, float16"  # val_split: 0.1
     assert lines[-1].startswith("  from       COCO 2014 train as in L2D's train_anno.json: 82,081 images")
 
 

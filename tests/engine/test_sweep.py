@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,9 +122,8 @@ def _running(study, pid: int, host: str, beat: float):
 
 
 def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+    """A pid no process has: one past the kernel's largest."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
 
 
 def test_a_dead_worker_s_trial_fails_and_is_retried_once_with_its_values():

@@ -197,7 +197,12 @@ def test_bad_input_is_one_line_and_leaves_the_file(student, tmp_path):
         (path, ["--objective", "precison=0.9"], r"objective 'precison=0.9' is not valid; use one of f1, precision=P, recall=R"),
         (path, ["--objective", "precision=2"], r"\(0, 1\]"),
         (path, ["--split", "holdout"], r"no 'holdout' split; choose --split among train, val, test"),
-        (no_val, [], r"dataset voc .* has no val split; choose one with --split \(tuning on the test split leaks"),
+        (
+            no_val,
+            [],
+            r"dataset voc .* has no val split; it was trained without val_split: train it with val_split = "
+            r"dict\(fraction=0.1, seed=0\) in the config, .*or choose a split with --split \(tuning on the test split leaks",
+        ),
     ]
     for target, args, match in cases:
         before = target.read_bytes()
