@@ -203,9 +203,12 @@ CACHE_FIELDS: Dict[str, Field] = {
 
 
 def _fraction_below_one(v) -> Optional[str]:
-    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+    """0 (off), or a share that holds out something and leaves something: [1e-6, 1 - 1e-6]."""
+    return None if v == 0.0 or 1e-6 <= v <= 1.0 - 1e-6 else "must be 0 (off) or in [1e-06, 0.999999]"
 
 
+# What a message suggests to a user who needs a val split (the shipped configs' setting).
+VAL_SPLIT_HINT = "val_split = dict(fraction=0.1, seed=0)"
 # The val split carved out of the train split (data/holdout.py): every dataset then has one.
 VAL_SPLIT_FIELDS: Dict[str, Field] = {
     "fraction": Field(
@@ -389,6 +392,12 @@ def _check_relations(v: Dict[str, Any]) -> None:
             raise ConfigError(
                 f"config key {key!r} holds {top_level[0]!r}, a top-level key; set {top_level[0]} = ... outside {key}"
             )
+    pool_keys = sorted(set(v["dataset_para_t"]) - {"train_size"})
+    if v["val_split"]["fraction"] > 0 and pool_keys:  # one pool, one val split for teacher and students
+        raise ConfigError(
+            f"config key 'dataset_para_t' sets {pool_keys[0]!r} while val_split is on: the teacher's train split would be "
+            f"carved from other images than the students'; set it in dataset_para, or keep only train_size in dataset_para_t"
+        )
     crit = v["criterion_t2s_para"]
     if "para" not in crit or not isinstance(crit.get("para"), Mapping):
         raise ConfigError("config key 'criterion_t2s_para' must be dict(name=..., para=dict(...))")

@@ -12,20 +12,21 @@ caches' checksums, the output folder), runs the workers and returns the summary
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ..config import Config
+from ..config import VAL_SPLIT_HINT, Config
 from ..data import has_split
 from ..distributed import init_distributed
-from ..errors import ConfigError, require_module
+from ..errors import ConfigError, MlkdError, require_module
+from ..fileio import file_sha256
 from ..runtime.regimes import Regime
 from ..runtime.search_space import build_space
 from ..runtime.sweep import (
-    DB_NAME,
-    LOCK_NAME,
-    TRIALS_DIR,
+    STUDY_MARKER,
     SweepPlan,
+    forget_if_empty,
     open_study,
     run_workers,
     save_plots,
@@ -38,8 +39,6 @@ from ..thresholds import TUNING_SPLIT
 
 __all__ = ["run", "default_study_name"]
 
-SWEEP_FILES = (DB_NAME, LOCK_NAME, TRIALS_DIR, "sweep.json")  # what a sweep's folder may already hold
-
 
 def default_study_name(cfg: Config, regime: Regime) -> str:
     """``<config file stem>-<mode>`` (``resnet10t_to_test_resnet_l2d-offline``)."""
@@ -47,16 +46,37 @@ def default_study_name(cfg: Config, regime: Regime) -> str:
     return f"{stem}-{regime.mode}"
 
 
-def _check_out(out: Path) -> None:
-    """OUT is new, empty, or a sweep's folder (resumed); a folder of other files is refused."""
+def _claim_out(plan: SweepPlan) -> None:
+    """OUT is new, empty, or the folder of this very study (``study.json``: its name and storage);
+    a folder of other files or of another study is refused in one line. Claims a new one."""
+    out, marker = plan.out, plan.out / STUDY_MARKER
+    mine = {"study": plan.study_name, "storage": plan.storage}
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o {out} is a file; give a folder for the sweep")
-    if out.is_dir():
-        foreign = sorted(
-            p.name for p in out.iterdir() if p.name not in SWEEP_FILES and not p.name.endswith((".png", ".py", ".tmp"))
-        )
-        if foreign:
-            raise ConfigError(f"-o {out} holds {foreign[0]!r}, not a sweep's file; give a new or empty folder")
+    if marker.is_file():
+        recorded = json.loads(marker.read_text())
+        if recorded.get("study") != plan.study_name:
+            raise ConfigError(
+                f"-o {out} holds the sweep of study {recorded.get('study')!r}, not {plan.study_name!r}; give another -o "
+                f"(each study keeps its own trials/, best.py and plots)"
+            )
+        return
+    if out.is_dir() and any(out.iterdir()):
+        first = sorted(p.name for p in out.iterdir())[0]
+        raise ConfigError(f"-o {out} holds {first!r} and no sweep; give a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(mine) + "\n")
+
+
+def _sources(regime: Regime) -> Tuple[str, ...]:
+    """What the trials learn from, by content: each cache's manifest sha256 (every file's checksum
+    checked here once; the trials skip it) and a live teacher's file sha256 (a factory: its name)."""
+    info = init_distributed()
+    sources = [open_cache_on_ranks(directory, True, info).manifest_sha256 for directory in regime.caches]
+    if regime.teacher is not None:
+        path = Path(str(regime.teacher))
+        sources.append(file_sha256(path) if path.is_file() else str(regime.teacher))
+    return tuple(sources)
 
 
 def run(
@@ -74,7 +94,8 @@ def run(
 ) -> Dict[str, Any]:
     """Run (or go on with) the sweep of ``cfg`` under ``regime`` in ``out`` until the study holds
     ``trials`` counted trials; ``jobs`` local workers. Returns :func:`~mlkd_cache.runtime.sweep.summary`
-    with ``plots`` (the PNG files written)."""
+    with ``plots`` (the PNG files written). A sweep whose first trials all stopped on an error
+    leaves no study behind: fix the cause and run it again."""
     require_module("optuna", "mlkd-cache sweep")
     if trials < 1 or jobs < 1:
         raise ConfigError(f"--trials and --jobs must be >= 1, got {trials} and {jobs}")
@@ -83,7 +104,7 @@ def run(
     if not has_split(cfg, TUNING_SPLIT):
         raise ConfigError(
             f"sweep scores its trials on the {TUNING_SPLIT} split, which dataset {cfg.dataset} has not here; "
-            f"carve one from train with val_split = dict(fraction=0.1, seed=0) in the config"
+            f"carve one from train with {VAL_SPLIT_HINT} in the config"
         )
     cfg = cfg.replace(eval_split=TUNING_SPLIT)  # trials are scored on val; test is never scored
     plan = SweepPlan(
@@ -96,12 +117,14 @@ def run(
         out=Path(out),
         storage=storage_url(Path(out), storage),
         study_name=study_name or default_study_name(cfg, regime),
+        sources=_sources(regime),
     )
-    _check_out(plan.out)
-    info = init_distributed()
-    for directory in regime.caches:  # every file's checksum once here; the trials skip it
-        open_cache_on_ranks(directory, True, info)
-    run_workers(plan, jobs)
+    _claim_out(plan)
+    try:
+        run_workers(plan, jobs)
+    except MlkdError:
+        forget_if_empty(plan)
+        raise
     study = open_study(plan)
     result = summary(plan, study)
     result["plots"] = [str(p) for p in save_plots(plan, study)] if plots else []

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
+from ..config import VAL_SPLIT_HINT
 from ..data import available_splits, has_split
 from ..distributed import barrier, init_distributed
 from ..errors import ConfigError
@@ -55,7 +56,7 @@ def tune(
     cfg = card.config_with(data_root=data_root)
     why = "tuning on the test split leaks it into the scores you report, on train is optimistic"
     held_out = (
-        f"it was trained without val_split: train it with val_split = dict(fraction=0.1, seed=0) in the config, which "
+        f"it was trained without val_split: train it with {VAL_SPLIT_HINT} in the config, which "
         f"holds a {TUNING_SPLIT} split out of the train split"
     )
     if split is None:

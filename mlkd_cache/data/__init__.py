@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type, cast
 
 import numpy as np
 
-from ..config import Config
+from ..config import VAL_SPLIT_HINT, Config
 from ..errors import ConfigError, DataError
 from ..registry import did_you_mean
 from . import coco, csv_folder, digits, nus, voc  # noqa: F401  (registration side effects)
@@ -174,7 +174,7 @@ def check_eval_split(cfg: Config) -> None:
     if cfg.eval_split not in splits:
         fix = "set eval_split='test'"
         if cfg.eval_split == "val":
-            fix += ", or hold out a val split: val_split = dict(fraction=0.1, seed=0)"
+            fix += f", or hold out a val split: {VAL_SPLIT_HINT}"
         raise ConfigError(
             f"config key eval_split={cfg.eval_split!r}: dataset {cfg.dataset} has no {cfg.eval_split} split "
             f"(it has {', '.join(splits)}); {fix}"

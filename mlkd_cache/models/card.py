@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ..config import Config
+from ..config import VAL_SPLIT_HINT, Config
 from ..data import has_split
 from ..data.holdout import val_split_record
 from ..data.transforms import TransformSpec
@@ -125,8 +125,7 @@ class ModelCard:
             how = (
                 "mlkd-cache tune-thresholds chooses them"
                 if tunable
-                else f"its dataset has no {TUNING_SPLIT} split to choose them on: train it with "
-                "val_split = dict(fraction=0.1, seed=0) in its config"
+                else f"its dataset has no {TUNING_SPLIT} split to choose them on: train it with {VAL_SPLIT_HINT} in its config"
             )
             return [UNTUNED] * self.num_classes, f"{UNTUNED:g} for every class (the model stores no thresholds; {how})"
         where = f"{stored.get('split', '?')} split, {stored.get('samples', '?')} images"

@@ -9,13 +9,14 @@ the trainer of a regime and runs it; both commands call it, so a sweep's trial i
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from ..config import Config
 from ..errors import ConfigError
-from .students import DistillTrainer, NoKDTrainer, cache_list, images_of
+from .students import DistillTrainer, NoKDTrainer, cache_list, check_sources, images_of
 from .targets import FRESH
 from .teachers import TeacherSpec
 from .train import Trainer
@@ -55,6 +56,8 @@ class Regime:
         if no_kd and (teacher is not None or fresh_views or views is not None):
             given = "--teacher" if teacher is not None else "--fresh-views" if fresh_views else "--views"
             raise ConfigError(f"--no-kd trains without a teacher; drop {given} or drop --no-kd")
+        if not no_kd:  # what the trainer will be given (train_student): with a teacher, the caches are only its images
+            check_sources(() if teacher is not None else caches, teacher, fresh_views, views)
         return cls(caches, teacher, fresh_views, no_kd, views)
 
     @property
@@ -64,9 +67,9 @@ class Regime:
 
     def options(self) -> str:
         """The ``distill-student`` options that run this regime (``--cache A --fresh-views``)."""
-        words = [f"--cache {c}" for c in self.caches]
+        words = [f"--cache {shlex.quote(str(c))}" for c in self.caches]
         if self.teacher is not None:
-            words.append(f"--teacher {self.teacher}")
+            words.append(f"--teacher {shlex.quote(str(self.teacher))}")
         if self.fresh_views:
             words.append("--fresh-views")
         if self.views is not None:

@@ -200,6 +200,13 @@ def build_space(cfg: Config, items: Iterable[Tuple[str, str]] = (), no_kd: bool 
             raise ConfigError(
                 f"search space key {kd_keys[0]!r} weights a distillation loss, which --no-kd does not train; drop it"
             )
+    for param in space.values():  # every value a trial may draw must make a valid config: checked now, not hours in
+        for value in param.choices or (param.low, param.high):
+            value = int(value) if param.integer and not param.choices else value
+            try:
+                apply_params(cfg, {param.key: value})
+            except ConfigError as exc:
+                raise ConfigError(f"search space {param.key}={param.spec()}: the value {value!r} is refused ({exc})") from None
     return space
 
 

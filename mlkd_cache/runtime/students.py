@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..cache.format import check_request, labels_digest
 from ..cache.reader import TargetCache, check_store_fits
-from ..config import Config
+from ..config import VAL_SPLIT_HINT, Config
 from ..data import MultiLabelDataset, check_eval_split, dataset_from_config, has_split
 from ..data.transforms import TransformSpec
 from ..data.views import ViewDataset, eval_inputs
@@ -39,7 +39,7 @@ from .train import Trainer
 
 log = logging.getLogger("mlkd_cache")
 
-__all__ = ["FRESH", "StudentTrainer", "NoKDTrainer", "DistillTrainer", "cache_list", "images_of"]
+__all__ = ["FRESH", "StudentTrainer", "NoKDTrainer", "DistillTrainer", "cache_list", "check_sources", "images_of"]
 
 
 def image_cache(directory: Optional[Path], verify_checksums: bool = True) -> Optional[TargetCache]:
@@ -112,7 +112,7 @@ class StudentTrainer(Trainer):
             if self.info.is_main:
                 log.warning(
                     "%s stores no decision thresholds: dataset %s has no %s split to tune them on; set "
-                    "val_split = dict(fraction=0.1, seed=0) in the config to hold one out of the train split "
+                    f"{VAL_SPLIT_HINT} in the config to hold one out of the train split "
                     "(the teacher, the cache and the student then train without it)",
                     self.files.final,
                     cfg.dataset,
@@ -180,6 +180,25 @@ def images_of(cache: Optional[TargetCache]) -> str:
     return "dataset" if cache is None else f"{cache.spec.images} store of {cache.directory}"
 
 
+def check_sources(caches: Sequence[Path], teacher: Optional[TeacherSpec], fresh_views: bool, views: Optional[int]) -> None:
+    """:class:`ConfigError` (one line) unless a distilled student has one source of targets:
+    ``caches`` (offline) or a live ``teacher`` (online, on ``fresh_views`` or the replay of
+    ``views`` views)."""
+    if bool(caches) == (teacher is not None):
+        raise ConfigError(
+            "give either --cache DIR (offline, from dump-targets) or --teacher teacher.pt (online baseline), not "
+            + ("both" if caches else "neither")
+        )
+    if fresh_views and teacher is None:
+        raise ConfigError(
+            "--fresh-views needs --teacher: a cache holds a fixed set of views; drop --fresh-views or pass --teacher"
+        )
+    if views is not None and (teacher is None or fresh_views):
+        raise ConfigError(
+            "--views sets how many views a live --teacher replays; a cache replays its own and --fresh-views none: drop --views"
+        )
+
+
 def live_teacher(
     cfg: Config,
     teacher: TeacherSpec,
@@ -221,19 +240,7 @@ class DistillTrainer(StudentTrainer):
         views: Optional[int] = None,
     ) -> None:
         caches = cache_list(cache)
-        if bool(caches) == (teacher is not None):
-            raise ConfigError(
-                "give either --cache DIR (offline, from dump-targets) or --teacher teacher.pt (online baseline), not "
-                + ("both" if caches else "neither")
-            )
-        if fresh_views and teacher is None:
-            raise ConfigError(
-                "--fresh-views needs --teacher: a cache holds a fixed set of views; drop --fresh-views or pass --teacher"
-            )
-        if views is not None and (teacher is None or fresh_views):
-            raise ConfigError(
-                "--views sets how many views a live --teacher replays; a cache replays its own and --fresh-views none: drop --views"
-            )
+        check_sources(caches, teacher, fresh_views, views)
         # The teacher is built before the student's seed is set, so both modes initialise alike.
         # The source's checksums are checked after the outputs check: a source that cannot serve is refused at once.
         self.source: TeacherTargets

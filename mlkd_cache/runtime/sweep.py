@@ -29,8 +29,11 @@ import json
 import logging
 import multiprocessing
 import os
+import shlex
 import shutil
+import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -40,7 +43,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .._version import __version__
 from ..config import Config
-from ..errors import ConfigError, MlkdError, TrainingDiverged, one_line, require_module
+from ..errors import ConfigError, MlkdError, TrainingDiverged, one_line, reason_of, require_module
 from ..metrics import METRIC_KEYS
 from ..thresholds import TUNING_SPLIT
 from .regimes import Regime, train_student
@@ -62,12 +65,16 @@ __all__ = [
     "importances",
     "save_plots",
     "short_names",
+    "forget_if_empty",
+    "fail_died",
 ]
 
 PRUNERS = ("median", "none")  # median: optuna's MedianPruner over the trials' val scores; none: every trial runs out
 DB_NAME = "sweep.db"  # OUT/sweep.db: the default storage (SQLite)
 TRIALS_DIR = "trials"  # OUT/trials/NNNN: each trial's run folder
 BEST_CONFIG = "best.py"
+SUMMARY = "sweep.json"  # OUT/sweep.json: the ranked trials and the best (summary())
+STUDY_MARKER = "study.json"  # OUT/study.json: the study whose sweep this folder is
 LOCK_NAME = "sweep.lock"
 IDENTITY_ATTR = "mlkd_cache_sweep"  # the study's user attribute recording what it tunes
 HEARTBEAT_S = 30.0  # a running trial writes its time this often
@@ -94,6 +101,7 @@ class SweepPlan:
     out: Path
     storage: str
     study_name: str
+    sources: Tuple[str, ...] = ()  # what the trials learn from, by content: each cache's manifest sha256, the teacher's sha256
 
     def __post_init__(self) -> None:
         if self.metric not in METRIC_KEYS:
@@ -116,6 +124,7 @@ class SweepPlan:
         return {
             "config": digest,
             "regime": {k: regime[k] for k in ("mode", "fresh_views", "views")},
+            "sources": list(self.sources),
             "space": {k: p.spec() for k, p in self.space.items()},
             "metric": self.metric,
         }
@@ -125,6 +134,11 @@ class SweepPlan:
 
     def trial_dir(self, number: int) -> Path:
         return self.out / TRIALS_DIR / f"{number:04d}"
+
+    @property
+    def stop_epoch(self) -> int:
+        """The epoch a trial ends after (the config's budget)."""
+        return self.cfg.epochs("s")[1]
 
 
 def storage_url(out: Path, storage: Optional[str]) -> str:
@@ -146,9 +160,11 @@ def _storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except (ImportError, ValueError) as exc:  # an unknown dialect, a missing driver
-        raise ConfigError(f"--storage {url}: {one_line(exc)}; give sqlite:///PATH, journal:PATH or an RDB URL") from None
+        raise ConfigError(f"--storage {url}: {reason_of(exc)}; give sqlite:///PATH, journal:PATH or an RDB URL") from None
     except Exception as exc:  # sqlalchemy's OperationalError: a server not reached, a file not writable
-        raise ConfigError(f"--storage {url} cannot be opened ({one_line(exc)}); check the URL and that it is reachable") from None
+        raise ConfigError(
+            f"--storage {url} cannot be opened ({reason_of(exc)}); check the URL and that it is reachable"
+        ) from None
 
 
 def _sampler(plan: SweepPlan, worker: int, done: int) -> Any:
@@ -240,8 +256,8 @@ def _process_gone(pid: int) -> bool:
 
 def reap_dead_trials(study: Any, now: Optional[float] = None) -> List[int]:
     """Fail every running trial whose worker is gone (a process of this host that ended, or a
-    heartbeat older than :data:`STALE_AFTER_S`) and enqueue its parameters once more, unless it
-    was itself a retry. Returns the numbers failed."""
+    heartbeat older than :data:`STALE_AFTER_S`, on any host) and enqueue its values once more,
+    unless it was itself a retry (:func:`fail_died`). Returns the numbers failed."""
     from optuna.trial import TrialState
 
     now = time.time() if now is None else now
@@ -250,23 +266,27 @@ def reap_dead_trials(study: Any, now: Optional[float] = None) -> List[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker") or {}
         beat = float(t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now))
-        if worker.get("host") == host and worker.get("pid") is not None:
-            gone = _process_gone(int(worker["pid"]))
-        else:
-            gone = now - beat > STALE_AFTER_S
-        if not gone:
+        mine = worker.get("host") == host and worker.get("pid") is not None
+        if not ((mine and _process_gone(int(worker["pid"]))) or now - beat > STALE_AFTER_S):
             continue
-        try:
-            study._storage.set_trial_user_attr(
-                t._trial_id, "failure", f"{DIED}: its worker {worker.get('host')}:{worker.get('pid')} ended"
-            )
-            study.tell(t.number, state=TrialState.FAIL)
-        except Exception:  # another worker failed it first
-            continue
-        failed.append(t.number)
-        if "retry_of" not in t.user_attrs:
-            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        if fail_died(study, t, f"its worker {worker.get('host')}:{worker.get('pid')} ended"):
+            failed.append(t.number)
     return failed
+
+
+def fail_died(study: Any, trial: Any, why: str) -> bool:
+    """Fail the running ``trial`` (a FrozenTrial) as died and enqueue its values once more, unless
+    it was itself a retry; False when another worker had already finished it."""
+    from optuna.trial import TrialState
+
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", f"{DIED}: {why}")
+        study.tell(trial.number, state=TrialState.FAIL)
+    except Exception:  # another worker failed it first
+        return False
+    if "retry_of" not in trial.user_attrs:
+        study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    return True
 
 
 @contextlib.contextmanager
@@ -281,17 +301,24 @@ def _locked(out: Path) -> Iterator[None]:
 
 
 class _Heartbeat:
-    """A thread writing the time into the trial's ``heartbeat`` attribute every :data:`HEARTBEAT_S`."""
+    """A thread writing the time into the trial's ``heartbeat`` attribute every :data:`HEARTBEAT_S`
+    and, every second, ending a worker whose sweep (``parent``, a pid) was killed: its trial is
+    left running, to be found dead and retried."""
 
-    def __init__(self, trial: Any) -> None:
-        self.trial, self.stopped = trial, threading.Event()
+    def __init__(self, trial: Any, parent: Optional[int] = None) -> None:
+        self.trial, self.parent, self.stopped = trial, parent, threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
         self.thread.start()
 
     def _beat(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_S):
-            with contextlib.suppress(Exception):  # a storage hiccup must not end the trial
-                self.trial.set_user_attr("heartbeat", time.time())
+        last = time.monotonic()
+        while not self.stopped.wait(1.0):
+            if self.parent is not None and os.getppid() != self.parent:
+                os._exit(3)
+            if time.monotonic() - last >= HEARTBEAT_S:
+                last = time.monotonic()
+                with contextlib.suppress(Exception):  # a storage hiccup must not end the trial
+                    self.trial.set_user_attr("heartbeat", time.time())
 
     def stop(self) -> None:
         self.stopped.set()
@@ -301,7 +328,9 @@ class _Heartbeat:
 def _worker_record(threads: int) -> Dict[str, Any]:
     import torch
 
-    device = "cuda:" + os.environ.get("CUDA_VISIBLE_DEVICES", "0") if torch.cuda.is_available() else "cpu"
+    device = (
+        f"cuda (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'all')})" if torch.cuda.is_available() else "cpu"
+    )
     return {"host": socket.gethostname(), "pid": os.getpid(), "threads": threads, "device": device}
 
 
@@ -321,31 +350,35 @@ def run_trial(plan: SweepPlan, study: Any, trial: Any, parent: Optional[int]) ->
 
     def on_scored(epochs: int, metrics: Dict[str, Any]) -> None:
         trial.report(float(metrics[plan.metric]), epochs)
-        if parent is not None and os.getppid() != parent:
-            os._exit(3)  # the sweep was killed: leave the trial running, to be found dead and retried
-        if trial.should_prune():
+        if epochs < plan.stop_epoch and trial.should_prune():  # a trial that ran its budget completes
             raise optuna.TrialPruned()
 
-    beat = _Heartbeat(trial)
+    beat = _Heartbeat(trial, parent)
     started = time.perf_counter()
     try:
-        result = train_student(
-            plan.trial_config(params), out, plan.regime, progress=False, verify_checksums=False, on_scored=on_scored
-        )
-    except optuna.TrialPruned:
-        trial.set_user_attr("wall_s", time.perf_counter() - started)
-        study.tell(trial, state=TrialState.PRUNED)
-    except TrainingDiverged as exc:
-        trial.set_user_attr("wall_s", time.perf_counter() - started)
-        trial.set_user_attr("failure", f"{DIVERGED}: {one_line(exc)}")
-        study.tell(trial, state=TrialState.FAIL)
-    except BaseException as exc:
-        trial.set_user_attr("failure", f"{ERROR}: {one_line(exc)}")
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    else:
-        trial.set_user_attr("wall_s", time.perf_counter() - started)
-        study.tell(trial, float(result["metrics"][plan.metric]))
+        try:
+            result = train_student(
+                plan.trial_config(params), out, plan.regime, progress=False, verify_checksums=False, on_scored=on_scored
+            )
+        except optuna.TrialPruned:
+            trial.set_user_attr("wall_s", time.perf_counter() - started)
+            study.tell(trial, state=TrialState.PRUNED)
+        except TrainingDiverged as exc:
+            trial.set_user_attr("wall_s", time.perf_counter() - started)
+            trial.set_user_attr("failure", f"{DIVERGED}: {one_line(exc)}")
+            study.tell(trial, state=TrialState.FAIL)
+        except (KeyboardInterrupt, SystemExit):  # stopped from outside: as if its process had died
+            fail_died(study, study._storage.get_trial(trial._trial_id), "interrupted")
+            raise
+        except BaseException as exc:
+            trial.set_user_attr("failure", f"{ERROR}: {one_line(exc) or type(exc).__name__}")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            trial.set_user_attr("wall_s", time.perf_counter() - started)
+            study.tell(trial, float(result["metrics"][plan.metric]))
+    except optuna.exceptions.UpdateFinishedTrialError:  # another worker took this one for dead
+        log.warning("sweep trial %d was failed as dead by another worker while it ran; its result is dropped", trial.number)
     finally:
         beat.stop()
         (out / "checkpoint.pt").unlink(missing_ok=True)  # a finished trial needs no resume state
@@ -368,16 +401,20 @@ def work(plan: SweepPlan, worker: int = 0, parent: Optional[int] = None) -> int:
 
 
 def _worker_main(plan: SweepPlan, worker: int, threads: int, parent: int, errors: Any) -> None:
-    """A spawned worker: ``threads`` intra-op threads, then :func:`work`; an error's one line goes to ``errors``."""
+    """A spawned worker: ``threads`` intra-op threads, then :func:`work`; an error's one line goes
+    to ``errors``. SIGTERM (the sweep stopping it) ends it as a death: its trial is retried."""
     import torch
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         work(plan, worker, parent)
     except MlkdError as exc:
         errors.put(f"worker {worker}: {one_line(exc)}")
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 def _cpu_count() -> int:
@@ -396,18 +433,18 @@ def run_workers(plan: SweepPlan, jobs: int) -> None:
     if jobs == 1:
         work(plan)
         return
-    import torch
+    from multiprocessing.connection import wait
 
     context = multiprocessing.get_context("spawn")
     errors = context.Queue()
     threads = max(1, _cpu_count() // jobs)
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = _visible_gpus()
     processes = []
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         for worker in range(jobs):
             if gpus:
-                os.environ["CUDA_VISIBLE_DEVICES"] = str(worker % gpus)
+                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[worker % len(gpus)]
             p = context.Process(target=_worker_main, args=(plan, worker, threads, os.getpid(), errors), daemon=False)
             p.start()
             processes.append(p)
@@ -417,16 +454,65 @@ def run_workers(plan: SweepPlan, jobs: int) -> None:
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = saved
-    for p in processes:
-        p.join()
+    stopped = False
+    try:
+        running = list(processes)
+        while running:
+            ready = wait([p.sentinel for p in running])
+            for p in [p for p in running if p.sentinel in ready]:
+                p.join()
+                running.remove(p)
+                if p.exitcode and not stopped:  # the first worker that fails stops the others; their trials are retried
+                    stopped = True
+                    for other in running:
+                        other.terminate()
+    except KeyboardInterrupt:
+        for p in processes:
+            p.terminate()
+        raise
+    finally:
+        for p in processes:
+            p.join()
     if not errors.empty():
         raise MlkdError(errors.get())
-    codes = [p.exitcode for p in processes if p.exitcode]
+    codes = [p.exitcode for p in processes if p.exitcode and p.exitcode != 128 + signal.SIGTERM]
     if codes:
         raise MlkdError(
             f"{len(codes)} of {jobs} sweep workers ended abnormally (exit codes {', '.join(map(str, codes))}); "
             f"run the same command again to go on where they stopped"
         )
+
+
+def _visible_gpus() -> List[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (its own list when set)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [d.strip() for d in visible.split(",") if d.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def forget_if_empty(plan: SweepPlan) -> bool:
+    """Delete the plan's study, and OUT's claim on it, when none of its trials finished (complete,
+    pruned or diverged): a sweep whose first trials stopped on an error, the others with them.
+    The run after the fix starts clean."""
+    optuna = require_module("optuna", "mlkd-cache sweep")
+    from optuna.trial import TrialState
+
+    try:
+        study = optuna.load_study(study_name=plan.study_name, storage=_storage(plan.storage))
+    except KeyError:  # never created
+        return False
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) or _failure_kind(t) == DIVERGED for t in trials):
+        return False
+    optuna.delete_study(study_name=plan.study_name, storage=_storage(plan.storage))
+    (plan.out / STUDY_MARKER).unlink(missing_ok=True)
+    shutil.rmtree(plan.out / TRIALS_DIR, ignore_errors=True)
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,17 +559,25 @@ def write_best_config(plan: SweepPlan, trial: Any, path: Path) -> Path:
     a header saying which trial, what it scored and the command that trains it again."""
     cfg = plan.trial_config(trial.params)
     threads = (trial.user_attrs.get("worker") or {}).get("threads")
-    command = f"mlkd-cache distill-student -c {path} {plan.regime.options()} -o {plan.out / 'best'}".replace("  ", " ")
+    command = " ".join(
+        [
+            "mlkd-cache distill-student -c",
+            shlex.quote(str(path)),
+            plan.regime.options(),
+            "-o",
+            shlex.quote(str(plan.out / "best")),
+        ]
+    ).replace("  ", " ")
     lines = [
         f"# The best trial of a sweep: trial {trial.number} of study {plan.study_name!r} ({plan.storage}),",
         f"# {TUNING_SPLIT} {plan.metric} {trial.value!r} after {cfg.epochs('s')[1]} epochs; written by mlkd-cache {__version__}.",
         "# Its tuned values: " + ", ".join(f"{k} = {v!r}" for k, v in trial.params.items()) + ".",
-        "# Train it again, the same weights on the same machine:",
+        "# Train it again, the same weights on the same machine (on CPU; cuDNN may not repeat itself on a GPU):",
         f"#     OMP_NUM_THREADS={threads} {command}" if threads else f"#     {command}",
         "",
     ]
     lines += [f"{key} = {value!r}" for key, value in cfg.to_dict().items()]
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # workers sharing OUT may finish at once
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
     return path
@@ -604,9 +698,9 @@ def summary(plan: SweepPlan, study: Any) -> Dict[str, Any]:
             "config": str(path),
             "threads": threads,
         }
-    tmp = plan.out / "sweep.json.tmp"
+    tmp = plan.out / f"{SUMMARY}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    os.replace(tmp, plan.out / "sweep.json")
+    os.replace(tmp, plan.out / SUMMARY)
     return result
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..config import Config
+from ..data.holdout import describe_val_split, val_split_record
 from ..data.transforms import TransformSpec
 from ..distributed import DistInfo
 from ..errors import CacheMismatchError
@@ -48,6 +49,18 @@ def check_teacher_fits(cfg: Config, card: ModelCard, dataset: Any, transform: Tr
             f"teacher {teacher} was trained for {card.num_classes} classes "
             f"({', '.join(card.class_names[:4])}, ...), the {cfg.dataset} train split has "
             f"{len(dataset.class_names)} ({', '.join(dataset.class_names[:4])}, ...); use the teacher of this dataset"
+        )
+    held_out = val_split_record(cfg.val_split)
+    if card.val_split != held_out:  # a teacher whose train split held other images than the students' and the cache's
+        fix = (
+            f"val_split = dict(fraction={card.val_split['fraction']!r}, seed={card.val_split['seed']})"
+            if card.val_split
+            else "val_split.fraction = 0"
+        )
+        raise CacheMismatchError(
+            f"teacher {teacher} was trained with {describe_val_split(card.val_split)}, the config holds "
+            f"{describe_val_split(held_out)}: its train split is not this one (it may have seen the val images); "
+            f"train the teacher with this config, or set {fix}"
         )
     if card.img_size != transform.img_size:
         raise CacheMismatchError(

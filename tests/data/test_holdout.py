@@ -4,7 +4,6 @@ stratification itself, and the splits every dataset builds with it."""
 from __future__ import annotations
 
 import hashlib
-import time
 
 import numpy as np
 import pytest
@@ -137,14 +136,13 @@ def test_records_and_their_words():
     assert describe_val_split({"fraction": 0.1, "seed": 2}) == "val_split fraction=0.1 seed=2"
 
 
-def test_fast_enough_for_coco():
-    """A COCO-sized label matrix (118,287 images, 80 classes, 2.9 labels each) in well under 2 s."""
+def test_a_coco_sized_matrix_is_stratified():
+    """A COCO-sized label matrix (118,287 images, 80 classes, 2.9 labels each; its speed is
+    benchmarks/holdout.py's): every class's val share within half a point of the fraction."""
     rng = np.random.default_rng(0)
     p = 0.2 / np.arange(1, 81) ** 0.9
     y = (rng.random((118287, 80)) < p * (2.9 / p.sum())).astype(np.uint8)
-    started = time.perf_counter()
     mask = holdout_mask(y, 0.1, 0)
-    assert time.perf_counter() - started < 2.0
     share = y[mask].sum(0) / y.sum(0)
     assert np.abs(share - 0.1).max() < 0.005 and abs(int(mask.sum()) - 11829) <= 60
 
@@ -227,8 +225,12 @@ def test_splits_named_with_val_split_on(voc_root, tmp_path):
 
 def test_val_split_config_values_are_checked(tmp_path):
     path = config(tmp_path, dataset="voc")
-    with pytest.raises(ConfigError, match=r"config key 'val_split.fraction' must be in \[0, 1\), got 1.0"):
-        load_config(path, settings={"val_split.fraction": 1.0})
+    for fraction in (1.0, 1e-7, -0.1):  # a share that holds out nothing, or everything
+        with pytest.raises(ConfigError, match=r"config key 'val_split.fraction' must be 0 \(off\) or in \[1e-06, 0.999999\]"):
+            load_config(path, settings={"val_split.fraction": fraction})
+    path_t = config(tmp_path, dataset="csv", dataset_para_t={"train_file": "all.csv"})
+    with pytest.raises(ConfigError, match=r"'dataset_para_t' sets 'train_file' while val_split is on"):
+        load_config(path_t, settings={"val_split.fraction": 0.1})
     with pytest.raises(ConfigError, match=r"'val_split.seed' must be >= 0"):
         load_config(path, settings={"val_split.seed": -1})
     with pytest.raises(ConfigError, match=r"unknown config key 'val_split.fractoin' \(did you mean 'fraction'\?\)"):

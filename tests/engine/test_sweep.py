@@ -270,3 +270,89 @@ def test_a_killed_sweep_resumes_to_the_trials_asked_and_best_py_trains_its_stude
     rows = [json.loads(line) for line in (tmp_path / "best" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["mAP"] == best["value"]  # the same weights: the same val mAP, to the last digit
     assert load_config(best["config"]).eval_split == "val"  # trials were scored on val, never on test
+
+
+# ---------------------------------------------------------------------------------------------
+# Refused before any trial, and leaving nothing behind
+# ---------------------------------------------------------------------------------------------
+
+
+def _plan(tmp_path, study_name: str = "s", **changes):
+    from mlkd_cache.runtime.regimes import Regime
+    from mlkd_cache.runtime.sweep import SweepPlan, storage_url
+
+    cfg = load_config(tiny_config(tmp_path)).replace(eval_split="val")
+    out = tmp_path / "sweep"
+    values = dict(
+        cfg=cfg,
+        regime=Regime.of(no_kd=True),
+        space=build_space(cfg, no_kd=True),
+        metric="mAP",
+        trials=3,
+        pruner="median",
+        out=out,
+        storage=storage_url(out, None),
+        study_name=study_name,
+    )
+    return SweepPlan(**{**values, **changes})
+
+
+def test_an_out_folder_holds_one_study(tmp_path):
+    from mlkd_cache.commands.sweep import _claim_out
+
+    plan = _plan(tmp_path)
+    _claim_out(plan)
+    (plan.out / "journal.log").write_text("")  # a storage's own file, a best/ run: the folder stays this study's
+    _claim_out(plan)
+    with pytest.raises(ConfigError, match=r"holds the sweep of study 's', not 'other'; give another -o"):
+        _claim_out(_plan(tmp_path, "other"))
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds 'notes.txt' and no sweep; give a new or empty folder"):
+        _claim_out(_plan(tmp_path, out=stranger))
+
+
+def test_a_sweep_whose_trials_all_stopped_on_an_error_leaves_no_study(tmp_path):
+    from optuna.trial import TrialState
+
+    from mlkd_cache.commands.sweep import _claim_out
+    from mlkd_cache.runtime.sweep import STUDY_MARKER, forget_if_empty, open_study
+
+    plan = _plan(tmp_path)
+    _claim_out(plan)
+    study = open_study(plan)
+    trial = study.ask()
+    trial.set_user_attr("failure", f"{ERROR}: the data root is missing")
+    study.tell(trial, state=TrialState.FAIL)
+    assert forget_if_empty(plan)
+    assert not (plan.out / STUDY_MARKER).exists()
+    assert optuna.study.get_all_study_names(plan.storage) == []
+    study = open_study(plan)  # a study with a finished trial is kept
+    trial = study.ask()
+    study.tell(trial, state=TrialState.PRUNED)
+    assert not forget_if_empty(plan)
+
+
+def test_a_study_refuses_another_sweep_naming_what_differs(tmp_path):
+    from mlkd_cache.runtime.sweep import open_study
+
+    (tmp_path / "sweep").mkdir()
+    open_study(_plan(tmp_path))
+    other = _plan(
+        tmp_path, space=build_space(load_config(tiny_config(tmp_path)), [parse_space_item("lr_s=log:1e-3:1e-2")], no_kd=True)
+    )
+    with pytest.raises(ConfigError, match=r"study 's' in sqlite:///.* tunes another sweep \(its space differs: "):
+        open_study(other)
+    with pytest.raises(ConfigError, match=r"its sources differ"):
+        open_study(_plan(tmp_path, sources=("0" * 64,)))
+
+
+def test_a_value_the_config_refuses_is_refused_before_any_trial(tmp_path):
+    cfg = load_config(tiny_config(tmp_path))
+    with pytest.raises(
+        ConfigError, match=r"pct_start=float:0.1:1.5: the value 1.5 is refused \(config key 'pct_start' must be in \(0, 1\)"
+    ):
+        build_space(cfg, [parse_space_item("pct_start=float:0.1:1.5")])
+    with pytest.raises(ConfigError, match=r"the value 16.5 is refused"):
+        build_space(cfg, [parse_space_item("batch_size=choice:16.5,32")])

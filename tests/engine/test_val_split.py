@@ -91,8 +91,18 @@ def test_a_held_out_val_split_on_real_photographs(tmp_path):
         r"re-run dump-targets with this config or set val_split = dict\(fraction=0.2, seed=0\)",
     )
 
+    # a teacher trained on another split (here: without the val images) is refused in one line
+    other_split = run_cli_in_process(
+        ["distill-student", *common, "-t", teacher, "-o", str(tmp_path / "o2"), "--set", "val_split.fraction=0"]
+    )
+    assert_one_line_error(
+        other_split,
+        r"teacher .*teacher\.pt was trained with val_split fraction=0.2 seed=0, the config holds no val_split: "
+        r"its train split is not this one",
+    )
+
     # a run without a val split says in one line why it stores no thresholds
-    online = cli("distill-student", *common, "-t", teacher, "-o", str(tmp_path / "online"), "--set", "val_split.fraction=0")
+    online = cli("distill-student", *common, "--no-kd", "-o", str(tmp_path / "online"), "--set", "val_split.fraction=0")
     assert "stores no decision thresholds: dataset coco has no val split to tune them on; set val_split = " in online.stderr
     card = torch.load(tmp_path / "online" / "student.pt", map_location="cpu", weights_only=True)["card"]
     assert card["thresholds"] is None
