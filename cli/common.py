@@ -159,3 +159,42 @@ def human_size(n: float) -> str:
             return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def regime_options(fn: Callable) -> Callable:
+    """The options that say where a student's targets come from (``distill-student`` and
+    ``sweep`` alike): ``--cache``, ``--teacher``, ``--fresh-views``, ``--views``, ``--no-kd``."""
+    options = [
+        click.option(
+            "--cache",
+            type=click.Path(path_type=Path),
+            multiple=True,
+            help="cache folder written by dump-targets (offline distillation); its image store, if any, is the data (no dataset folder needed); with --no-kd or --teacher only its images are read. Repeat it to distil from several teachers (caches of the same views; the loss terms are averaged over teachers)",
+        ),
+        click.option(
+            "--teacher",
+            "-t",
+            type=TEACHER,
+            default=None,
+            help="teacher.pt, or a factory package.module:function, run live on every batch instead of a cache: online on the cached views (those of the --cache whose image store it reads, else of a cache of --views views; the equivalence check), or with --fresh-views online on fresh views",
+        ),
+        click.option(
+            "--fresh-views",
+            is_flag=True,
+            help="with --teacher: online on fresh views, a fresh augmentation every epoch (L2D's regime; the tables' 'online fresh' rows), instead of online on the cached views",
+        ),
+        click.option(
+            "--views",
+            type=click.IntRange(min=1),
+            default=None,
+            help="with --teacher, without --fresh-views: how many views the live teacher replays  [default: those of the --cache whose images it reads, else the config's cache.views]; give the V of the cache the run is compared with",
+        ),
+        click.option(
+            "--no-kd",
+            is_flag=True,
+            help="no distillation: the hard-label loss alone, a fresh view every epoch, same loop and schedule (the baseline row of a KD table)",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

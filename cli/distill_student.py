@@ -3,12 +3,10 @@ from the live teacher)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..metrics import format_metrics
-from .common import CONTEXT_SETTINGS, TEACHER, build_config, config_options, default_out
+from .common import CONTEXT_SETTINGS, build_config, config_options, default_out, regime_options
 
 EPILOG = """\b
 Examples:
@@ -27,35 +25,7 @@ Examples:
 
 
 @click.command("distill-student", context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path),
-    multiple=True,
-    help="cache folder written by dump-targets (offline distillation); its image store, if any, is the data (no dataset folder needed); with --no-kd or --teacher only its images are read. Repeat it to distil from several teachers (caches of the same views; the loss terms are averaged over teachers)",
-)
-@click.option(
-    "--teacher",
-    "-t",
-    type=TEACHER,
-    default=None,
-    help="teacher.pt, or a factory package.module:function, run live on every batch instead of a cache: online on the cached views (those of the --cache whose image store it reads, else of a cache of --views views; the equivalence check), or with --fresh-views online on fresh views",
-)
-@click.option(
-    "--fresh-views",
-    is_flag=True,
-    help="with --teacher: online on fresh views, a fresh augmentation every epoch (L2D's regime; the tables' 'online fresh' rows), instead of online on the cached views",
-)
-@click.option(
-    "--views",
-    type=click.IntRange(min=1),
-    default=None,
-    help="with --teacher, without --fresh-views: how many views the live teacher replays  [default: those of the --cache whose images it reads, else the config's cache.views]; give the V of the cache the run is compared with",
-)
-@click.option(
-    "--no-kd",
-    is_flag=True,
-    help="no distillation: the hard-label loss alone, a fresh view every epoch, same loop and schedule (the baseline row of a KD table)",
-)
+@regime_options
 @click.option(
     "--verify-checksums/--no-verify-checksums",
     default=True,

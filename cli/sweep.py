@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT_SETTINGS, TEACHER, build_config
+from .common import CONTEXT_SETTINGS, build_config, regime_options
 
 EPILOG = """\b
 Examples:
@@ -30,24 +30,7 @@ Examples:
     required=True,
     help="sweep folder: sweep.db (the default storage), trials/NNNN/, sweep.json, best.py, plots; run the same command again to go on",
 )
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path),
-    multiple=True,
-    help="cache folder(s) the trials distil from (offline), as distill-student's --cache",
-)
-@click.option(
-    "--teacher",
-    "-t",
-    type=TEACHER,
-    default=None,
-    help="a live teacher instead of a cache (online), as distill-student's --teacher",
-)
-@click.option("--fresh-views", is_flag=True, help="with --teacher: online on fresh views (L2D's regime)")
-@click.option("--views", type=click.IntRange(min=1), default=None, help="with --teacher: views the live teacher replays")
-@click.option(
-    "--no-kd", is_flag=True, help="tune the no-KD student (the hard-label loss alone): the baseline a KD sweep is compared with"
-)
+@regime_options
 @click.option(
     "--trials",
     type=click.IntRange(min=1),
