@@ -193,7 +193,7 @@ def _cli(*args: str) -> list:
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_to_the_trials_asked_and_best_py_trains_its_student_again(tmp_path):
-    cfg = tiny_config(tmp_path, max_epoch_t="1", max_epoch_s="6", eval_every="2", cache="dict(views=2)")
+    cfg = tiny_config(tmp_path, max_epoch_t="1", max_epoch_s="4", eval_every="2", cache="dict(views=2)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for args in (
         ["teacher-train", "-c", str(cfg), "-o", str(tmp_path / "t"), "--no-progress"],
@@ -211,7 +211,7 @@ def test_a_killed_sweep_resumes_to_the_trials_asked_and_best_py_trains_its_stude
         subprocess.run(_cli(*args), check=True, env=env, capture_output=True, timeout=300)
     out = tmp_path / "sweep"
     sweep = _cli(
-        "sweep", "-c", str(cfg), "--cache", str(tmp_path / "cache"), "-o", str(out), "--trials", "7", "--jobs", "2", "--no-plots"
+        "sweep", "-c", str(cfg), "--cache", str(tmp_path / "cache"), "-o", str(out), "--trials", "5", "--jobs", "2", "--no-plots"
     )
 
     first = subprocess.Popen(sweep, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -237,13 +237,13 @@ def test_a_killed_sweep_resumes_to_the_trials_asked_and_best_py_trains_its_stude
     result = json.loads((out / "sweep.json").read_text())
     trials = {r["number"]: r for r in result["trials"]}
     counted = [r for r in trials.values() if r["state"] in ("complete", "pruned")]
-    assert len(counted) == 7, second.stdout
+    assert len(counted) == 5, second.stdout
     for number in killed_running:  # each killed trial failed as died, and ran again once, same values
         assert trials[number]["state"] == "fail" and trials[number]["failure"].startswith(DIED)
         retries = [r for r in trials.values() if r["retry_of"] == number]
         assert len(retries) == 1 and retries[0]["params"] == trials[number]["params"]
         assert retries[0]["state"] in ("complete", "pruned")
-    assert len(trials) == 7 + len(killed_running)
+    assert len(trials) == 5 + len(killed_running)
     folders = {p.name for p in (out / "trials").iterdir()}  # one per trial number; a trial killed early may have none
     assert {f"{r['number']:04d}" for r in counted} <= folders <= {f"{n:04d}" for n in trials}
     assert "rank  trial  state" in second.stdout and f"best: trial {result['best']['number']}" in second.stdout
