@@ -356,3 +356,15 @@ def test_a_value_the_config_refuses_is_refused_before_any_trial(tmp_path):
         build_space(cfg, [parse_space_item("pct_start=float:0.1:1.5")])
     with pytest.raises(ConfigError, match=r"the value 16.5 is refused"):
         build_space(cfg, [parse_space_item("batch_size=choice:16.5,32")])
+
+
+def test_without_optuna_the_sweep_says_so_in_one_line(tmp_path, monkeypatch):
+    from mlkd_cache.commands import sweep as sweep_command
+    from mlkd_cache.errors import MissingDependencyError
+    from mlkd_cache.runtime.regimes import Regime
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    cfg = load_config(tiny_config(tmp_path))
+    with pytest.raises(MissingDependencyError, match=r"mlkd-cache sweep needs optuna.*pip install 'mlkd-cache\[sweep\]'"):
+        sweep_command.run(cfg, tmp_path / "sweep", Regime.of(no_kd=True))
+    assert not (tmp_path / "sweep").exists()
