@@ -95,6 +95,7 @@ WALKTHROUGH_CONFIG = """\
 # voc_r50_r18.py: VOC 2007, ResNet-50 teacher -> ResNet-18 student with L2D's distiller (MLD + LED)
 dataset = "voc"
 data_root = "/data/voc"  # holds VOCtrainval2007/ and VOCtest2007/
+val_split = dict(fraction=0.1, seed=0)  # a tenth of trainval held out to choose thresholds and weights on
 img_size = 224
 batch_size = 32
 
