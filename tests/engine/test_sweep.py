@@ -16,6 +16,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
+from mlkd_cache.commands import dump_targets as dump  # noqa: E402
+from mlkd_cache.commands import teacher_train as teacher  # noqa: E402
 from mlkd_cache.config import load_config  # noqa: E402
 from mlkd_cache.errors import ConfigError  # noqa: E402
 from mlkd_cache.runtime.search_space import (  # noqa: E402
@@ -29,7 +31,7 @@ from mlkd_cache.runtime.search_space import (  # noqa: E402
 )
 from mlkd_cache.runtime.sweep import DIED, DIVERGED, ERROR, count_trials, reap_dead_trials  # noqa: E402
 
-from ..conftest import tiny_config  # noqa: E402
+from ..conftest import tiny_config, torch_threads  # noqa: E402
 
 LED = "criterion_t2s_para.para.le_dis.para"
 MPSCD = "dict(name='MPSCD', para=dict(lambda_le=1.0, le_dis=dict(name='MPSCD', para=dict(lambda_pcrd=2.0, lambda_pcsd=0.5))))"
@@ -195,20 +197,9 @@ def _cli(*args: str) -> list:
 def test_a_killed_sweep_resumes_to_the_trials_asked_and_best_py_trains_its_student_again(tmp_path):
     cfg = tiny_config(tmp_path, max_epoch_t="1", max_epoch_s="4", eval_every="2", cache="dict(views=2)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for args in (
-        ["teacher-train", "-c", str(cfg), "-o", str(tmp_path / "t"), "--no-progress"],
-        [
-            "dump-targets",
-            "-c",
-            str(cfg),
-            "-t",
-            str(tmp_path / "t" / "teacher.pt"),
-            "-o",
-            str(tmp_path / "cache"),
-            "--no-progress",
-        ],
-    ):
-        subprocess.run(_cli(*args), check=True, env=env, capture_output=True, timeout=300)
+    with torch_threads(1):  # the teacher and its cache in this process: the processes under test are the sweep's
+        teacher.run(load_config(cfg), tmp_path / "t", progress=False)
+        dump.run(load_config(cfg), tmp_path / "t" / "teacher.pt", tmp_path / "cache", progress=False)
     out = tmp_path / "sweep"
     sweep = _cli(
         "sweep", "-c", str(cfg), "--cache", str(tmp_path / "cache"), "-o", str(out), "--trials", "5", "--jobs", "2", "--no-plots"
