@@ -12,9 +12,10 @@ One teacher and one cache of ``--views`` views (trained and dumped here, or give
    one thread each, as the trials ran), each student scored on val and test;
 3. the paired difference of test mAP, tuned L2D minus tuned no KD (same seed: same
    initialisation and data order), mean ± std and its 95% t-interval;
-4. what the sweeps cost: wall time and the trials' worker-seconds, against the same trials with
-   the teacher online (each offline trial's epochs at the epoch time of a live teacher on fresh
-   views, measured here on ``--online-epochs`` epochs with the same thread count).
+4. what the sweeps cost: the trials' worker-seconds, against the same trials with the teacher
+   online, priced by the epoch times of the best L2D config trained ``--timing-epochs`` epochs
+   from the cache and with a live teacher on fresh views, one after the other, alone, with the
+   trials' thread count (trial times themselves depend on what else the machine ran).
 
 Choices are made on val only; test is scored once per winner and seed. Finished steps in
 ``--work`` are reused (sweeps resume), so an interrupted study can be rerun. Prints a table
@@ -95,7 +96,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--teacher", type=Path, default=None, help="a trained teacher.pt of the config (else trained here)")
     parser.add_argument("--cache", type=Path, default=None, help="its cache of --views views (else dumped here)")
     parser.add_argument(
-        "--online-epochs", type=int, default=2, help="epochs of the online run whose epoch time prices an online sweep"
+        "--timing-epochs",
+        type=int,
+        default=3,
+        help="epochs of the offline and online runs whose epoch times price an online sweep (default 3)",
+    )
+    parser.add_argument(
+        "--untuned", action="store_true", help="also train the config's own values (no KD and L2D) on the same seeds"
     )
     parser.add_argument("--work", type=Path, default=Path("runs/sweep-study"))
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny digits, 4 trials, 2 seeds")
@@ -137,11 +144,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, regime in REGIMES.items():
         out = work / ("sweep-no-kd" if regime else "sweep-l2d")
         regime = regime or ["--cache", str(cache)]
-        wall = cli(
-            ["sweep", "-c", config, *data, *regime, "-o", str(out), "--trials", str(args.trials), "--jobs", str(args.jobs)],
-            1,
-            log,
-        )
+        wall_file = work / f"{out.name}.wall_s"  # the sweep's wall time, kept for a rerun that reuses it
+        done = (out / "sweep.json").exists() and wall_file.exists()
+        if done:
+            states = json.loads((out / "sweep.json").read_text())["states"]
+            done = states["complete"] + states["pruned"] >= args.trials
+        if done:
+            wall = float(wall_file.read_text())
+        else:
+            sweep = [
+                "sweep",
+                "-c",
+                config,
+                *data,
+                *regime,
+                "-o",
+                str(out),
+                "--trials",
+                str(args.trials),
+                "--jobs",
+                str(args.jobs),
+            ]
+            wall = cli(sweep, 1, log)
+            wall_file.write_text(f"{wall}\n")
         result = json.loads((out / "sweep.json").read_text())
         best = result["best"]
         runs: Dict[int, Path] = {0: out / "trials" / f"{best['number']:04d}"}
@@ -170,32 +195,67 @@ def main(argv: Optional[List[str]] = None) -> int:
             "sweep_wall_s": wall,
             "trial_seconds": sum(t["wall_s"] or 0.0 for t in trials),
             "trial_epochs": sum(t["epochs"] for t in trials if t["state"] in ("complete", "pruned")),
-            "epoch_s": _epoch_seconds(out),
         }
 
-    online = work / "online-epoch"
-    if not (online / "student.pt").exists():
-        cli(
-            [
-                "distill-student",
-                "-c",
-                config,
-                *data,
-                "-t",
-                str(teacher),
-                "--fresh-views",
-                "--epochs",
-                str(args.online_epochs),
-                "-o",
-                str(online),
-                "--no-progress",
-                "--set",
-                f"eval_every={args.online_epochs}",
-            ],
-            per_job,
-            log,
-        )
-    online_epoch_s = _epoch_seconds_of(online)
+    untuned: Dict[str, Dict[str, Any]] = {}
+    if args.untuned:  # the config's own values on the same seeds: what the tuning itself gained
+        for name, regime in (("no KD, config", ["--no-kd"]), ("L2D offline, config", ["--cache", str(cache)])):
+            runs = {seed: work / f"config-{'no-kd' if regime == ['--no-kd'] else 'l2d'}-seed{seed}" for seed in range(args.seeds)}
+            todo = [
+                (
+                    [
+                        "distill-student",
+                        "-c",
+                        config,
+                        *data,
+                        *regime,
+                        "--seed",
+                        str(seed),
+                        "--set",
+                        "eval_split='val'",
+                        "-o",
+                        str(run),
+                        "--no-progress",
+                    ],
+                    per_job,
+                    log,
+                )
+                for seed, run in runs.items()
+                if not (run / "student.pt").exists()
+            ]
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                list(pool.map(lambda job: cli(*job), todo))
+            untuned[name] = {
+                "val": {s: float(last_row(r)["mAP"]) for s, r in runs.items()},
+                "test": {s: test_map(r / "student.pt", data) for s, r in runs.items()},
+            }
+
+    # the cost of the same trials online: the best L2D config trained a few epochs from the cache and
+    # with the live teacher, one after the other, alone, with the trials' thread count
+    epoch_s: Dict[str, float] = {}
+    best_config = json.loads((work / "sweep-l2d" / "sweep.json").read_text())["best"]["config"]
+    for mode, source in (("offline", ["--cache", str(cache)]), ("online", ["-t", str(teacher), "--fresh-views"])):
+        run = work / f"epochs-{mode}"
+        if not (run / "student.pt").exists():
+            epochs = str(args.timing_epochs)
+            cli(
+                [
+                    "distill-student",
+                    "-c",
+                    best_config,
+                    *source,
+                    "--epochs",
+                    epochs,
+                    "-o",
+                    str(run),
+                    "--no-progress",
+                    "--set",
+                    f"eval_every={epochs}",
+                ],
+                per_job,
+                log,
+            )
+        epoch_s[mode] = _epoch_seconds_of(run)
     kd = rows["L2D offline, tuned"]
     base = rows["no KD, tuned"]
     result = {
@@ -205,12 +265,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         "seeds": args.seeds,
         "jobs": args.jobs,
         "views": args.views,
+        "timing_epochs": args.timing_epochs,
         "rows": rows,
         "paired_test": paired(kd["test"], base["test"]),
         "paired_val": paired(kd["val"], base["val"]),
-        "online_epoch_s": online_epoch_s,
-        "offline_epoch_s": kd["epoch_s"],
-        "online_sweep_s_projected": kd["trial_epochs"] * online_epoch_s,
+        "epoch_s": epoch_s,
+        "online_sweep_s_projected": kd["trial_seconds"] * epoch_s["online"] / epoch_s["offline"],
+        "untuned": untuned,
+        "paired_untuned_test": paired(untuned["L2D offline, config"]["test"], untuned["no KD, config"]["test"])
+        if untuned
+        else None,
+        "tuning_gain_test": {
+            "no KD": paired(base["test"], untuned["no KD, config"]["test"]),
+            "L2D offline": paired(kd["test"], untuned["L2D offline, config"]["test"]),
+        }
+        if untuned
+        else None,
         "stamp": stamp(),
     }
     (work / "sweep_study.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -226,14 +296,10 @@ def _epoch_seconds_of(run: Path) -> float:
     return float(statistics.median(r["train_time_s"] for r in rows))
 
 
-def _epoch_seconds(sweep: Path) -> float:
-    """Median training seconds per epoch over a sweep's trials."""
-    import statistics
-
-    times = []
-    for metrics in sorted((sweep / "trials").glob("*/metrics.jsonl")):
-        times += [json.loads(line)["train_time_s"] for line in metrics.read_text().splitlines()]
-    return float(statistics.median(times))
+def _diff(d: Dict[str, Any]) -> str:
+    """A paired difference: mean ± std, its 95% interval, beyond or within the noise."""
+    ci = "n/a" if d["ci95"] is None else f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+    return f"{d['mean']:+.2f} ± {d['std']:.2f}, 95% interval {ci}, {'beyond' if d['beyond_noise'] else 'within'} the noise"
 
 
 def _pm(values: Dict[Any, float]) -> str:
@@ -270,11 +336,18 @@ def render(result: Dict[str, Any]) -> str:
         f"tuned L2D - tuned no KD, test mAP, paired over seeds: {d['mean']:+.2f} ± {d['std']:.2f}, 95% interval {ci}, "
         f"{'beyond' if d['beyond_noise'] else 'within'} the noise (val: {result['paired_val']['mean']:+.2f} ± {result['paired_val']['std']:.2f})"
     )
-    kd = result["rows"]["L2D offline, tuned"]
+    for name, row in result["untuned"].items():
+        lines.append(f"{name}: val mAP {_pm(row['val'])}, test mAP {_pm(row['test'])}")
+    if result["untuned"]:
+        u, g = result["paired_untuned_test"], result["tuning_gain_test"]
+        lines.append(f"config L2D - config no KD, test mAP, paired: {_diff(u)}")
+        lines.append(f"tuned - config, test mAP, paired: no KD {_diff(g['no KD'])}; L2D offline {_diff(g['L2D offline'])}")
+    kd, e = result["rows"]["L2D offline, tuned"], result["epoch_s"]
     lines.append(
-        f"the L2D sweep: {kd['trial_epochs']} trial epochs at {result['offline_epoch_s']:.1f} s offline; with the teacher online "
-        f"({result['online_epoch_s']:.1f} s per epoch) the same trials would train {result['online_sweep_s_projected'] / 60:.0f} min "
-        f"instead of {kd['trial_seconds'] / 60:.0f} worker-min ({result['online_epoch_s'] / result['offline_epoch_s']:.2f}x)"
+        f"the L2D sweep's trials trained {kd['trial_seconds'] / 60:.0f} worker-min ({kd['trial_epochs']} epochs); an epoch of its best "
+        f"config takes {e['offline']:.2f} s from the cache and {e['online']:.2f} s with the teacher online (median of "
+        f"{result.get('timing_epochs', 3)}, alone, one thread each): the same trials online would train about "
+        f"{result['online_sweep_s_projected'] / 60:.0f} worker-min ({e['online'] / e['offline']:.2f}x)"
     )
     return "\n".join(lines)
 
