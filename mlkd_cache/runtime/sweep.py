@@ -336,7 +336,8 @@ def _worker_record(threads: int) -> Dict[str, Any]:
 
 def run_trial(plan: SweepPlan, study: Any, trial: Any, parent: Optional[int]) -> None:
     """Train the student of ``trial`` and tell the study how it ended. ``parent``: the pid of the
-    sweep that started this worker (a worker whose sweep was killed stops at its next scoring)."""
+    sweep that started this worker (a worker whose sweep was killed ends within a second, its
+    trial left running, to be found dead and retried)."""
     import optuna
     import torch
     from optuna.trial import TrialState
@@ -345,7 +346,7 @@ def run_trial(plan: SweepPlan, study: Any, trial: Any, parent: Optional[int]) ->
     trial.set_user_attr("worker", _worker_record(torch.get_num_threads()))
     trial.set_user_attr("heartbeat", time.time())
     out = plan.trial_dir(trial.number)
-    if out.exists():  # a number is never given twice; a folder left by another study of this -o
+    if out.exists():  # a number is never given twice: a folder left by a study forgotten after its errors
         shutil.rmtree(out)
 
     def on_scored(epochs: int, metrics: Dict[str, Any]) -> None:
