@@ -13,6 +13,7 @@ caches' checksums, the output folder), runs the workers and returns the summary
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -65,7 +66,9 @@ def _claim_out(plan: SweepPlan) -> None:
         first = sorted(p.name for p in out.iterdir())[0]
         raise ConfigError(f"-o {out} holds {first!r} and no sweep; give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(mine) + "\n")
+    tmp = out / f"{STUDY_MARKER}.{os.getpid()}.tmp"  # workers of an array may start at once: whole or absent
+    tmp.write_text(json.dumps(mine) + "\n")
+    os.replace(tmp, marker)
 
 
 def _sources(regime: Regime) -> Tuple[str, ...]:
