@@ -62,9 +62,9 @@ def _claim_out(plan: SweepPlan) -> None:
                 f"(each study keeps its own trials/, best.py and plots)"
             )
         return
-    if out.is_dir() and any(out.iterdir()):
-        first = sorted(p.name for p in out.iterdir())[0]
-        raise ConfigError(f"-o {out} holds {first!r} and no sweep; give a new or empty folder")
+    held = sorted(p.name for p in out.iterdir() if not p.name.endswith(".tmp")) if out.is_dir() else []
+    if held:  # (a .tmp file: another worker of the array writing its marker)
+        raise ConfigError(f"-o {out} holds {held[0]!r} and no sweep; give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f"{STUDY_MARKER}.{os.getpid()}.tmp"  # workers of an array may start at once: whole or absent
     tmp.write_text(json.dumps(mine) + "\n")
