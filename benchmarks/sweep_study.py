@@ -330,11 +330,10 @@ def render(result: Dict[str, Any]) -> str:
             ]
         )
     lines.append(format_table(table, headers))
-    d = result["paired_test"]
-    ci = "n/a" if d["ci95"] is None else f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+    v = result["paired_val"]
     lines.append(
-        f"tuned L2D - tuned no KD, test mAP, paired over seeds: {d['mean']:+.2f} ± {d['std']:.2f}, 95% interval {ci}, "
-        f"{'beyond' if d['beyond_noise'] else 'within'} the noise (val: {result['paired_val']['mean']:+.2f} ± {result['paired_val']['std']:.2f})"
+        f"tuned L2D - tuned no KD, test mAP, paired over seeds: {_diff(result['paired_test'])} "
+        f"(val: {v['mean']:+.2f} ± {v['std']:.2f})"
     )
     for name, row in result["untuned"].items():
         lines.append(f"{name}: val mAP {_pm(row['val'])}, test mAP {_pm(row['test'])}")

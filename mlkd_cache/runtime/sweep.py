@@ -703,8 +703,3 @@ def summary(plan: SweepPlan, study: Any) -> Dict[str, Any]:
     tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
     os.replace(tmp, plan.out / SUMMARY)
     return result
-
-
-def wall_seconds(rows: Sequence[Mapping[str, Any]]) -> float:
-    """The trials' training time added up (what the sweep cost in worker-seconds)."""
-    return float(sum(r["wall_s"] or 0.0 for r in rows))
